@@ -1,0 +1,8 @@
+//! kar: backup and restore for Apache Kafka and its Schema Registry, into one self-contained,
+//! verifiable archive file.
+//!
+//! The tree follows the pipeline. Every command is a library function with typed options and a
+//! typed result; `cli` only turns command-line arguments into those calls.
+
+pub mod cli;
+pub mod registry;

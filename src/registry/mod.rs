@@ -1,0 +1,4 @@
+//! Schema Registry: the Confluent wire-format header that ties every serialized record to a schema
+//! ID. (The REST client, snapshot and restore of the registry build on this module.)
+
+pub mod wire;

@@ -1,0 +1,165 @@
+//! Shared test support: service addresses, unique names so tests run in parallel, and small clients
+//! for setting up state on the real broker and registries.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde_json::Value;
+
+pub fn bootstrap() -> String {
+    std::env::var("KAR_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn source_registry() -> String {
+    std::env::var("KAR_TEST_REGISTRY_SOURCE").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+pub fn target_registry() -> String {
+    std::env::var("KAR_TEST_REGISTRY_TARGET").unwrap_or_else(|_| "http://127.0.0.1:8082".into())
+}
+
+/// A name no other test (in this run or an earlier one against the same services) uses.
+pub fn unique(what: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "kt-{what}-{}-{:x}-{n}",
+        std::process::id(),
+        nanos % 0xffff_ffff
+    )
+}
+
+/// A number unlikely to be used by an earlier run against the same registry: for explicit schema
+/// IDs registered in IMPORT mode.
+pub fn unique_id() -> i32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
+    (100_000 + (nanos / 1000 + n * 7919) % 1_000_000_000) as i32
+}
+
+/// Fails the test with a message naming the service when Kafka does not answer: tests never skip.
+pub fn require_kafka() {
+    let addr = bootstrap();
+    let sock: std::net::SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("KAR_TEST_BOOTSTRAP={addr} is not HOST:PORT: {e}"));
+    if std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(3)).is_err() {
+        panic!("Kafka is not reachable at {addr}: start the services with `scripts/services up`");
+    }
+}
+
+pub fn admin() -> AdminClient<DefaultClientContext> {
+    require_kafka();
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+pub async fn create_topic(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let res = admin()
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create_topics request");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// A small JSON client for the Schema Registry REST API, for arranging test state. Failing calls
+/// panic with the method, URL, status and body.
+pub struct Registry {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    pub fn new(base: impl Into<String>) -> Self {
+        Registry {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn source() -> Self {
+        Self::new(source_registry())
+    }
+
+    pub fn target() -> Self {
+        Self::new(target_registry())
+    }
+
+    /// Sends a request and returns (status, body as JSON or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| {
+            panic!(
+                "{method} {url}: registry not reachable ({e}); start it with `scripts/services up`"
+            )
+        });
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// Like `call`, but panics unless the status is 200.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, json) = self.call(method.clone(), path, body).await;
+        assert_eq!(
+            status, 200,
+            "{method} {}{path} answered {status}: {json}",
+            self.base
+        );
+        json
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+
+    /// Registers a schema under `subject` and returns its global ID.
+    pub async fn register(&self, subject: &str, body: Value) -> i32 {
+        let res = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("/subjects/{subject}/versions"),
+                Some(body),
+            )
+            .await;
+        res["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id in {res}")) as i32
+    }
+}

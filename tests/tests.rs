@@ -1,0 +1,9 @@
+//! All integration tests, built as one binary: every test binary links librdkafka again, and the
+//! machine this runs on has two cores. One module per area.
+//!
+//! These tests talk to the real services started by `scripts/services up` (a Kafka broker and two
+//! Schema Registry instances); addresses come from `KAR_TEST_BOOTSTRAP`,
+//! `KAR_TEST_REGISTRY_SOURCE` and `KAR_TEST_REGISTRY_TARGET`.
+
+mod common;
+mod services;
