@@ -4,5 +4,7 @@
 //! The tree follows the pipeline. Every command is a library function with typed options and a
 //! typed result; `cli` only turns command-line arguments into those calls.
 
+pub mod archive;
 pub mod cli;
+pub mod format;
 pub mod registry;

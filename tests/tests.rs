@@ -5,5 +5,6 @@
 //! Schema Registry instances); addresses come from `KAR_TEST_BOOTSTRAP`,
 //! `KAR_TEST_REGISTRY_SOURCE` and `KAR_TEST_REGISTRY_TARGET`.
 
+mod archive;
 mod common;
 mod services;

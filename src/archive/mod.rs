@@ -1,0 +1,12 @@
+//! The archive on disk: the front-to-back writer, the memory-mapped reader, the redb index inside
+//! the file, and the operations on whole archives (verify, inspect, repair). The byte layout itself
+//! is `crate::format`'s.
+
+pub mod error;
+pub mod index;
+pub mod reader;
+pub mod writer;
+
+pub use error::ArchiveError;
+pub use reader::{Archive, Source};
+pub use writer::{ArchiveWriter, WriteSummary, WriterOptions};

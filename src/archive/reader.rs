@@ -1,0 +1,358 @@
+//! The archive reader: the file is memory-mapped once; the footer, manifest and index are read in
+//! place, and chunks are decompressed one at a time into a reused buffer, with records handed out
+//! as slices of it.
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::format::chunk::ChunkRecords;
+use crate::format::file_header::{self, FileHeader};
+use crate::format::footer::{self, Footer};
+use crate::format::frame::{self, Compression, ContentDecoder, FrameHeader, FrameKind};
+use crate::format::manifest::Manifest;
+use crate::format::{FormatError, Hash, hex};
+
+use super::error::ArchiveError;
+use super::index::{self, ChunkEntry, IndexContent};
+
+/// The bytes of an archive: a memory map of the file, or bytes already in memory (tests, fuzzing).
+pub enum Source {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Source {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Source::Mapped(m) => m,
+            Source::Owned(v) => v,
+        }
+    }
+}
+
+impl Source {
+    /// Maps a file read-only, with clear errors for what is not an archive file.
+    pub fn map(path: &Path) -> Result<Source, ArchiveError> {
+        let meta = std::fs::metadata(path).map_err(ArchiveError::io("open", path))?;
+        if meta.is_dir() {
+            return Err(ArchiveError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        if meta.len() == 0 {
+            return Err(ArchiveError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let file = File::open(path).map_err(ArchiveError::io("open", path))?;
+        // SAFETY: the map is read-only and kar never writes to a file it reads. The contract is
+        // that nobody truncates or rewrites the archive while it is open: archives are written
+        // once and then immutable. If another process changed the bytes anyway, every read is
+        // still checked against blake3 hashes, so the damage shows as a verification error
+        // (a truncation could still fault the process; that is the cost of reading in place).
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(ArchiveError::io("memory-map", path))?;
+        Ok(Source::Mapped(map))
+    }
+}
+
+/// Reads one frame at `offset` of `bytes` (header checked, stored bytes bounded by the file).
+pub(crate) fn frame_at(
+    bytes: &[u8],
+    offset: u64,
+    limit: u64,
+) -> Result<(FrameHeader, &[u8]), FormatError> {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = (limit as usize).min(bytes.len());
+    let h = FrameHeader::decode(&bytes[start..end.max(start)], offset)?;
+    let data_start = start + frame::HEADER_LEN;
+    let available = end.saturating_sub(data_start) as u64;
+    if h.stored_len > available {
+        return Err(FormatError::Truncated {
+            structure: "frame content",
+            offset: data_start as u64,
+            needed: h.stored_len,
+            available,
+        });
+    }
+    Ok((h, &bytes[data_start..data_start + h.stored_len as usize]))
+}
+
+pub struct Archive {
+    path: PathBuf,
+    source: Arc<Source>,
+    header: FileHeader,
+    footer: Footer,
+    manifest: Manifest,
+    manifest_id: Hash,
+    index: redb::ReadOnlyDatabase,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Archive({})", self.path.display())
+    }
+}
+
+impl Archive {
+    pub fn open(path: impl AsRef<Path>) -> Result<Archive, ArchiveError> {
+        let path = path.as_ref();
+        Archive::from_source(Source::map(path)?, path)
+    }
+
+    /// Opens an archive from any bytes; `path` names it in errors. Checks the file header, the
+    /// footer, the manifest (content ID) and the index frame (stored hash), not the chunks.
+    pub fn from_source(source: Source, path: impl Into<PathBuf>) -> Result<Archive, ArchiveError> {
+        let path = path.into();
+        let bytes: &[u8] = &source;
+        let header = FileHeader::decode(bytes).map_err(ArchiveError::format(&path, ""))?;
+        if (bytes.len() as u64) < (file_header::LEN + footer::LEN) as u64 {
+            return Err(ArchiveError::format(&path, "")(FormatError::Truncated {
+                structure: "archive",
+                offset: bytes.len() as u64,
+                needed: (file_header::LEN + footer::LEN
+                    - bytes.len().min(file_header::LEN + footer::LEN))
+                    as u64,
+                available: 0,
+            }));
+        }
+        let footer = Footer::decode(bytes).map_err(ArchiveError::format(&path, ""))?;
+        let data_end = (bytes.len() - footer::LEN) as u64;
+
+        let (mh, stored) = frame_at(bytes, footer.manifest_offset, data_end).map_err(
+            ArchiveError::format(&path, " (the manifest frame the footer points to)"),
+        )?;
+        if mh.kind != FrameKind::Manifest {
+            return Err(ArchiveError::format(&path, "")(FormatError::Corrupt {
+                structure: "footer",
+                offset: data_end,
+                detail: format!(
+                    "manifest offset {} points to a {} frame",
+                    footer.manifest_offset,
+                    mh.kind.name()
+                ),
+            }));
+        }
+        let mut raw = Vec::new();
+        ContentDecoder::new()
+            .map_err(ArchiveError::io("initialise zstd for", &path))?
+            .decode(&mh, stored, footer.manifest_offset, &mut raw)
+            .map_err(ArchiveError::format(&path, " (manifest)"))?;
+        let manifest = Manifest::decode(&raw, footer.manifest_offset + frame::HEADER_LEN as u64)
+            .map_err(ArchiveError::format(&path, ""))?;
+
+        let (ih, istored) = frame_at(bytes, footer.index_offset, data_end).map_err(
+            ArchiveError::format(&path, " (the index frame the footer points to)"),
+        )?;
+        if ih.kind != FrameKind::Index || ih.compression != Compression::None {
+            return Err(ArchiveError::format(&path, "")(FormatError::Corrupt {
+                structure: "footer",
+                offset: data_end,
+                detail: format!(
+                    "index offset {} points to a {} frame",
+                    footer.index_offset,
+                    ih.kind.name()
+                ),
+            }));
+        }
+        if !frame::check_stored(&ih, istored) {
+            return Err(ArchiveError::format(&path, "")(FormatError::Corrupt {
+                structure: "index",
+                offset: footer.index_offset + frame::HEADER_LEN as u64,
+                detail: "index bytes do not match their hash".into(),
+            }));
+        }
+        let index_start = footer.index_offset as usize + frame::HEADER_LEN;
+        let source = Arc::new(source);
+        let index =
+            index::open(source.clone(), index_start, ih.stored_len as usize).map_err(|e| {
+                ArchiveError::Index {
+                    path: path.clone(),
+                    offset: footer.index_offset,
+                    detail: format!("cannot open the redb index: {e}"),
+                }
+            })?;
+        Ok(Archive {
+            path,
+            source,
+            header,
+            footer,
+            manifest,
+            manifest_id: mh.content_id,
+            index,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.source
+    }
+
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn manifest_id(&self) -> &Hash {
+        &self.manifest_id
+    }
+
+    pub fn root(&self) -> Hash {
+        self.footer.root
+    }
+
+    pub fn index_db(&self) -> &redb::ReadOnlyDatabase {
+        &self.index
+    }
+
+    fn index_err(&self, e: impl std::fmt::Display) -> ArchiveError {
+        ArchiveError::Index {
+            path: self.path.clone(),
+            offset: self.footer.index_offset,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Everything in the index.
+    pub fn index_content(&self) -> Result<IndexContent, ArchiveError> {
+        IndexContent::read(&self.index).map_err(|e| self.index_err(e))
+    }
+
+    /// The chunks of one partition, in offset order.
+    pub fn chunks_of(&self, topic: &str, partition: i32) -> Result<Vec<ChunkEntry>, ArchiveError> {
+        use redb::ReadableDatabase;
+        let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
+        let t = tx
+            .open_table(index::CHUNKS)
+            .map_err(|e| self.index_err(e))?;
+        let mut out = Vec::new();
+        for row in t
+            .range((topic, partition, i64::MIN)..=(topic, partition, i64::MAX))
+            .map_err(|e| self.index_err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.index_err(e))?;
+            let (_, _, first) = k.value();
+            out.push(
+                ChunkEntry::decode_value(topic, partition, first, v.value()).ok_or_else(|| {
+                    self.index_err(format!("bad chunks entry for {topic}/{partition}@{first}"))
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The first offset of the first chunk holding a record with timestamp ≥ `ts`.
+    pub fn first_chunk_at_or_after(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts: i64,
+    ) -> Result<Option<i64>, ArchiveError> {
+        index::first_chunk_at_or_after(&self.index, topic, partition, ts)
+            .map_err(|e| self.index_err(e))
+    }
+
+    /// Decompresses a chunk into `buf` and checks it: the frame matches the index entry, and the
+    /// content matches its chunk ID. Then `ChunkRecords::new(buf, 0)` iterates its records.
+    pub fn read_chunk(
+        &self,
+        e: &ChunkEntry,
+        dec: &mut ContentDecoder,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ArchiveError> {
+        let ctx = format!(
+            " (record chunk {} of {}/{} offsets {}..={}, frame at offset {})",
+            &hex(&e.chunk_id)[..16],
+            e.topic,
+            e.partition,
+            e.first_offset,
+            e.last_offset,
+            e.frame_offset
+        );
+        let data_end = self.bytes().len() as u64 - footer::LEN as u64;
+        let (h, stored) = frame_at(self.bytes(), e.frame_offset, data_end)
+            .map_err(ArchiveError::format(&self.path, ctx.clone()))?;
+        if h.kind != FrameKind::RecordChunk || h.content_id != e.chunk_id {
+            return Err(ArchiveError::format(&self.path, ctx)(
+                FormatError::Corrupt {
+                    structure: "index",
+                    offset: e.frame_offset,
+                    detail: "the index points to a frame that is not this chunk".into(),
+                },
+            ));
+        }
+        dec.decode(&h, stored, e.frame_offset, buf)
+            .map_err(ArchiveError::format(&self.path, ctx))
+    }
+
+    /// Reads a blob or metadata document by content ID.
+    pub fn read_content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError> {
+        use redb::ReadableDatabase;
+        let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
+        let t = tx
+            .open_table(index::CONTENT)
+            .map_err(|e| self.index_err(e))?;
+        let offset = t
+            .get(*id)
+            .map_err(|e| self.index_err(e))?
+            .ok_or_else(|| ArchiveError::Missing {
+                path: self.path.clone(),
+                what: format!("content {}", hex(id)),
+            })?
+            .value();
+        let data_end = self.bytes().len() as u64 - footer::LEN as u64;
+        let ctx = format!(" (content {})", hex(id));
+        let (h, stored) = frame_at(self.bytes(), offset, data_end)
+            .map_err(ArchiveError::format(&self.path, ctx.clone()))?;
+        let mut out = Vec::new();
+        ContentDecoder::new()
+            .map_err(ArchiveError::io("initialise zstd for", &self.path))?
+            .decode(&h, stored, offset, &mut out)
+            .map_err(ArchiveError::format(&self.path, ctx))?;
+        Ok(out)
+    }
+
+    /// Calls `f` for every record of a partition, in offset order, chunk by chunk.
+    pub fn for_each_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut f: impl FnMut(&crate::format::chunk::Record<'_>),
+    ) -> Result<u64, ArchiveError> {
+        let mut dec =
+            ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", &self.path))?;
+        let mut buf = Vec::new();
+        let mut n = 0;
+        for e in self.chunks_of(topic, partition)? {
+            self.read_chunk(&e, &mut dec, &mut buf)?;
+            let ctx = format!(
+                " (record chunk {} of {topic}/{partition}, frame at offset {})",
+                &hex(&e.chunk_id)[..16],
+                e.frame_offset
+            );
+            for r in
+                ChunkRecords::new(&buf, 0).map_err(ArchiveError::format(&self.path, ctx.clone()))?
+            {
+                let r = r.map_err(ArchiveError::format(&self.path, ctx.clone()))?;
+                f(&r);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

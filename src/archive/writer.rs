@@ -1,0 +1,405 @@
+//! The archive writer: strictly front to back (it never seeks, so it can write to a pipe, a tape
+//! or a slow USB stick). Content frames go out as they are ready; the manifest, the index and the
+//! footer are written at the end.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
+use crate::format::frame::{Compression, FrameHeader, FrameKind};
+use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
+use crate::format::{
+    Hash, VERSION_MAJOR, VERSION_MINOR, file_header::FileHeader, footer::Footer, hex,
+    root::root_hash,
+};
+
+use super::error::ArchiveError;
+use super::index::{ChunkEntry, IndexContent};
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// A chunk is closed once its encoded records reach this many bytes (uncompressed).
+    pub chunk_target_bytes: usize,
+    pub zstd_level: i32,
+    /// When the backup started, milliseconds since the Unix epoch; goes into the manifest.
+    pub created_at_ms: i64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            chunk_target_bytes: 2 * 1024 * 1024,
+            zstd_level: 3,
+            created_at_ms: now_ms(),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What a finished archive holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub root: Hash,
+    pub bytes: u64,
+    pub frames: u64,
+    pub chunks: u64,
+    pub records: u64,
+    /// Frames not written because identical content was already in the file.
+    pub deduplicated: u64,
+}
+
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    path: PathBuf,
+    pos: u64,
+    frames: u64,
+    opts: WriterOptions,
+    index: IndexContent,
+    written: HashSet<Hash>,
+    deduplicated: u64,
+    open: BTreeMap<(String, i32), ChunkEncoder>,
+    partitions: BTreeMap<(String, i32), PartitionEntry>,
+    metadata: Vec<MetadataRef>,
+    blobs: u64,
+}
+
+impl ArchiveWriter<BufWriter<File>> {
+    /// Creates a new archive file; refuses to overwrite an existing one.
+    pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ArchiveError::Exists {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    ArchiveError::Io {
+                        op: "create",
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                }
+            })?;
+        ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), path, opts)
+    }
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive on any byte sink; `path` names it in errors.
+    pub fn new(
+        mut out: W,
+        path: impl Into<PathBuf>,
+        opts: WriterOptions,
+    ) -> Result<Self, ArchiveError> {
+        let path = path.into();
+        let header = FileHeader::default().encode();
+        out.write_all(&header)
+            .map_err(ArchiveError::io("write", &path))?;
+        Ok(ArchiveWriter {
+            out,
+            path,
+            pos: header.len() as u64,
+            frames: 0,
+            opts,
+            index: IndexContent::default(),
+            written: HashSet::new(),
+            deduplicated: 0,
+            open: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            metadata: Vec::new(),
+            blobs: 0,
+        })
+    }
+
+    pub fn options(&self) -> &WriterOptions {
+        &self.opts
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn write_frame(&mut self, h: &FrameHeader, stored: &[u8]) -> Result<u64, ArchiveError> {
+        let at = self.pos;
+        self.out
+            .write_all(&h.encode())
+            .map_err(ArchiveError::io("write", &self.path))?;
+        self.out
+            .write_all(stored)
+            .map_err(ArchiveError::io("write", &self.path))?;
+        self.pos += h.frame_len();
+        self.frames += 1;
+        Ok(at)
+    }
+
+    fn partition_entry(&mut self, topic: &str, partition: i32) -> &mut PartitionEntry {
+        self.partitions
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| PartitionEntry {
+                partition,
+                ..Default::default()
+            })
+    }
+
+    /// Records the snapshot range a partition is to be captured over (`start..end`), so that an
+    /// empty partition is listed too and "complete" has a meaning.
+    pub fn declare_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        start_offset: i64,
+        end_offset: i64,
+    ) {
+        let e = self.partition_entry(topic, partition);
+        e.start_offset = Some(start_offset);
+        e.end_offset = Some(end_offset);
+    }
+
+    /// Appends one record to the open chunk of its partition; the chunk is compressed and written
+    /// when it reaches the target size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append<'h>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        timestamp_type: TimestampType,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) -> Result<(), ArchiveError> {
+        let k = (topic.to_string(), partition);
+        if !self.open.contains_key(&k) {
+            let enc = ChunkEncoder::new(topic, partition)
+                .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
+            self.open.insert(k.clone(), enc);
+        }
+        let enc = self.open.get_mut(&k).expect("inserted above");
+        enc.push(offset, timestamp, timestamp_type, key, value, headers)
+            .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
+        if enc.encoded_len() >= self.opts.chunk_target_bytes {
+            self.flush_chunk(topic, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open chunk of a partition, if it has records.
+    pub fn flush_chunk(&mut self, topic: &str, partition: i32) -> Result<(), ArchiveError> {
+        if let Some(enc) = self.open.remove(&(topic.to_string(), partition)) {
+            if !enc.is_empty() {
+                let sealed = enc
+                    .seal(self.opts.zstd_level)
+                    .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
+                self.write_chunk(sealed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the partition's open chunk and marks the partition complete.
+    pub fn finish_partition(&mut self, topic: &str, partition: i32) -> Result<(), ArchiveError> {
+        self.flush_chunk(topic, partition)?;
+        self.partition_entry(topic, partition).complete = true;
+        Ok(())
+    }
+
+    /// Writes a chunk sealed elsewhere (e.g. on a consumer's own thread). A chunk whose content is
+    /// already in the file is not written again.
+    pub fn write_chunk(&mut self, c: SealedChunk) -> Result<(), ArchiveError> {
+        let id = c.frame.content_id;
+        if !self.written.insert(id) {
+            self.deduplicated += 1;
+            return Ok(());
+        }
+        let at = self.write_frame(&c.frame, &c.stored)?;
+        let h = &c.header;
+        self.index.chunks.push(ChunkEntry::new(
+            h,
+            at,
+            id,
+            c.frame.raw_len,
+            c.frame.stored_len,
+        ));
+        self.index.content.insert(id, at);
+        let e = self.partition_entry(&h.topic, h.partition);
+        e.records += u64::from(h.record_count);
+        e.chunks += 1;
+        e.raw_bytes += c.frame.raw_len;
+        e.stored_bytes += c.frame.stored_len;
+        e.first_offset = Some(
+            e.first_offset
+                .map_or(h.first_offset, |f| f.min(h.first_offset)),
+        );
+        e.last_offset = Some(
+            e.last_offset
+                .map_or(h.last_offset, |l| l.max(h.last_offset)),
+        );
+        e.min_timestamp = Some(
+            e.min_timestamp
+                .map_or(h.min_timestamp, |m| m.min(h.min_timestamp)),
+        );
+        e.max_timestamp = Some(
+            e.max_timestamp
+                .map_or(h.max_timestamp, |m| m.max(h.max_timestamp)),
+        );
+        Ok(())
+    }
+
+    fn write_content(&mut self, kind: FrameKind, raw: &[u8]) -> Result<Hash, ArchiveError> {
+        let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
+            .map_err(ArchiveError::io("compress", &self.path))?;
+        let h = FrameHeader::for_content(kind, Compression::Zstd, raw, &stored);
+        if self.written.insert(h.content_id) {
+            let at = self.write_frame(&h, &stored)?;
+            self.index.content.insert(h.content_id, at);
+            if kind == FrameKind::Blob {
+                self.blobs += 1;
+            }
+        } else {
+            self.deduplicated += 1;
+        }
+        Ok(h.content_id)
+    }
+
+    /// Stores opaque bytes (a schema text) once, however often they are added; returns their ID.
+    pub fn add_blob(&mut self, raw: &[u8]) -> Result<Hash, ArchiveError> {
+        self.write_content(FrameKind::Blob, raw)
+    }
+
+    /// Stores a JSON metadata document of the given kind and lists it in the manifest.
+    pub fn add_metadata(&mut self, kind: &str, json: &[u8]) -> Result<Hash, ArchiveError> {
+        let id = self.write_content(FrameKind::Metadata, json)?;
+        self.metadata.push(MetadataRef {
+            kind: kind.to_string(),
+            id: hex(&id),
+        });
+        Ok(id)
+    }
+
+    /// Writes the open chunks, the manifest, the index and the footer, and flushes. `status` says
+    /// whether the backup got everything it set out to.
+    pub fn finish(
+        mut self,
+        status: ArchiveStatus,
+        notes: Vec<String>,
+    ) -> Result<(W, WriteSummary), ArchiveError> {
+        let open: Vec<(String, i32)> = self.open.keys().cloned().collect();
+        for (t, p) in open {
+            self.flush_chunk(&t, p)?;
+        }
+        let mut topics: Vec<TopicEntry> = Vec::new();
+        for ((topic, _), entry) in std::mem::take(&mut self.partitions) {
+            match topics.last_mut() {
+                Some(t) if t.name == topic => t.partitions.push(entry),
+                _ => topics.push(TopicEntry {
+                    name: topic,
+                    partitions: vec![entry],
+                }),
+            }
+        }
+        let records = topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum();
+        let manifest = Manifest {
+            format_major: VERSION_MAJOR,
+            format_minor: VERSION_MINOR,
+            created_at_ms: self.opts.created_at_ms,
+            kar_version: env!("CARGO_PKG_VERSION").to_string(),
+            status,
+            topics,
+            metadata: std::mem::take(&mut self.metadata),
+            blobs: self.blobs,
+            notes,
+        };
+        let summary = self.finish_with_manifest(&manifest)?;
+        Ok((self.out, WriteSummary { records, ..summary }))
+    }
+
+    /// The tail of the file: manifest frame, index frame, footer. Shared with repair.
+    pub(crate) fn finish_with_manifest(
+        &mut self,
+        manifest: &Manifest,
+    ) -> Result<WriteSummary, ArchiveError> {
+        let raw = manifest.encode();
+        let stored = zstd::bulk::compress(&raw, self.opts.zstd_level)
+            .map_err(ArchiveError::io("compress", &self.path))?;
+        let mh = FrameHeader::for_content(FrameKind::Manifest, Compression::Zstd, &raw, &stored);
+        let manifest_offset = self.write_frame(&mh, &stored)?;
+
+        let index_bytes = self
+            .index
+            .to_redb_bytes()
+            .map_err(|e| ArchiveError::Index {
+                path: self.path.clone(),
+                offset: self.pos,
+                detail: format!("building the index: {e}"),
+            })?;
+        let ih = FrameHeader::for_content(
+            FrameKind::Index,
+            Compression::None,
+            &index_bytes,
+            &index_bytes,
+        );
+        let index_offset = self.write_frame(&ih, &index_bytes)?;
+
+        let root = root_hash(&mh.content_id, self.index.content.keys().copied());
+        let footer = Footer {
+            index_offset,
+            manifest_offset,
+            frame_count: self.frames,
+            root,
+            major: VERSION_MAJOR,
+            minor: VERSION_MINOR,
+        };
+        self.out
+            .write_all(&footer.encode())
+            .map_err(ArchiveError::io("write", &self.path))?;
+        self.pos += crate::format::footer::LEN as u64;
+        self.out
+            .flush()
+            .map_err(ArchiveError::io("flush", &self.path))?;
+        Ok(WriteSummary {
+            root,
+            bytes: self.pos,
+            frames: self.frames,
+            chunks: self.index.chunks.len() as u64,
+            records: 0,
+            deduplicated: self.deduplicated,
+        })
+    }
+
+    /// Pushes buffered bytes to the sink (e.g. so a reader can see complete chunks of an archive
+    /// still being written).
+    pub fn flush(&mut self) -> Result<(), ArchiveError> {
+        self.out
+            .flush()
+            .map_err(ArchiveError::io("flush", &self.path))
+    }
+}
+
+/// Flushes the file's buffer and makes its data durable: what a backup must do before it says the
+/// archive is written.
+pub fn sync_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> {
+    let file = out.into_inner().map_err(|e| ArchiveError::Io {
+        op: "flush",
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(ArchiveError::io("sync", path))
+}

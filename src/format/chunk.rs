@@ -1,0 +1,564 @@
+//! Record chunks: the records of one topic-partition, in offset order, as the raw (uncompressed)
+//! content of a `RecordChunk` frame. The chunk is self-describing (topic, partition, offset and
+//! time ranges, count), so the index can be rebuilt from the chunks alone.
+//!
+//! Chunk header (little-endian):
+//!
+//! | size | field |
+//! |---|---|
+//! | 2 | topic length T (u16, 1..=249) |
+//! | T | topic name (UTF-8) |
+//! | 4 | partition (i32, ≥ 0) |
+//! | 4 | record count N (u32, ≥ 1) |
+//! | 8 | first offset (i64) |
+//! | 8 | last offset (i64) |
+//! | 8 | min timestamp (i64) |
+//! | 8 | max timestamp (i64) |
+//!
+//! then N records, each:
+//!
+//! | encoding | field |
+//! |---|---|
+//! | varint | offset delta: offset − previous offset (the first record: offset − first offset = 0); ≥ 1 after the first |
+//! | u8 | timestamp type: 0 none, 1 CreateTime, 2 LogAppendTime |
+//! | varint | zigzag(timestamp − previous timestamp), wrapping; the first record's previous timestamp is 0 |
+//! | varint | key length + 1, 0 = null key; then the key bytes |
+//! | varint | value length + 1, 0 = null value; then the value bytes |
+//! | varint | header count H; then H × (varint name length, name (UTF-8), varint value length + 1 (0 = null), value bytes) |
+//!
+//! Nothing may follow the last record.
+
+use super::frame::{Compression, FrameHeader, FrameKind};
+use super::{Cursor, FormatError, MAX_FRAME_RAW_LEN, MAX_TOPIC_LEN, varint};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampType {
+    NotAvailable,
+    CreateTime,
+    LogAppendTime,
+}
+
+impl TimestampType {
+    fn code(self) -> u8 {
+        match self {
+            TimestampType::NotAvailable => 0,
+            TimestampType::CreateTime => 1,
+            TimestampType::LogAppendTime => 2,
+        }
+    }
+}
+
+/// What a chunk says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub topic: String,
+    pub partition: i32,
+    pub record_count: u32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+}
+
+/// One record, borrowing its bytes from the decompressed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Headers<'a>,
+}
+
+/// The headers of a record, in order, duplicates and null values kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers<'a> {
+    count: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Headers<'a> {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> HeaderIter<'a> {
+        HeaderIter {
+            left: self.count,
+            cur: Cursor::new(self.bytes, 0, "record header"),
+        }
+    }
+}
+
+pub struct HeaderIter<'a> {
+    left: u64,
+    cur: Cursor<'a>,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Validated when the record was decoded, so these cannot fail.
+        let (name, value) = read_header(&mut self.cur).ok()?;
+        Some((name, value))
+    }
+}
+
+fn read_header<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, Option<&'a [u8]>), FormatError> {
+    let at = c.offset();
+    let n = c.varint()?;
+    let name = c.take(len_usize(c, n)?)?;
+    let name = std::str::from_utf8(name).map_err(|_| c.corrupt(at, "header name is not UTF-8"))?;
+    let value = read_nullable(c)?;
+    Ok((name, value))
+}
+
+fn len_usize(c: &Cursor<'_>, n: u64) -> Result<usize, FormatError> {
+    if n > c.remaining() as u64 {
+        return Err(FormatError::Truncated {
+            structure: "record",
+            offset: c.offset(),
+            needed: n,
+            available: c.remaining() as u64,
+        });
+    }
+    Ok(n as usize)
+}
+
+fn read_nullable<'a>(c: &mut Cursor<'a>) -> Result<Option<&'a [u8]>, FormatError> {
+    match c.varint()? {
+        0 => Ok(None),
+        n => {
+            let len = len_usize(c, n - 1)?;
+            Ok(Some(c.take(len)?))
+        }
+    }
+}
+
+fn write_nullable(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => varint::encode(0, out),
+        Some(b) => {
+            varint::encode(b.len() as u64 + 1, out);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Why a record could not be added to a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error(
+        "offset {offset} does not follow offset {previous}: records must come in increasing offset order"
+    )]
+    OffsetOrder { previous: i64, offset: i64 },
+    #[error("topic name of {0} bytes: it must be 1 to 249 bytes")]
+    TopicName(usize),
+    #[error("negative partition {0}")]
+    Partition(i32),
+    #[error("record at offset {offset} would make the chunk larger than {max} bytes")]
+    TooLarge { offset: i64, max: u64 },
+}
+
+/// Builds one chunk. Records are encoded as they are pushed; [`ChunkEncoder::finish`] puts the
+/// header in front.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    topic: String,
+    partition: i32,
+    records: Vec<u8>,
+    count: u32,
+    first_offset: i64,
+    last_offset: i64,
+    min_ts: i64,
+    max_ts: i64,
+    prev_ts: i64,
+}
+
+impl ChunkEncoder {
+    pub fn new(topic: &str, partition: i32) -> Result<Self, EncodeError> {
+        if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+            return Err(EncodeError::TopicName(topic.len()));
+        }
+        if partition < 0 {
+            return Err(EncodeError::Partition(partition));
+        }
+        Ok(ChunkEncoder {
+            topic: topic.to_string(),
+            partition,
+            records: Vec::new(),
+            count: 0,
+            first_offset: 0,
+            last_offset: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            prev_ts: 0,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of encoded records so far (the chunk is this plus a small header).
+    pub fn encoded_len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Appends a record. Offsets must increase; gaps are fine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push<'h>(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        timestamp_type: TimestampType,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) -> Result<(), EncodeError> {
+        let delta = if self.count == 0 {
+            self.first_offset = offset;
+            0
+        } else if offset > self.last_offset {
+            (offset as i128 - self.last_offset as i128) as u64
+        } else {
+            return Err(EncodeError::OffsetOrder {
+                previous: self.last_offset,
+                offset,
+            });
+        };
+        let mark = self.records.len();
+        let out = &mut self.records;
+        varint::encode(delta, out);
+        out.push(timestamp_type.code());
+        varint::encode(zigzag(timestamp.wrapping_sub(self.prev_ts)), out);
+        write_nullable(out, key);
+        write_nullable(out, value);
+        let count_at = out.len();
+        let mut n = 0u64;
+        let mut hbuf = Vec::new();
+        for (name, v) in headers {
+            varint::encode(name.len() as u64, &mut hbuf);
+            hbuf.extend_from_slice(name.as_bytes());
+            write_nullable(&mut hbuf, v);
+            n += 1;
+        }
+        debug_assert_eq!(count_at, out.len());
+        varint::encode(n, out);
+        out.extend_from_slice(&hbuf);
+        if (self.records.len() + 2 + MAX_TOPIC_LEN + 48) as u64 > MAX_FRAME_RAW_LEN {
+            self.records.truncate(mark);
+            if self.count == 0 {
+                self.first_offset = 0;
+            }
+            return Err(EncodeError::TooLarge {
+                offset,
+                max: MAX_FRAME_RAW_LEN,
+            });
+        }
+        self.count += 1;
+        self.last_offset = offset;
+        self.prev_ts = timestamp;
+        self.min_ts = self.min_ts.min(timestamp);
+        self.max_ts = self.max_ts.max(timestamp);
+        Ok(())
+    }
+
+    /// The header this chunk will have.
+    pub fn header(&self) -> ChunkHeader {
+        ChunkHeader {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            record_count: self.count,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            min_timestamp: self.min_ts,
+            max_timestamp: self.max_ts,
+        }
+    }
+
+    /// The chunk's raw content: header, then the records. Panics if no record was pushed (a chunk
+    /// holds at least one record; empty partitions live in the manifest).
+    pub fn finish(self) -> (ChunkHeader, Vec<u8>) {
+        assert!(self.count > 0, "a chunk holds at least one record");
+        let header = self.header();
+        let mut raw = Vec::with_capacity(self.records.len() + 50 + self.topic.len());
+        raw.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
+        raw.extend_from_slice(self.topic.as_bytes());
+        raw.extend_from_slice(&self.partition.to_le_bytes());
+        raw.extend_from_slice(&self.count.to_le_bytes());
+        raw.extend_from_slice(&self.first_offset.to_le_bytes());
+        raw.extend_from_slice(&self.last_offset.to_le_bytes());
+        raw.extend_from_slice(&self.min_ts.to_le_bytes());
+        raw.extend_from_slice(&self.max_ts.to_le_bytes());
+        raw.extend_from_slice(&self.records);
+        (header, raw)
+    }
+
+    /// Finishes the chunk and compresses it into a frame: everything the archive writer needs,
+    /// computed here so that callers can do it on their own threads.
+    pub fn seal(self, zstd_level: i32) -> std::io::Result<SealedChunk> {
+        let (header, raw) = self.finish();
+        SealedChunk::from_raw(header, &raw, zstd_level)
+    }
+}
+
+/// A finished chunk: its header, the frame header and the compressed bytes.
+#[derive(Debug, Clone)]
+pub struct SealedChunk {
+    pub header: ChunkHeader,
+    pub frame: FrameHeader,
+    pub stored: Vec<u8>,
+}
+
+impl SealedChunk {
+    pub fn from_raw(
+        header: ChunkHeader,
+        raw: &[u8],
+        zstd_level: i32,
+    ) -> std::io::Result<SealedChunk> {
+        let stored = zstd::bulk::compress(raw, zstd_level)?;
+        let frame =
+            FrameHeader::for_content(FrameKind::RecordChunk, Compression::Zstd, raw, &stored);
+        Ok(SealedChunk {
+            header,
+            frame,
+            stored,
+        })
+    }
+}
+
+impl ChunkHeader {
+    /// Decodes the header at the start of a chunk's raw content; returns it and the position of
+    /// the first record. `base` is the offset errors name for `raw[0]`.
+    pub fn decode(raw: &[u8], base: u64) -> Result<(ChunkHeader, usize), FormatError> {
+        let mut c = Cursor::new(raw, base, "chunk header");
+        let tlen = c.u16()? as usize;
+        if tlen == 0 || tlen > MAX_TOPIC_LEN {
+            return Err(c.corrupt(base, format!("topic name length {tlen} is not in 1..=249")));
+        }
+        let topic = std::str::from_utf8(c.take(tlen)?)
+            .map_err(|_| c.corrupt(base + 2, "topic name is not UTF-8"))?
+            .to_string();
+        let partition = c.i32()?;
+        let record_count = c.u32()?;
+        let first_offset = c.i64()?;
+        let last_offset = c.i64()?;
+        let min_timestamp = c.i64()?;
+        let max_timestamp = c.i64()?;
+        let h = ChunkHeader {
+            topic,
+            partition,
+            record_count,
+            first_offset,
+            last_offset,
+            min_timestamp,
+            max_timestamp,
+        };
+        if partition < 0 {
+            return Err(c.corrupt(
+                base + 2 + tlen as u64,
+                format!("negative partition {partition}"),
+            ));
+        }
+        if record_count == 0 {
+            return Err(c.corrupt(base, "chunk with no records"));
+        }
+        if last_offset < first_offset
+            || ((last_offset as i128 - first_offset as i128) < record_count as i128 - 1)
+        {
+            return Err(c.corrupt(
+                base,
+                format!(
+                    "offset range {first_offset}..={last_offset} cannot hold {record_count} records"
+                ),
+            ));
+        }
+        if max_timestamp < min_timestamp {
+            return Err(c.corrupt(
+                base,
+                format!("min timestamp {min_timestamp} > max timestamp {max_timestamp}"),
+            ));
+        }
+        // Each record takes at least 6 bytes: a count beyond that is corrupt, whatever follows.
+        if record_count as u64 > c.remaining() as u64 / 6 {
+            return Err(c.corrupt(
+                base,
+                format!(
+                    "record count {record_count} does not fit in {} bytes",
+                    c.remaining()
+                ),
+            ));
+        }
+        Ok((h, c.pos()))
+    }
+}
+
+/// Iterates over the records of a chunk's raw content, checking each against the chunk header.
+pub struct ChunkRecords<'a> {
+    header: ChunkHeader,
+    cur: Cursor<'a>,
+    left: u32,
+    prev_offset: i64,
+    prev_ts: i64,
+    index: u32,
+    failed: bool,
+}
+
+impl<'a> ChunkRecords<'a> {
+    /// `base` is the offset errors name for `raw[0]` (e.g. 0, with the chunk ID given by the caller).
+    pub fn new(raw: &'a [u8], base: u64) -> Result<Self, FormatError> {
+        let (header, start) = ChunkHeader::decode(raw, base)?;
+        let mut cur = Cursor::new(raw, base, "record");
+        cur.take(start)?;
+        Ok(ChunkRecords {
+            left: header.record_count,
+            prev_offset: header.first_offset,
+            prev_ts: 0,
+            header,
+            cur,
+            index: 0,
+            failed: false,
+        })
+    }
+
+    pub fn header(&self) -> &ChunkHeader {
+        &self.header
+    }
+
+    fn next_record(&mut self) -> Result<Record<'a>, FormatError> {
+        let at = self.cur.offset();
+        let c = &mut self.cur;
+        let delta = c.varint()?;
+        if self.index == 0 && delta != 0 {
+            return Err(c.corrupt(
+                at,
+                format!("first record's offset delta is {delta}, must be 0"),
+            ));
+        }
+        if self.index > 0 && delta == 0 {
+            return Err(c.corrupt(
+                at,
+                format!("record {} repeats offset {}", self.index, self.prev_offset),
+            ));
+        }
+        let offset = self.prev_offset as i128 + delta as i128;
+        if offset > self.header.last_offset as i128 {
+            return Err(c.corrupt(
+                at,
+                format!(
+                    "record {} has offset {offset}, past the chunk's last offset {}",
+                    self.index, self.header.last_offset
+                ),
+            ));
+        }
+        let offset = offset as i64;
+        let timestamp_type = match c.u8()? {
+            0 => TimestampType::NotAvailable,
+            1 => TimestampType::CreateTime,
+            2 => TimestampType::LogAppendTime,
+            t => {
+                return Err(c.corrupt(
+                    at,
+                    format!("record {} has unknown timestamp type {t}", self.index),
+                ));
+            }
+        };
+        let timestamp = self.prev_ts.wrapping_add(unzigzag(c.varint()?));
+        if timestamp < self.header.min_timestamp || timestamp > self.header.max_timestamp {
+            return Err(c.corrupt(
+                at,
+                format!(
+                    "record {} has timestamp {timestamp} outside the chunk's range",
+                    self.index
+                ),
+            ));
+        }
+        let key = read_nullable(c)?;
+        let value = read_nullable(c)?;
+        let count = c.varint()?;
+        let hstart = c.pos();
+        for _ in 0..count {
+            read_header(c)?;
+        }
+        let bytes = &c.buf[hstart..c.pos()];
+        self.prev_offset = offset;
+        self.prev_ts = timestamp;
+        self.index += 1;
+        Ok(Record {
+            offset,
+            timestamp,
+            timestamp_type,
+            key,
+            value,
+            headers: Headers { count, bytes },
+        })
+    }
+}
+
+impl<'a> Iterator for ChunkRecords<'a> {
+    type Item = Result<Record<'a>, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if self.left == 0 {
+            if self.cur.remaining() != 0 {
+                self.failed = true;
+                return Some(Err(self.cur.corrupt(
+                    self.cur.offset(),
+                    format!("{} bytes after the last record", self.cur.remaining()),
+                )));
+            }
+            if self.prev_offset != self.header.last_offset {
+                self.failed = true;
+                return Some(Err(self.cur.corrupt(
+                    self.cur.offset(),
+                    format!(
+                        "last record has offset {}, the header says {}",
+                        self.prev_offset, self.header.last_offset
+                    ),
+                )));
+            }
+            return None;
+        }
+        self.left -= 1;
+        let r = self.next_record();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}

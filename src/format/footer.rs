@@ -1,0 +1,97 @@
+//! The footer: the last 80 bytes of a finished archive. It is written last, so its presence says
+//! the writer finished; it points back to the index and manifest frames.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | index frame offset (u64, file offset of its frame header) |
+//! | 8 | 8 | manifest frame offset (u64) |
+//! | 16 | 8 | frame count (u64, every frame in the file, index and manifest included) |
+//! | 24 | 32 | root hash |
+//! | 56 | 2 | version major (u16) |
+//! | 58 | 2 | version minor (u16) |
+//! | 60 | 4 | reserved, zero |
+//! | 64 | 8 | check: first 8 bytes of blake3(bytes 0..64) |
+//! | 72 | 8 | end magic "KAR\x00END\n" |
+
+use super::{Cursor, FormatError, Hash, VERSION_MAJOR, check8};
+
+pub const MAGIC: [u8; 8] = *b"KAR\x00END\n";
+pub const LEN: usize = 80;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    pub index_offset: u64,
+    pub manifest_offset: u64,
+    pub frame_count: u64,
+    pub root: Hash,
+    pub major: u16,
+    pub minor: u16,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0..8].copy_from_slice(&self.index_offset.to_le_bytes());
+        b[8..16].copy_from_slice(&self.manifest_offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.frame_count.to_le_bytes());
+        b[24..56].copy_from_slice(&self.root);
+        b[56..58].copy_from_slice(&self.major.to_le_bytes());
+        b[58..60].copy_from_slice(&self.minor.to_le_bytes());
+        let c = check8(&b[..64]);
+        b[64..72].copy_from_slice(&c);
+        b[72..80].copy_from_slice(&MAGIC);
+        b
+    }
+
+    /// Decodes the footer at the end of `file` (the whole file, so offsets are file offsets).
+    pub fn decode(file: &[u8]) -> Result<Footer, FormatError> {
+        let start = file.len().checked_sub(LEN).ok_or(FormatError::Truncated {
+            structure: "footer",
+            offset: 0,
+            needed: LEN as u64,
+            available: file.len() as u64,
+        })?;
+        let base = start as u64;
+        let b = &file[start..];
+        let mut c = Cursor::new(b, base, "footer");
+        if b[72..80] != MAGIC {
+            return Err(c.corrupt(
+                base + 72,
+                "no end magic: the archive is unfinished (its writer stopped before the end) or damaged; `kar repair` can recover its complete chunks",
+            ));
+        }
+        if b[64..72] != check8(&b[..64]) {
+            return Err(c.corrupt(base, "footer check does not match its contents"));
+        }
+        let index_offset = c.u64()?;
+        let manifest_offset = c.u64()?;
+        let frame_count = c.u64()?;
+        let root = c.array()?;
+        let major = c.u16()?;
+        let minor = c.u16()?;
+        if major != VERSION_MAJOR {
+            return Err(FormatError::UnsupportedVersion {
+                offset: base + 56,
+                found_major: major,
+                found_minor: minor,
+                supported_major: VERSION_MAJOR,
+            });
+        }
+        for (what, off) in [("index", index_offset), ("manifest", manifest_offset)] {
+            if off >= base {
+                return Err(c.corrupt(
+                    base,
+                    format!("{what} frame offset {off} points past the data (footer at {base})"),
+                ));
+            }
+        }
+        Ok(Footer {
+            index_offset,
+            manifest_offset,
+            frame_count,
+            root,
+            major,
+            minor,
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! The manifest: a UTF-8 JSON document (the content of the `Manifest` frame) that says what the
+//! archive holds and what "complete" means for it. Readers ignore fields they do not know, so a
+//! newer minor version may add fields.
+
+use serde::{Deserialize, Serialize};
+
+use super::FormatError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveStatus {
+    /// Every selected partition was captured over its whole snapshot range.
+    Complete,
+    /// The writer stopped early (an error, Ctrl-C); partitions say which are complete.
+    Partial,
+    /// Rebuilt by `kar repair` from the complete chunks of a damaged or unfinished archive.
+    Repaired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_major: u16,
+    pub format_minor: u16,
+    /// When the backup started, milliseconds since the Unix epoch (UTC).
+    pub created_at_ms: i64,
+    pub kar_version: String,
+    pub status: ArchiveStatus,
+    #[serde(default)]
+    pub topics: Vec<TopicEntry>,
+    /// Metadata frames (topic configs, groups, registry snapshot) by kind.
+    #[serde(default)]
+    pub metadata: Vec<MetadataRef>,
+    /// Number of blob frames.
+    #[serde(default)]
+    pub blobs: u64,
+    /// Free-text remarks, e.g. what a repair dropped.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicEntry {
+    pub name: String,
+    pub partitions: Vec<PartitionEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    pub partition: i32,
+    /// The snapshot range the backup set out to capture: offsets `start_offset..end_offset`.
+    #[serde(default)]
+    pub start_offset: Option<i64>,
+    #[serde(default)]
+    pub end_offset: Option<i64>,
+    /// Whether every record of that range is in the archive.
+    pub complete: bool,
+    pub records: u64,
+    pub chunks: u64,
+    #[serde(default)]
+    pub first_offset: Option<i64>,
+    #[serde(default)]
+    pub last_offset: Option<i64>,
+    #[serde(default)]
+    pub min_timestamp: Option<i64>,
+    #[serde(default)]
+    pub max_timestamp: Option<i64>,
+    /// Bytes of chunk content before and after compression.
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRef {
+    pub kind: String,
+    /// Content ID, 64 hex digits.
+    pub id: String,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest always serializes")
+    }
+
+    /// `offset` is the file offset of the manifest content, for the error.
+    pub fn decode(raw: &[u8], offset: u64) -> Result<Manifest, FormatError> {
+        serde_json::from_slice(raw).map_err(|e| FormatError::Corrupt {
+            structure: "manifest",
+            offset,
+            detail: format!("not a valid manifest: {e}"),
+        })
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionEntry> {
+        self.topics
+            .iter()
+            .find(|t| t.name == topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+    }
+}

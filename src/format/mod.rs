@@ -1,0 +1,165 @@
+//! The kar archive format v1 as a pure codec: bytes in, typed structures out, and back. One module
+//! per on-disk structure, named as in `format-spec/kar-v1.md`. No I/O, no async, no Kafka, no redb:
+//! fuzz targets and benches call this directly.
+//!
+//! Everything here is little-endian. Every length read from input is checked against the bytes
+//! that are really there and against the limits below before anything is allocated.
+
+pub mod chunk;
+pub mod error;
+pub mod file_header;
+pub mod footer;
+pub mod frame;
+pub mod manifest;
+pub mod root;
+pub mod varint;
+
+pub use error::FormatError;
+
+/// Major version: a reader refuses a file with another major version.
+pub const VERSION_MAJOR: u16 = 1;
+/// Minor version: a reader reads a newer minor version, skipping optional structures it does not
+/// know.
+pub const VERSION_MINOR: u16 = 0;
+
+/// The largest uncompressed size of one frame's content: bounds every allocation a reader makes
+/// from a length field.
+pub const MAX_FRAME_RAW_LEN: u64 = 256 * 1024 * 1024;
+/// Kafka's own limit on topic names.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// A blake3 hash: chunk IDs, blob IDs, the root hash.
+pub type Hash = [u8; 32];
+
+/// Lower-case hex of a hash, as printed and as stored in the manifest.
+pub fn hex(h: &Hash) -> String {
+    use std::fmt::Write;
+    h.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Parses 64 hex digits into a hash.
+pub fn parse_hex(s: &str) -> Option<Hash> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The first 8 bytes of blake3 over `bytes`: the check field that closes each fixed-size header.
+pub(crate) fn check8(bytes: &[u8]) -> [u8; 8] {
+    let h = blake3::hash(bytes);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.as_bytes()[..8]);
+    out
+}
+
+/// A little-endian cursor over a byte slice that reports truncation with the absolute offset and
+/// the structure being read.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf[0]` in whatever the error should name (the file, or a chunk's content).
+    base: u64,
+    structure: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8], base: u64, structure: &'static str) -> Self {
+        Cursor {
+            buf,
+            pos: 0,
+            base,
+            structure,
+        }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        if self.remaining() < n {
+            return Err(FormatError::Truncated {
+                structure: self.structure,
+                offset: self.offset(),
+                needed: n as u64,
+                available: self.remaining() as u64,
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, FormatError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i32(&mut self) -> Result<i32, FormatError> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64, FormatError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u64, FormatError> {
+        let start = self.offset();
+        let (v, n) = varint::decode(&self.buf[self.pos..]).map_err(|e| match e {
+            varint::VarintError::Truncated => FormatError::Truncated {
+                structure: self.structure,
+                offset: start,
+                needed: 1,
+                available: 0,
+            },
+            varint::VarintError::Overlong => FormatError::Corrupt {
+                structure: self.structure,
+                offset: start,
+                detail: "varint longer than 10 bytes or above 2^64".into(),
+            },
+        })?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    pub(crate) fn corrupt(&self, at: u64, detail: impl Into<String>) -> FormatError {
+        FormatError::Corrupt {
+            structure: self.structure,
+            offset: at,
+            detail: detail.into(),
+        }
+    }
+}
