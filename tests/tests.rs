@@ -8,3 +8,4 @@
 mod archive;
 mod common;
 mod services;
+mod verify;

@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod index;
+pub mod inspect;
 pub mod reader;
+pub mod verify;
 pub mod writer;
 
 pub use error::ArchiveError;

@@ -138,6 +138,13 @@ impl Archive {
                 ),
             }));
         }
+        if !frame::check_stored(&mh, stored) {
+            return Err(ArchiveError::format(&path, "")(FormatError::Corrupt {
+                structure: "manifest",
+                offset: footer.manifest_offset + frame::HEADER_LEN as u64,
+                detail: "manifest bytes do not match their hash".into(),
+            }));
+        }
         let mut raw = Vec::new();
         ContentDecoder::new()
             .map_err(ArchiveError::io("initialise zstd for", &path))?

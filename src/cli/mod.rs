@@ -1,16 +1,196 @@
-//! The command line: clap argument types, and the mapping from each subcommand to its library call
-//! and exit code. Nothing here does work of its own.
+//! The command line: clap argument types, and the mapping from each subcommand to its library call,
+//! its output (human or `--json`) and its exit code. Nothing here does work of its own.
+//!
+//! Exit codes: 0 success; 1 the command ran and found the archive damaged; 2 the command could not
+//! run (bad arguments, unreadable or non-archive file).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+
+use crate::archive::inspect::{InspectReport, inspect};
+use crate::archive::verify::{VerifyLevel, VerifyReport, verify};
 
 /// Backup and restore for Apache Kafka and its Schema Registry, into one verifiable file.
 #[derive(Debug, Parser)]
 #[command(name = "kar", version, about, long_about = None)]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every hash in an archive, the index against the chunks, and the root hash
+    Verify(VerifyArgs),
+    /// Show what an archive holds: version, root hash, topics, partitions, offsets, times, sizes
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The archive file
+    pub file: PathBuf,
+    /// Check only the footer, manifest, index and root hash (no chunk is read)
+    #[arg(long, conflicts_with = "fast")]
+    pub quick: bool,
+    /// Check every frame's stored bytes against its hash without decompressing
+    #[arg(long)]
+    pub fast: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The archive file
+    pub file: PathBuf,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
-pub fn run(_cli: Cli) -> ExitCode {
-    ExitCode::SUCCESS
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Verify(a) => run_verify(a),
+        Command::Inspect(a) => run_inspect(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kar: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let level = match (a.quick, a.fast) {
+        (true, _) => VerifyLevel::Quick,
+        (_, true) => VerifyLevel::Fast,
+        _ => VerifyLevel::Full,
+    };
+    let report = verify(&a.file, level)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_verify(&report);
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_verify(r: &VerifyReport) {
+    let level = match r.level {
+        VerifyLevel::Quick => "quick",
+        VerifyLevel::Fast => "fast",
+        VerifyLevel::Full => "full",
+    };
+    println!("archive   {}", r.path.display());
+    println!("format    {}", r.format_version.as_deref().unwrap_or("?"));
+    println!(
+        "checked   {level}: {} frames, {} chunks, {} records, {} bytes",
+        r.frames, r.chunks, r.records, r.file_bytes
+    );
+    println!(
+        "root      {}",
+        r.root_hash.as_deref().unwrap_or("(no footer)")
+    );
+    if r.ok {
+        println!("result    OK: intact");
+    } else {
+        println!("result    DAMAGED: {} problem(s)", r.problems.len());
+        for p in &r.problems {
+            println!("  - {p}");
+        }
+    }
+}
+
+fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let report = inspect(&a.file)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_inspect(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn print_inspect(r: &InspectReport) {
+    println!("archive   {}", r.path.display());
+    println!(
+        "format    {}   written by kar {}",
+        r.format_version, r.kar_version
+    );
+    println!("created   {}", r.created_at);
+    println!("status    {:?}", r.status);
+    println!("root      {}", r.root_hash);
+    println!(
+        "content   {} records in {} chunks, {} bytes raw, {} stored, file {} bytes",
+        r.records, r.chunks, r.raw_bytes, r.stored_bytes, r.file_bytes
+    );
+    if !r.topics.is_empty() {
+        println!();
+        println!(
+            "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
+            "topic",
+            "part",
+            "records",
+            "first offset",
+            "last offset",
+            "time range (ms)",
+            "raw",
+            "stored",
+            "complete"
+        );
+        for t in &r.topics {
+            for p in &t.partitions {
+                let times = match (p.min_timestamp, p.max_timestamp) {
+                    (Some(a), Some(b)) => format!("{a}..{b}"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
+                    t.name,
+                    p.partition,
+                    p.records,
+                    opt(p.first_offset),
+                    opt(p.last_offset),
+                    times,
+                    p.raw_bytes,
+                    p.stored_bytes,
+                    if p.complete { "yes" } else { "NO" }
+                );
+            }
+        }
+    }
+    if !r.metadata.is_empty() || r.blobs > 0 {
+        println!();
+        println!(
+            "metadata  {} document(s), {} blob(s)",
+            r.metadata.len(),
+            r.blobs
+        );
+        for m in &r.metadata {
+            println!("  {:<20} {}", m.kind, m.id);
+        }
+    }
+    for n in &r.notes {
+        println!("note      {n}");
+    }
 }

@@ -1,0 +1,94 @@
+//! `kar inspect`: what an archive holds, from its manifest and index, without reading chunks.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::format::hex;
+use crate::format::manifest::{ArchiveStatus, MetadataRef, TopicEntry};
+
+use super::error::ArchiveError;
+use super::reader::Archive;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectReport {
+    pub path: PathBuf,
+    pub format_version: String,
+    pub created_at_ms: i64,
+    pub created_at: String,
+    pub kar_version: String,
+    pub status: ArchiveStatus,
+    pub root_hash: String,
+    pub file_bytes: u64,
+    pub chunks: u64,
+    pub records: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub topics: Vec<TopicEntry>,
+    pub metadata: Vec<MetadataRef>,
+    pub blobs: u64,
+    pub notes: Vec<String>,
+}
+
+pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
+    let a = Archive::open(path)?;
+    Ok(inspect_archive(&a))
+}
+
+pub fn inspect_archive(a: &Archive) -> InspectReport {
+    let m = a.manifest();
+    let parts = || m.topics.iter().flat_map(|t| &t.partitions);
+    InspectReport {
+        path: a.path().to_path_buf(),
+        format_version: format!("{}.{}", a.header().major, a.header().minor),
+        created_at_ms: m.created_at_ms,
+        created_at: utc(m.created_at_ms),
+        kar_version: m.kar_version.clone(),
+        status: m.status,
+        root_hash: hex(&a.root()),
+        file_bytes: a.bytes().len() as u64,
+        chunks: parts().map(|p| p.chunks).sum(),
+        records: parts().map(|p| p.records).sum(),
+        raw_bytes: parts().map(|p| p.raw_bytes).sum(),
+        stored_bytes: parts().map(|p| p.stored_bytes).sum(),
+        topics: m.topics.clone(),
+        metadata: m.metadata.clone(),
+        blobs: m.blobs,
+        notes: m.notes.clone(),
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(super::utc(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,635 @@
+//! `kar verify`: proves an archive intact, or says exactly what is wrong and where.
+//!
+//! - `Quick`: file header, footer, manifest and index (their hashes), the index's consistency with
+//!   the manifest and the root hash recomputed from the index. No chunk is read.
+//! - `Fast`: also every frame's stored bytes against its stored hash, front to back, at disk speed
+//!   (no decompression).
+//! - `Full`: also decompresses every frame, checks every content ID, decodes every record, and
+//!   checks the index, the manifest and the root hash against what the scan found.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::format::chunk::ChunkRecords;
+use crate::format::file_header::{self, FileHeader};
+use crate::format::footer::{self, Footer};
+use crate::format::frame::{self, ContentDecoder, FrameHeader, FrameKind};
+use crate::format::manifest::Manifest;
+use crate::format::{FormatError, Hash, hex, root::root_hash};
+
+use super::error::ArchiveError;
+use super::index::{ChunkEntry, IndexContent};
+use super::reader::{Archive, Source, frame_at};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyLevel {
+    Quick,
+    Fast,
+    Full,
+}
+
+/// One thing found wrong: where, in which structure, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub offset: u64,
+    pub structure: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "offset {}: {}: {}",
+            self.offset, self.structure, self.message
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub path: PathBuf,
+    pub level: VerifyLevel,
+    pub ok: bool,
+    pub format_version: Option<String>,
+    /// The root hash the footer states.
+    pub root_hash: Option<String>,
+    pub file_bytes: u64,
+    pub frames: u64,
+    pub chunks: u64,
+    pub records: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Problems are capped so a badly damaged file gives a readable report.
+const MAX_PROBLEMS: usize = 200;
+
+struct Ctx {
+    problems: Vec<Problem>,
+    truncated_problems: bool,
+}
+
+impl Ctx {
+    fn add(&mut self, offset: u64, structure: impl Into<String>, message: impl Into<String>) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                offset,
+                structure: structure.into(),
+                message: message.into(),
+            });
+        } else {
+            self.truncated_problems = true;
+        }
+    }
+
+    fn add_format(&mut self, e: &FormatError, suffix: &str) {
+        let structure = match e {
+            FormatError::Truncated { structure, .. } | FormatError::Corrupt { structure, .. } => {
+                structure
+            }
+            FormatError::UnsupportedVersion { .. } => "file header",
+        };
+        self.add(e.offset(), structure.to_string(), format!("{e}{suffix}"));
+    }
+}
+
+pub fn verify(path: impl AsRef<Path>, level: VerifyLevel) -> Result<VerifyReport, ArchiveError> {
+    let path = path.as_ref();
+    Ok(verify_source(Source::map(path)?, path, level))
+}
+
+/// Verifies archive bytes. Damage never makes this fail: it is reported in the result.
+pub fn verify_source(source: Source, path: impl Into<PathBuf>, level: VerifyLevel) -> VerifyReport {
+    let path = path.into();
+    let mut cx = Ctx {
+        problems: Vec::new(),
+        truncated_problems: false,
+    };
+    let file_bytes = source.len() as u64;
+    let mut report = VerifyReport {
+        path: path.clone(),
+        level,
+        ok: false,
+        format_version: None,
+        root_hash: None,
+        file_bytes,
+        frames: 0,
+        chunks: 0,
+        records: 0,
+        problems: Vec::new(),
+    };
+
+    let bytes: &[u8] = &source;
+    match FileHeader::decode(bytes) {
+        Ok(h) => report.format_version = Some(format!("{}.{}", h.major, h.minor)),
+        Err(e) => {
+            let fatal = matches!(e, FormatError::UnsupportedVersion { .. })
+                || bytes.len() < file_header::LEN
+                || bytes[..8] != file_header::MAGIC;
+            cx.add_format(&e, "");
+            if fatal {
+                report.problems = cx.problems;
+                return report;
+            }
+        }
+    }
+    let footer = match Footer::decode(bytes) {
+        Ok(f) => {
+            report.root_hash = Some(hex(&f.root));
+            Some(f)
+        }
+        Err(e) => {
+            cx.add_format(&e, "");
+            None
+        }
+    };
+    let data_end = match footer {
+        Some(_) => file_bytes - footer::LEN as u64,
+        None => file_bytes,
+    };
+
+    // Quick checks go through the reader, which checks manifest and index hashes on open.
+    let (archive, source) = open_keeping(source, &path, footer.is_some(), &mut cx);
+    let bytes: &[u8] = match &archive {
+        Some(a) => a.bytes(),
+        None => &source.as_ref().expect("source kept when not opened")[..],
+    };
+
+    let index = archive.as_ref().and_then(|a| match a.index_content() {
+        Ok(ix) => Some(ix),
+        Err(e) => {
+            cx.add(a.footer().index_offset, "index", e.to_string());
+            None
+        }
+    });
+
+    if let (Some(a), Some(ix)) = (&archive, &index) {
+        check_index_against_manifest(a.manifest(), ix, data_end, &mut cx);
+        let root = root_hash(a.manifest_id(), ix.content.keys().copied());
+        if root != a.root() {
+            cx.add(
+                data_end + 24,
+                "footer",
+                format!(
+                    "root hash {} does not match the content the index lists ({})",
+                    hex(&a.root()),
+                    hex(&root)
+                ),
+            );
+        }
+        report.chunks = ix.chunks.len() as u64;
+        report.records = ix.chunks.iter().map(|c| u64::from(c.record_count)).sum();
+        report.frames = a.footer().frame_count;
+    }
+
+    if level != VerifyLevel::Quick {
+        let by_offset: HashMap<u64, &ChunkEntry> = index
+            .iter()
+            .flat_map(|ix| ix.chunks.iter())
+            .map(|c| (c.frame_offset, c))
+            .collect();
+        let scan = scan_frames(
+            bytes,
+            data_end,
+            level == VerifyLevel::Full,
+            &by_offset,
+            &mut cx,
+        );
+        report.frames = scan.frames;
+        if level == VerifyLevel::Full {
+            report.chunks = scan.chunks.len() as u64;
+            report.records = scan.chunks.iter().map(|c| u64::from(c.record_count)).sum();
+        }
+        if let (Some(_), Some(f)) = (&archive, &footer) {
+            check_scan(
+                f,
+                &scan,
+                index.as_ref(),
+                data_end,
+                level == VerifyLevel::Full,
+                &mut cx,
+            );
+        }
+    }
+
+    if cx.truncated_problems {
+        cx.add(
+            0,
+            "report",
+            format!("more than {MAX_PROBLEMS} problems; the rest are not listed"),
+        );
+    }
+    report.ok = cx.problems.is_empty();
+    report.problems = cx.problems;
+    report
+}
+
+/// Opens the archive for the quick checks; when it cannot be opened, hands the bytes back so the
+/// frame scan can still run over them.
+fn open_keeping(
+    source: Source,
+    path: &Path,
+    has_footer: bool,
+    cx: &mut Ctx,
+) -> (Option<Archive>, Option<Source>) {
+    if !has_footer {
+        return (None, Some(source));
+    }
+    // The archive takes the source; on failure, map the bytes again from what we still have.
+    let copy = match &source {
+        Source::Owned(v) => Some(v.clone()),
+        Source::Mapped(_) => None,
+    };
+    match Archive::from_source(source, path) {
+        Ok(a) => (Some(a), None),
+        Err(e) => {
+            match &e {
+                ArchiveError::Format {
+                    source: fe,
+                    context,
+                    ..
+                } => cx.add_format(fe, context),
+                ArchiveError::Index { offset, detail, .. } => {
+                    cx.add(*offset, "index", detail.clone())
+                }
+                other => cx.add(0, "archive", other.to_string()),
+            }
+            let again = match copy {
+                Some(v) => Source::Owned(v),
+                None => Source::map(path).unwrap_or(Source::Owned(Vec::new())),
+            };
+            (None, Some(again))
+        }
+    }
+}
+
+fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, cx: &mut Ctx) {
+    let mut sums: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
+    for c in &ix.chunks {
+        if c.frame_offset < file_header::LEN as u64 || c.frame_offset >= data_end {
+            cx.add(
+                c.frame_offset,
+                "index",
+                format!(
+                    "chunk {}/{}@{} points outside the data",
+                    c.topic, c.partition, c.first_offset
+                ),
+            );
+        }
+        if ix.content.get(&c.chunk_id) != Some(&c.frame_offset) {
+            cx.add(
+                c.frame_offset,
+                "index",
+                format!(
+                    "chunk {}/{}@{} is not in the content table at its offset",
+                    c.topic, c.partition, c.first_offset
+                ),
+            );
+        }
+        let s = sums.entry((c.topic.as_str(), c.partition)).or_default();
+        s.0 += u64::from(c.record_count);
+        s.1 += 1;
+    }
+    for t in &m.topics {
+        for p in &t.partitions {
+            let (records, chunks) = sums
+                .remove(&(t.name.as_str(), p.partition))
+                .unwrap_or_default();
+            if (records, chunks) != (p.records, p.chunks) {
+                cx.add(
+                    0,
+                    "manifest",
+                    format!(
+                        "{}/{}: manifest says {} records in {} chunks, the index holds {records} in {chunks}",
+                        t.name, p.partition, p.records, p.chunks
+                    ),
+                );
+            }
+        }
+    }
+    for ((t, p), (records, _)) in sums {
+        cx.add(
+            0,
+            "manifest",
+            format!(
+                "{t}/{p}: {records} records in the index but the partition is not in the manifest"
+            ),
+        );
+    }
+}
+
+/// What a front-to-back scan of the frames found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub frames: u64,
+    /// Frames whose header and stored bytes are intact (and content, in a full scan), by offset.
+    pub good: BTreeMap<u64, FrameHeader>,
+    pub chunks: Vec<ChunkEntry>,
+    /// Where the intact frames end: everything after is damaged or torn.
+    pub good_end: u64,
+}
+
+fn describe(offset: u64, by_offset: &HashMap<u64, &ChunkEntry>) -> String {
+    match by_offset.get(&offset) {
+        Some(c) => format!(
+            " (record chunk of {}/{} offsets {}..={})",
+            c.topic, c.partition, c.first_offset, c.last_offset
+        ),
+        None => String::new(),
+    }
+}
+
+fn content_structure(kind: FrameKind) -> &'static str {
+    match kind {
+        FrameKind::RecordChunk => "record chunk",
+        FrameKind::Blob => "blob",
+        FrameKind::Metadata => "metadata",
+        FrameKind::Index => "index",
+        FrameKind::Manifest => "manifest",
+        FrameKind::Unknown(_) => "unknown frame",
+    }
+}
+
+/// Scans frames from the end of the file header to `data_end`. Damaged frames are reported; the
+/// scan resynchronises on the next intact frame header.
+pub fn scan_frames(
+    bytes: &[u8],
+    data_end: u64,
+    full: bool,
+    by_offset: &HashMap<u64, &ChunkEntry>,
+    cx_out: &mut impl ProblemSink,
+) -> Scan {
+    let mut scan = Scan::default();
+    let mut dec = ContentDecoder::new().ok();
+    let mut buf = Vec::new();
+    let mut pos = file_header::LEN as u64;
+    scan.good_end = pos;
+    while pos < data_end {
+        match frame_at(bytes, pos, data_end) {
+            Ok((h, stored)) => {
+                scan.frames += 1;
+                let next = pos + h.frame_len();
+                let what = content_structure(h.kind);
+                if !frame::check_stored(&h, stored) {
+                    cx_out.problem(
+                        pos + frame::HEADER_LEN as u64,
+                        what,
+                        format!(
+                            "stored bytes do not match their hash{}",
+                            describe(pos, by_offset)
+                        ),
+                    );
+                    pos = next;
+                    continue;
+                }
+                let mut intact = true;
+                if full && h.kind != FrameKind::Index {
+                    if let Some(dec) = dec.as_mut() {
+                        match dec.decode(&h, stored, pos, &mut buf) {
+                            Err(e) => {
+                                cx_out.problem(
+                                    e.offset(),
+                                    what,
+                                    format!("{e}{}", describe(pos, by_offset)),
+                                );
+                                intact = false;
+                            }
+                            Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(&buf)
+                            {
+                                Ok(ch) => scan.chunks.push(ChunkEntry::new(
+                                    &ch,
+                                    pos,
+                                    h.content_id,
+                                    h.raw_len,
+                                    h.stored_len,
+                                )),
+                                Err(e) => {
+                                    cx_out.problem(
+                                        pos + frame::HEADER_LEN as u64,
+                                        what,
+                                        format!(
+                                            "{e} (in the decompressed chunk){}",
+                                            describe(pos, by_offset)
+                                        ),
+                                    );
+                                    intact = false;
+                                }
+                            },
+                            Ok(()) => {}
+                        }
+                    }
+                }
+                if intact {
+                    scan.good.insert(pos, h);
+                    if scan.good_end == pos {
+                        scan.good_end = next;
+                    }
+                }
+                pos = next;
+            }
+            Err(e) => {
+                let torn = e.is_truncated();
+                cx_out.problem(
+                    e.offset(),
+                    if torn && e.offset() > pos {
+                        "frame content"
+                    } else {
+                        "frame header"
+                    },
+                    format!("{e}{}", describe(pos, by_offset)),
+                );
+                match resync(bytes, pos + 1, data_end) {
+                    Some(p) => pos = p,
+                    None => break,
+                }
+            }
+        }
+    }
+    scan
+}
+
+/// Decodes every record of a chunk; returns its header.
+fn check_records(raw: &[u8]) -> Result<crate::format::chunk::ChunkHeader, FormatError> {
+    let mut it = ChunkRecords::new(raw, 0)?;
+    let header = it.header().clone();
+    for r in &mut it {
+        r?;
+    }
+    Ok(header)
+}
+
+/// The offset of the next intact frame header at or after `from`.
+pub fn resync(bytes: &[u8], from: u64, data_end: u64) -> Option<u64> {
+    let end = (data_end as usize).min(bytes.len());
+    let mut i = from as usize;
+    while i + frame::HEADER_LEN <= end {
+        match bytes[i..end].windows(4).position(|w| w == frame::MAGIC) {
+            None => return None,
+            Some(p) => {
+                let at = i + p;
+                if FrameHeader::decode(&bytes[at..end], at as u64).is_ok() {
+                    return Some(at as u64);
+                }
+                i = at + 1;
+            }
+        }
+    }
+    None
+}
+
+pub trait ProblemSink {
+    fn problem(&mut self, offset: u64, structure: &str, message: String);
+}
+
+impl ProblemSink for Ctx {
+    fn problem(&mut self, offset: u64, structure: &str, message: String) {
+        self.add(offset, structure, message);
+    }
+}
+
+/// Collects problems into a list (repair uses this).
+impl ProblemSink for Vec<Problem> {
+    fn problem(&mut self, offset: u64, structure: &str, message: String) {
+        self.push(Problem {
+            offset,
+            structure: structure.to_string(),
+            message,
+        });
+    }
+}
+
+fn check_scan(
+    f: &Footer,
+    scan: &Scan,
+    index: Option<&IndexContent>,
+    data_end: u64,
+    full: bool,
+    cx: &mut Ctx,
+) {
+    if scan.frames != f.frame_count {
+        cx.add(
+            data_end + 16,
+            "footer",
+            format!(
+                "footer counts {} frames, the file holds {}",
+                f.frame_count, scan.frames
+            ),
+        );
+    }
+    for (what, off, kind) in [
+        ("manifest", f.manifest_offset, FrameKind::Manifest),
+        ("index", f.index_offset, FrameKind::Index),
+    ] {
+        if scan.good.get(&off).map(|h| h.kind) != Some(kind)
+            && !cx
+                .problems
+                .iter()
+                .any(|p| p.offset >= off && p.offset < off + 96 + 1)
+        {
+            cx.add(off, what, format!("the footer points to a {what} frame at offset {off} that the scan did not find intact"));
+        }
+    }
+    let Some(ix) = index else { return };
+    let scanned: BTreeMap<Hash, u64> = scan
+        .good
+        .iter()
+        .filter(|(_, h)| h.kind.is_content())
+        .map(|(o, h)| (h.content_id, *o))
+        .collect();
+    for (id, off) in &ix.content {
+        if scanned.get(id) != Some(off)
+            && scan.good_end > *off
+            && !cx
+                .problems
+                .iter()
+                .any(|p| p.offset >= *off && p.offset < off + 96)
+        {
+            cx.add(
+                *off,
+                "index",
+                format!(
+                    "lists content {} at offset {off}, which the file does not hold there",
+                    hex(id)
+                ),
+            );
+        }
+    }
+    for (id, off) in &scanned {
+        if ix.content.get(id) != Some(off) {
+            cx.add(
+                *off,
+                "index",
+                format!(
+                    "content {} at offset {off} is missing from the index",
+                    hex(id)
+                ),
+            );
+        }
+    }
+    if full {
+        let mut want: Vec<&ChunkEntry> = ix.chunks.iter().collect();
+        let mut have: Vec<&ChunkEntry> = scan.chunks.iter().collect();
+        want.sort_by_key(|c| c.frame_offset);
+        have.sort_by_key(|c| c.frame_offset);
+        for c in &have {
+            match want.binary_search_by_key(&c.frame_offset, |w| w.frame_offset) {
+                Ok(i) if want[i] == *c => {}
+                Ok(_) => cx.add(
+                    c.frame_offset,
+                    "index",
+                    format!(
+                        "entry for the chunk at offset {} does not match the chunk",
+                        c.frame_offset
+                    ),
+                ),
+                Err(_) => {}
+            }
+        }
+        if let Some(mh) = scan.good.get(&f.manifest_offset) {
+            let root = root_hash(&mh.content_id, scanned.keys().copied());
+            if root != f.root && cx.problems.is_empty() {
+                cx.add(
+                    data_end + 24,
+                    "footer",
+                    format!(
+                        "root hash {} does not match the file's content ({})",
+                        hex(&f.root),
+                        hex(&root)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The byte ranges of an archive's structures, front to back: what `kar inspect --layout` prints,
+/// and what the damage tests use to know which structure a byte belongs to.
+pub fn layout(bytes: &[u8]) -> Vec<(Range<u64>, String)> {
+    let mut out = vec![(0..file_header::LEN as u64, "file header".to_string())];
+    let data_end = if Footer::decode(bytes).is_ok() {
+        bytes.len() as u64 - footer::LEN as u64
+    } else {
+        bytes.len() as u64
+    };
+    let mut pos = file_header::LEN as u64;
+    while pos < data_end {
+        let Ok((h, _)) = frame_at(bytes, pos, data_end) else {
+            break;
+        };
+        let body = pos + frame::HEADER_LEN as u64;
+        out.push((pos..body, "frame header".to_string()));
+        out.push((
+            body..body + h.stored_len,
+            content_structure(h.kind).to_string(),
+        ));
+        pos = body + h.stored_len;
+    }
+    if data_end < bytes.len() as u64 {
+        out.push((data_end..bytes.len() as u64, "footer".to_string()));
+    }
+    out
+}

@@ -1,0 +1,288 @@
+//! `kar verify` and the reader on good and bad input: every sampled flipped bit is found and
+//! attributed to the structure it hit; truncated, empty, foreign and newer-version files get clear
+//! errors and no panic.
+
+use std::process::Command;
+
+use kar::archive::verify::{VerifyLevel, layout, verify_source};
+use kar::archive::{Archive, ArchiveError, ArchiveWriter, Source, WriterOptions};
+use kar::format::manifest::ArchiveStatus;
+
+use crate::archive::{sample_records, write_records};
+
+/// A small archive with several chunks over two partitions, an empty partition, a blob and a
+/// metadata document.
+pub fn small_archive() -> Vec<u8> {
+    let opts = WriterOptions {
+        chunk_target_bytes: 4096,
+        zstd_level: 3,
+        created_at_ms: 1_700_000_000_000,
+    };
+    let mut w = ArchiveWriter::new(Vec::new(), "memory", opts).unwrap();
+    w.declare_partition("t", 0, 0, 1000);
+    w.declare_partition("t", 1, 0, 1000);
+    w.declare_partition("empty", 0, 0, 0);
+    write_records(&mut w, "t", 0, &sample_records(120, 7));
+    write_records(&mut w, "t", 1, &sample_records(30, 8));
+    w.add_blob(br#"{"type":"record","name":"A","fields":[]}"#)
+        .unwrap();
+    w.add_metadata("example", br#"{"hello":"world"}"#).unwrap();
+    for (t, p) in [("t", 0), ("t", 1), ("empty", 0)] {
+        w.finish_partition(t, p).unwrap();
+    }
+    w.finish(ArchiveStatus::Complete, vec![]).unwrap().0
+}
+
+#[test]
+fn an_intact_archive_verifies_at_every_level() {
+    let bytes = small_archive();
+    for level in [VerifyLevel::Quick, VerifyLevel::Fast, VerifyLevel::Full] {
+        let r = verify_source(Source::Owned(bytes.clone()), "small.kar", level);
+        assert!(r.ok, "{level:?}: {:?}", r.problems);
+        assert_eq!(r.records, 150, "{level:?}");
+    }
+}
+
+#[test]
+fn every_sampled_flipped_bit_is_found_in_the_right_structure() {
+    let bytes = small_archive();
+    let regions = layout(&bytes);
+    let kinds: std::collections::BTreeSet<&str> = regions.iter().map(|(_, s)| s.as_str()).collect();
+    for k in [
+        "file header",
+        "frame header",
+        "record chunk",
+        "blob",
+        "metadata",
+        "manifest",
+        "index",
+        "footer",
+    ] {
+        assert!(kinds.contains(k), "layout has no {k}: {kinds:?}");
+    }
+    assert_eq!(
+        regions.last().unwrap().0.end,
+        bytes.len() as u64,
+        "layout covers the file"
+    );
+
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut tried = 0;
+    for (range, structure) in &regions {
+        let len = range.end - range.start;
+        // Both ends and a few random places in every structure.
+        let mut picks = vec![range.start, range.end - 1];
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            picks.push(range.start + x % len);
+        }
+        for at in picks {
+            let mut damaged = bytes.clone();
+            damaged[at as usize] ^= 1 << (x % 8);
+            let r = verify_source(Source::Owned(damaged), "damaged.kar", VerifyLevel::Full);
+            assert!(!r.ok, "flip at {at} in {structure} went unnoticed");
+            let first = &r.problems[0];
+            assert_eq!(
+                &first.structure, structure,
+                "flip at {at}: first problem {first} names the wrong structure"
+            );
+            assert!(
+                range.contains(&first.offset),
+                "flip at {at} in {structure} {range:?}: reported at offset {}",
+                first.offset
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 100, "only {tried} flips");
+}
+
+#[test]
+fn a_truncated_archive_is_reported_as_unfinished_with_the_torn_frame() {
+    let bytes = small_archive();
+    let regions = layout(&bytes);
+    // Cut inside the third frame's stored bytes.
+    let (cut_region, _) = regions
+        .iter()
+        .filter(|(_, s)| s == "record chunk")
+        .nth(2)
+        .unwrap();
+    let cut = (cut_region.start + 10) as usize;
+    let r = verify_source(
+        Source::Owned(bytes[..cut].to_vec()),
+        "cut.kar",
+        VerifyLevel::Full,
+    );
+    assert!(!r.ok);
+    assert_eq!(r.problems[0].structure, "footer");
+    assert!(
+        r.problems[0].message.contains("unfinished"),
+        "{}",
+        r.problems[0]
+    );
+    let torn = r
+        .problems
+        .iter()
+        .find(|p| p.message.starts_with("truncated"))
+        .expect("a truncation problem");
+    assert_eq!(torn.offset, cut_region.start, "{torn}");
+
+    let err = Archive::from_source(Source::Owned(bytes[..cut].to_vec()), "cut.kar").unwrap_err();
+    assert!(err.to_string().contains("kar repair"), "{err}");
+}
+
+#[test]
+fn bad_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.kar");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        Archive::open(&empty),
+        Err(ArchiveError::Empty { .. })
+    ));
+    assert!(matches!(
+        Archive::open(dir.path()),
+        Err(ArchiveError::NotAFile { .. })
+    ));
+    let missing = Archive::open(dir.path().join("nope.kar")).unwrap_err();
+    assert!(missing.to_string().contains("nope.kar"), "{missing}");
+
+    let foreign = verify_source(
+        Source::Owned(b"PK\x03\x04 this is a zip file, not an archive".to_vec()),
+        "x.zip",
+        VerifyLevel::Full,
+    );
+    assert!(!foreign.ok);
+    assert!(
+        foreign.problems[0].message.contains("not a kar archive"),
+        "{:?}",
+        foreign.problems
+    );
+
+    for n in [1usize, 8, 31, 32, 100] {
+        let bytes = small_archive();
+        let r = verify_source(
+            Source::Owned(bytes[..n].to_vec()),
+            "short.kar",
+            VerifyLevel::Full,
+        );
+        assert!(!r.ok, "{n} bytes");
+    }
+}
+
+fn with_versions(mut bytes: Vec<u8>, major: u16, minor: u16) -> Vec<u8> {
+    use kar::format::{file_header::FileHeader, footer::Footer};
+    bytes[..32].copy_from_slice(
+        &FileHeader {
+            major,
+            minor,
+            flags: 0,
+        }
+        .encode(),
+    );
+    let n = bytes.len();
+    let f = Footer::decode(&bytes).unwrap();
+    bytes[n - 80..].copy_from_slice(&Footer { major, minor, ..f }.encode());
+    bytes
+}
+
+#[test]
+fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
+    let bytes = small_archive();
+    let newer_minor = with_versions(bytes.clone(), 1, 7);
+    let a = Archive::from_source(Source::Owned(newer_minor.clone()), "minor.kar").unwrap();
+    assert_eq!(a.manifest().topics.len(), 2);
+    assert!(verify_source(Source::Owned(newer_minor), "minor.kar", VerifyLevel::Full).ok);
+
+    let newer_major = with_versions(bytes, 2, 0);
+    let err = Archive::from_source(Source::Owned(newer_major.clone()), "major.kar").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("2.0") && msg.contains("major version 1"),
+        "{msg}"
+    );
+    let r = verify_source(Source::Owned(newer_major), "major.kar", VerifyLevel::Full);
+    assert!(
+        !r.ok
+            && r.problems[0]
+                .message
+                .contains("unsupported format version 2.0"),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
+fn the_cli_verifies_and_inspects_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.kar");
+    std::fs::write(&good, small_archive()).unwrap();
+    let kar = env!("CARGO_BIN_EXE_kar");
+
+    let out = Command::new(kar)
+        .args(["verify", "--json"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["records"], 150);
+    let root = report["root_hash"].as_str().unwrap().to_string();
+    assert_eq!(
+        root,
+        kar::format::hex(&Archive::open(&good).unwrap().root())
+    );
+
+    let out = Command::new(kar)
+        .args(["inspect", "--json"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inspect["root_hash"], root.as_str());
+    assert_eq!(inspect["records"], 150);
+    assert_eq!(inspect["topics"][1]["name"], "t");
+    assert_eq!(inspect["topics"][1]["partitions"][1]["records"], 30);
+    assert_eq!(
+        inspect["topics"][0]["partitions"][0]["records"], 0,
+        "empty topic listed"
+    );
+
+    let out = Command::new(kar)
+        .arg("inspect")
+        .arg(&good)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&root), "{text}");
+
+    let mut damaged = small_archive();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x10;
+    let bad = dir.path().join("bad.kar");
+    std::fs::write(&bad, damaged).unwrap();
+    let out = Command::new(kar).arg("verify").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("DAMAGED") && text.contains("offset"),
+        "{text}"
+    );
+
+    let out = Command::new(kar)
+        .arg("verify")
+        .arg(dir.path().join("missing.kar"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.kar"));
+}
