@@ -7,5 +7,6 @@
 
 mod archive;
 mod common;
+mod repair;
 mod services;
 mod verify;

@@ -6,6 +6,7 @@ pub mod error;
 pub mod index;
 pub mod inspect;
 pub mod reader;
+pub mod repair;
 pub mod verify;
 pub mod writer;
 

@@ -259,6 +259,43 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(())
     }
 
+    /// Copies an intact content frame from another archive as it is (repair): no recompression.
+    /// `chunk` is the decoded header when the frame is a record chunk.
+    pub(crate) fn copy_frame(
+        &mut self,
+        h: &FrameHeader,
+        stored: &[u8],
+        chunk: Option<crate::format::chunk::ChunkHeader>,
+    ) -> Result<(), ArchiveError> {
+        match chunk {
+            Some(header) => self.write_chunk(SealedChunk {
+                header,
+                frame: *h,
+                stored: stored.to_vec(),
+            }),
+            None => {
+                if self.written.insert(h.content_id) {
+                    let at = self.write_frame(h, stored)?;
+                    self.index.content.insert(h.content_id, at);
+                    if h.kind == FrameKind::Blob {
+                        self.blobs += 1;
+                    }
+                } else {
+                    self.deduplicated += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists an already written metadata frame in the manifest (repair).
+    pub(crate) fn list_metadata(&mut self, kind: &str, id: &Hash) {
+        self.metadata.push(MetadataRef {
+            kind: kind.to_string(),
+            id: hex(id),
+        });
+    }
+
     fn write_content(&mut self, kind: FrameKind, raw: &[u8]) -> Result<Hash, ArchiveError> {
         let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress", &self.path))?;

@@ -1,0 +1,214 @@
+//! `kar repair`: a writer killed with SIGKILL mid-write loses no complete chunk; a damaged chunk
+//! in a finished archive is dropped and named, everything else kept.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kar::archive::repair::repair;
+use kar::archive::verify::{VerifyLevel, layout, verify};
+use kar::archive::{Archive, ArchiveWriter, WriterOptions};
+use kar::format::chunk::TimestampType;
+use kar::format::frame::{self, FrameHeader, FrameKind};
+use kar::format::manifest::ArchiveStatus;
+
+const CHILD_ENV: &str = "KAR_TEST_CHILD_WRITE";
+
+/// Not a test on its own: the body of the child process the kill test starts (it writes an archive
+/// forever, flushing every few records, until it is killed).
+#[test]
+fn writer_child_process() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let opts = WriterOptions {
+        chunk_target_bytes: 8 * 1024,
+        zstd_level: 1,
+        created_at_ms: 0,
+    };
+    let mut w = ArchiveWriter::create(&path, opts).unwrap();
+    w.add_metadata(
+        "child",
+        br#"{"kind":"child","note":"written before any record"}"#,
+    )
+    .unwrap();
+    for i in 0i64.. {
+        let value = format!(
+            "{{\"i\":{i},\"pad\":\"{}\"}}",
+            "p".repeat((i % 200) as usize)
+        );
+        w.append(
+            "killed",
+            (i % 2) as i32,
+            i / 2,
+            1_000 + i,
+            TimestampType::CreateTime,
+            Some(b"k"),
+            Some(value.as_bytes()),
+            [],
+        )
+        .unwrap();
+        if i % 50 == 0 {
+            w.flush().unwrap();
+        }
+    }
+}
+
+/// Content IDs of every record chunk whose bytes are wholly in `bytes` and intact.
+fn complete_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    let mut pos = 32usize;
+    while pos + frame::HEADER_LEN <= bytes.len() {
+        let Ok(h) = FrameHeader::decode(&bytes[pos..], pos as u64) else {
+            break;
+        };
+        let end = pos + h.frame_len() as usize;
+        if end > bytes.len() {
+            break;
+        }
+        if h.kind == FrameKind::RecordChunk
+            && frame::check_stored(&h, &bytes[pos + frame::HEADER_LEN..end])
+        {
+            out.push(h.content_id);
+        }
+        pos = end;
+    }
+    out
+}
+
+#[test]
+fn a_writer_killed_mid_write_loses_no_complete_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.kar");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "repair::writer_child_process",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 3 * 1024 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the child writer did not write 3 MiB in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        Archive::open(&path).is_err(),
+        "an unfinished archive must not open"
+    );
+    let want = complete_chunks(&bytes);
+    assert!(want.len() > 10, "only {} complete chunks", want.len());
+
+    let out = dir.path().join("repaired.kar");
+    let report = repair(&path, &out, WriterOptions::default()).unwrap();
+    assert!(!report.input_finished);
+    assert!(!report.manifest_recovered);
+    assert_eq!(report.kept_chunks as usize, want.len());
+    assert_eq!(report.kept_metadata, 1);
+
+    let v = verify(&out, VerifyLevel::Full).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.manifest().status, ArchiveStatus::Repaired);
+    assert_eq!(a.manifest().metadata[0].kind, "child");
+    let mut have: Vec<[u8; 32]> = a
+        .index_content()
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| c.chunk_id)
+        .collect();
+    let mut want = want;
+    have.sort();
+    want.sort();
+    assert_eq!(have, want, "every complete chunk and nothing else");
+
+    // What was kept reads back as a gap-free prefix of what the child wrote.
+    for p in 0..2 {
+        let mut next = 0i64;
+        a.for_each_record("killed", p, |r| {
+            assert_eq!(r.offset, next);
+            let i = r.offset * 2 + i64::from(p);
+            assert_eq!(r.timestamp, 1_000 + i);
+            let want = format!(
+                "{{\"i\":{i},\"pad\":\"{}\"}}",
+                "p".repeat((i % 200) as usize)
+            );
+            assert_eq!(r.value, Some(want.as_bytes()));
+            next += 1;
+        })
+        .unwrap();
+        assert!(next > 0);
+    }
+    assert_eq!(
+        report.kept_records,
+        a.manifest().topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.records)
+            .sum::<u64>()
+    );
+}
+
+#[test]
+fn a_damaged_chunk_is_dropped_and_named_the_rest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::verify::small_archive();
+    let regions = layout(&bytes);
+    let (hit, _) = regions
+        .iter()
+        .filter(|(_, s)| s == "record chunk")
+        .nth(1)
+        .unwrap()
+        .clone();
+    let mut damaged = bytes.clone();
+    damaged[(hit.start + 5) as usize] ^= 0xff;
+    let input = dir.path().join("damaged.kar");
+    std::fs::write(&input, &damaged).unwrap();
+
+    let out = dir.path().join("fixed.kar");
+    let kar = env!("CARGO_BIN_EXE_kar");
+    let cli = Command::new(kar)
+        .args(["repair", "--json", "--out"])
+        .arg(&out)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        cli.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(report["manifest_recovered"], true);
+    assert_eq!(report["problems"][0]["offset"], hit.start);
+    assert_eq!(report["problems"][0]["structure"], "record chunk");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        damaged,
+        "the input is untouched"
+    );
+
+    let original = Archive::from_source(kar::archive::Source::Owned(bytes), "orig").unwrap();
+    let fixed = Archive::open(&out).unwrap();
+    assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    let orig_chunks = original.index_content().unwrap().chunks.len();
+    assert_eq!(fixed.index_content().unwrap().chunks.len(), orig_chunks - 1);
+    assert_eq!(
+        report["incomplete_partitions"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(fixed.manifest().metadata.len(), 1);
+    assert_eq!(fixed.manifest().metadata[0].kind, "example");
+}
