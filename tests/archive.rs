@@ -109,6 +109,7 @@ fn records_round_trip_through_a_file() {
         chunk_target_bytes: 16 * 1024,
         zstd_level: 3,
         created_at_ms: 1_700_000_000_000,
+        ..Default::default()
     };
     let mut w = ArchiveWriter::create(&path, opts).unwrap();
     let p0 = sample_records(2000, 1);

@@ -24,6 +24,7 @@ fn writer_child_process() {
         chunk_target_bytes: 8 * 1024,
         zstd_level: 1,
         created_at_ms: 0,
+        ..Default::default()
     };
     let mut w = ArchiveWriter::create(&path, opts).unwrap();
     w.add_metadata(

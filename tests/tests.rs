@@ -9,4 +9,5 @@ mod archive;
 mod common;
 mod repair;
 mod services;
+mod vectors;
 mod verify;

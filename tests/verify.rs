@@ -17,6 +17,7 @@ pub fn small_archive() -> Vec<u8> {
         chunk_target_bytes: 4096,
         zstd_level: 3,
         created_at_ms: 1_700_000_000_000,
+        ..Default::default()
     };
     let mut w = ArchiveWriter::new(Vec::new(), "memory", opts).unwrap();
     w.declare_partition("t", 0, 0, 1000);

@@ -10,6 +10,7 @@
 //!   also when timestamps are out of order.
 //! - `content`: content ID `[u8; 32]` → frame offset `u64`, for every record chunk, blob and
 //!   metadata frame.
+//! - `schemas`: Schema Registry schema ID `u32` → content ID of the blob holding its schema text.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::format::chunk::ChunkHeader;
 pub const CHUNKS: TableDefinition<(&str, i32, i64), &[u8]> = TableDefinition::new("chunks");
 pub const TIME: TableDefinition<(&str, i32, i64), i64> = TableDefinition::new("time");
 pub const CONTENT: TableDefinition<[u8; 32], u64> = TableDefinition::new("content");
+pub const SCHEMAS: TableDefinition<u32, [u8; 32]> = TableDefinition::new("schemas");
 
 /// Where a chunk is and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,8 @@ pub struct IndexContent {
     pub chunks: Vec<ChunkEntry>,
     /// content ID → frame offset (record chunks, blobs, metadata).
     pub content: BTreeMap<Hash, u64>,
+    /// schema ID → blob ID of the schema text.
+    pub schemas: BTreeMap<u32, Hash>,
 }
 
 impl IndexContent {
@@ -124,6 +128,10 @@ impl IndexContent {
                 let mut chunks = tx.open_table(CHUNKS)?;
                 let mut time = tx.open_table(TIME)?;
                 let mut content = tx.open_table(CONTENT)?;
+                let mut schemas = tx.open_table(SCHEMAS)?;
+                for (id, blob) in &self.schemas {
+                    schemas.insert(*id, *blob)?;
+                }
                 let mut sorted: Vec<&ChunkEntry> = self.chunks.iter().collect();
                 sorted.sort_by(|a, b| {
                     (&a.topic, a.partition, a.first_offset).cmp(&(
@@ -179,6 +187,11 @@ impl IndexContent {
         for row in content.iter()? {
             let (k, v) = row?;
             out.content.insert(k.value(), v.value());
+        }
+        let schemas = tx.open_table(SCHEMAS)?;
+        for row in schemas.iter()? {
+            let (k, v) = row?;
+            out.schemas.insert(k.value(), v.value());
         }
         Ok(out)
     }

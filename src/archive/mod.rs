@@ -2,6 +2,7 @@
 //! the file, and the operations on whole archives (verify, inspect, repair). The byte layout itself
 //! is `crate::format`'s.
 
+pub mod dump;
 pub mod error;
 pub mod index;
 pub mod inspect;

@@ -307,6 +307,16 @@ impl Archive {
             .map_err(ArchiveError::format(&self.path, ctx))
     }
 
+    /// The blob ID of the schema text for a Schema Registry schema ID.
+    pub fn schema_blob(&self, id: u32) -> Result<Option<Hash>, ArchiveError> {
+        use redb::ReadableDatabase;
+        let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
+        let t = tx
+            .open_table(index::SCHEMAS)
+            .map_err(|e| self.index_err(e))?;
+        Ok(t.get(id).map_err(|e| self.index_err(e))?.map(|v| v.value()))
+    }
+
     /// Reads a blob or metadata document by content ID.
     pub fn read_content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError> {
         use redb::ReadableDatabase;

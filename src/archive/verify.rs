@@ -294,6 +294,18 @@ fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, 
         s.0 += u64::from(c.record_count);
         s.1 += 1;
     }
+    for (id, blob) in &ix.schemas {
+        if !ix.content.contains_key(blob) {
+            cx.add(
+                0,
+                "index",
+                format!(
+                    "schema ID {id} points to blob {}, which the archive does not hold",
+                    hex(blob)
+                ),
+            );
+        }
+    }
     for t in &m.topics {
         for p in &t.partitions {
             let (records, chunks) = sums
@@ -387,6 +399,15 @@ pub fn scan_frames(
                     continue;
                 }
                 let mut intact = true;
+                if let FrameKind::Unknown(code) = h.kind {
+                    if code & frame::OPTIONAL == 0 {
+                        cx_out.problem(
+                            pos,
+                            "frame header",
+                            format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
+                        );
+                    }
+                }
                 if full && h.kind != FrameKind::Index {
                     if let Some(dec) = dec.as_mut() {
                         match dec.decode(&h, stored, pos, &mut buf) {

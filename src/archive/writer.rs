@@ -25,6 +25,9 @@ pub struct WriterOptions {
     pub zstd_level: i32,
     /// When the backup started, milliseconds since the Unix epoch; goes into the manifest.
     pub created_at_ms: i64,
+    /// Names the writing program in the manifest. Part of the manifest, so of the root hash: test
+    /// vectors fix it so that the root does not change with kar's version.
+    pub writer: String,
 }
 
 impl Default for WriterOptions {
@@ -33,6 +36,7 @@ impl Default for WriterOptions {
             chunk_target_bytes: 2 * 1024 * 1024,
             zstd_level: 3,
             created_at_ms: now_ms(),
+            writer: concat!("kar ", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
 }
@@ -317,6 +321,11 @@ impl<W: Write> ArchiveWriter<W> {
         self.write_content(FrameKind::Blob, raw)
     }
 
+    /// Indexes a Schema Registry schema ID to the blob holding its schema text.
+    pub fn index_schema(&mut self, id: u32, blob: Hash) {
+        self.index.schemas.insert(id, blob);
+    }
+
     /// Stores a JSON metadata document of the given kind and lists it in the manifest.
     pub fn add_metadata(&mut self, kind: &str, json: &[u8]) -> Result<Hash, ArchiveError> {
         let id = self.write_content(FrameKind::Metadata, json)?;
@@ -357,7 +366,7 @@ impl<W: Write> ArchiveWriter<W> {
             format_major: VERSION_MAJOR,
             format_minor: VERSION_MINOR,
             created_at_ms: self.opts.created_at_ms,
-            kar_version: env!("CARGO_PKG_VERSION").to_string(),
+            writer: self.opts.writer.clone(),
             status,
             topics,
             metadata: std::mem::take(&mut self.metadata),

@@ -30,6 +30,14 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Recover an unfinished or damaged archive into a new file, keeping every intact chunk
     Repair(RepairArgs),
+    /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The archive file (may be unfinished or damaged)
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(a) => run_verify(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Repair(a) => run_repair(a),
+        Command::Dump(a) => run_dump(a),
     };
     match result {
         Ok(code) => code,
@@ -150,10 +159,7 @@ fn opt(v: Option<i64>) -> String {
 
 fn print_inspect(r: &InspectReport) {
     println!("archive   {}", r.path.display());
-    println!(
-        "format    {}   written by kar {}",
-        r.format_version, r.kar_version
-    );
+    println!("format    {}   written by {}", r.format_version, r.writer);
     println!("created   {}", r.created_at);
     println!("status    {:?}", r.status);
     println!("root      {}", r.root_hash);
@@ -257,5 +263,11 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         println!("incomplete {p}");
     }
     println!("root      {}", r.root_hash);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
+    let source = crate::archive::Source::map(&a.file)?;
+    print!("{}", crate::archive::dump::dump(&source));
     Ok(ExitCode::SUCCESS)
 }

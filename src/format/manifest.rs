@@ -23,7 +23,8 @@ pub struct Manifest {
     pub format_minor: u16,
     /// When the backup started, milliseconds since the Unix epoch (UTC).
     pub created_at_ms: i64,
-    pub kar_version: String,
+    /// The program that wrote the archive, e.g. "kar 0.1.0".
+    pub writer: String,
     pub status: ArchiveStatus,
     #[serde(default)]
     pub topics: Vec<TopicEntry>,
