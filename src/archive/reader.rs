@@ -108,6 +108,15 @@ impl Archive {
     /// Opens an archive from any bytes; `path` names it in errors. Checks the file header, the
     /// footer, the manifest (content ID) and the index frame (stored hash), not the chunks.
     pub fn from_source(source: Source, path: impl Into<PathBuf>) -> Result<Archive, ArchiveError> {
+        Archive::from_shared(Arc::new(source), path)
+    }
+
+    /// Like [`Archive::from_source`], over bytes the caller keeps a handle to (verify scans them
+    /// whether or not they open as an archive).
+    pub fn from_shared(
+        source: Arc<Source>,
+        path: impl Into<PathBuf>,
+    ) -> Result<Archive, ArchiveError> {
         let path = path.into();
         let bytes: &[u8] = &source;
         let header = FileHeader::decode(bytes).map_err(ArchiveError::format(&path, ""))?;
@@ -175,7 +184,6 @@ impl Archive {
             }));
         }
         let index_start = footer.index_offset as usize + frame::HEADER_LEN;
-        let source = Arc::new(source);
         let index =
             index::open(source.clone(), index_start, ih.stored_len as usize).map_err(|e| {
                 ArchiveError::Index {

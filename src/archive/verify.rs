@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -153,11 +154,13 @@ pub fn verify_source(source: Source, path: impl Into<PathBuf>, level: VerifyLeve
     };
 
     // Quick checks go through the reader, which checks manifest and index hashes on open.
-    let (archive, source) = open_keeping(source, &path, footer.is_some(), &mut cx);
-    let bytes: &[u8] = match &archive {
-        Some(a) => a.bytes(),
-        None => &source.as_ref().expect("source kept when not opened")[..],
+    let source = Arc::new(source);
+    let archive = if footer.is_some() {
+        open_for_verify(&source, &path, &mut cx)
+    } else {
+        None
     };
+    let bytes: &[u8] = &source;
 
     let index = archive.as_ref().and_then(|a| match a.index_content() {
         Ok(ix) => Some(ix),
@@ -228,24 +231,10 @@ pub fn verify_source(source: Source, path: impl Into<PathBuf>, level: VerifyLeve
     report
 }
 
-/// Opens the archive for the quick checks; when it cannot be opened, hands the bytes back so the
-/// frame scan can still run over them.
-fn open_keeping(
-    source: Source,
-    path: &Path,
-    has_footer: bool,
-    cx: &mut Ctx,
-) -> (Option<Archive>, Option<Source>) {
-    if !has_footer {
-        return (None, Some(source));
-    }
-    // The archive takes the source; on failure, map the bytes again from what we still have.
-    let copy = match &source {
-        Source::Owned(v) => Some(v.clone()),
-        Source::Mapped(_) => None,
-    };
-    match Archive::from_source(source, path) {
-        Ok(a) => (Some(a), None),
+/// Opens the archive for the quick checks, turning a failure into a problem.
+fn open_for_verify(source: &Arc<Source>, path: &Path, cx: &mut Ctx) -> Option<Archive> {
+    match Archive::from_shared(source.clone(), path) {
+        Ok(a) => Some(a),
         Err(e) => {
             match &e {
                 ArchiveError::Format {
@@ -258,11 +247,7 @@ fn open_keeping(
                 }
                 other => cx.add(0, "archive", other.to_string()),
             }
-            let again = match copy {
-                Some(v) => Source::Owned(v),
-                None => Source::map(path).unwrap_or(Source::Owned(Vec::new())),
-            };
-            (None, Some(again))
+            None
         }
     }
 }
