@@ -5,6 +5,11 @@
 //! typed result; `cli` only turns command-line arguments into those calls.
 
 pub mod archive;
+#[cfg(feature = "kafka")]
+pub mod backup;
 pub mod cli;
+pub mod config;
 pub mod format;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod registry;

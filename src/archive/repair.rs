@@ -213,12 +213,11 @@ fn metadata_kind(
     off: u64,
 ) -> String {
     let mut buf = Vec::new();
-    if dec.decode(h, stored, off, &mut buf).is_ok() {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
-            if let Some(k) = v.get("kind").and_then(|k| k.as_str()) {
-                return k.to_string();
-            }
-        }
+    if dec.decode(h, stored, off, &mut buf).is_ok()
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf)
+        && let Some(k) = v.get("kind").and_then(|k| k.as_str())
+    {
+        return k.to_string();
     }
     "unknown".to_string()
 }

@@ -384,49 +384,49 @@ pub fn scan_frames(
                     continue;
                 }
                 let mut intact = true;
-                if let FrameKind::Unknown(code) = h.kind {
-                    if code & frame::OPTIONAL == 0 {
-                        cx_out.problem(
+                if let FrameKind::Unknown(code) = h.kind
+                    && code & frame::OPTIONAL == 0
+                {
+                    cx_out.problem(
                             pos,
                             "frame header",
                             format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
                         );
-                    }
                 }
-                if full && h.kind != FrameKind::Index {
-                    if let Some(dec) = dec.as_mut() {
-                        match dec.decode(&h, stored, pos, &mut buf) {
+                if full
+                    && h.kind != FrameKind::Index
+                    && let Some(dec) = dec.as_mut()
+                {
+                    match dec.decode(&h, stored, pos, &mut buf) {
+                        Err(e) => {
+                            cx_out.problem(
+                                e.offset(),
+                                what,
+                                format!("{e}{}", describe(pos, by_offset)),
+                            );
+                            intact = false;
+                        }
+                        Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(&buf) {
+                            Ok(ch) => scan.chunks.push(ChunkEntry::new(
+                                &ch,
+                                pos,
+                                h.content_id,
+                                h.raw_len,
+                                h.stored_len,
+                            )),
                             Err(e) => {
                                 cx_out.problem(
-                                    e.offset(),
+                                    pos + frame::HEADER_LEN as u64,
                                     what,
-                                    format!("{e}{}", describe(pos, by_offset)),
+                                    format!(
+                                        "{e} (in the decompressed chunk){}",
+                                        describe(pos, by_offset)
+                                    ),
                                 );
                                 intact = false;
                             }
-                            Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(&buf)
-                            {
-                                Ok(ch) => scan.chunks.push(ChunkEntry::new(
-                                    &ch,
-                                    pos,
-                                    h.content_id,
-                                    h.raw_len,
-                                    h.stored_len,
-                                )),
-                                Err(e) => {
-                                    cx_out.problem(
-                                        pos + frame::HEADER_LEN as u64,
-                                        what,
-                                        format!(
-                                            "{e} (in the decompressed chunk){}",
-                                            describe(pos, by_offset)
-                                        ),
-                                    );
-                                    intact = false;
-                                }
-                            },
-                            Ok(()) => {}
-                        }
+                        },
+                        Ok(()) => {}
                     }
                 }
                 if intact {

@@ -203,13 +203,13 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Writes the open chunk of a partition, if it has records.
     pub fn flush_chunk(&mut self, topic: &str, partition: i32) -> Result<(), ArchiveError> {
-        if let Some(enc) = self.open.remove(&(topic.to_string(), partition)) {
-            if !enc.is_empty() {
-                let sealed = enc
-                    .seal(self.opts.zstd_level)
-                    .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
-                self.write_chunk(sealed)?;
-            }
+        if let Some(enc) = self.open.remove(&(topic.to_string(), partition))
+            && !enc.is_empty()
+        {
+            let sealed = enc
+                .seal(self.opts.zstd_level)
+                .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
+            self.write_chunk(sealed)?;
         }
         Ok(())
     }

@@ -4,6 +4,9 @@
 //! Exit codes: 0 success; 1 the command ran and found the archive damaged; 2 the command could not
 //! run (bad arguments, unreadable or non-archive file).
 
+#[cfg(feature = "kafka")]
+mod backup;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Back up topics (every record), topic configs and consumer-group offsets into one archive
+    #[cfg(feature = "kafka")]
+    Backup(Box<backup::BackupArgs>),
     /// Check every hash in an archive, the index against the chunks, and the root hash
     Verify(VerifyArgs),
     /// Show what an archive holds: version, root hash, topics, partitions, offsets, times, sizes
@@ -79,6 +85,8 @@ pub struct InspectArgs {
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        #[cfg(feature = "kafka")]
+        Command::Backup(a) => backup::run(*a),
         Command::Verify(a) => run_verify(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Repair(a) => run_repair(a),

@@ -1,0 +1,400 @@
+//! `kar backup`: a consistent snapshot of topics, their configs and consumer-group offsets from a
+//! live cluster, into one archive.
+//!
+//! At start, every selected partition's range `start..end` is fixed (log start and last stable
+//! offset, or the `--from-time`/`--until-time` window); exactly that range is captured, whatever is
+//! produced meanwhile. Partitions are consumed concurrently by worker threads, each with its own
+//! consumer; workers encode and compress chunks themselves and hand sealed chunks to the one
+//! writer through a bounded channel, so memory stays bounded whatever the topic size.
+
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::archive::writer::{now_ms, sync_file};
+use crate::archive::{ArchiveError, ArchiveWriter, WriterOptions};
+use crate::format::hex;
+use crate::format::manifest::ArchiveStatus;
+use crate::kafka::KafkaConnection;
+use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_internal};
+
+pub use worker::PartitionTask;
+
+#[derive(Debug, Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Kafka(Box<SourceError>),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no topic matches the selection ({0}); nothing to back up")]
+    NothingSelected(String),
+}
+
+impl From<SourceError> for BackupError {
+    fn from(e: SourceError) -> Self {
+        BackupError::Kafka(Box::new(e))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub kafka: KafkaConnection,
+    pub out: PathBuf,
+    /// Topics to back up (anchored regexes); empty = every topic that is not internal.
+    pub topics: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Consumer groups whose offsets to capture (anchored regex); `None` = all.
+    pub groups: Option<String>,
+    /// Capture only records from this time on (ms since the epoch), resolved per partition with
+    /// offsets-for-times.
+    pub from_time: Option<i64>,
+    /// Capture only records before this time.
+    pub until_time: Option<i64>,
+    pub writer: WriterOptions,
+    /// Worker threads, each with its own consumer.
+    pub concurrency: usize,
+    /// A partition that makes no progress for this long (broker lost, topic deleted) fails.
+    pub stall_timeout: Duration,
+    /// The command line, secrets removed, for the provenance record.
+    pub command_line: Vec<String>,
+    /// Set to stop early (Ctrl-C): the archive is finished as partial.
+    pub cancel: Arc<AtomicBool>,
+    /// Show progress bars (only drawn on a terminal).
+    pub progress: bool,
+}
+
+impl BackupOptions {
+    pub fn new(kafka: KafkaConnection, out: impl Into<PathBuf>) -> Self {
+        BackupOptions {
+            kafka,
+            out: out.into(),
+            topics: Vec::new(),
+            exclude: Vec::new(),
+            groups: None,
+            from_time: None,
+            until_time: None,
+            writer: WriterOptions::default(),
+            concurrency: 4,
+            stall_timeout: Duration::from_secs(60),
+            command_line: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionResult {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub records: u64,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicResult {
+    pub name: String,
+    pub partitions: Vec<PartitionResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub out: PathBuf,
+    pub status: ArchiveStatus,
+    pub root_hash: String,
+    pub topics: Vec<TopicResult>,
+    pub groups: usize,
+    pub records: u64,
+    /// Key, value and header bytes read from Kafka.
+    pub record_bytes: u64,
+    pub archive_bytes: u64,
+    pub seconds: f64,
+}
+
+fn anchored(patterns: &[String], what: &str) -> Result<Vec<Regex>, BackupError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| BackupError::Invalid(format!("{what} pattern {p:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Which topics a backup takes: matching an include pattern (or any, when there are none), no
+/// exclude pattern, and not internal unless an include pattern is exactly the topic's name.
+pub fn select_topics(
+    all: &[String],
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<String>, BackupError> {
+    let inc = anchored(include, "--topics")?;
+    let exc = anchored(exclude, "--exclude")?;
+    Ok(all
+        .iter()
+        .filter(|t| {
+            let named = include.iter().any(|p| p == *t);
+            let included = if include.is_empty() {
+                true
+            } else {
+                inc.iter().any(|r| r.is_match(t))
+            };
+            included && !exc.iter().any(|r| r.is_match(t)) && (!is_internal(t) || named)
+        })
+        .cloned()
+        .collect())
+}
+
+/// Messages from workers to the writer.
+pub(crate) enum Event {
+    Chunk(crate::format::chunk::SealedChunk, u64),
+    Done {
+        topic: String,
+        partition: i32,
+        records: u64,
+    },
+    Failed {
+        topic: String,
+        partition: i32,
+        records: u64,
+        error: String,
+    },
+}
+
+pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    opts.kafka.validate().map_err(BackupError::Invalid)?;
+    if opts.out.exists() {
+        return Err(ArchiveError::Exists {
+            path: opts.out.clone(),
+        }
+        .into());
+    }
+    let source = Source::connect(&opts.kafka)?;
+
+    // 1. The snapshot: topics, ranges, configs and group offsets, all before any record is read.
+    let all = source.topics()?;
+    let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
+    let selected = select_topics(&names, &opts.topics, &opts.exclude)?;
+    if selected.is_empty() && !opts.topics.is_empty() {
+        return Err(BackupError::NothingSelected(opts.topics.join(", ")));
+    }
+    let mut topics: Vec<TopicInfo> = all
+        .into_iter()
+        .filter(|t| selected.contains(&t.name))
+        .collect();
+    source.describe_configs(&mut topics)?;
+
+    let mut tasks = Vec::new();
+    for t in &topics {
+        let from = match opts.from_time {
+            Some(ts) => Some(source.offsets_for_time(&t.name, t.partitions, ts)?),
+            None => None,
+        };
+        let until = match opts.until_time {
+            Some(ts) => Some(source.offsets_for_time(&t.name, t.partitions, ts)?),
+            None => None,
+        };
+        for p in 0..t.partitions {
+            let (low, high) = source.watermarks(&t.name, p)?;
+            let mut start = low;
+            let mut end = high;
+            if let Some(f) = &from {
+                start = f[p as usize].map_or(high, |o| o.max(low));
+            }
+            if let Some(u) = &until {
+                end = u[p as usize].map_or(high, |o| o.min(high));
+            }
+            let end = end.max(start);
+            tasks.push(PartitionTask {
+                topic: t.name.clone(),
+                partition: p,
+                start,
+                end,
+            });
+        }
+    }
+
+    let group_names = source.groups()?;
+    let group_re = match &opts.groups {
+        Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
+        None => None,
+    };
+    let partitions: Vec<(String, i32)> = tasks
+        .iter()
+        .map(|t| (t.topic.clone(), t.partition))
+        .collect();
+    let mut groups: Vec<GroupOffsets> = Vec::new();
+    if !partitions.is_empty() {
+        for g in group_names
+            .iter()
+            .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(g)))
+        {
+            let offsets = source.committed(g, &partitions)?;
+            if !offsets.offsets.is_empty() {
+                groups.push(offsets);
+            }
+        }
+    }
+    let cluster_id = source.cluster_id();
+    let brokers = source.brokers()?;
+    drop(source);
+
+    // 2. The archive: metadata first, so even a killed backup keeps it.
+    let writer_opts = WriterOptions {
+        created_at_ms: started_ms,
+        ..opts.writer.clone()
+    };
+    let mut w = ArchiveWriter::create(&opts.out, writer_opts)?;
+    let topics_doc = serde_json::json!({
+        "kind": "kafka-topics",
+        "cluster_id": cluster_id,
+        "brokers": brokers.iter().map(|(id, addr)| serde_json::json!({"id": id, "address": addr})).collect::<Vec<_>>(),
+        "captured_at_ms": started_ms,
+        "topics": topics,
+        "partitions": tasks.iter().map(|t| serde_json::json!({"topic": t.topic, "partition": t.partition, "start_offset": t.start, "end_offset": t.end})).collect::<Vec<_>>(),
+    });
+    w.add_metadata(
+        "kafka-topics",
+        &serde_json::to_vec(&topics_doc).expect("json"),
+    )?;
+    let groups_doc = serde_json::json!({"kind": "consumer-groups", "captured_at_ms": started_ms, "groups": groups});
+    w.add_metadata(
+        "consumer-groups",
+        &serde_json::to_vec(&groups_doc).expect("json"),
+    )?;
+    for t in &tasks {
+        w.declare_partition(&t.topic, t.partition, t.start, t.end);
+    }
+
+    // 3. Records.
+    let progress = worker::Progress::new(opts.progress, &tasks);
+    let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
+    let workers = worker::spawn(opts, &tasks, tx, progress.clone());
+    let mut results: BTreeMap<(String, i32), PartitionResult> = tasks
+        .iter()
+        .map(|t| {
+            let r = PartitionResult {
+                partition: t.partition,
+                start_offset: t.start,
+                end_offset: t.end,
+                records: 0,
+                complete: false,
+                error: None,
+            };
+            ((t.topic.clone(), t.partition), r)
+        })
+        .collect();
+    let mut record_bytes = 0u64;
+    let mut write_error = None;
+    for ev in rx {
+        let res = match ev {
+            Event::Chunk(c, bytes) => {
+                record_bytes += bytes;
+                w.write_chunk(c)
+            }
+            Event::Done {
+                topic,
+                partition,
+                records,
+            } => {
+                let r = results
+                    .get_mut(&(topic.clone(), partition))
+                    .expect("a task");
+                r.records = records;
+                r.complete = true;
+                w.finish_partition(&topic, partition)
+            }
+            Event::Failed {
+                topic,
+                partition,
+                records,
+                error,
+            } => {
+                let r = results.get_mut(&(topic, partition)).expect("a task");
+                r.records = records;
+                r.error = Some(error);
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            // Disk full or the like: stop the workers; the file is left repairable.
+            opts.cancel.store(true, Ordering::SeqCst);
+            write_error = Some(e);
+            break;
+        }
+    }
+    for h in workers {
+        let _ = h.join();
+    }
+    progress.finish();
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+
+    // 4. Provenance and the tail of the file.
+    let complete = results.values().all(|r| r.complete);
+    let provenance = serde_json::json!({
+        "kind": "provenance",
+        "kar_version": env!("CARGO_PKG_VERSION"),
+        "command_line": opts.command_line,
+        "started_at_ms": started_ms,
+        "finished_at_ms": now_ms(),
+        "cluster_id": cluster_id,
+        "bootstrap": opts.kafka.bootstrap,
+        "interrupted": opts.cancel.load(Ordering::SeqCst),
+    });
+    w.add_metadata(
+        "provenance",
+        &serde_json::to_vec(&provenance).expect("json"),
+    )?;
+    let mut notes = Vec::new();
+    for ((t, p), r) in &results {
+        if let Some(e) = &r.error {
+            notes.push(format!("{t}/{p} incomplete: {e}"));
+        } else if !r.complete {
+            notes.push(format!("{t}/{p} incomplete: the backup was stopped"));
+        }
+    }
+    let status = if complete {
+        ArchiveStatus::Complete
+    } else {
+        ArchiveStatus::Partial
+    };
+    let (out, summary) = w.finish(status, notes)?;
+    sync_file(out, &opts.out)?;
+
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    for ((t, _), r) in results {
+        by_topic.entry(t).or_default().push(r);
+    }
+    Ok(BackupReport {
+        out: opts.out.clone(),
+        status,
+        root_hash: hex(&summary.root),
+        topics: by_topic
+            .into_iter()
+            .map(|(name, partitions)| TopicResult { name, partitions })
+            .collect(),
+        groups: groups.len(),
+        records: summary.records,
+        record_bytes,
+        archive_bytes: summary.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,468 @@
+//! Partition consumers for a backup. Each worker thread owns consumers whose partitions have
+//! distinct partition numbers (librdkafka reports end-of-partition by number only), reads each
+//! partition from its snapshot start to its snapshot end, encodes records into chunks and
+//! compresses them on its own thread, and sends sealed chunks to the writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+
+use super::{BackupOptions, Event};
+use crate::format::chunk::{ChunkEncoder, TimestampType};
+
+/// One partition's share of a snapshot: offsets `start..end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionTask {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Per-topic progress bars, drawn only on a terminal.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    bars: Arc<HashMap<String, ProgressBar>>,
+    multi: Option<MultiProgress>,
+}
+
+impl Progress {
+    pub(crate) fn new(enabled: bool, tasks: &[PartitionTask]) -> Progress {
+        if !enabled {
+            return Progress {
+                bars: Arc::new(HashMap::new()),
+                multi: None,
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:<30} {bar:30} {percent:>3}% {msg}")
+            .expect("template");
+        let mut totals: HashMap<String, u64> = HashMap::new();
+        for t in tasks {
+            *totals.entry(t.topic.clone()).or_default() += (t.end - t.start).max(0) as u64;
+        }
+        let mut names: Vec<_> = totals.into_iter().collect();
+        names.sort();
+        let bars = names
+            .into_iter()
+            .map(|(topic, total)| {
+                let b = multi.add(
+                    ProgressBar::new(total.max(1))
+                        .with_style(style.clone())
+                        .with_prefix(topic.clone()),
+                );
+                (topic, b)
+            })
+            .collect();
+        Progress {
+            bars: Arc::new(bars),
+            multi: Some(multi),
+        }
+    }
+
+    fn advance(&self, topic: &str, offsets: u64, records: u64, bytes: u64, since: Instant) {
+        if let Some(b) = self.bars.get(topic) {
+            b.inc(offsets);
+            let secs = since.elapsed().as_secs_f64().max(0.001);
+            b.set_message(format!(
+                "{:.0} records/s {:.1} MB/s",
+                records as f64 / secs,
+                bytes as f64 / secs / 1e6
+            ));
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        for b in self.bars.values() {
+            b.finish();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+/// Groups tasks so that no group holds two partitions with the same number; groups are spread
+/// over `workers` threads.
+fn plan(tasks: &[PartitionTask], workers: usize) -> Vec<Vec<Vec<PartitionTask>>> {
+    let workers = workers.max(1);
+    let mut groups: Vec<Vec<PartitionTask>> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if groups.len() < workers {
+            groups.push(vec![t.clone()]);
+            continue;
+        }
+        let n = groups.len();
+        match (0..n)
+            .map(|k| (i + k) % n)
+            .find(|&g| groups[g].iter().all(|x| x.partition != t.partition))
+        {
+            Some(g) => groups[g].push(t.clone()),
+            None => groups.push(vec![t.clone()]),
+        }
+    }
+    let mut threads: Vec<Vec<Vec<PartitionTask>>> =
+        vec![Vec::new(); workers.min(groups.len()).max(1)];
+    let n = threads.len();
+    for (i, g) in groups.into_iter().enumerate() {
+        threads[i % n].push(g);
+    }
+    threads
+}
+
+pub(crate) fn spawn(
+    opts: &BackupOptions,
+    tasks: &[PartitionTask],
+    tx: SyncSender<Event>,
+    progress: Progress,
+) -> Vec<JoinHandle<()>> {
+    let (empty, work): (Vec<_>, Vec<_>) = tasks.iter().cloned().partition(|t| t.start >= t.end);
+    let mut handles = Vec::new();
+    {
+        let tx = tx.clone();
+        handles.push(std::thread::spawn(move || {
+            for t in empty {
+                if tx
+                    .send(Event::Done {
+                        topic: t.topic,
+                        partition: t.partition,
+                        records: 0,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }));
+    }
+    for groups in plan(&work, opts.concurrency) {
+        if groups.is_empty() {
+            continue;
+        }
+        let (tx, opts, progress) = (tx.clone(), opts.clone(), progress.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name("kar-backup-worker".into())
+                .spawn(move || {
+                    for g in groups {
+                        if opts.cancel.load(Ordering::SeqCst) {
+                            fail_all(
+                                &g,
+                                &tx,
+                                "the backup was stopped before this partition was read",
+                            );
+                            continue;
+                        }
+                        consume_group(&opts, g, &tx, &progress);
+                    }
+                })
+                .expect("spawning a backup worker"),
+        );
+    }
+    handles
+}
+
+fn fail_all(g: &[PartitionTask], tx: &SyncSender<Event>, why: &str) {
+    for t in g {
+        let _ = tx.send(Event::Failed {
+            topic: t.topic.clone(),
+            partition: t.partition,
+            records: 0,
+            error: why.into(),
+        });
+    }
+}
+
+struct State {
+    task: PartitionTask,
+    enc: Option<ChunkEncoder>,
+    records: u64,
+    /// Offsets covered so far that the progress bar has not been told of.
+    reported_to: i64,
+    bytes: u64,
+    done: bool,
+    last_progress: Instant,
+}
+
+fn consume_group(
+    opts: &BackupOptions,
+    group: Vec<PartitionTask>,
+    tx: &SyncSender<Event>,
+    progress: &Progress,
+) {
+    let consumer: BaseConsumer = match opts
+        .kafka
+        .client_config()
+        .set("group.id", "kar-backup")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error")
+        .set("queued.max.messages.kbytes", "65536")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => return fail_all(&group, tx, &format!("cannot create a consumer: {e}")),
+    };
+    let mut tpl = TopicPartitionList::new();
+    for t in &group {
+        if let Err(e) = tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(t.start)) {
+            return fail_all(&group, tx, &format!("cannot assign: {e}"));
+        }
+    }
+    if let Err(e) = consumer.assign(&tpl) {
+        return fail_all(&group, tx, &format!("cannot assign: {e}"));
+    }
+    let started = Instant::now();
+    let mut states: Vec<State> = group
+        .into_iter()
+        .map(|task| State {
+            reported_to: task.start,
+            task,
+            enc: None,
+            records: 0,
+            bytes: 0,
+            done: false,
+            last_progress: Instant::now(),
+        })
+        .collect();
+    let target = opts.writer.chunk_target_bytes;
+    let level = opts.writer.zstd_level;
+    let mut last_error: Option<String> = None;
+    let mut left = states.len();
+
+    while left > 0 {
+        if opts.cancel.load(Ordering::SeqCst) {
+            for st in states.iter_mut().filter(|s| !s.done) {
+                // What was read is good: keep it, but the partition is not complete.
+                if flush(st, tx, level, progress, started).is_err() {
+                    return;
+                }
+                let _ = tx.send(Event::Failed {
+                    topic: st.task.topic.clone(),
+                    partition: st.task.partition,
+                    records: st.records,
+                    error: "the backup was stopped".into(),
+                });
+                st.done = true;
+            }
+            return;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let Some(st) = states
+                    .iter_mut()
+                    .find(|s| s.task.partition == m.partition() && s.task.topic == m.topic())
+                else {
+                    continue;
+                };
+                if st.done {
+                    continue;
+                }
+                st.last_progress = Instant::now();
+                let offset = m.offset();
+                if offset >= st.task.end {
+                    if finish(st, tx, level, progress, started).is_err() {
+                        return;
+                    }
+                    left -= 1;
+                    continue;
+                }
+                let (ts, ts_type) = match m.timestamp() {
+                    Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
+                    Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
+                    Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
+                };
+                let enc = match &mut st.enc {
+                    Some(e) => e,
+                    None => match ChunkEncoder::new(&st.task.topic, st.task.partition) {
+                        Ok(e) => st.enc.insert(e),
+                        Err(e) => {
+                            return fail_all(std::slice::from_ref(&st.task), tx, &e.to_string());
+                        }
+                    },
+                };
+                let key = m.key();
+                let value = m.payload();
+                let headers = m.headers();
+                let mut hbytes = 0;
+                let pushed = match headers {
+                    Some(h) => enc.push(
+                        offset,
+                        ts,
+                        ts_type,
+                        key,
+                        value,
+                        h.iter().map(|h| {
+                            hbytes += h.key.len() + h.value.map_or(0, <[u8]>::len);
+                            (h.key, h.value)
+                        }),
+                    ),
+                    None => enc.push(offset, ts, ts_type, key, value, std::iter::empty()),
+                };
+                if let Err(e) = pushed {
+                    let _ = tx.send(Event::Failed {
+                        topic: st.task.topic.clone(),
+                        partition: st.task.partition,
+                        records: st.records,
+                        error: format!("record at offset {offset}: {e}"),
+                    });
+                    st.done = true;
+                    left -= 1;
+                    continue;
+                }
+                st.records += 1;
+                st.bytes +=
+                    (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
+                let full = enc.encoded_len() >= target;
+                if offset + 1 >= st.task.end {
+                    if finish(st, tx, level, progress, started).is_err() {
+                        return;
+                    }
+                    left -= 1;
+                } else if full && flush(st, tx, level, progress, started).is_err() {
+                    return;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // Everything up to the partition's current end was delivered, and that end is at
+                // or past the snapshot end: the partition is complete.
+                if let Some(st) = states.iter_mut().find(|s| s.task.partition == p && !s.done) {
+                    if finish(st, tx, level, progress, started).is_err() {
+                        return;
+                    }
+                    left -= 1;
+                }
+            }
+            Some(Err(e)) => {
+                last_error = Some(e.to_string());
+            }
+            None => {}
+        }
+        for st in states.iter_mut().filter(|s| !s.done) {
+            if st.last_progress.elapsed() > opts.stall_timeout {
+                if flush(st, tx, level, progress, started).is_err() {
+                    return;
+                }
+                let why = format!(
+                    "no progress for {}s at offset {} of {}..{}{}",
+                    opts.stall_timeout.as_secs(),
+                    st.reported_to,
+                    st.task.start,
+                    st.task.end,
+                    last_error
+                        .as_ref()
+                        .map(|e| format!(" (last consumer error: {e})"))
+                        .unwrap_or_default()
+                );
+                let _ = tx.send(Event::Failed {
+                    topic: st.task.topic.clone(),
+                    partition: st.task.partition,
+                    records: st.records,
+                    error: why,
+                });
+                st.done = true;
+                left -= 1;
+            }
+        }
+    }
+}
+
+/// Seals and sends the open chunk, if any. Err when the writer has gone away.
+fn flush(
+    st: &mut State,
+    tx: &SyncSender<Event>,
+    level: i32,
+    progress: &Progress,
+    started: Instant,
+) -> Result<(), ()> {
+    if let Some(enc) = st.enc.take() {
+        let last = enc.header().last_offset;
+        let n = u64::from(enc.len());
+        let sealed = enc.seal(level).map_err(|_| ())?;
+        let bytes = st.bytes;
+        st.bytes = 0;
+        tx.send(Event::Chunk(sealed, bytes)).map_err(|_| ())?;
+        progress.advance(
+            &st.task.topic,
+            (last + 1 - st.reported_to).max(0) as u64,
+            n,
+            bytes,
+            started,
+        );
+        st.reported_to = last + 1;
+    }
+    Ok(())
+}
+
+fn finish(
+    st: &mut State,
+    tx: &SyncSender<Event>,
+    level: i32,
+    progress: &Progress,
+    started: Instant,
+) -> Result<(), ()> {
+    flush(st, tx, level, progress, started)?;
+    progress.advance(
+        &st.task.topic,
+        (st.task.end - st.reported_to).max(0) as u64,
+        0,
+        0,
+        started,
+    );
+    st.done = true;
+    tx.send(Event::Done {
+        topic: st.task.topic.clone(),
+        partition: st.task.partition,
+        records: st.records,
+    })
+    .map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(topic: &str, partition: i32) -> PartitionTask {
+        PartitionTask {
+            topic: topic.into(),
+            partition,
+            start: 0,
+            end: 1,
+        }
+    }
+
+    #[test]
+    fn no_group_holds_two_partitions_with_the_same_number() {
+        let mut tasks = Vec::new();
+        for topic in ["a", "b", "c", "d", "e"] {
+            for p in 0..6 {
+                tasks.push(t(topic, p));
+            }
+        }
+        let threads = plan(&tasks, 4);
+        assert_eq!(threads.len(), 4);
+        let mut seen = 0;
+        for groups in &threads {
+            for g in groups {
+                let mut nums: Vec<i32> = g.iter().map(|t| t.partition).collect();
+                nums.sort();
+                nums.dedup();
+                assert_eq!(nums.len(), g.len(), "{g:?}");
+                seen += g.len();
+            }
+        }
+        assert_eq!(seen, tasks.len());
+        assert_eq!(plan(&[t("x", 0)], 4).len(), 1);
+    }
+}

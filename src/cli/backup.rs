@@ -1,0 +1,296 @@
+//! `kar backup` arguments, the YAML config file they can also come from, and the summary output.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::backup::{BackupOptions, BackupReport, backup};
+use crate::config::{Secret, load_yaml};
+use crate::format::manifest::ArchiveStatus;
+use crate::kafka::{KafkaConnection, SaslMechanism, SecurityProtocol};
+
+/// Kafka connection flags shared by backup and restore; each overrides the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    #[arg(long, value_enum)]
+    pub security_protocol: Option<SecurityProtocol>,
+    #[arg(long, value_enum)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    /// SASL password (better from the environment than on the command line)
+    #[arg(long, env = "KAR_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+    /// PEM file of the CA that signed the brokers' certificates
+    #[arg(long)]
+    pub ssl_ca: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS
+    #[arg(long)]
+    pub ssl_cert: Option<PathBuf>,
+    /// PEM client key, for mutual TLS
+    #[arg(long)]
+    pub ssl_key: Option<PathBuf>,
+    #[arg(long, env = "KAR_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub ssl_key_password: Option<String>,
+}
+
+impl KafkaArgs {
+    pub fn apply(&self, c: &mut KafkaConnection) {
+        if let Some(v) = &self.bootstrap {
+            c.bootstrap = v.clone();
+        }
+        if let Some(v) = self.security_protocol {
+            c.security_protocol = v;
+        }
+        if let Some(v) = self.sasl_mechanism {
+            c.sasl_mechanism = Some(v);
+        }
+        if let Some(v) = &self.sasl_username {
+            c.sasl_username = Some(v.clone());
+        }
+        if let Some(v) = &self.sasl_password {
+            c.sasl_password = Some(Secret::new(v.clone()));
+        }
+        if let Some(v) = &self.ssl_ca {
+            c.ssl_ca_location = Some(v.clone());
+        }
+        if let Some(v) = &self.ssl_cert {
+            c.ssl_certificate_location = Some(v.clone());
+        }
+        if let Some(v) = &self.ssl_key {
+            c.ssl_key_location = Some(v.clone());
+        }
+        if let Some(v) = &self.ssl_key_password {
+            c.ssl_key_password = Some(Secret::new(v.clone()));
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The archive to write (must not exist)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Topics to back up, as regular expressions matching whole names (repeatable) [default: all
+    /// but internal topics]
+    #[arg(long = "topics", value_name = "REGEX")]
+    pub topics: Vec<String>,
+    /// Topics to leave out (repeatable)
+    #[arg(long = "exclude", value_name = "REGEX")]
+    pub exclude: Vec<String>,
+    /// Consumer groups whose offsets to capture [default: all]
+    #[arg(long, value_name = "REGEX")]
+    pub groups: Option<String>,
+    /// Back up only records from this time on (RFC 3339, or ms since the epoch)
+    #[arg(long, value_name = "TS")]
+    pub from_time: Option<String>,
+    /// Back up only records before this time (RFC 3339, or ms since the epoch)
+    #[arg(long, value_name = "TS")]
+    pub until_time: Option<String>,
+    /// Target uncompressed chunk size in bytes [default: 2097152]
+    #[arg(long)]
+    pub chunk_size: Option<usize>,
+    /// zstd level [default: 3]
+    #[arg(long)]
+    pub zstd_level: Option<i32>,
+    /// Partitions consumed at once, each worker with its own consumer [default: 4]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Seconds a partition may make no progress before it fails [default: 60]
+    #[arg(long)]
+    pub stall_timeout: Option<u64>,
+    /// YAML config file; command-line flags override it
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The config file: `kafka:` (connection) and `backup:` (everything else).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub kafka: KafkaConnection,
+    #[serde(default)]
+    pub backup: BackupSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    pub out: Option<PathBuf>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub groups: Option<String>,
+    pub from_time: Option<String>,
+    pub until_time: Option<String>,
+    pub chunk_size: Option<usize>,
+    pub zstd_level: Option<i32>,
+    pub concurrency: Option<usize>,
+    pub stall_timeout: Option<u64>,
+}
+
+/// Parses RFC 3339 (`2026-11-27T10:00:00Z`) or milliseconds since the epoch.
+pub fn parse_time(s: &str, what: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{what} {s:?} is neither RFC 3339 (2026-11-27T10:00:00Z) nor milliseconds since the epoch: {e}"))?;
+    Ok(ts.as_millisecond())
+}
+
+/// The command line with the values of secret flags replaced, for the provenance record.
+pub fn redacted_command_line() -> Vec<String> {
+    let secret = ["--sasl-password", "--ssl-key-password"];
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for a in std::env::args() {
+        if hide_next {
+            out.push("***".into());
+            hide_next = false;
+        } else if secret.contains(&a.as_str()) {
+            out.push(a);
+            hide_next = true;
+        } else if let Some(flag) = secret.iter().find(|f| a.starts_with(&format!("{f}="))) {
+            out.push(format!("{flag}=***"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<BackupOptions> {
+    let file: ConfigFile = match &a.config {
+        Some(p) => load_yaml(p)?,
+        None => ConfigFile::default(),
+    };
+    let mut kafka = file.kafka;
+    a.kafka.apply(&mut kafka);
+    let b = file.backup;
+    let out = a.out.clone().or(b.out).ok_or_else(|| {
+        anyhow::anyhow!("no output file: give --out FILE (or backup.out in the config file)")
+    })?;
+    let mut o = BackupOptions::new(kafka, out);
+    o.topics = if a.topics.is_empty() {
+        b.topics
+    } else {
+        a.topics.clone()
+    };
+    o.exclude = if a.exclude.is_empty() {
+        b.exclude
+    } else {
+        a.exclude.clone()
+    };
+    o.groups = a.groups.clone().or(b.groups);
+    o.from_time = a
+        .from_time
+        .clone()
+        .or(b.from_time)
+        .map(|s| parse_time(&s, "--from-time"))
+        .transpose()?;
+    o.until_time = a
+        .until_time
+        .clone()
+        .or(b.until_time)
+        .map(|s| parse_time(&s, "--until-time"))
+        .transpose()?;
+    if let Some(v) = a.chunk_size.or(b.chunk_size) {
+        anyhow::ensure!(
+            (1024..=64 * 1024 * 1024).contains(&v),
+            "--chunk-size {v} is not between 1 KiB and 64 MiB"
+        );
+        o.writer.chunk_target_bytes = v;
+    }
+    if let Some(v) = a.zstd_level.or(b.zstd_level) {
+        anyhow::ensure!(
+            (1..=22).contains(&v),
+            "--zstd-level {v} is not between 1 and 22"
+        );
+        o.writer.zstd_level = v;
+    }
+    if let Some(v) = a.concurrency.or(b.concurrency) {
+        anyhow::ensure!(v >= 1, "--concurrency must be at least 1");
+        o.concurrency = v;
+    }
+    if let Some(v) = a.stall_timeout.or(b.stall_timeout) {
+        o.stall_timeout = Duration::from_secs(v);
+    }
+    o.command_line = redacted_command_line();
+    o.cancel = cancel;
+    o.progress = !a.json;
+    Ok(o)
+}
+
+pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Ctrl-C (and SIGTERM) stop the workers; the archive is finished as partial.
+    signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
+    let opts = options(&a, cancel)?;
+    let report = backup(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(if report.status == ArchiveStatus::Complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_summary(r: &BackupReport) {
+    println!(
+        "{:<40} {:>10} {:>12} {:>9}",
+        "topic", "partitions", "records", "complete"
+    );
+    for t in &r.topics {
+        let records: u64 = t.partitions.iter().map(|p| p.records).sum();
+        let complete = t.partitions.iter().filter(|p| p.complete).count();
+        println!(
+            "{:<40} {:>10} {:>12} {:>9}",
+            t.name,
+            t.partitions.len(),
+            records,
+            format!("{complete}/{}", t.partitions.len())
+        );
+        for p in t.partitions.iter().filter(|p| p.error.is_some()) {
+            println!(
+                "  partition {}: {}",
+                p.partition,
+                p.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    let mb = r.record_bytes as f64 / 1e6;
+    println!(
+        "\n{} records ({mb:.1} MB) from {} topics, {} consumer groups, in {:.1}s ({:.1} MB/s); archive {} bytes",
+        r.records,
+        r.topics.len(),
+        r.groups,
+        r.seconds,
+        mb / r.seconds.max(0.001),
+        r.archive_bytes
+    );
+    println!("status  {:?}", r.status);
+    println!("archive {}", r.out.display());
+    println!("root    {}", r.root_hash);
+}

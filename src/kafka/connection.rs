@@ -1,0 +1,160 @@
+//! How to reach a Kafka cluster. Passed through to librdkafka; secrets stay in [`Secret`]s and
+//! never appear in logs or errors.
+
+use std::path::PathBuf;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    #[value(name = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConnection {
+    /// Comma-separated HOST:PORT list.
+    #[serde(default)]
+    pub bootstrap: String,
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA that signed the brokers' certificates.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+    pub ssl_key_password: Option<Secret>,
+    /// Check that the broker's certificate names the host (default true).
+    pub ssl_endpoint_identification: Option<bool>,
+}
+
+impl KafkaConnection {
+    pub fn plaintext(bootstrap: impl Into<String>) -> Self {
+        KafkaConnection {
+            bootstrap: bootstrap.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Checks that the settings fit together; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bootstrap.trim().is_empty() {
+            return Err("no Kafka bootstrap address: give --bootstrap HOST:PORT (or kafka.bootstrap in the config file)".into());
+        }
+        let sasl = matches!(
+            self.security_protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        );
+        if sasl
+            && (self.sasl_mechanism.is_none()
+                || self.sasl_username.is_none()
+                || self.sasl_password.is_none())
+        {
+            return Err(format!(
+                "security protocol {} needs a SASL mechanism, username and password",
+                self.security_protocol.as_str().to_uppercase()
+            ));
+        }
+        if !sasl && (self.sasl_mechanism.is_some() || self.sasl_username.is_some()) {
+            return Err("SASL settings are given but the security protocol is not SASL_PLAINTEXT or SASL_SSL".into());
+        }
+        if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
+            return Err("mutual TLS needs both a client certificate and its key".into());
+        }
+        for p in [
+            &self.ssl_ca_location,
+            &self.ssl_certificate_location,
+            &self.ssl_key_location,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !p.is_file() {
+                return Err(format!(
+                    "TLS file {} does not exist or is not a file",
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The librdkafka settings for this connection.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("security.protocol", self.security_protocol.as_str());
+        if let Some(m) = self.sasl_mechanism {
+            c.set("sasl.mechanism", m.as_str());
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p.expose());
+        }
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        if let Some(p) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", path(p));
+        }
+        if let Some(p) = &self.ssl_certificate_location {
+            c.set("ssl.certificate.location", path(p));
+        }
+        if let Some(p) = &self.ssl_key_location {
+            c.set("ssl.key.location", path(p));
+        }
+        if let Some(p) = &self.ssl_key_password {
+            c.set("ssl.key.password", p.expose());
+        }
+        if let Some(false) = self.ssl_endpoint_identification {
+            c.set("ssl.endpoint.identification.algorithm", "none");
+        }
+        c
+    }
+}

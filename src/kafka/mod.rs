@@ -1,0 +1,8 @@
+//! Kafka, through librdkafka: connection settings (PLAINTEXT, SSL with mTLS, SASL PLAIN and SCRAM),
+//! and the source side of a backup (cluster metadata, snapshot ranges, topic configs, consumer
+//! group offsets, and partition consumers).
+
+pub mod connection;
+pub mod source;
+
+pub use connection::{KafkaConnection, SaslMechanism, SecurityProtocol};
