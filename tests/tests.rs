@@ -6,6 +6,7 @@
 //! `KAR_TEST_REGISTRY_SOURCE` and `KAR_TEST_REGISTRY_TARGET`.
 
 mod archive;
+mod backup;
 mod common;
 mod repair;
 mod services;

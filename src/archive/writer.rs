@@ -144,6 +144,11 @@ impl<W: Write> ArchiveWriter<W> {
         self.out
             .write_all(stored)
             .map_err(ArchiveError::io("write", &self.path))?;
+        // Each finished frame goes to the OS at once: if the process is killed, every complete
+        // frame is in the file for `kar repair`. Frames are large, so this costs little.
+        self.out
+            .flush()
+            .map_err(ArchiveError::io("write", &self.path))?;
         self.pos += h.frame_len();
         self.frames += 1;
         Ok(at)

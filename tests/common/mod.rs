@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -162,4 +163,137 @@ impl Registry {
             .as_i64()
             .unwrap_or_else(|| panic!("no id in {res}")) as i32
     }
+}
+
+/// Reads every record of the given partitions from Kafka (read_committed) up to their current
+/// end: the ground truth a backup is compared with.
+pub fn consume_all(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<crate::archive::Rec>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, Timestamp, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("truth"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out: BTreeMap<i32, Vec<crate::archive::Rec>> =
+        (0..partitions).map(|p| (p, Vec::new())).collect();
+    let mut eof = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while eof.len() < partitions as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} back timed out"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let (timestamp, ts_type) = match m.timestamp() {
+                    Timestamp::NotAvailable => {
+                        (-1, kar::format::chunk::TimestampType::NotAvailable)
+                    }
+                    Timestamp::CreateTime(t) => (t, kar::format::chunk::TimestampType::CreateTime),
+                    Timestamp::LogAppendTime(t) => {
+                        (t, kar::format::chunk::TimestampType::LogAppendTime)
+                    }
+                };
+                out.get_mut(&m.partition())
+                    .unwrap()
+                    .push(crate::archive::Rec {
+                        offset: m.offset(),
+                        timestamp,
+                        ts_type,
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+pub fn producer(extra: &[(&str, &str)]) -> rdkafka::producer::BaseProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "4000000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+/// Sends one record and waits until it is acknowledged.
+pub fn send(
+    p: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    partition: i32,
+    r: &crate::archive::Rec,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &r.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+        .partition(partition)
+        .timestamp(r.timestamp)
+        .headers(headers);
+    if let Some(k) = &r.key {
+        rec = rec.key(k.as_slice());
+    }
+    if let Some(v) = &r.value {
+        rec = rec.payload(v.as_slice());
+    }
+    p.send(rec)
+        .map_err(|(e, _)| e)
+        .unwrap_or_else(|e| panic!("producing to {topic}/{partition}: {e}"));
+    p.flush(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
+}
+
+/// Commits offsets (with metadata) for a consumer group.
+pub fn commit(group: &str, offsets: &[(&str, i32, i64, &str)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, o, m) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
+        tpl.find_partition(t, *p).unwrap().set_metadata(*m);
+    }
+    c.commit(&tpl, CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("committing for {group}: {e}"));
 }
