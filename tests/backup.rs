@@ -656,3 +656,79 @@ async fn the_cli_backs_up_with_a_config_file_and_env_interpolation() {
             .any(|a| a == "--config")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_through_sasl_scram_over_tls_and_through_mutual_tls() {
+    use kar::config::Secret;
+    use kar::kafka::{SaslMechanism, SecurityProtocol};
+    let topic = common::unique("secure");
+    common::create_topic(&topic, 2, &[]).await;
+    let p = producer(&[]);
+    for i in 0..20 {
+        send(
+            &p,
+            &topic,
+            (i % 2) as i32,
+            &rec(
+                i,
+                1_700_000_000_000 + i,
+                Some(b"k"),
+                Some(format!("secret-{i}").as_bytes()),
+                &[("h", None)],
+            ),
+        );
+    }
+    let truth = consume_all(&topic, 2);
+    let tls = common::tls_dir();
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut sasl = KafkaConnection::plaintext(common::sasl_bootstrap());
+    sasl.security_protocol = SecurityProtocol::SaslSsl;
+    sasl.sasl_mechanism = Some(SaslMechanism::ScramSha256);
+    sasl.sasl_username = Some(common::SCRAM_USER.into());
+    sasl.sasl_password = Some(Secret::new(common::SCRAM_PASSWORD));
+    sasl.ssl_ca_location = Some(tls.join("ca.pem"));
+
+    let mut mtls = KafkaConnection::plaintext(common::mtls_bootstrap());
+    mtls.security_protocol = SecurityProtocol::Ssl;
+    mtls.ssl_ca_location = Some(tls.join("ca.pem"));
+    mtls.ssl_certificate_location = Some(tls.join("client.pem"));
+    mtls.ssl_key_location = Some(tls.join("client.key"));
+
+    for (name, conn) in [("sasl", sasl.clone()), ("mtls", mtls)] {
+        let out = dir.path().join(format!("{name}.kar"));
+        let mut o = options(&out, &topic);
+        o.kafka = conn;
+        let report = tokio::task::spawn_blocking(move || backup(&o))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.status, ArchiveStatus::Complete, "{name}");
+        let a = Archive::open(&out).unwrap();
+        assert_same(&a, &topic, &truth);
+        // The password is nowhere in the archive.
+        let bytes = std::fs::read(&out).unwrap();
+        assert!(
+            !bytes
+                .windows(common::SCRAM_PASSWORD.len())
+                .any(|w| w == common::SCRAM_PASSWORD.as_bytes()),
+            "{name}"
+        );
+    }
+
+    // A wrong password fails with the broker named, leaves no file, and is not in the message.
+    let out = dir.path().join("wrong.kar");
+    let mut o = options(&out, &topic);
+    o.kafka = KafkaConnection {
+        sasl_password: Some(Secret::new("not-the-password-xyz")),
+        ..sasl
+    };
+    let err = tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&common::sasl_bootstrap()), "{err}");
+    assert!(!err.contains("not-the-password-xyz"), "{err}");
+    assert!(!out.exists());
+}

@@ -95,7 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kar: error: {e:#}");
+            eprintln!("kar: error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
@@ -278,4 +278,18 @@ fn run_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
     let source = crate::archive::Source::map(&a.file)?;
     print!("{}", crate::archive::dump::dump(&source));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes, skipping a cause whose text the message already includes (our
+/// errors often name their source inline, so that `to_string()` alone is complete).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }

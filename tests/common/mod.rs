@@ -16,6 +16,25 @@ pub fn bootstrap() -> String {
     std::env::var("KAR_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The SASL_SSL listener (SCRAM) and the mutual-TLS listener of the local broker, and the folder
+/// with the CA and client certificate `scripts/services` made.
+pub fn sasl_bootstrap() -> String {
+    std::env::var("KAR_TEST_SASL_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9094".into())
+}
+
+pub fn mtls_bootstrap() -> String {
+    std::env::var("KAR_TEST_MTLS_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9095".into())
+}
+
+pub fn tls_dir() -> std::path::PathBuf {
+    std::env::var("KAR_TEST_TLS_DIR")
+        .unwrap_or_else(|_| "/tmp/kar-services/tls".into())
+        .into()
+}
+
+pub const SCRAM_USER: &str = "kar";
+pub const SCRAM_PASSWORD: &str = "kar-test-secret";
+
 pub fn source_registry() -> String {
     std::env::var("KAR_TEST_REGISTRY_SOURCE").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
 }
