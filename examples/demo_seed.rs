@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"kar.demo","fields":[{"name":"units","type":"long"},{"name":"currency","type":"string"}]}"#;
@@ -88,13 +89,36 @@ async fn main() -> Result<()> {
             .headers(headers);
         sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
     }
+    let mut ends = [0i64; 3];
     for s in sends {
-        s.await?
+        let d = s
+            .await?
             .map_err(|(e, _)| e)
             .context("producing a demo record")?;
+        let p = d.partition as usize;
+        ends[p] = ends[p].max(d.offset + 1);
     }
     println!(
         "produced {count} wire-format records (value schema id {order_id}) to {topic} (3 partitions) on {bootstrap}"
+    );
+
+    // A consumer group halfway through each partition, so the backup has offsets to capture.
+    let group = "kar-demo-billing";
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, end) in ends.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(end / 2))?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .context("committing the demo group's offsets")?;
+    println!(
+        "committed offsets {:?} for consumer group {group}",
+        ends.map(|e| e / 2)
     );
     Ok(())
 }

@@ -299,6 +299,14 @@ async fn backup_captures_every_record_config_and_group_offset() {
 
     let prov = metadata(&a, "provenance");
     assert_eq!(prov["kar_version"], env!("CARGO_PKG_VERSION"));
+
+    let inspected = kar::archive::inspect::inspect(&out).unwrap();
+    let summary: Vec<(String, usize)> = inspected
+        .groups
+        .iter()
+        .map(|g| (g.group.clone(), g.partitions))
+        .collect();
+    assert_eq!(summary, vec![(g1, 2), (g2, 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -731,4 +739,39 @@ async fn backup_through_sasl_scram_over_tls_and_through_mutual_tls() {
     assert!(err.contains(&common::sasl_bootstrap()), "{err}");
     assert!(!err.contains("not-the-password-xyz"), "{err}");
     assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_annotated_example_config_works_as_shipped() {
+    // examples/backup.yaml points at the local SASL_SSL listener; only out and topics change.
+    let topic = common::unique("example");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(0, 1, Some(b"k"), Some(b"v"), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ex.kar");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/backup.yaml");
+    let res = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args([
+            "backup", "--json", "--config", example, "--topics", &topic, "--out",
+        ])
+        .arg(&out)
+        .env("KAR_KAFKA_SASL_PASSWORD", common::SCRAM_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report: Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(report["records"], 1);
+    let a = Archive::open(&out).unwrap();
+    let prov = serde_json::to_string(&metadata(&a, "provenance")).unwrap();
+    assert!(!prov.contains(common::SCRAM_PASSWORD));
 }

@@ -28,11 +28,48 @@ pub struct InspectReport {
     pub metadata: Vec<MetadataRef>,
     pub blobs: u64,
     pub notes: Vec<String>,
+    /// Consumer groups with committed offsets captured, from the `consumer-groups` document.
+    pub groups: Vec<GroupSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSummary {
+    pub group: String,
+    pub partitions: usize,
 }
 
 pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
     let a = Archive::open(path)?;
-    Ok(inspect_archive(&a))
+    let mut r = inspect_archive(&a);
+    r.groups = groups(&a)?;
+    Ok(r)
+}
+
+/// The groups listed in the archive's `consumer-groups` document (none when it has none).
+fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
+    let Some(m) = a
+        .manifest()
+        .metadata
+        .iter()
+        .find(|m| m.kind == "consumer-groups")
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(id) = crate::format::parse_hex(&m.id) else {
+        return Ok(Vec::new());
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&a.read_content(&id)?).unwrap_or_default();
+    Ok(doc["groups"]
+        .as_array()
+        .map(|gs| {
+            gs.iter()
+                .map(|g| GroupSummary {
+                    group: g["group"].as_str().unwrap_or_default().to_string(),
+                    partitions: g["offsets"].as_array().map_or(0, Vec::len),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 pub fn inspect_archive(a: &Archive) -> InspectReport {
@@ -55,6 +92,7 @@ pub fn inspect_archive(a: &Archive) -> InspectReport {
         metadata: m.metadata.clone(),
         blobs: m.blobs,
         notes: m.notes.clone(),
+        groups: Vec::new(),
     }
 }
 

@@ -221,6 +221,13 @@ fn print_inspect(r: &InspectReport) {
             println!("  {:<20} {}", m.kind, m.id);
         }
     }
+    if !r.groups.is_empty() {
+        println!();
+        println!("consumer groups: {}", r.groups.len());
+        for g in &r.groups {
+            println!("  {:<40} {} partition offsets", g.group, g.partitions);
+        }
+    }
     for n in &r.notes {
         println!("note      {n}");
     }
