@@ -174,3 +174,37 @@ fn records_round_trip_through_a_file() {
             .all(|c| c.max_timestamp < t)
     );
 }
+
+#[test]
+fn a_full_disk_is_a_clear_error_naming_the_path() {
+    // /dev/full answers every write with ENOSPC, as a full disk does.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let opts = WriterOptions {
+        chunk_target_bytes: 1024,
+        ..Default::default()
+    };
+    let result = ArchiveWriter::new(file, "/dev/full", opts).and_then(|mut w| {
+        let recs = sample_records(100, 3);
+        for r in &recs {
+            w.append(
+                "t",
+                0,
+                r.offset,
+                r.timestamp,
+                r.ts_type,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                [],
+            )?;
+        }
+        w.finish(ArchiveStatus::Complete, vec![]).map(|_| ())
+    });
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("/dev/full") && err.contains("No space left on device"),
+        "{err}"
+    );
+}

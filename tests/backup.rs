@@ -775,3 +775,90 @@ async fn the_annotated_example_config_works_as_shipped() {
     let prov = serde_json::to_string(&metadata(&a, "provenance")).unwrap();
     assert!(!prov.contains(common::SCRAM_PASSWORD));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_deleted_mid_backup_is_reported_and_the_archive_is_partial() {
+    let keep = common::unique("kept");
+    let doomed = common::unique("doomed");
+    common::create_topic(&keep, 1, &[]).await;
+    common::create_topic(&doomed, 1, &[]).await;
+    let (k, d) = (keep.clone(), doomed.clone());
+    tokio::task::spawn_blocking(move || {
+        let p = producer(&[("linger.ms", "20")]);
+        for i in 0..30_000i64 {
+            let value = format!(
+                "{{\"n\":{i},\"pad\":\"{}\"}}",
+                "q".repeat(100 + (i % 13) as usize)
+            );
+            for t in [&k, &d] {
+                while p
+                    .send(
+                        rdkafka::producer::BaseRecord::<[u8], [u8]>::to(t)
+                            .partition(0)
+                            .payload(value.as_bytes()),
+                    )
+                    .is_err()
+                {
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d.kar");
+    let mut o = options(&out, &format!("{keep}|{doomed}"));
+    // Slow on purpose (zstd 19, small chunks, one worker per topic) so the deletion lands mid-way.
+    o.writer = WriterOptions {
+        chunk_target_bytes: 8 * 1024,
+        zstd_level: 19,
+        ..Default::default()
+    };
+    o.concurrency = 2;
+    o.stall_timeout = Duration::from_secs(8);
+    // A small prefetch, so the deleted topic's records are not all in memory already.
+    o.fetch_buffer_bytes = 128 * 1024;
+    let outp = out.clone();
+    let running = tokio::task::spawn_blocking(move || backup(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&outp).map_or(0, |m| m.len()) < 20_000 {
+        assert!(
+            Instant::now() < deadline && !running.is_finished(),
+            "backup ended or stalled before the deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let admin = common::admin();
+    let opts = rdkafka::admin::AdminOptions::new();
+    for r in admin
+        .delete_topics(&[doomed.as_str()], &opts)
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.status, ArchiveStatus::Partial);
+    let t = report.topics.iter().find(|t| t.name == doomed).unwrap();
+    assert!(!t.partitions[0].complete);
+    let err = t.partitions[0].error.as_deref().unwrap_or_default();
+    assert!(err.contains("no progress"), "{err}");
+    let kept = report.topics.iter().find(|t| t.name == keep).unwrap();
+    assert!(kept.partitions[0].complete, "{kept:?}");
+    assert_eq!(kept.partitions[0].records, 30_000);
+
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.manifest().status, ArchiveStatus::Partial);
+    assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    assert!(
+        a.manifest().notes.iter().any(|n| n.contains(&doomed)),
+        "{:?}",
+        a.manifest().notes
+    );
+    // What was read of the deleted topic before it went is kept, and is a prefix.
+    let got = read_records(&a, &doomed, 0);
+    assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as i64));
+}

@@ -287,3 +287,72 @@ fn the_cli_verifies_and_inspects_with_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.kar"));
 }
+
+/// Builds a well-hashed archive around `index` as its index frame (what the `wrapped` fuzz target
+/// does): hashes are not secrets, so a malicious archive can look intact frame by frame.
+fn archive_with_index(index: &[u8]) -> Vec<u8> {
+    use kar::format::file_header::FileHeader;
+    use kar::format::footer::Footer;
+    use kar::format::frame::{Compression, FrameHeader, FrameKind};
+    use kar::format::manifest::Manifest;
+    let manifest = Manifest {
+        format_major: 1,
+        format_minor: 0,
+        created_at_ms: 0,
+        writer: "test".into(),
+        status: ArchiveStatus::Complete,
+        topics: vec![],
+        metadata: vec![],
+        blobs: 0,
+        notes: vec![],
+    }
+    .encode();
+    let mut out = FileHeader::default().encode().to_vec();
+    let mut frame = |kind, raw: &[u8]| {
+        let at = out.len() as u64;
+        out.extend_from_slice(
+            &FrameHeader::for_content(kind, Compression::None, raw, raw).encode(),
+        );
+        out.extend_from_slice(raw);
+        at
+    };
+    let manifest_offset = frame(FrameKind::Manifest, &manifest);
+    let index_offset = frame(FrameKind::Index, index);
+    let root = kar::format::root::root_hash(blake3::hash(&manifest).as_bytes(), []);
+    out.extend_from_slice(
+        &Footer {
+            index_offset,
+            manifest_offset,
+            frame_count: 2,
+            root,
+            major: 1,
+            minor: 0,
+        }
+        .encode(),
+    );
+    out
+}
+
+#[test]
+fn a_malformed_index_with_valid_hashes_is_an_error_not_a_panic() {
+    // Found by the `wrapped` fuzz target: redb hit `unreachable!()` on this index.
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/malformed-redb-index.bin"
+    ))
+    .unwrap();
+    let bytes = archive_with_index(&input[1..]);
+    let r = verify_source(Source::Owned(bytes.clone()), "evil.kar", VerifyLevel::Full);
+    assert!(!r.ok);
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.structure == "index" && p.message.contains("malformed")),
+        "{:?}",
+        r.problems
+    );
+    match Archive::from_source(Source::Owned(bytes), "evil.kar") {
+        Ok(a) => assert!(a.index_content().is_err()),
+        Err(e) => assert!(e.to_string().contains("index"), "{e}"),
+    }
+}

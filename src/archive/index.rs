@@ -335,3 +335,25 @@ pub fn first_chunk_at_or_after(
         None => None,
     })
 }
+
+/// Runs `f`, turning a panic into an error. redb trusts its file and may panic on a malformed one,
+/// and an archive's index can be malformed (or malicious) although its hash matches: a hash proves
+/// only that the bytes are the ones written.
+pub fn guarded<T, E>(
+    f: impl FnOnce() -> Result<T, E>,
+    to_err: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(to_err(format!(
+                "the index is malformed (redb failed reading it: {msg}); the chunks themselves can still be verified and repaired"
+            )))
+        }
+    }
+}

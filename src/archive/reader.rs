@@ -184,14 +184,18 @@ impl Archive {
             }));
         }
         let index_start = footer.index_offset as usize + frame::HEADER_LEN;
-        let index =
-            index::open(source.clone(), index_start, ih.stored_len as usize).map_err(|e| {
-                ArchiveError::Index {
-                    path: path.clone(),
-                    offset: footer.index_offset,
-                    detail: format!("cannot open the redb index: {e}"),
-                }
-            })?;
+        let index_error = |detail: String| ArchiveError::Index {
+            path: path.clone(),
+            offset: footer.index_offset,
+            detail,
+        };
+        let index = index::guarded(
+            || {
+                index::open(source.clone(), index_start, ih.stored_len as usize)
+                    .map_err(|e| index_error(format!("cannot open the redb index: {e}")))
+            },
+            index_error,
+        )?;
         Ok(Archive {
             path,
             source,
@@ -243,13 +247,26 @@ impl Archive {
         }
     }
 
+    /// Runs a read of the index, turning a failure of redb on a malformed index into an error.
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T, ArchiveError>) -> Result<T, ArchiveError> {
+        index::guarded(f, |detail| self.index_err(detail))
+    }
+
     /// Everything in the index.
     pub fn index_content(&self) -> Result<IndexContent, ArchiveError> {
-        IndexContent::read(&self.index).map_err(|e| self.index_err(e))
+        self.guard(|| IndexContent::read(&self.index).map_err(|e| self.index_err(e)))
     }
 
     /// The chunks of one partition, in offset order.
     pub fn chunks_of(&self, topic: &str, partition: i32) -> Result<Vec<ChunkEntry>, ArchiveError> {
+        self.guard(|| self.chunks_of_unguarded(topic, partition))
+    }
+
+    fn chunks_of_unguarded(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<ChunkEntry>, ArchiveError> {
         use redb::ReadableDatabase;
         let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
         let t = tx
@@ -278,8 +295,10 @@ impl Archive {
         partition: i32,
         ts: i64,
     ) -> Result<Option<i64>, ArchiveError> {
-        index::first_chunk_at_or_after(&self.index, topic, partition, ts)
-            .map_err(|e| self.index_err(e))
+        self.guard(|| {
+            index::first_chunk_at_or_after(&self.index, topic, partition, ts)
+                .map_err(|e| self.index_err(e))
+        })
     }
 
     /// Decompresses a chunk into `buf` and checks it: the frame matches the index entry, and the
@@ -318,28 +337,31 @@ impl Archive {
     /// The blob ID of the schema text for a Schema Registry schema ID.
     pub fn schema_blob(&self, id: u32) -> Result<Option<Hash>, ArchiveError> {
         use redb::ReadableDatabase;
-        let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
-        let t = tx
-            .open_table(index::SCHEMAS)
-            .map_err(|e| self.index_err(e))?;
-        Ok(t.get(id).map_err(|e| self.index_err(e))?.map(|v| v.value()))
+        self.guard(|| {
+            let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
+            let t = tx
+                .open_table(index::SCHEMAS)
+                .map_err(|e| self.index_err(e))?;
+            Ok(t.get(id).map_err(|e| self.index_err(e))?.map(|v| v.value()))
+        })
     }
 
     /// Reads a blob or metadata document by content ID.
     pub fn read_content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError> {
         use redb::ReadableDatabase;
-        let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
-        let t = tx
-            .open_table(index::CONTENT)
-            .map_err(|e| self.index_err(e))?;
-        let offset = t
-            .get(*id)
-            .map_err(|e| self.index_err(e))?
-            .ok_or_else(|| ArchiveError::Missing {
-                path: self.path.clone(),
-                what: format!("content {}", hex(id)),
-            })?
-            .value();
+        let offset = self.guard(|| {
+            let tx = self.index.begin_read().map_err(|e| self.index_err(e))?;
+            let t = tx
+                .open_table(index::CONTENT)
+                .map_err(|e| self.index_err(e))?;
+            Ok(t.get(*id)
+                .map_err(|e| self.index_err(e))?
+                .ok_or_else(|| ArchiveError::Missing {
+                    path: self.path.clone(),
+                    what: format!("content {}", hex(id)),
+                })?
+                .value())
+        })?;
         let data_end = self.bytes().len() as u64 - footer::LEN as u64;
         let ctx = format!(" (content {})", hex(id));
         let (h, stored) = frame_at(self.bytes(), offset, data_end)

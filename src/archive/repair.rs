@@ -45,6 +45,16 @@ pub fn repair(
     output: impl AsRef<Path>,
     opts: WriterOptions,
 ) -> Result<RepairReport, ArchiveError> {
+    repair_with_progress(input, output, opts, &|_| {})
+}
+
+/// Like [`repair`], calling `progress` with the input offset the scan has reached.
+pub fn repair_with_progress(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    opts: WriterOptions,
+    progress: &dyn Fn(u64),
+) -> Result<RepairReport, ArchiveError> {
     let (input, output) = (input.as_ref(), output.as_ref());
     let source = Source::map(input)?;
     let bytes: &[u8] = &source;
@@ -59,7 +69,14 @@ pub fn repair(
     };
 
     let mut problems: Vec<Problem> = Vec::new();
-    let scan = scan_frames(bytes, data_end, true, &HashMap::new(), &mut problems);
+    let scan = scan_frames(
+        bytes,
+        data_end,
+        true,
+        &HashMap::new(),
+        &mut problems,
+        progress,
+    );
     let chunks: HashMap<u64, ChunkHeader> = scan
         .chunks
         .iter()

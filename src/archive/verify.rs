@@ -99,12 +99,36 @@ impl Ctx {
 }
 
 pub fn verify(path: impl AsRef<Path>, level: VerifyLevel) -> Result<VerifyReport, ArchiveError> {
+    verify_with_progress(path, level, &|_| {})
+}
+
+/// Like [`verify`], calling `progress` with the file offset reached as the scan goes.
+pub fn verify_with_progress(
+    path: impl AsRef<Path>,
+    level: VerifyLevel,
+    progress: &dyn Fn(u64),
+) -> Result<VerifyReport, ArchiveError> {
     let path = path.as_ref();
-    Ok(verify_source(Source::map(path)?, path, level))
+    Ok(verify_source_with_progress(
+        Source::map(path)?,
+        path,
+        level,
+        progress,
+    ))
 }
 
 /// Verifies archive bytes. Damage never makes this fail: it is reported in the result.
 pub fn verify_source(source: Source, path: impl Into<PathBuf>, level: VerifyLevel) -> VerifyReport {
+    verify_source_with_progress(source, path, level, &|_| {})
+}
+
+/// Like [`verify_source`], calling `progress` with the file offset reached as the scan goes.
+pub fn verify_source_with_progress(
+    source: Source,
+    path: impl Into<PathBuf>,
+    level: VerifyLevel,
+    progress: &dyn Fn(u64),
+) -> VerifyReport {
     let path = path.into();
     let mut cx = Ctx {
         problems: Vec::new(),
@@ -201,6 +225,7 @@ pub fn verify_source(source: Source, path: impl Into<PathBuf>, level: VerifyLeve
             level == VerifyLevel::Full,
             &by_offset,
             &mut cx,
+            progress,
         );
         report.frames = scan.frames;
         if level == VerifyLevel::Full {
@@ -359,6 +384,7 @@ pub fn scan_frames(
     full: bool,
     by_offset: &HashMap<u64, &ChunkEntry>,
     cx_out: &mut impl ProblemSink,
+    progress: &dyn Fn(u64),
 ) -> Scan {
     let mut scan = Scan::default();
     let mut dec = ContentDecoder::new().ok();
@@ -436,6 +462,7 @@ pub fn scan_frames(
                     }
                 }
                 pos = next;
+                progress(pos);
             }
             Err(e) => {
                 let torn = e.is_truncated();

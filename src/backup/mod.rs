@@ -64,6 +64,9 @@ pub struct BackupOptions {
     pub writer: WriterOptions,
     /// Worker threads, each with its own consumer.
     pub concurrency: usize,
+    /// Bytes each worker's consumer may prefetch and queue (librdkafka's queue and fetch sizes):
+    /// with the chunk size, what bounds a backup's memory.
+    pub fetch_buffer_bytes: usize,
     /// A partition that makes no progress for this long (broker lost, topic deleted) fails.
     pub stall_timeout: Duration,
     /// The command line, secrets removed, for the provenance record.
@@ -86,6 +89,7 @@ impl BackupOptions {
             until_time: None,
             writer: WriterOptions::default(),
             concurrency: 4,
+            fetch_buffer_bytes: 32 * 1024 * 1024,
             stall_timeout: Duration::from_secs(60),
             command_line: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),

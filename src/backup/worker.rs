@@ -199,6 +199,8 @@ fn consume_group(
     tx: &SyncSender<Event>,
     progress: &Progress,
 ) {
+    // librdkafka needs fetch.max.bytes ≤ its queue; records larger than it are still fetched.
+    let fetch_bytes = (opts.fetch_buffer_bytes / 2).clamp(1024, 50 * 1024 * 1024);
     let consumer: BaseConsumer = match opts
         .kafka
         .client_config()
@@ -208,7 +210,17 @@ fn consume_group(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "error")
-        .set("queued.max.messages.kbytes", "65536")
+        .set(
+            "queued.max.messages.kbytes",
+            (opts.fetch_buffer_bytes / 1024).max(1).to_string(),
+        )
+        .set("fetch.max.bytes", fetch_bytes.to_string())
+        // Only a request-size limit on a consumer; librdkafka wants it ≤ fetch.max.bytes.
+        .set("message.max.bytes", fetch_bytes.min(1_000_000).to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            fetch_bytes.min(1024 * 1024).to_string(),
+        )
         .create()
     {
         Ok(c) => c,

@@ -109,6 +109,9 @@ pub struct BackupArgs {
     /// Seconds a partition may make no progress before it fails [default: 60]
     #[arg(long)]
     pub stall_timeout: Option<u64>,
+    /// Bytes each worker's consumer may prefetch [default: 33554432]
+    #[arg(long)]
+    pub fetch_buffer: Option<usize>,
     /// YAML config file; command-line flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -142,6 +145,7 @@ pub struct BackupSection {
     pub zstd_level: Option<i32>,
     pub concurrency: Option<usize>,
     pub stall_timeout: Option<u64>,
+    pub fetch_buffer: Option<usize>,
 }
 
 /// Parses RFC 3339 (`2026-11-27T10:00:00Z`) or milliseconds since the epoch.
@@ -231,6 +235,10 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     }
     if let Some(v) = a.stall_timeout.or(b.stall_timeout) {
         o.stall_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = a.fetch_buffer.or(b.fetch_buffer) {
+        anyhow::ensure!(v >= 64 * 1024, "--fetch-buffer {v} is below 64 KiB");
+        o.fetch_buffer_bytes = v;
     }
     o.command_line = redacted_command_line();
     o.cancel = cancel;

@@ -14,8 +14,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::archive::WriterOptions;
 use crate::archive::inspect::{InspectReport, inspect};
-use crate::archive::repair::repair;
-use crate::archive::verify::{VerifyLevel, VerifyReport, verify};
+use crate::archive::repair::repair_with_progress;
+use crate::archive::verify::{VerifyLevel, VerifyReport, verify_with_progress};
 
 /// Backup and restore for Apache Kafka and its Schema Registry, into one verifiable file.
 #[derive(Debug, Parser)]
@@ -112,7 +112,10 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         (_, true) => VerifyLevel::Fast,
         _ => VerifyLevel::Full,
     };
-    let report = verify(&a.file, level)?;
+    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(total, "verify", a.json);
+    let report = verify_with_progress(&a.file, level, &|at| bar.set_position(at))?;
+    bar.finish_and_clear();
     if a.json {
         print_json(&report)?;
     } else {
@@ -239,7 +242,12 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         p.push(".repaired");
         PathBuf::from(p)
     });
-    let r = repair(&a.file, &out, WriterOptions::default())?;
+    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(total, "repair", a.json);
+    let r = repair_with_progress(&a.file, &out, WriterOptions::default(), &|at| {
+        bar.set_position(at)
+    })?;
+    bar.finish_and_clear();
     if a.json {
         print_json(&r)?;
         return Ok(ExitCode::SUCCESS);
@@ -299,4 +307,22 @@ fn error_chain(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// A byte progress bar on stderr; hidden when stderr is not a terminal or output is JSON.
+fn progress_bar(total: u64, what: &str, hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(what.to_string());
+    bar
 }
