@@ -26,6 +26,8 @@ use crate::format::hex;
 use crate::format::manifest::ArchiveStatus;
 use crate::kafka::KafkaConnection;
 use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_internal};
+use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
+use crate::registry::snapshot::{Captured, SubjectFilter, capture, write_to_archive};
 
 pub use worker::PartitionTask;
 
@@ -35,6 +37,8 @@ pub enum BackupError {
     Kafka(Box<SourceError>),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("{0}")]
     Invalid(String),
     #[error("no topic matches the selection ({0}); nothing to back up")]
@@ -71,6 +75,10 @@ pub struct BackupOptions {
     pub stall_timeout: Duration,
     /// The command line, secrets removed, for the provenance record.
     pub command_line: Vec<String>,
+    /// The Schema Registry to capture into the same archive, if any.
+    pub registry: Option<RegistrySettings>,
+    /// Which subjects to capture (referenced subjects are pulled in).
+    pub subjects: SubjectFilter,
     /// Set to stop early (Ctrl-C): the archive is finished as partial.
     pub cancel: Arc<AtomicBool>,
     /// Show progress bars (only drawn on a terminal).
@@ -92,6 +100,8 @@ impl BackupOptions {
             fetch_buffer_bytes: 32 * 1024 * 1024,
             stall_timeout: Duration::from_secs(60),
             command_line: Vec::new(),
+            registry: None,
+            subjects: SubjectFilter::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,
         }
@@ -127,6 +137,20 @@ pub struct BackupReport {
     pub record_bytes: u64,
     pub archive_bytes: u64,
     pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrySummary {
+    pub source: String,
+    pub subjects: usize,
+    pub versions: usize,
+    pub schema_texts: usize,
+    pub requests: u64,
+    pub order_complete: bool,
+    pub order_problems: Vec<String>,
+    pub pulled_in: Vec<String>,
 }
 
 fn anchored(patterns: &[String], what: &str) -> Result<Vec<Regex>, BackupError> {
@@ -179,19 +203,18 @@ pub(crate) enum Event {
     },
 }
 
-pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
-    let started = Instant::now();
-    let started_ms = now_ms();
-    opts.kafka.validate().map_err(BackupError::Invalid)?;
-    if opts.out.exists() {
-        return Err(ArchiveError::Exists {
-            path: opts.out.clone(),
-        }
-        .into());
-    }
-    let source = Source::connect(&opts.kafka)?;
+/// What the cluster looked like at the start of a backup.
+struct KafkaSnapshot {
+    topics: Vec<TopicInfo>,
+    tasks: Vec<PartitionTask>,
+    groups: Vec<GroupOffsets>,
+    cluster_id: Option<String>,
+    brokers: Vec<(i32, String)>,
+}
 
-    // 1. The snapshot: topics, ranges, configs and group offsets, all before any record is read.
+/// Topics, ranges, configs and group offsets, all before any record is read.
+fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
+    let source = Source::connect(&opts.kafka)?;
     let all = source.topics()?;
     let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
     let selected = select_topics(&names, &opts.topics, &opts.exclude)?;
@@ -257,7 +280,66 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     }
     let cluster_id = source.cluster_id();
     let brokers = source.brokers()?;
-    drop(source);
+    Ok(KafkaSnapshot {
+        topics,
+        tasks,
+        groups,
+        cluster_id,
+        brokers,
+    })
+}
+
+/// The registry's state, through its REST API.
+fn snapshot_registry(opts: &BackupOptions, at_ms: i64) -> Result<Option<Captured>, BackupError> {
+    let Some(settings) = &opts.registry else {
+        return Ok(None);
+    };
+    let client = Arc::new(RegistryClient::new(settings)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    Ok(Some(rt.block_on(capture(client, &opts.subjects, at_ms))?))
+}
+
+pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let with_kafka = !opts.kafka.bootstrap.trim().is_empty();
+    if !with_kafka && opts.registry.is_none() {
+        return Err(BackupError::Invalid(
+            "nothing to back up: give --bootstrap (Kafka) and/or --registry (Schema Registry)"
+                .into(),
+        ));
+    }
+    if with_kafka {
+        opts.kafka.validate().map_err(BackupError::Invalid)?;
+    }
+    if opts.out.exists() {
+        return Err(ArchiveError::Exists {
+            path: opts.out.clone(),
+        }
+        .into());
+    }
+    let kafka = if with_kafka {
+        snapshot_kafka(opts)?
+    } else {
+        KafkaSnapshot {
+            topics: Vec::new(),
+            tasks: Vec::new(),
+            groups: Vec::new(),
+            cluster_id: None,
+            brokers: Vec::new(),
+        }
+    };
+    let registry = snapshot_registry(opts, started_ms)?;
+    let KafkaSnapshot {
+        topics,
+        tasks,
+        groups,
+        cluster_id,
+        brokers,
+    } = kafka;
 
     // 2. The archive: metadata first, so even a killed backup keeps it.
     let writer_opts = WriterOptions {
@@ -273,15 +355,20 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         "topics": topics,
         "partitions": tasks.iter().map(|t| serde_json::json!({"topic": t.topic, "partition": t.partition, "start_offset": t.start, "end_offset": t.end})).collect::<Vec<_>>(),
     });
-    w.add_metadata(
-        "kafka-topics",
-        &serde_json::to_vec(&topics_doc).expect("json"),
-    )?;
-    let groups_doc = serde_json::json!({"kind": "consumer-groups", "captured_at_ms": started_ms, "groups": groups});
-    w.add_metadata(
-        "consumer-groups",
-        &serde_json::to_vec(&groups_doc).expect("json"),
-    )?;
+    if with_kafka {
+        w.add_metadata(
+            "kafka-topics",
+            &serde_json::to_vec(&topics_doc).expect("json"),
+        )?;
+        let groups_doc = serde_json::json!({"kind": "consumer-groups", "captured_at_ms": started_ms, "groups": groups});
+        w.add_metadata(
+            "consumer-groups",
+            &serde_json::to_vec(&groups_doc).expect("json"),
+        )?;
+    }
+    if let Some(r) = &registry {
+        write_to_archive(r, &mut w)?;
+    }
     for t in &tasks {
         w.declare_partition(&t.topic, t.partition, t.start, t.end);
     }
@@ -400,5 +487,15 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         record_bytes,
         archive_bytes: summary.bytes,
         seconds: started.elapsed().as_secs_f64(),
+        registry: registry.map(|r| RegistrySummary {
+            source: r.snapshot.source.clone(),
+            subjects: r.snapshot.subjects.len(),
+            versions: r.snapshot.version_count(),
+            schema_texts: r.texts.len(),
+            requests: r.requests,
+            order_complete: r.snapshot.order_complete,
+            order_problems: r.snapshot.order_problems.clone(),
+            pulled_in: r.snapshot.pulled_in.clone(),
+        }),
     })
 }

@@ -13,6 +13,8 @@ use crate::backup::{BackupOptions, BackupReport, backup};
 use crate::config::{Secret, load_yaml};
 use crate::format::manifest::ArchiveStatus;
 use crate::kafka::{KafkaConnection, SaslMechanism, SecurityProtocol};
+use crate::registry::client::RegistrySettings;
+use crate::registry::snapshot::SubjectFilter;
 
 /// Kafka connection flags shared by backup and restore; each overrides the config file.
 #[derive(Debug, Clone, Default, Args)]
@@ -74,10 +76,83 @@ impl KafkaArgs {
     }
 }
 
+/// Schema Registry connection flags shared by backup and restore; each overrides the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// Schema Registry URL, e.g. http://127.0.0.1:8081
+    #[arg(long = "registry", value_name = "URL")]
+    pub url: Option<String>,
+    /// Basic-auth user for the registry
+    #[arg(long)]
+    pub registry_username: Option<String>,
+    #[arg(long, env = "KAR_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// Bearer token for the registry
+    #[arg(long, env = "KAR_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// PEM CA for the registry's certificate
+    #[arg(long)]
+    pub registry_ca: Option<PathBuf>,
+    /// PEM client certificate and PKCS#8 key, for mutual TLS with the registry
+    #[arg(long)]
+    pub registry_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub registry_key: Option<PathBuf>,
+    /// Registry requests per second [default: 25]
+    #[arg(long)]
+    pub registry_rate_limit: Option<u32>,
+}
+
+impl RegistryArgs {
+    /// Merges the flags over the config file's `registry:` section.
+    pub fn settings(&self, file: Option<RegistrySettings>) -> Option<RegistrySettings> {
+        let mut s = match (file, &self.url) {
+            (Some(mut f), Some(u)) => {
+                f.url = u.clone();
+                f
+            }
+            (Some(f), None) => f,
+            (None, Some(u)) => RegistrySettings::new(u.clone()),
+            (None, None) => return None,
+        };
+        if let Some(v) = &self.registry_username {
+            s.username = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_password {
+            s.password = Some(Secret::new(v.clone()));
+        }
+        if let Some(v) = &self.registry_token {
+            s.bearer_token = Some(Secret::new(v.clone()));
+        }
+        if let Some(v) = &self.registry_ca {
+            s.ssl_ca_location = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_cert {
+            s.ssl_certificate_location = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_key {
+            s.ssl_key_location = Some(v.clone());
+        }
+        if let Some(v) = self.registry_rate_limit {
+            s.rate_limit = v;
+        }
+        Some(s)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Subjects to capture, as regular expressions matching whole names (repeatable) [default:
+    /// all]; subjects they reference are taken too
+    #[arg(long = "subjects", value_name = "REGEX")]
+    pub subjects: Vec<String>,
+    /// Subjects to leave out (repeatable)
+    #[arg(long = "exclude-subjects", value_name = "REGEX")]
+    pub exclude_subjects: Vec<String>,
     /// The archive to write (must not exist)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -126,6 +201,7 @@ pub struct BackupArgs {
 pub struct ConfigFile {
     #[serde(default)]
     pub kafka: KafkaConnection,
+    pub registry: Option<RegistrySettings>,
     #[serde(default)]
     pub backup: BackupSection,
 }
@@ -138,6 +214,10 @@ pub struct BackupSection {
     pub topics: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub exclude_subjects: Vec<String>,
     pub groups: Option<String>,
     pub from_time: Option<String>,
     pub until_time: Option<String>,
@@ -161,7 +241,12 @@ pub fn parse_time(s: &str, what: &str) -> anyhow::Result<i64> {
 
 /// The command line with the values of secret flags replaced, for the provenance record.
 pub fn redacted_command_line() -> Vec<String> {
-    let secret = ["--sasl-password", "--ssl-key-password"];
+    let secret = [
+        "--sasl-password",
+        "--ssl-key-password",
+        "--registry-password",
+        "--registry-token",
+    ];
     let mut out = Vec::new();
     let mut hide_next = false;
     for a in std::env::args() {
@@ -174,10 +259,20 @@ pub fn redacted_command_line() -> Vec<String> {
         } else if let Some(flag) = secret.iter().find(|f| a.starts_with(&format!("{f}="))) {
             out.push(format!("{flag}=***"));
         } else {
-            out.push(a);
+            out.push(without_url_credentials(&a));
         }
     }
     out
+}
+
+/// `scheme://user:password@host/…` → `scheme://***@host/…`, wherever it appears in an argument.
+fn without_url_credentials(arg: &str) -> String {
+    match (arg.find("://"), arg.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 && !arg[s + 3..at].contains('/') => {
+            format!("{}***{}", &arg[..s + 3], &arg[at..])
+        }
+        _ => arg.to_string(),
+    }
 }
 
 pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<BackupOptions> {
@@ -203,6 +298,22 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         a.exclude.clone()
     };
     o.groups = a.groups.clone().or(b.groups);
+    o.registry = a.registry.settings(file.registry);
+    o.subjects = SubjectFilter {
+        include: if a.subjects.is_empty() {
+            b.subjects
+        } else {
+            a.subjects.clone()
+        },
+        exclude: if a.exclude_subjects.is_empty() {
+            b.exclude_subjects
+        } else {
+            a.exclude_subjects.clone()
+        },
+    };
+    for p in o.subjects.include.iter().chain(&o.subjects.exclude) {
+        regex::Regex::new(p).map_err(|e| anyhow::anyhow!("subject pattern {p:?}: {e}"))?;
+    }
     o.from_time = a
         .from_time
         .clone()
@@ -298,6 +409,21 @@ fn print_summary(r: &BackupReport) {
         mb / r.seconds.max(0.001),
         r.archive_bytes
     );
+    if let Some(g) = &r.registry {
+        println!(
+            "schema registry {}: {} subjects, {} versions, {} distinct schema texts, {} requests",
+            g.source, g.subjects, g.versions, g.schema_texts, g.requests
+        );
+        if !g.pulled_in.is_empty() {
+            println!("  taken because referenced: {}", g.pulled_in.join(", "));
+        }
+        if !g.order_complete {
+            println!("  WARNING: no complete restore order; restore will refuse it unless forced:");
+        }
+        for p in &g.order_problems {
+            println!("  - {p}");
+        }
+    }
     println!("status  {:?}", r.status);
     println!("archive {}", r.out.display());
     println!("root    {}", r.root_hash);

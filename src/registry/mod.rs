@@ -1,4 +1,7 @@
 //! Schema Registry: the Confluent wire-format header that ties every serialized record to a schema
 //! ID. (The REST client, snapshot and restore of the registry build on this module.)
 
+pub mod client;
+pub mod graph;
+pub mod snapshot;
 pub mod wire;

@@ -1,0 +1,156 @@
+//! Helpers for `benches/backup.sh`, built in release mode:
+//!
+//! - `bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES` creates the topic (if missing) and fills
+//!   it with 1 KiB JSON-like records (some repetition, as real payloads have).
+//! - `bench_tool drain BOOTSTRAP TOPIC` is the baseline: a bare rdkafka consumer with the same
+//!   settings kar's backup workers use, reading every partition from the start to its end and
+//!   dropping the records. Prints records, bytes and seconds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["seed", bootstrap, topic, partitions, mb] => {
+            seed(bootstrap, topic, partitions.parse()?, mb.parse()?)
+        }
+        ["drain", bootstrap, topic] => drain(bootstrap, topic),
+        _ => bail!(
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES | drain BOOTSTRAP TOPIC"
+        ),
+    }
+}
+
+fn seed(bootstrap: &str, topic: &str, partitions: i32, mb: u64) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(admin.create_topics(
+        [&NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(1),
+        )],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    match res.into_iter().next() {
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+            println!("{topic} exists; not seeding again");
+            return Ok(());
+        }
+        Some(Err((t, e))) => bail!("creating {t}: {e}"),
+        _ => {}
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?;
+    let count = mb * 1024;
+    let started = Instant::now();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut value = Vec::with_capacity(1024);
+    for i in 0..count {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        value.clear();
+        let head = format!(
+            "{{\"order_id\":\"o-{i:010}\",\"customer\":\"c-{}\",\"amount\":{}.{:02},\"currency\":\"EUR\",\"items\":[",
+            x % 5000,
+            x % 100_000,
+            x % 100
+        );
+        value.extend_from_slice(head.as_bytes());
+        while value.len() < 1000 {
+            let item = format!(
+                "{{\"sku\":\"sku-{}\",\"qty\":{}}},",
+                (x >> 8) % 700,
+                (x >> 20) % 9 + 1
+            );
+            value.extend_from_slice(item.as_bytes());
+            x = x.rotate_left(7);
+        }
+        value.truncate(1022);
+        value.extend_from_slice(b"]}");
+        let key = format!("c-{}", x % 5000);
+        let mut rec = BaseRecord::to(topic)
+            .partition((i % partitions as u64) as i32)
+            .key(key.as_bytes())
+            .payload(&value);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(300))?;
+    println!(
+        "seeded {count} records ({mb} MiB of values) into {topic} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn drain(bootstrap: &str, topic: &str) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kar-bench-drain")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("queued.max.messages.kbytes", "32768")
+        .set("fetch.max.bytes", "16777216")
+        .set("max.partition.fetch.bytes", "1048576")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = md.topics()[0].partitions().len();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    let started = Instant::now();
+    consumer.assign(&tpl)?;
+    let (mut records, mut bytes, mut eof) = (0u64, 0u64, 0usize);
+    while eof < partitions {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes +=
+                    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)) as u64;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(e)) => bail!("consuming {topic}: {e}"),
+            None => {}
+        }
+    }
+    println!("{records} {bytes} {:.3}", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Capturing a registry's complete state through its REST API: every subject and version
+//! (soft-deleted ones flagged), each version's global ID, type, schema text byte for byte,
+//! references, metadata and rule set; the global and per-subject compatibility and modes; and a
+//! restore order. Schema texts are returned apart, keyed by content ID, to be stored once each as
+//! blobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{RegistryClient, RegistryError};
+use super::graph::{Node, SubjectVersion, restore_order};
+use crate::format::{Hash, hex};
+
+pub const KIND: &str = "schema-registry";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    pub name: String,
+    pub subject: String,
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionState {
+    pub version: i32,
+    pub id: u32,
+    pub schema_type: String,
+    /// Content ID (hex) of the blob holding the schema text.
+    pub schema: String,
+    #[serde(default)]
+    pub references: Vec<Reference>,
+    pub deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectState {
+    pub subject: String,
+    pub deleted: bool,
+    /// The subject's own compatibility override; `None` = no override (distinct from an override
+    /// equal to the global level).
+    pub compatibility: Option<String>,
+    pub mode: Option<String>,
+    pub versions: Vec<VersionState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GlobalState {
+    pub compatibility: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// The `schema-registry` metadata document (format-spec §5.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrySnapshot {
+    pub kind: String,
+    pub source: String,
+    pub captured_at_ms: i64,
+    pub global: GlobalState,
+    pub subjects: Vec<SubjectState>,
+    pub restore_order: Vec<SubjectVersion>,
+    pub order_complete: bool,
+    #[serde(default)]
+    pub order_problems: Vec<String>,
+    /// Subjects outside the filter that were taken because a selected schema references them.
+    #[serde(default)]
+    pub pulled_in: Vec<String>,
+}
+
+impl RegistrySnapshot {
+    pub fn version(&self, sv: &SubjectVersion) -> Option<&VersionState> {
+        self.subjects
+            .iter()
+            .find(|s| s.subject == sv.subject)?
+            .versions
+            .iter()
+            .find(|v| v.version == sv.version)
+    }
+
+    pub fn version_count(&self) -> usize {
+        self.subjects.iter().map(|s| s.versions.len()).sum()
+    }
+}
+
+/// A snapshot and the schema texts it names.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub snapshot: RegistrySnapshot,
+    pub texts: BTreeMap<Hash, String>,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubjectFilter {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+/// One entry of `GET /schemas` or `GET /subjects/{s}/versions/{v}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchemaEntry {
+    subject: String,
+    version: i32,
+    id: u32,
+    #[serde(default)]
+    schema_type: Option<String>,
+    schema: String,
+    #[serde(default)]
+    references: Vec<Reference>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    rule_set: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigReply {
+    compatibility_level: Option<String>,
+    compatibility: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModeReply {
+    mode: Option<String>,
+}
+
+fn enc(s: &str) -> String {
+    // Subject names may hold any character; path-encode all but unreserved ones.
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const PAGE: usize = 500;
+
+/// Pages through `GET /schemas`; `None` when the registry has no bulk listing.
+async fn bulk(
+    client: &RegistryClient,
+    deleted: bool,
+    requests: &mut u64,
+) -> Result<Option<Vec<SchemaEntry>>, RegistryError> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let path = format!("/schemas?deleted={deleted}&offset={offset}&limit={PAGE}");
+        *requests += 1;
+        let page: Vec<SchemaEntry> = match client.get_opt(&path).await? {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        let n = page.len();
+        out.extend(page);
+        // A registry that ignores offset/limit returns everything at once, then the same again.
+        if n < PAGE || (offset > 0 && n == 0) {
+            break;
+        }
+        offset += n;
+        if offset > 10_000_000 {
+            break;
+        }
+    }
+    Ok(Some(out))
+}
+
+pub async fn capture(
+    client: Arc<RegistryClient>,
+    filter: &SubjectFilter,
+    captured_at_ms: i64,
+) -> Result<Captured, RegistryError> {
+    let mut requests = 0u64;
+    requests += 2;
+    let global_cfg: Option<ConfigReply> = client.get_opt("/config").await?;
+    let global_mode: Option<ModeReply> = client.get_opt("/mode").await?;
+    let global = GlobalState {
+        compatibility: global_cfg.and_then(|c| c.compatibility_level.or(c.compatibility)),
+        mode: global_mode.and_then(|m| m.mode),
+    };
+
+    requests += 2;
+    let all_subjects: Vec<String> = client.get("/subjects?deleted=true").await?;
+    let live_subjects: BTreeSet<String> = client
+        .get::<Vec<String>>("/subjects")
+        .await?
+        .into_iter()
+        .collect();
+
+    // Versions: the bulk listing with and without deleted ones, falling back per subject.
+    let mut entries: BTreeMap<(String, i32), SchemaEntry> = BTreeMap::new();
+    let mut live_versions: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut per_subject: Vec<String> = Vec::new();
+    match (
+        bulk(&client, true, &mut requests).await?,
+        bulk(&client, false, &mut requests).await?,
+    ) {
+        (Some(all), Some(live)) => {
+            live_versions.extend(live.into_iter().map(|e| (e.subject, e.version)));
+            for e in all {
+                entries.insert((e.subject.clone(), e.version), e);
+            }
+            let covered: BTreeSet<&String> = entries.keys().map(|(s, _)| s).collect();
+            per_subject.extend(
+                all_subjects
+                    .iter()
+                    .filter(|s| !covered.contains(s))
+                    .cloned(),
+            );
+        }
+        _ => per_subject.extend(all_subjects.iter().cloned()),
+    }
+    for s in &per_subject {
+        requests += 2;
+        let all: Vec<i32> = client
+            .get_opt(&format!("/subjects/{}/versions?deleted=true", enc(s)))
+            .await?
+            .unwrap_or_default();
+        let live: Vec<i32> = client
+            .get_opt(&format!("/subjects/{}/versions", enc(s)))
+            .await?
+            .unwrap_or_default();
+        live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
+        for v in all {
+            requests += 1;
+            let e: SchemaEntry = client
+                .get(&format!("/subjects/{}/versions/{v}?deleted=true", enc(s)))
+                .await?;
+            entries.insert((s.clone(), v), e);
+        }
+    }
+
+    // The selection, and what it references, transitively.
+    let inc: Vec<Regex> = filter
+        .include
+        .iter()
+        .filter_map(|p| Regex::new(&format!("^(?:{p})$")).ok())
+        .collect();
+    let exc: Vec<Regex> = filter
+        .exclude
+        .iter()
+        .filter_map(|p| Regex::new(&format!("^(?:{p})$")).ok())
+        .collect();
+    let chosen = |s: &str| {
+        (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
+    };
+    let mut selected: BTreeSet<String> =
+        all_subjects.iter().filter(|s| chosen(s)).cloned().collect();
+    let mut pulled_in: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let refs: BTreeSet<String> = entries
+            .values()
+            .filter(|e| selected.contains(&e.subject))
+            .flat_map(|e| e.references.iter().map(|r| r.subject.clone()))
+            .filter(|s| !selected.contains(s))
+            .collect();
+        if refs.is_empty() {
+            break;
+        }
+        for s in refs {
+            pulled_in.insert(s.clone());
+            selected.insert(s);
+        }
+    }
+
+    // Per-subject overrides, concurrently (the client bounds concurrency and rate).
+    let mut overrides = tokio::task::JoinSet::new();
+    for s in selected.iter().filter(|s| all_subjects.contains(s)) {
+        let (c, s) = (client.clone(), s.clone());
+        overrides.spawn(async move {
+            let cfg: Option<ConfigReply> = c
+                .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(&s)))
+                .await?;
+            let mode: Option<ModeReply> = c
+                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
+                .await?;
+            Ok::<_, RegistryError>((
+                s,
+                cfg.and_then(|c| c.compatibility_level.or(c.compatibility)),
+                mode.and_then(|m| m.mode),
+            ))
+        });
+    }
+    let mut subject_overrides: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+    while let Some(r) = overrides.join_next().await {
+        requests += 2;
+        let (s, c, m) =
+            r.map_err(|e| RegistryError::Config(format!("a registry request task failed: {e}")))??;
+        subject_overrides.insert(s, (c, m));
+    }
+
+    let mut texts = BTreeMap::new();
+    let mut subjects: BTreeMap<String, SubjectState> = BTreeMap::new();
+    for s in &selected {
+        let (compatibility, mode) = subject_overrides.remove(s).unwrap_or_default();
+        subjects.insert(
+            s.clone(),
+            SubjectState {
+                subject: s.clone(),
+                deleted: !live_subjects.contains(s),
+                compatibility,
+                mode,
+                versions: Vec::new(),
+            },
+        );
+    }
+    for ((s, v), e) in entries {
+        let Some(st) = subjects.get_mut(&s) else {
+            continue;
+        };
+        let id = *blake3::hash(e.schema.as_bytes()).as_bytes();
+        texts.insert(id, e.schema);
+        st.versions.push(VersionState {
+            version: v,
+            id: e.id,
+            schema_type: e.schema_type.unwrap_or_else(|| "AVRO".into()),
+            schema: hex(&id),
+            references: e.references,
+            deleted: !live_versions.contains(&(s.clone(), v)),
+            metadata: e.metadata,
+            rule_set: e.rule_set,
+        });
+    }
+    let subjects: Vec<SubjectState> = subjects.into_values().collect();
+    let nodes: Vec<Node> = subjects
+        .iter()
+        .flat_map(|s| {
+            s.versions.iter().map(move |v| Node {
+                at: SubjectVersion {
+                    subject: s.subject.clone(),
+                    version: v.version,
+                },
+                id: v.id,
+                references: v
+                    .references
+                    .iter()
+                    .map(|r| SubjectVersion {
+                        subject: r.subject.clone(),
+                        version: r.version,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let order = restore_order(&nodes);
+    Ok(Captured {
+        snapshot: RegistrySnapshot {
+            kind: KIND.into(),
+            source: client.base_url().to_string(),
+            captured_at_ms,
+            global,
+            subjects,
+            restore_order: order.order,
+            order_complete: order.complete,
+            order_problems: order.problems,
+            pulled_in: pulled_in.into_iter().collect(),
+        },
+        texts,
+        requests,
+    })
+}
+
+/// Writes a captured snapshot into an archive: each schema text once as a blob, the schemas
+/// index (ID → blob), and the `schema-registry` metadata document.
+pub fn write_to_archive<W: std::io::Write>(
+    c: &Captured,
+    w: &mut crate::archive::ArchiveWriter<W>,
+) -> Result<(), crate::archive::ArchiveError> {
+    for text in c.texts.values() {
+        w.add_blob(text.as_bytes())?;
+    }
+    for s in &c.snapshot.subjects {
+        for v in &s.versions {
+            if let Some(id) = crate::format::parse_hex(&v.schema) {
+                w.index_schema(v.id, id);
+            }
+        }
+    }
+    let doc = serde_json::to_vec(&c.snapshot).expect("a snapshot serializes");
+    w.add_metadata(KIND, &doc)?;
+    Ok(())
+}
+
+/// Reads the snapshot back from an archive, if it has one.
+pub fn read_from_archive(
+    a: &crate::archive::Archive,
+) -> Result<Option<RegistrySnapshot>, crate::archive::ArchiveError> {
+    let Some(m) = a.manifest().metadata.iter().find(|m| m.kind == KIND) else {
+        return Ok(None);
+    };
+    let id =
+        crate::format::parse_hex(&m.id).ok_or_else(|| crate::archive::ArchiveError::Missing {
+            path: a.path().to_path_buf(),
+            what: format!(
+                "a valid content ID for the {KIND} document (got {:?})",
+                m.id
+            ),
+        })?;
+    let bytes = a.read_content(&id)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| crate::archive::ArchiveError::Missing {
+            path: a.path().to_path_buf(),
+            what: format!("a readable {KIND} document ({e})"),
+        })
+}
