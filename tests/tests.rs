@@ -8,6 +8,7 @@
 mod archive;
 mod backup;
 mod common;
+mod registry;
 mod repair;
 mod services;
 mod vectors;

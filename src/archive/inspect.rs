@@ -30,6 +30,15 @@ pub struct InspectReport {
     pub notes: Vec<String>,
     /// Consumer groups with committed offsets captured, from the `consumer-groups` document.
     pub groups: Vec<GroupSummary>,
+    /// The Schema Registry snapshot's subjects, when the archive has one.
+    pub schema_subjects: Vec<SubjectSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectSummary {
+    pub subject: String,
+    pub versions: usize,
+    pub ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +51,17 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
     let a = Archive::open(path)?;
     let mut r = inspect_archive(&a);
     r.groups = groups(&a)?;
+    if let Some(snap) = crate::registry::snapshot::read_from_archive(&a)? {
+        r.schema_subjects = snap
+            .subjects
+            .iter()
+            .map(|s| SubjectSummary {
+                subject: s.subject.clone(),
+                versions: s.versions.len(),
+                ids: s.versions.iter().map(|v| v.id).collect(),
+            })
+            .collect();
+    }
     Ok(r)
 }
 
@@ -93,6 +113,7 @@ pub fn inspect_archive(a: &Archive) -> InspectReport {
         blobs: m.blobs,
         notes: m.notes.clone(),
         groups: Vec::new(),
+        schema_subjects: Vec::new(),
     }
 }
 

@@ -36,8 +36,22 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Recover an unfinished or damaged archive into a new file, keeping every intact chunk
     Repair(RepairArgs),
+    /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
+    Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
     Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemasArgs {
+    /// The archive file
+    pub file: PathBuf,
+    /// Write DIR/subjects/<subject>/v<N>.json, _metadata.json, _global_config.json, _manifest.json
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+    /// Print the snapshot as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +105,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect(a) => run_inspect(a),
         Command::Repair(a) => run_repair(a),
         Command::Dump(a) => run_dump(a),
+        Command::Schemas(a) => run_schemas(a),
     };
     match result {
         Ok(code) => code,
@@ -224,6 +239,23 @@ fn print_inspect(r: &InspectReport) {
             println!("  {:<20} {}", m.kind, m.id);
         }
     }
+    if !r.schema_subjects.is_empty() {
+        println!();
+        let versions: usize = r.schema_subjects.iter().map(|s| s.versions).sum();
+        println!(
+            "schema subjects: {} ({versions} versions; `kar schemas` lists them)",
+            r.schema_subjects.len()
+        );
+        for s in &r.schema_subjects {
+            let ids: Vec<String> = s.ids.iter().map(u32::to_string).collect();
+            println!(
+                "  {:<40} {} versions, ids {}",
+                s.subject,
+                s.versions,
+                ids.join(",")
+            );
+        }
+    }
     if !r.groups.is_empty() {
         println!();
         println!("consumer groups: {}", r.groups.len());
@@ -325,4 +357,90 @@ fn progress_bar(total: u64, what: &str, hidden: bool) -> indicatif::ProgressBar 
     }
     bar.set_prefix(what.to_string());
     bar
+}
+
+fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
+    let archive = crate::archive::Archive::open(&a.file)?;
+    let Some(snap) = crate::registry::snapshot::read_from_archive(&archive)? else {
+        anyhow::bail!(
+            "{} holds no Schema Registry snapshot (it was backed up without --registry)",
+            a.file.display()
+        );
+    };
+    if let Some(dir) = &a.export {
+        let r = crate::registry::export::export(&archive, &snap, dir)?;
+        if a.json {
+            print_json(&r)?;
+        } else {
+            println!(
+                "exported {} subjects, {} versions into {} ({} files)",
+                r.subjects,
+                r.versions,
+                r.dir.display(),
+                r.files
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        print_json(&snap)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "registry  {} (captured {})",
+        snap.source,
+        crate::archive::inspect::utc(snap.captured_at_ms)
+    );
+    println!(
+        "global    compatibility {}, mode {}",
+        snap.global.compatibility.as_deref().unwrap_or("-"),
+        snap.global.mode.as_deref().unwrap_or("-")
+    );
+    println!();
+    println!(
+        "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
+        "subject", "version", "id", "type", "compatibility", "mode"
+    );
+    for s in &snap.subjects {
+        for v in &s.versions {
+            let refs: Vec<String> = v
+                .references
+                .iter()
+                .map(|r| format!("{} v{} as {}", r.subject, r.version, r.name))
+                .collect();
+            println!(
+                "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} {}{}",
+                if s.deleted {
+                    format!("{} (deleted)", s.subject)
+                } else {
+                    s.subject.clone()
+                },
+                v.version,
+                v.id,
+                v.schema_type,
+                s.compatibility.as_deref().unwrap_or("-"),
+                s.mode.as_deref().unwrap_or("-"),
+                refs.join(", "),
+                if v.deleted { "  [soft-deleted]" } else { "" }
+            );
+        }
+    }
+    println!();
+    let order: Vec<String> = snap.restore_order.iter().map(|sv| sv.to_string()).collect();
+    println!(
+        "restore order ({}): {}",
+        if snap.order_complete {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        },
+        order.join(", ")
+    );
+    for p in &snap.order_problems {
+        println!("  - {p}");
+    }
+    if !snap.pulled_in.is_empty() {
+        println!("taken because referenced: {}", snap.pulled_in.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,556 @@
+//! The Schema Registry snapshot against the real registry: every captured field equals what the
+//! registry serves; referenced subjects are pulled in and ordered first; the export tree; and a
+//! fault-injecting proxy in front of the registry (429 with Retry-After, 503, dropped
+//! connections) changes nothing in the result while the request rate stays within the limit.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kar::archive::Archive;
+use kar::backup::{BackupOptions, backup};
+use kar::kafka::KafkaConnection;
+use kar::registry::client::{RegistryClient, RegistrySettings};
+use kar::registry::snapshot::{RegistrySnapshot, SubjectFilter, capture, read_from_archive};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{self, Registry};
+
+struct Seeded {
+    prefix: String,
+    money: String,
+    address: String,
+    orders: String,
+    events: String,
+    proto: String,
+}
+
+/// Avro with references and several versions, JSON Schema with a soft-deleted version, Protobuf,
+/// and per-subject compatibility and mode overrides, under a unique prefix.
+async fn seed(reg: &Registry) -> Seeded {
+    let prefix = common::unique("sr");
+    let money = format!("{prefix}-common-money-value");
+    let address = format!("{prefix}-common-address-value");
+    let orders = format!("{prefix}-orders-value");
+    let events = format!("{prefix}-events-value");
+    let proto = format!("{prefix}-proto-value");
+    let money_v1 = r#"{"type":"record","name":"Money","namespace":"kar.t","fields":[{"name":"units","type":"long"}]}"#;
+    let money_v2 = r#"{"type":"record","name":"Money","namespace":"kar.t","fields":[{"name":"units","type":"long"},{"name":"currency","type":"string","default":"EUR"}]}"#;
+    reg.register(&money, json!({"schema": money_v1})).await;
+    reg.register(&money, json!({"schema": money_v2})).await;
+    reg.register(&address, json!({"schema": r#"{"type":"record","name":"Address","namespace":"kar.t","fields":[{"name":"city","type":"string"}]}"#})).await;
+    let order = r#"{"type":"record","name":"Order","namespace":"kar.t","fields":[{"name":"total","type":"kar.t.Money"},{"name":"ship_to","type":"kar.t.Address"}]}"#;
+    reg.register(
+        &orders,
+        json!({"schema": order, "references": [
+            {"name": "kar.t.Money", "subject": money, "version": 2},
+            {"name": "kar.t.Address", "subject": address, "version": 1}]}),
+    )
+    .await;
+    reg.ok(
+        Method::PUT,
+        &format!("/config/{events}"),
+        Some(json!({"compatibility": "NONE"})),
+    )
+    .await;
+    reg.register(&events, json!({"schemaType": "JSON", "schema": r#"{"type":"object","properties":{"a":{"type":"string"}}}"#})).await;
+    reg.register(&events, json!({"schemaType": "JSON", "schema": r#"{"type":"object","properties":{"b":{"type":"integer"}}}"#})).await;
+    reg.ok(
+        Method::DELETE,
+        &format!("/subjects/{events}/versions/1"),
+        None,
+    )
+    .await;
+    reg.register(&proto, json!({"schemaType": "PROTOBUF", "schema": "syntax = \"proto3\";\npackage kar.t;\n\nmessage Ping {\n  string id = 1;\n}\n"})).await;
+    reg.ok(
+        Method::PUT,
+        &format!("/config/{money}"),
+        Some(json!({"compatibility": "FULL"})),
+    )
+    .await;
+    reg.ok(
+        Method::PUT,
+        &format!("/mode/{address}"),
+        Some(json!({"mode": "READONLY"})),
+    )
+    .await;
+    Seeded {
+        prefix,
+        money,
+        address,
+        orders,
+        events,
+        proto,
+    }
+}
+
+fn filter(s: &Seeded) -> SubjectFilter {
+    // Money and address are not selected: they must be pulled in through orders' references.
+    SubjectFilter {
+        include: vec![s.orders.clone(), s.events.clone(), s.proto.clone()],
+        exclude: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_holds_every_subject_version_config_and_mode_as_the_registry_serves_them() {
+    let reg = Registry::source();
+    let s = seed(&reg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sr.kar");
+    let mut o = BackupOptions::new(KafkaConnection::default(), &out);
+    o.registry = Some(RegistrySettings::new(common::source_registry()));
+    o.subjects = filter(&s);
+    let report = tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    let summary = report.registry.unwrap();
+    assert_eq!(summary.subjects, 5);
+    assert_eq!(summary.versions, 7);
+    assert_eq!(summary.pulled_in, vec![s.address.clone(), s.money.clone()]);
+    assert!(summary.order_complete, "{:?}", summary.order_problems);
+
+    let a = Archive::open(&out).unwrap();
+    assert!(
+        kar::archive::verify::verify(&out, kar::archive::verify::VerifyLevel::Full)
+            .unwrap()
+            .ok
+    );
+    let snap = read_from_archive(&a).unwrap().unwrap();
+    let inspected = kar::archive::inspect::inspect(&out).unwrap();
+    assert_eq!(inspected.schema_subjects.iter().map(|x| x.versions).sum::<usize>(), 7);
+    let global = reg.get("/config").await;
+    assert_eq!(
+        snap.global.compatibility.as_deref(),
+        global["compatibilityLevel"].as_str()
+    );
+
+    for st in &snap.subjects {
+        assert!(
+            st.subject.starts_with(&s.prefix),
+            "{} leaked in",
+            st.subject
+        );
+        let (status, cfg) = reg
+            .call(
+                Method::GET,
+                &format!("/config/{}?defaultToGlobal=false", st.subject),
+                None,
+            )
+            .await;
+        let want_cfg = if status == 200 {
+            cfg["compatibilityLevel"].as_str().map(str::to_string)
+        } else {
+            None
+        };
+        assert_eq!(st.compatibility, want_cfg, "{} compatibility", st.subject);
+        let (status, mode) = reg
+            .call(
+                Method::GET,
+                &format!("/mode/{}?defaultToGlobal=false", st.subject),
+                None,
+            )
+            .await;
+        let want_mode = if status == 200 {
+            mode["mode"].as_str().map(str::to_string)
+        } else {
+            None
+        };
+        assert_eq!(st.mode, want_mode, "{} mode", st.subject);
+        let live: Vec<i64> = reg
+            .get(&format!("/subjects/{}/versions", st.subject))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        for v in &st.versions {
+            let want = reg
+                .get(&format!(
+                    "/subjects/{}/versions/{}?deleted=true",
+                    st.subject, v.version
+                ))
+                .await;
+            assert_eq!(
+                i64::from(v.id),
+                want["id"].as_i64().unwrap(),
+                "{} v{} id",
+                st.subject,
+                v.version
+            );
+            assert_eq!(v.schema_type, want["schemaType"].as_str().unwrap_or("AVRO"));
+            let text = a
+                .read_content(&kar::format::parse_hex(&v.schema).unwrap())
+                .unwrap();
+            assert_eq!(
+                text,
+                want["schema"].as_str().unwrap().as_bytes(),
+                "{} v{}: schema text byte for byte",
+                st.subject,
+                v.version
+            );
+            assert_eq!(
+                serde_json::to_value(&v.references).unwrap(),
+                want.get("references").cloned().unwrap_or(json!([]))
+            );
+            assert_eq!(
+                v.deleted,
+                !live.contains(&i64::from(v.version)),
+                "{} v{} deleted flag",
+                st.subject,
+                v.version
+            );
+            // The index resolves the ID to the same text.
+            let blob = a.schema_blob(v.id).unwrap().unwrap();
+            assert_eq!(a.read_content(&blob).unwrap(), text);
+        }
+    }
+    let find = |name: &str| snap.subjects.iter().find(|x| x.subject == name).unwrap();
+    assert_eq!(find(&s.money).compatibility.as_deref(), Some("FULL"));
+    assert_eq!(find(&s.address).mode.as_deref(), Some("READONLY"));
+    assert_eq!(
+        find(&s.events)
+            .versions
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        vec![(1, true), (2, false)]
+    );
+    assert_eq!(find(&s.proto).versions[0].schema_type, "PROTOBUF");
+    assert_eq!(find(&s.events).versions[0].schema_type, "JSON");
+
+    // Referenced versions come before the versions that reference them.
+    let pos = |subject: &str, version: i32| {
+        snap.restore_order
+            .iter()
+            .position(|x| x.subject == subject && x.version == version)
+            .unwrap()
+    };
+    assert_eq!(snap.restore_order.len(), 7);
+    assert!(pos(&s.money, 2) < pos(&s.orders, 1));
+    assert!(pos(&s.address, 1) < pos(&s.orders, 1));
+
+    // The export tree, readable without kar.
+    let exp = dir.path().join("export");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_kar"))
+        .arg("schemas")
+        .arg(&out)
+        .arg("--export")
+        .arg(&exp)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let read = |p: std::path::PathBuf| -> Value {
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    let sub = |name: &str| {
+        exp.join("subjects")
+            .join(kar::registry::export::file_name(name))
+    };
+    let v1 = read(sub(&s.orders).join("v1.json"));
+    let want = reg.get(&format!("/subjects/{}/versions/1", s.orders)).await;
+    assert_eq!(v1["schema"], want["schema"]);
+    assert_eq!(v1["id"], want["id"]);
+    assert_eq!(v1["references"], want["references"]);
+    let meta = read(sub(&s.events).join("_metadata.json"));
+    assert_eq!(meta["deleted_versions"], json!([1]));
+    assert_eq!(meta["compatibility"], "NONE");
+    let manifest = read(exp.join("_manifest.json"));
+    assert_eq!(manifest["counts"]["versions"], 7);
+    assert_eq!(
+        manifest["ids"][want["id"].to_string()][0]["subject"],
+        json!(s.orders)
+    );
+    assert_eq!(
+        read(exp.join("_global_config.json"))["compatibility"],
+        global["compatibilityLevel"]
+    );
+}
+
+/// A fault-injecting HTTP proxy in front of the real registry: of every 10 requests, 2 get 429
+/// with `Retry-After: 1`, 1 gets 503 and 1 has its connection dropped; the rest are forwarded.
+struct FaultProxy {
+    addr: String,
+    seen: Arc<Mutex<Vec<Instant>>>,
+    faults: Arc<Mutex<BTreeMap<&'static str, u32>>>,
+}
+
+async fn fault_proxy(target: String) -> FaultProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let faults = Arc::new(Mutex::new(BTreeMap::new()));
+    let (seen2, faults2) = (seen.clone(), faults.clone());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (http, target, seen, faults, counter) = (
+                http.clone(),
+                target.clone(),
+                seen2.clone(),
+                faults2.clone(),
+                counter.clone(),
+            );
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read one request: headers, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 8192];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[head_end..head_end + len].to_vec();
+                    buf.drain(..head_end + len);
+                    seen.lock().unwrap().push(Instant::now());
+                    let mut parts = head.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("GET").to_string(),
+                        parts.next().unwrap_or("/").to_string(),
+                    );
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let fault = match n % 10 {
+                        1 | 6 => Some("429"),
+                        3 => Some("503"),
+                        8 => Some("drop"),
+                        _ => None,
+                    };
+                    if let Some(f) = fault {
+                        *faults.lock().unwrap().entry(f).or_default() += 1;
+                    }
+                    let reply = match fault {
+                        Some("drop") => return,
+                        Some("429") => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 45\r\n\r\n{\"error_code\":42901,\"message\":\"rate limited\"}".as_bytes().to_vec(),
+                        Some(_) => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                        None => {
+                            let m = Method::from_bytes(method.as_bytes()).unwrap();
+                            let mut req = http.request(m, format!("{target}{path}"));
+                            if !body.is_empty() {
+                                req = req.header("Content-Type", "application/vnd.schemaregistry.v1+json").body(body);
+                            }
+                            let resp = req.send().await.unwrap();
+                            let status = resp.status();
+                            let bytes = resp.bytes().await.unwrap();
+                            let mut r = format!(
+                                "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                status.as_u16(),
+                                status.canonical_reason().unwrap_or(""),
+                                bytes.len()
+                            )
+                            .into_bytes();
+                            r.extend_from_slice(&bytes);
+                            r
+                        }
+                    };
+                    if sock.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FaultProxy { addr, seen, faults }
+}
+
+fn without_provenance(mut s: RegistrySnapshot) -> RegistrySnapshot {
+    s.source = String::new();
+    s.captured_at_ms = 0;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_in_front_of_the_registry_change_nothing_and_the_rate_limit_holds() {
+    let reg = Registry::source();
+    let s = seed(&reg).await;
+    let direct = capture(
+        Arc::new(RegistryClient::new(&RegistrySettings::new(common::source_registry())).unwrap()),
+        &filter(&s),
+        0,
+    )
+    .await
+    .unwrap();
+
+    let proxy = fault_proxy(common::source_registry()).await;
+    let mut settings = RegistrySettings::new(&proxy.addr);
+    settings.rate_limit = 10;
+    settings.deadline_secs = 60;
+    let started = Instant::now();
+    let through = capture(
+        Arc::new(RegistryClient::new(&settings).unwrap()),
+        &filter(&s),
+        0,
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+
+    assert_eq!(
+        without_provenance(through.snapshot),
+        without_provenance(direct.snapshot),
+        "same content through the faults"
+    );
+    assert_eq!(through.texts, direct.texts);
+    let faults = proxy.faults.lock().unwrap().clone();
+    assert!(
+        faults.get("429").copied().unwrap_or(0) >= 2
+            && faults.contains_key("503")
+            && faults.contains_key("drop"),
+        "{faults:?}"
+    );
+
+    // The proxy never saw more than the limit in any one-second window (plus the one token the
+    // bucket starts with).
+    let seen = proxy.seen.lock().unwrap().clone();
+    for (i, t) in seen.iter().enumerate() {
+        let in_window = seen[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 11,
+            "{in_window} requests within one second from request {i} (limit 10/s)"
+        );
+    }
+    assert!(took >= Duration::from_secs(1), "Retry-After was honoured");
+}
+
+#[tokio::test]
+async fn a_registry_error_names_the_endpoint_status_and_code_without_credentials() {
+    let mut settings = RegistrySettings::new(
+        common::source_registry().replace("http://", "http://alice:s3cret-pw@"),
+    );
+    settings.max_attempts = 1;
+    let client = RegistryClient::new(&settings).unwrap();
+    let err = client
+        .get::<Value>("/subjects/kar-surely-missing-subject/versions")
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.status(), Some(404));
+    assert_eq!(err.error_code(), Some(40401));
+    assert!(
+        msg.contains("/subjects/kar-surely-missing-subject/versions") && msg.contains("40401"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("s3cret-pw") && !client.base_url().contains("s3cret-pw"),
+        "{msg}"
+    );
+
+    let mut dead = RegistrySettings::new("http://127.0.0.1:1");
+    dead.max_attempts = 3;
+    dead.deadline_secs = 10;
+    let err = RegistryClient::new(&dead)
+        .unwrap()
+        .get::<Value>("/subjects")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GET /subjects")
+            && err.contains("gave up after 3 attempts")
+            && err.contains("connect"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reference_cycle_is_stored_as_an_incomplete_order_and_shown() {
+    // The registry refuses dangling references even in IMPORT mode, so the cycle is built here.
+    use kar::registry::graph::{Node, SubjectVersion, restore_order};
+    let sv = |s: &str| SubjectVersion {
+        subject: s.into(),
+        version: 1,
+    };
+    let order = restore_order(&[
+        Node {
+            at: sv("a-value"),
+            id: 1,
+            references: vec![sv("b-value")],
+        },
+        Node {
+            at: sv("b-value"),
+            id: 2,
+            references: vec![sv("a-value")],
+        },
+        Node {
+            at: sv("c-value"),
+            id: 3,
+            references: vec![],
+        },
+    ]);
+    let snap = RegistrySnapshot {
+        kind: "schema-registry".into(),
+        source: "test".into(),
+        captured_at_ms: 0,
+        global: Default::default(),
+        subjects: vec![],
+        restore_order: order.order,
+        order_complete: order.complete,
+        order_problems: order.problems,
+        pulled_in: vec![],
+    };
+    let mut w = kar::archive::ArchiveWriter::new(Vec::new(), "mem", Default::default()).unwrap();
+    w.add_metadata("schema-registry", &serde_json::to_vec(&snap).unwrap())
+        .unwrap();
+    let bytes = w
+        .finish(kar::format::manifest::ArchiveStatus::Complete, vec![])
+        .unwrap()
+        .0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cycle.kar");
+    std::fs::write(&path, bytes).unwrap();
+    let back = read_from_archive(&Archive::open(&path).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(!back.order_complete);
+    assert_eq!(back.restore_order, vec![sv("c-value")]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kar"))
+        .arg("schemas")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("INCOMPLETE")
+            && text.contains("reference cycle: a-value v1 -> b-value v1 -> a-value v1"),
+        "{text}"
+    );
+}
