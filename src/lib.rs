@@ -13,3 +13,5 @@ pub mod format;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod registry;
+#[cfg(feature = "kafka")]
+pub mod restore;

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "kafka")]
 mod backup;
+#[cfg(feature = "kafka")]
+mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,9 @@ pub enum Command {
     /// Back up topics (every record), topic configs and consumer-group offsets into one archive
     #[cfg(feature = "kafka")]
     Backup(Box<backup::BackupArgs>),
+    /// Restore schemas (IDs kept or remapped), topics, records and consumer-group offsets
+    #[cfg(feature = "kafka")]
+    Restore(Box<restore::RestoreArgs>),
     /// Check every hash in an archive, the index against the chunks, and the root hash
     Verify(VerifyArgs),
     /// Show what an archive holds: version, root hash, topics, partitions, offsets, times, sizes
@@ -101,6 +106,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "kafka")]
         Command::Backup(a) => backup::run(*a),
+        #[cfg(feature = "kafka")]
+        Command::Restore(a) => restore::run(*a),
         Command::Verify(a) => run_verify(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Repair(a) => run_repair(a),

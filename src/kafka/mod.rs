@@ -3,6 +3,7 @@
 //! group offsets, and partition consumers).
 
 pub mod connection;
+pub mod sink;
 pub mod source;
 
 pub use connection::{KafkaConnection, SaslMechanism, SecurityProtocol};

@@ -1,0 +1,260 @@
+//! `kar restore` arguments, its config-file section, and the plan and summary output.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::backup::{KafkaArgs, RegistryArgs, parse_time};
+use crate::config::load_yaml;
+use crate::kafka::KafkaConnection;
+use crate::registry::client::RegistrySettings;
+use crate::restore::{
+    RestoreOptions, RestorePlan, RestoreReport, SchemaIds, SchemaPolicy, restore,
+};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive to restore
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// keep: register schemas under their original IDs (IMPORT mode); rewrite: let the target
+    /// assign IDs and rewrite the IDs inside the records [default: keep]
+    #[arg(long, value_enum)]
+    pub schema_ids: Option<SchemaIds>,
+    /// What to do with subjects the target already has [default: add-missing]
+    #[arg(long, value_enum)]
+    pub schemas: Option<SchemaPolicy>,
+    /// Source topics to restore (regular expressions on whole names; repeatable) [default: all]
+    #[arg(long = "topics", value_name = "REGEX")]
+    pub topics: Vec<String>,
+    /// Restore topic SRC under the name DST (repeatable)
+    #[arg(long = "map", value_name = "SRC=DST")]
+    pub map: Vec<String>,
+    /// Restore, per partition, the records before the first one stamped after TS (RFC 3339 or ms)
+    #[arg(long, value_name = "TS")]
+    pub until: Option<String>,
+    /// Consumer groups whose offsets to restore [default: all in the archive]
+    #[arg(long, value_name = "REGEX")]
+    pub groups: Option<String>,
+    /// Print the plan and stop; nothing is written
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow adding records to target topics that already hold some
+    #[arg(long)]
+    pub append: bool,
+    /// Folder for the restore's state file [default: next to the archive]
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Partitions restored at once [default: 4]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Restore schemas even when the archive's restore order is incomplete
+    #[arg(long)]
+    pub force: bool,
+    /// YAML config file (kafka:, registry:, restore: sections); flags override it
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the plan and the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    kafka: KafkaConnection,
+    registry: Option<RegistrySettings>,
+    #[serde(default)]
+    restore: RestoreSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreSection {
+    schema_ids: Option<SchemaIdsName>,
+    schemas: Option<String>,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    map: BTreeMap<String, String>,
+    until: Option<String>,
+    groups: Option<String>,
+    state: Option<PathBuf>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SchemaIdsName {
+    Keep,
+    Rewrite,
+}
+
+pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<RestoreOptions> {
+    let file: ConfigFile = match &a.config {
+        Some(p) => load_yaml(p)?,
+        None => ConfigFile::default(),
+    };
+    let mut kafka = file.kafka;
+    a.kafka.apply(&mut kafka);
+    let r = file.restore;
+    let mut o = RestoreOptions::new(&a.file, kafka);
+    o.registry = a.registry.settings(file.registry);
+    o.schema_ids = a.schema_ids.unwrap_or(match r.schema_ids {
+        Some(SchemaIdsName::Rewrite) => SchemaIds::Rewrite,
+        _ => SchemaIds::Keep,
+    });
+    o.schemas = match (a.schemas, r.schemas.as_deref()) {
+        (Some(p), _) => p,
+        (None, None | Some("add-missing")) => SchemaPolicy::AddMissing,
+        (None, Some("overwrite")) => SchemaPolicy::Overwrite,
+        (None, Some("skip-existing")) => SchemaPolicy::SkipExisting,
+        (None, Some(other)) => anyhow::bail!(
+            "restore.schemas {other:?} is not add-missing, overwrite or skip-existing"
+        ),
+    };
+    o.topics = if a.topics.is_empty() {
+        r.topics
+    } else {
+        a.topics.clone()
+    };
+    o.map = r.map;
+    for m in &a.map {
+        let (s, d) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--map {m:?} is not SRC=DST"))?;
+        anyhow::ensure!(
+            !s.is_empty() && !d.is_empty(),
+            "--map {m:?} needs both a source and a target name"
+        );
+        o.map.insert(s.to_string(), d.to_string());
+    }
+    o.until = a
+        .until
+        .clone()
+        .or(r.until)
+        .map(|s| parse_time(&s, "--until"))
+        .transpose()?;
+    o.groups = a.groups.clone().or(r.groups);
+    o.state_dir = a.state.clone().or(r.state);
+    if let Some(c) = a.concurrency.or(r.concurrency) {
+        anyhow::ensure!(c >= 1, "--concurrency must be at least 1");
+        o.concurrency = c;
+    }
+    o.dry_run = a.dry_run;
+    o.append = a.append;
+    o.force = a.force;
+    o.cancel = cancel;
+    o.progress = !a.json;
+    Ok(o)
+}
+
+pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
+    let opts = options(&a, cancel)?;
+    let report = restore(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_plan(&report.plan);
+        if !report.dry_run {
+            print_summary(&report);
+        } else {
+            println!("\ndry run: nothing was written");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_plan(p: &RestorePlan) {
+    println!(
+        "plan for {} (root {})",
+        p.archive.display(),
+        &p.root_hash[..16]
+    );
+    if !p.schemas.is_empty() {
+        println!("\nschemas ({:?} IDs):", p.schema_ids);
+        for s in &p.schemas {
+            let t = s.target_id.map_or("new".to_string(), |t| t.to_string());
+            println!(
+                "  {:<10} {:<40} v{:<4} id {} -> {t}",
+                s.action, s.subject, s.version, s.source_id
+            );
+        }
+    }
+    println!("\ntopics:");
+    for t in &p.topics {
+        let name = if t.source == t.target {
+            t.target.clone()
+        } else {
+            format!("{} -> {}", t.source, t.target)
+        };
+        println!(
+            "  {:<7} {:<50} {} partitions, rf {}, {} records",
+            t.action, name, t.partitions, t.replication_factor, t.records
+        );
+        for w in &t.warnings {
+            println!("          warning: {w}");
+        }
+    }
+    if !p.groups.is_empty() {
+        println!("\nconsumer groups: {}", p.groups.join(", "));
+    }
+    println!("\nstate file: {}", p.state_file.display());
+}
+
+fn print_summary(r: &RestoreReport) {
+    println!("\nrestored:");
+    for o in &r.partitions {
+        let status = match &o.error {
+            Some(e) => format!("FAILED: {e}"),
+            None => "ok".to_string(),
+        };
+        println!(
+            "  {}/{}: {} records ({} written now), {} schema IDs rewritten, {} unknown IDs left as they are: {status}",
+            o.target_topic, o.partition, o.records, o.written, o.rewritten_ids, o.unknown_ids
+        );
+    }
+    if !r.id_map.is_empty() {
+        let pairs: Vec<String> = r.id_map.iter().map(|(s, t)| format!("{s}->{t}")).collect();
+        println!("schema ID mapping: {}", pairs.join(", "));
+    }
+    for g in &r.groups {
+        match &g.skipped {
+            Some(why) => println!("group {}: not restored ({why})", g.group),
+            None => {
+                let offs: Vec<String> = g
+                    .offsets
+                    .iter()
+                    .map(|(t, p, s, o)| format!("{t}/{p} {s}->{o}"))
+                    .collect();
+                println!("group {}: {}", g.group, offs.join(", "));
+            }
+        }
+    }
+    println!(
+        "{} records written in {:.1}s; {}",
+        r.records_written,
+        r.seconds,
+        if r.ok {
+            "OK"
+        } else {
+            "INCOMPLETE: run the same command again to continue"
+        }
+    );
+}

@@ -1,0 +1,210 @@
+//! The write side of a restore: topics on the target (what exists, how full it is, creating what
+//! is missing), and committing consumer-group offsets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::KafkaConnection;
+use super::source::{SourceError, TIMEOUT};
+
+pub struct Target {
+    conn: KafkaConnection,
+    consumer: BaseConsumer,
+    admin: AdminClient<DefaultClientContext>,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A topic as it is on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTopic {
+    pub partitions: i32,
+}
+
+impl Target {
+    pub fn connect(conn: &KafkaConnection) -> Result<Target, SourceError> {
+        let unreachable = |source| SourceError::Unreachable {
+            bootstrap: conn.bootstrap.clone(),
+            source: Box::new(source),
+        };
+        let consumer: BaseConsumer = conn
+            .client_config()
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(unreachable)?;
+        consumer
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(unreachable)?;
+        let admin = conn.client_config().create().map_err(unreachable)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        Ok(Target {
+            conn: conn.clone(),
+            consumer,
+            admin,
+            rt,
+        })
+    }
+
+    fn req(
+        &self,
+        what: impl Into<String>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> SourceError {
+        let (bootstrap, what) = (self.conn.bootstrap.clone(), what.into());
+        move |source| SourceError::Request {
+            bootstrap,
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn broker_count(&self) -> Result<usize, SourceError> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(self.req("fetching metadata"))?;
+        Ok(md.brokers().len())
+    }
+
+    pub fn topics(&self) -> Result<BTreeMap<String, TargetTopic>, SourceError> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(self.req("fetching metadata"))?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| {
+                (
+                    t.name().to_string(),
+                    TargetTopic {
+                        partitions: t.partitions().len() as i32,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// `(low, high)` offsets of a target partition (read_uncommitted: every record appended).
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), SourceError> {
+        // A new topic's partitions have no leader for a moment: retry those answers briefly.
+        let mut tries = 0;
+        loop {
+            match self.consumer.fetch_watermarks(topic, partition, TIMEOUT) {
+                Ok(w) => return Ok(w),
+                Err(e) if tries < 50 && transient(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(self
+                        .req(format!("reading the offsets of {topic}/{partition}"))(
+                        e
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), SourceError> {
+        let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        for (k, v) in configs {
+            t = t.set(k, v);
+        }
+        let res = self
+            .rt
+            .block_on(
+                self.admin
+                    .create_topics([&t], &AdminOptions::new().operation_timeout(Some(TIMEOUT))),
+            )
+            .map_err(self.req(format!("creating topic {name}")))?;
+        for r in res {
+            if let Err((_, code)) = r
+                && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(SourceError::Request {
+                    bootstrap: self.conn.bootstrap.clone(),
+                    what: format!("creating topic {name}"),
+                    source: Box::new(rdkafka::error::KafkaError::AdminOp(code)),
+                });
+            }
+        }
+        // Metadata is eventually consistent: wait until the topic is visible with its partitions.
+        for _ in 0..100 {
+            if self
+                .topics()?
+                .get(name)
+                .is_some_and(|t| t.partitions == partitions)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Whether a consumer group has members on the target.
+    pub fn group_has_members(&self, group: &str) -> Result<bool, SourceError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(group), TIMEOUT)
+            .map_err(self.req(format!("describing group {group}")))?;
+        Ok(list
+            .groups()
+            .iter()
+            .any(|g| g.name() == group && !g.members().is_empty()))
+    }
+
+    /// Commits offsets (with metadata) for a group.
+    pub fn commit(
+        &self,
+        group: &str,
+        offsets: &[(String, i32, i64, String)],
+    ) -> Result<(), SourceError> {
+        let c: BaseConsumer = self
+            .conn
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(self.req(format!("creating a client for group {group}")))?;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o, m) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(self.req("building a commit"))?;
+            if let Some(mut e) = tpl.find_partition(t, *p) {
+                e.set_metadata(m.as_str());
+            }
+        }
+        c.commit(&tpl, CommitMode::Sync)
+            .map_err(self.req(format!("committing offsets for group {group}")))
+    }
+}
+
+fn transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::UnknownTopicOrPartition
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+        )
+    )
+}

@@ -1,0 +1,709 @@
+//! `kar restore`: schemas first (original IDs in IMPORT mode, or new IDs with a source → target
+//! mapping), then topics, then records streamed from the memory-mapped archive with schema IDs
+//! rewritten in place where they changed, then consumer-group offsets translated to the target's
+//! offsets. Pre-flight checks come before any write; a plan is printed (and is all a dry run
+//! does); progress is kept in a state file so a killed restore continues without duplicates.
+
+pub mod records;
+pub mod rewrite;
+pub mod schemas;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use regex::Regex;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::archive::verify::{VerifyLevel, verify_source};
+use crate::archive::{Archive, ArchiveError, Source};
+use crate::format::chunk::ChunkRecords;
+use crate::format::frame::ContentDecoder;
+use crate::format::hex;
+use crate::format::manifest::ArchiveStatus;
+use crate::kafka::KafkaConnection;
+use crate::kafka::sink::Target;
+use crate::kafka::source::SourceError;
+use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
+use crate::registry::snapshot::{RegistrySnapshot, read_from_archive};
+use records::{PartitionJob, PartitionOutcome};
+use rewrite::IdMap;
+use schemas::{SchemaAction, SchemaRestore};
+use state::{State, StateError};
+
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Kafka(Box<SourceError>),
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A pre-flight check failed: nothing was written.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<SourceError> for RestoreError {
+    fn from(e: SourceError) -> Self {
+        RestoreError::Kafka(Box::new(e))
+    }
+}
+
+impl From<RegistryError> for RestoreError {
+    fn from(e: RegistryError) -> Self {
+        RestoreError::Registry(Box::new(e))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemaIds {
+    /// Register every schema under its original ID (IMPORT mode).
+    Keep,
+    /// Let the target assign IDs and rewrite the IDs in the records.
+    Rewrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemaPolicy {
+    /// Add only versions the target lacks.
+    AddMissing,
+    /// Replace each subject's versions with the archive's.
+    Overwrite,
+    /// Leave any subject that already has versions alone.
+    SkipExisting,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub archive: PathBuf,
+    pub kafka: KafkaConnection,
+    pub registry: Option<RegistrySettings>,
+    pub schema_ids: SchemaIds,
+    pub schemas: SchemaPolicy,
+    /// Source topics to restore (anchored regexes); empty = all in the archive.
+    pub topics: Vec<String>,
+    /// Source topic → target topic renames.
+    pub map: BTreeMap<String, String>,
+    /// Restore, per partition, the prefix that ends before the first record after this time.
+    pub until: Option<i64>,
+    /// Consumer groups to restore (anchored regex); `None` = all in the archive.
+    pub groups: Option<String>,
+    pub dry_run: bool,
+    /// Allow appending to target topics that already hold records.
+    pub append: bool,
+    /// Where the state file goes; default: next to the archive.
+    pub state_dir: Option<PathBuf>,
+    pub concurrency: usize,
+    /// Restore schemas even if the archive's stored order is incomplete (cycles, missing refs).
+    pub force: bool,
+    pub cancel: Arc<AtomicBool>,
+    pub progress: bool,
+}
+
+impl RestoreOptions {
+    pub fn new(archive: impl Into<PathBuf>, kafka: KafkaConnection) -> Self {
+        RestoreOptions {
+            archive: archive.into(),
+            kafka,
+            registry: None,
+            schema_ids: SchemaIds::Rewrite,
+            schemas: SchemaPolicy::AddMissing,
+            topics: Vec::new(),
+            map: BTreeMap::new(),
+            until: None,
+            groups: None,
+            dry_run: false,
+            append: false,
+            state_dir: None,
+            concurrency: 4,
+            force: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicPlan {
+    pub source: String,
+    pub target: String,
+    /// `create` or `exists`.
+    pub action: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub records: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOutcome {
+    pub group: String,
+    /// (target topic, partition, source offset, target offset)
+    pub offsets: Vec<(String, i32, i64, i64)>,
+    /// Why it was not committed, if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub archive: PathBuf,
+    pub root_hash: String,
+    pub schema_ids: SchemaIds,
+    pub schemas: Vec<SchemaAction>,
+    pub topics: Vec<TopicPlan>,
+    pub groups: Vec<String>,
+    pub state_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub plan: RestorePlan,
+    pub dry_run: bool,
+    pub schemas: Vec<SchemaAction>,
+    /// Source schema ID → target schema ID.
+    pub id_map: BTreeMap<u32, u32>,
+    pub partitions: Vec<PartitionOutcome>,
+    pub groups: Vec<GroupOutcome>,
+    pub records_written: u64,
+    pub seconds: f64,
+    pub ok: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct TopicsDoc {
+    topics: Vec<crate::kafka::source::TopicInfo>,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupsDoc {
+    groups: Vec<crate::kafka::source::GroupOffsets>,
+}
+
+fn doc<T: serde::de::DeserializeOwned>(a: &Archive, kind: &str) -> Result<Option<T>, RestoreError> {
+    let Some(m) = a.manifest().metadata.iter().find(|m| m.kind == kind) else {
+        return Ok(None);
+    };
+    let id = crate::format::parse_hex(&m.id)
+        .ok_or_else(|| RestoreError::Invalid(format!("bad content ID for {kind}")))?;
+    let bytes = a.read_content(&id)?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        RestoreError::Invalid(format!("the archive's {kind} document is unreadable: {e}"))
+    })
+}
+
+fn anchored(patterns: &[String]) -> Result<Vec<Regex>, RestoreError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| RestoreError::Invalid(format!("pattern {p:?}: {e}")))
+        })
+        .collect()
+}
+
+/// The first restored record at or after `committed` in a partition, as a target offset.
+fn translate(
+    a: &Archive,
+    topic: &str,
+    partition: i32,
+    committed: i64,
+    base: i64,
+    restored: u64,
+) -> Result<i64, RestoreError> {
+    let mut k = 0u64;
+    let mut dec =
+        ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", a.path()))?;
+    let mut buf = Vec::new();
+    for c in a.chunks_of(topic, partition)? {
+        if c.last_offset < committed {
+            k += u64::from(c.record_count);
+            continue;
+        }
+        if c.first_offset < committed {
+            a.read_chunk(&c, &mut dec, &mut buf)?;
+            for r in ChunkRecords::new(&buf, 0).map_err(ArchiveError::format(a.path(), ""))? {
+                if r.map_err(ArchiveError::format(a.path(), ""))?.offset < committed {
+                    k += 1;
+                }
+            }
+        }
+        break;
+    }
+    Ok(base + k.min(restored) as i64)
+}
+
+pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    // Pre-flight, before any write: the archive verifies (quick: footer, manifest, index, root;
+    // each chunk is checked as it is read).
+    let source = Source::map(&opts.archive)?;
+    let v = verify_source(source, &opts.archive, VerifyLevel::Quick);
+    if !v.ok {
+        let first = v
+            .problems
+            .first()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        return Err(RestoreError::Refused(format!(
+            "{} does not verify ({} problem(s), first: {first}); run `kar verify` for the full list, `kar repair` to recover what is intact",
+            opts.archive.display(),
+            v.problems.len()
+        )));
+    }
+    let archive = Arc::new(Archive::open(&opts.archive)?);
+    if archive.manifest().status == ArchiveStatus::Partial {
+        tracing::warn!("the archive is partial: some partitions are incomplete");
+    }
+    let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
+    opts.kafka.validate().map_err(RestoreError::Invalid)?;
+    let target = Target::connect(&opts.kafka)?;
+
+    // The state file, unless dry-running.
+    let state_path = match &opts.state_dir {
+        Some(d) => d.join(format!("{}.restore-state", hex(&archive.root()))),
+        None => {
+            let mut p = opts.archive.clone().into_os_string();
+            p.push(".restore-state");
+            PathBuf::from(p)
+        }
+    };
+
+    // Topics to restore.
+    let inc = anchored(&opts.topics)?;
+    let topics_doc: Vec<crate::kafka::source::TopicInfo> =
+        doc::<TopicsDoc>(&archive, "kafka-topics")?
+            .map(|d| d.topics)
+            .unwrap_or_default();
+    let manifest_topics: Vec<String> = archive
+        .manifest()
+        .topics
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let chosen: Vec<String> = manifest_topics
+        .iter()
+        .filter(|t| inc.is_empty() || inc.iter().any(|r| r.is_match(t)))
+        .cloned()
+        .collect();
+    if !opts.topics.is_empty() && chosen.is_empty() {
+        return Err(RestoreError::Invalid(format!(
+            "no topic in the archive matches {}",
+            opts.topics.join(", ")
+        )));
+    }
+    let existing = target.topics()?;
+    let brokers = target.broker_count()?.max(1) as i32;
+    let mut topic_plans = Vec::new();
+    let mut jobs = Vec::new();
+    for src in &chosen {
+        let dst = opts.map.get(src).cloned().unwrap_or_else(|| src.clone());
+        let info = topics_doc.iter().find(|t| &t.name == src);
+        let entry = archive
+            .manifest()
+            .topics
+            .iter()
+            .find(|t| &t.name == src)
+            .expect("chosen from the manifest");
+        let partitions = info.map_or(entry.partitions.len() as i32, |i| i.partitions);
+        let rf_wanted = info.map_or(1, |i| i.replication_factor.max(1));
+        let mut warnings = Vec::new();
+        let rf = if rf_wanted > brokers {
+            warnings.push(format!(
+                "replication factor {rf_wanted} capped at {brokers}, the number of brokers"
+            ));
+            brokers
+        } else {
+            rf_wanted
+        };
+        let mut records = 0;
+        for p in &entry.partitions {
+            records += records::planned_records(&archive, src, p.partition, opts.until)?;
+            jobs.push(PartitionJob {
+                source_topic: src.clone(),
+                target_topic: dst.clone(),
+                partition: p.partition,
+            });
+        }
+        let action = match existing.get(&dst) {
+            Some(t) => {
+                if t.partitions < partitions {
+                    return Err(RestoreError::Refused(format!(
+                        "target topic {dst} has {} partitions, the archive needs {partitions}: restore to another name with --map {src}=NEW",
+                        t.partitions
+                    )));
+                }
+                "exists"
+            }
+            None => "create",
+        };
+        topic_plans.push(TopicPlan {
+            source: src.clone(),
+            target: dst,
+            action: action.into(),
+            partitions,
+            replication_factor: rf,
+            records,
+            warnings,
+        });
+    }
+
+    // Schemas: reachability, clashes and IMPORT mode, before any write.
+    let client = match (&opts.registry, &snap) {
+        (Some(r), Some(_)) => Some(Arc::new(RegistryClient::new(r)?)),
+        (Some(_), None) => {
+            return Err(RestoreError::Invalid(
+                "--registry was given but the archive holds no Schema Registry snapshot".into(),
+            ));
+        }
+        (None, _) => None,
+    };
+    let texts: BTreeMap<String, String> = match &snap {
+        Some(s) => s
+            .subjects
+            .iter()
+            .flat_map(|st| &st.versions)
+            .map(|v| {
+                let id = crate::format::parse_hex(&v.schema).unwrap_or_default();
+                Ok((
+                    v.schema.clone(),
+                    String::from_utf8_lossy(&archive.read_content(&id)?).into_owned(),
+                ))
+            })
+            .collect::<Result<_, ArchiveError>>()?,
+        None => BTreeMap::new(),
+    };
+    let prior_state = if state_path.exists() {
+        Some(State::open(&state_path, &fingerprint(opts, &archive))?)
+    } else {
+        None
+    };
+    let done_versions: BTreeMap<(String, i32), i32> = match &prior_state {
+        Some(s) => s.versions_done()?.into_iter().collect(),
+        None => BTreeMap::new(),
+    };
+    let mut schema_actions = Vec::new();
+    let mut target_was_empty = false;
+    if let (Some(c), Some(s)) = (&client, &snap) {
+        if !s.order_complete && !opts.force {
+            return Err(RestoreError::Refused(format!(
+                "the archive's schema restore order is incomplete ({}); restore with --force to register what can be ordered",
+                s.order_problems.join("; ")
+            )));
+        }
+        let sr = SchemaRestore {
+            client: c.clone(),
+            snap: s,
+            texts: &texts,
+            ids: opts.schema_ids,
+            policy: opts.schemas,
+        };
+        target_was_empty = c
+            .get::<Vec<String>>("/subjects")
+            .await_blocking()?
+            .is_empty();
+        if opts.schema_ids == SchemaIds::Keep
+            && opts.schemas != SchemaPolicy::Overwrite
+            && done_versions.is_empty()
+        {
+            let clashes = block(sr.clashes())?;
+            if !clashes.is_empty() {
+                return Err(RestoreError::Refused(format!(
+                    "schema IDs clash on the target; nothing was written:\n  {}",
+                    clashes.join("\n  ")
+                )));
+            }
+        }
+        schema_actions = block(sr.plan(&done_versions))?;
+        if opts.schema_ids == SchemaIds::Keep && !opts.dry_run && done_versions.is_empty() {
+            block(sr.probe_import())?;
+        }
+    }
+
+    // Records would go into non-empty topics (not counting an earlier run of this restore).
+    if !opts.append {
+        for tp in topic_plans.iter().filter(|t| t.action == "exists") {
+            for j in jobs.iter().filter(|j| j.target_topic == tp.target) {
+                let ours = prior_state
+                    .as_ref()
+                    .map(|s| s.base(&j.target_topic, j.partition))
+                    .transpose()?
+                    .flatten()
+                    .is_some();
+                let (low, high) = target.watermarks(&j.target_topic, j.partition)?;
+                if high > low && !ours {
+                    return Err(RestoreError::Refused(format!(
+                        "target topic {} partition {} already holds records (offsets {low}..{high}); give --append to add to it, or --map {}=NEW",
+                        tp.target, j.partition, tp.source
+                    )));
+                }
+            }
+        }
+    }
+
+    let groups_doc = doc::<GroupsDoc>(&archive, "consumer-groups")?
+        .map(|d| d.groups)
+        .unwrap_or_default();
+    let group_re = match &opts.groups {
+        Some(g) => Some(anchored(std::slice::from_ref(g))?.remove(0)),
+        None => None,
+    };
+    let groups: Vec<&crate::kafka::source::GroupOffsets> = groups_doc
+        .iter()
+        .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(&g.group)))
+        .collect();
+
+    let plan = RestorePlan {
+        archive: opts.archive.clone(),
+        root_hash: hex(&archive.root()),
+        schema_ids: opts.schema_ids,
+        schemas: schema_actions.clone(),
+        topics: topic_plans.clone(),
+        groups: groups.iter().map(|g| g.group.clone()).collect(),
+        state_file: state_path.clone(),
+    };
+    if opts.dry_run {
+        return Ok(RestoreReport {
+            plan,
+            dry_run: true,
+            schemas: schema_actions,
+            id_map: BTreeMap::new(),
+            partitions: Vec::new(),
+            groups: Vec::new(),
+            records_written: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            ok: true,
+        });
+    }
+
+    // From here on, writes.
+    let state = match prior_state {
+        Some(s) => s,
+        None => State::open(&state_path, &fingerprint(opts, &archive))?,
+    };
+    let mut taken = Vec::new();
+    if let (Some(c), Some(s)) = (&client, &snap) {
+        let sr = SchemaRestore {
+            client: c.clone(),
+            snap: s,
+            texts: &texts,
+            ids: opts.schema_ids,
+            policy: opts.schemas,
+        };
+        taken = block(sr.run(&state, target_was_empty))?;
+    }
+    let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
+    let known: Vec<u32> = snap
+        .iter()
+        .flat_map(|s| {
+            s.subjects
+                .iter()
+                .flat_map(|st| st.versions.iter().map(|v| v.id))
+        })
+        .collect();
+    let ids = IdMap::new(id_map.clone(), known);
+
+    for tp in topic_plans.iter().filter(|t| t.action == "create") {
+        let configs = topics_doc
+            .iter()
+            .find(|t| t.name == tp.source)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
+        target.create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
+    }
+
+    let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
+    let outcomes = run_partitions(opts, &archive, &ids, rewrite, &target, &state, jobs)?;
+    let ok_partitions = outcomes.iter().all(|o| o.error.is_none());
+
+    // Consumer groups, once every partition is in (their offsets depend on the restored counts).
+    let mut group_outcomes = Vec::new();
+    if ok_partitions {
+        for g in groups {
+            let mut offsets = Vec::new();
+            for o in &g.offsets {
+                let Some(out) = outcomes
+                    .iter()
+                    .find(|x| x.source_topic == o.topic && x.partition == o.partition)
+                else {
+                    continue;
+                };
+                let t = translate(
+                    &archive,
+                    &o.topic,
+                    o.partition,
+                    o.offset,
+                    out.base_offset,
+                    out.records,
+                )?;
+                offsets.push((
+                    out.target_topic.clone(),
+                    o.partition,
+                    o.offset,
+                    t,
+                    o.metadata.clone(),
+                ));
+            }
+            let skipped = if offsets.is_empty() {
+                Some("none of its partitions was restored".to_string())
+            } else if target.group_has_members(&g.group)? {
+                Some("the group has active members on the target".to_string())
+            } else {
+                let commit: Vec<(String, i32, i64, String)> = offsets
+                    .iter()
+                    .map(|(t, p, _, o, m)| (t.clone(), *p, *o, m.clone()))
+                    .collect();
+                target.commit(&g.group, &commit)?;
+                None
+            };
+            group_outcomes.push(GroupOutcome {
+                group: g.group.clone(),
+                offsets: offsets
+                    .into_iter()
+                    .map(|(t, p, s, o, _)| (t, p, s, o))
+                    .collect(),
+                skipped,
+            });
+        }
+    }
+    let records_written = outcomes.iter().map(|o| o.written).sum();
+    Ok(RestoreReport {
+        plan,
+        dry_run: false,
+        schemas: taken,
+        id_map,
+        ok: ok_partitions,
+        partitions: outcomes,
+        groups: group_outcomes,
+        records_written,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What makes two runs "the same restore": archive, target and the options that change what is
+/// written.
+fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
+    format!(
+        "archive root {}, target {}, registry {}, schema ids {:?}, topics {:?}, map {:?}, until {:?}",
+        hex(&a.root()),
+        opts.kafka.bootstrap,
+        opts.registry
+            .as_ref()
+            .map(|r| r.url.as_str())
+            .unwrap_or("-"),
+        opts.schema_ids,
+        opts.topics,
+        opts.map,
+        opts.until
+    )
+}
+
+fn block<T>(
+    f: impl std::future::Future<Output = Result<T, RestoreError>>,
+) -> Result<T, RestoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+trait AwaitBlocking<T> {
+    fn await_blocking(self) -> Result<T, RestoreError>;
+}
+
+impl<T, F: std::future::Future<Output = Result<T, RegistryError>>> AwaitBlocking<T> for F {
+    fn await_blocking(self) -> Result<T, RestoreError> {
+        block(async { self.await.map_err(RestoreError::from) })
+    }
+}
+
+fn run_partitions(
+    opts: &RestoreOptions,
+    archive: &Arc<Archive>,
+    ids: &IdMap,
+    rewrite: bool,
+    target: &Target,
+    state: &State,
+    jobs: Vec<PartitionJob>,
+) -> Result<Vec<PartitionOutcome>, RestoreError> {
+    let queue = Mutex::new(jobs);
+    let results = Mutex::new(Vec::new());
+    let workers = opts.concurrency.max(1);
+    let bar = if opts.progress {
+        let total: u64 = archive
+            .manifest()
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum();
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(s) = indicatif::ProgressStyle::with_template(
+            "restore {bar:40} {pos}/{len} records {per_sec} {eta}",
+        ) {
+            b.set_style(s);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let errors: Mutex<Option<RestoreError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let producer = match records::producer(&opts.kafka) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        *errors.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(RestoreError::Invalid(format!("creating a producer: {e}")));
+                        return;
+                    }
+                };
+                loop {
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some(job) = job else { break };
+                    let out = records::restore_partition(
+                        archive,
+                        &job,
+                        opts.until,
+                        ids,
+                        rewrite,
+                        target,
+                        &producer,
+                        state,
+                        &opts.cancel,
+                        &|n| bar.inc(n),
+                    );
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(out);
+                    if opts.cancel.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut out = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
+    Ok(out)
+}

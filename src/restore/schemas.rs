@@ -1,0 +1,463 @@
+//! Putting the registry snapshot back: in the archive's stored dependency order, with original
+//! IDs (IMPORT mode) or with IDs the target assigns (recording source → target), adding only what
+//! is missing, overwriting, or leaving existing subjects alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::state::State;
+use super::{RestoreError, SchemaIds, SchemaPolicy};
+use crate::registry::client::{RegistryClient, RegistryError};
+use crate::registry::snapshot::{RegistrySnapshot, VersionState};
+
+/// What will happen, or happened, to one schema version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaAction {
+    pub subject: String,
+    pub version: i32,
+    pub source_id: u32,
+    /// `register`, `exists` (identical schema already there), `skip` (subject left alone),
+    /// `overwrite` (subject replaced).
+    pub action: String,
+    /// Known before registering for `exists` and with kept IDs.
+    pub target_id: Option<u32>,
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct Lookup {
+    id: u32,
+    version: i32,
+}
+
+#[derive(Deserialize)]
+struct ById {
+    schema: String,
+    #[serde(rename = "schemaType", default)]
+    schema_type: Option<String>,
+}
+
+pub struct SchemaRestore<'a> {
+    pub client: Arc<RegistryClient>,
+    pub snap: &'a RegistrySnapshot,
+    /// Content ID (hex) → schema text.
+    pub texts: &'a BTreeMap<String, String>,
+    pub ids: SchemaIds,
+    pub policy: SchemaPolicy,
+}
+
+impl SchemaRestore<'_> {
+    fn text(&self, v: &VersionState) -> &str {
+        self.texts
+            .get(&v.schema)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    fn body(&self, v: &VersionState, versions: &BTreeMap<(String, i32), i32>) -> Value {
+        let refs: Vec<Value> = v
+            .references
+            .iter()
+            .map(|r| {
+                let target = versions
+                    .get(&(r.subject.clone(), r.version))
+                    .copied()
+                    .unwrap_or(r.version);
+                json!({"name": r.name, "subject": r.subject, "version": target})
+            })
+            .collect();
+        let mut b = json!({"schema": self.text(v), "schemaType": v.schema_type});
+        if !refs.is_empty() {
+            b["references"] = Value::Array(refs);
+        }
+        if let Some(m) = &v.metadata {
+            b["metadata"] = m.clone();
+        }
+        if let Some(r) = &v.rule_set {
+            b["ruleSet"] = r.clone();
+        }
+        b
+    }
+
+    /// An identical schema under the subject on the target, if any (read-only).
+    async fn lookup(&self, subject: &str, body: &Value) -> Result<Option<Lookup>, RegistryError> {
+        match self
+            .client
+            .request::<Lookup>(
+                Method::POST,
+                &format!("/subjects/{}?deleted=true", enc(subject)),
+                Some(body),
+            )
+            .await
+        {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn subject_has_versions(&self, subject: &str) -> Result<bool, RegistryError> {
+        Ok(self
+            .client
+            .get_opt::<Vec<i32>>(&format!("/subjects/{}/versions", enc(subject)))
+            .await?
+            .is_some_and(|v| !v.is_empty()))
+    }
+
+    /// The versions in restore order.
+    fn ordered(&self) -> Vec<(&str, &VersionState)> {
+        self.snap
+            .restore_order
+            .iter()
+            .filter_map(|sv| Some((sv.subject.as_str(), self.snap.version(sv)?)))
+            .collect()
+    }
+
+    /// IDs taken on the target by a different schema: with kept IDs, restoring would clash.
+    pub async fn clashes(&self) -> Result<Vec<String>, RestoreError> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (subject, v) in self.ordered() {
+            if !seen.insert(v.id) {
+                continue;
+            }
+            if let Some(t) = self
+                .client
+                .get_opt::<ById>(&format!("/schemas/ids/{}", v.id))
+                .await?
+            {
+                let same = t.schema == self.text(v)
+                    && t.schema_type.as_deref().unwrap_or("AVRO") == v.schema_type;
+                if !same {
+                    let users: Vec<Value> = self
+                        .client
+                        .get_opt(&format!("/schemas/ids/{}/versions", v.id))
+                        .await?
+                        .unwrap_or_default();
+                    let users: Vec<String> = users
+                        .iter()
+                        .map(|u| {
+                            format!("{} v{}", u["subject"].as_str().unwrap_or("?"), u["version"])
+                        })
+                        .collect();
+                    out.push(format!(
+                        "schema ID {} ({subject} v{} in the archive) is taken on the target by a different schema{}",
+                        v.id,
+                        v.version,
+                        if users.is_empty() { String::new() } else { format!(" ({})", users.join(", ")) }
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks that the target accepts IMPORT mode on each subject, putting every mode back.
+    pub async fn probe_import(&self) -> Result<(), RestoreError> {
+        let subjects: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
+        for s in subjects {
+            let before: Option<Value> = self
+                .client
+                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(s)))
+                .await?;
+            let set = self
+                .client
+                .request::<Value>(
+                    Method::PUT,
+                    &format!("/mode/{}", enc(s)),
+                    Some(&json!({"mode": "IMPORT"})),
+                )
+                .await;
+            if let Err(e) = set {
+                return Err(RestoreError::Refused(format!(
+                    "the target registry refuses IMPORT mode on subject {s} ({e}); keeping schema IDs needs a registry that allows mode changes (Confluent: mode.mutability=true), or restore with --schema-ids rewrite"
+                )));
+            }
+            self.put_back_mode(s, before.as_ref().and_then(|b| b["mode"].as_str()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put_back_mode(&self, subject: &str, mode: Option<&str>) -> Result<(), RegistryError> {
+        match mode {
+            Some(m) => {
+                self.client
+                    .request::<Value>(
+                        Method::PUT,
+                        &format!("/mode/{}", enc(subject)),
+                        Some(&json!({"mode": m})),
+                    )
+                    .await?;
+            }
+            None => {
+                if self
+                    .client
+                    .request::<Value>(Method::DELETE, &format!("/mode/{}", enc(subject)), None)
+                    .await
+                    .is_err()
+                {
+                    self.client
+                        .request::<Value>(
+                            Method::PUT,
+                            &format!("/mode/{}", enc(subject)),
+                            Some(&json!({"mode": "READWRITE"})),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What each version will get, without writing anything.
+    pub async fn plan(
+        &self,
+        state_versions: &BTreeMap<(String, i32), i32>,
+    ) -> Result<Vec<SchemaAction>, RestoreError> {
+        let mut out = Vec::new();
+        let mut existing_subjects: BTreeMap<String, bool> = BTreeMap::new();
+        for (subject, v) in self.ordered() {
+            let has = match existing_subjects.get(subject) {
+                Some(h) => *h,
+                None => {
+                    let h = self.subject_has_versions(subject).await?;
+                    existing_subjects.insert(subject.to_string(), h);
+                    h
+                }
+            };
+            let found = self.lookup(subject, &self.body(v, state_versions)).await?;
+            let (action, target_id) = match (self.policy, has, &found) {
+                (SchemaPolicy::SkipExisting, true, _) => ("skip", found.as_ref().map(|l| l.id)),
+                (SchemaPolicy::Overwrite, true, _) => {
+                    ("overwrite", (self.ids == SchemaIds::Keep).then_some(v.id))
+                }
+                (_, _, Some(l)) => ("exists", Some(l.id)),
+                _ => ("register", (self.ids == SchemaIds::Keep).then_some(v.id)),
+            };
+            out.push(SchemaAction {
+                subject: subject.to_string(),
+                version: v.version,
+                source_id: v.id,
+                action: action.into(),
+                target_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Restores every version (skipping those the state says are done), then configs, modes and
+    /// soft deletions. Returns the actions taken.
+    pub async fn run(
+        &self,
+        state: &State,
+        target_was_empty: bool,
+    ) -> Result<Vec<SchemaAction>, RestoreError> {
+        let mut versions: BTreeMap<(String, i32), i32> =
+            state.versions_done()?.into_iter().collect();
+        let mut actions = Vec::new();
+        let mut prepared: BTreeSet<String> = BTreeSet::new();
+        let mut skipped: BTreeSet<String> = BTreeSet::new();
+        let mut modes_before: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (subject, v) in self.ordered() {
+            let key = (subject.to_string(), v.version);
+            if let Some(t) = versions.get(&key) {
+                let _ = t;
+                continue;
+            }
+            if !prepared.contains(subject) {
+                prepared.insert(subject.to_string());
+                let has = self.subject_has_versions(subject).await?;
+                if has && self.policy == SchemaPolicy::SkipExisting {
+                    skipped.insert(subject.to_string());
+                }
+                if has && self.policy == SchemaPolicy::Overwrite {
+                    self.client
+                        .request::<Value>(
+                            Method::DELETE,
+                            &format!("/subjects/{}", enc(subject)),
+                            None,
+                        )
+                        .await?;
+                    self.client
+                        .request::<Value>(
+                            Method::DELETE,
+                            &format!("/subjects/{}?permanent=true", enc(subject)),
+                            None,
+                        )
+                        .await?;
+                }
+                if self.ids == SchemaIds::Keep && !skipped.contains(subject) {
+                    let before: Option<Value> = self
+                        .client
+                        .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(subject)))
+                        .await?;
+                    modes_before.insert(
+                        subject.to_string(),
+                        before.and_then(|b| b["mode"].as_str().map(str::to_string)),
+                    );
+                    self.client
+                        .request::<Value>(
+                            Method::PUT,
+                            &format!("/mode/{}", enc(subject)),
+                            Some(&json!({"mode": "IMPORT"})),
+                        )
+                        .await?;
+                }
+            }
+            let body = self.body(v, &versions);
+            let found = if self.policy == SchemaPolicy::Overwrite && !skipped.contains(subject) {
+                None
+            } else {
+                self.lookup(subject, &body).await?
+            };
+            let (action, target_id, target_version) = if let Some(l) = found {
+                ("exists", l.id, l.version)
+            } else if skipped.contains(subject) {
+                actions.push(SchemaAction {
+                    subject: subject.into(),
+                    version: v.version,
+                    source_id: v.id,
+                    action: "skip".into(),
+                    target_id: None,
+                });
+                continue;
+            } else if self.ids == SchemaIds::Keep {
+                let mut b = body.clone();
+                b["id"] = json!(v.id);
+                b["version"] = json!(v.version);
+                let r: Value = self
+                    .client
+                    .request(
+                        Method::POST,
+                        &format!("/subjects/{}/versions", enc(subject)),
+                        Some(&b),
+                    )
+                    .await?;
+                let id = r["id"].as_u64().unwrap_or_default() as u32;
+                if id != v.id {
+                    return Err(RestoreError::Refused(format!(
+                        "{subject} v{} was registered with ID {id}, not its original {}",
+                        v.version, v.id
+                    )));
+                }
+                ("register", id, v.version)
+            } else {
+                let r: Value = self
+                    .client
+                    .request(
+                        Method::POST,
+                        &format!("/subjects/{}/versions", enc(subject)),
+                        Some(&body),
+                    )
+                    .await?;
+                let id = r["id"].as_u64().unwrap_or_default() as u32;
+                let l = self.lookup(subject, &body).await?.ok_or_else(|| {
+                    RestoreError::Refused(format!("{subject} v{} was registered (ID {id}) but the registry cannot find it again", v.version))
+                })?;
+                ("register", id, l.version)
+            };
+            state.schema_done(subject, v.version, target_version, v.id, target_id)?;
+            versions.insert(key, target_version);
+            actions.push(SchemaAction {
+                subject: subject.into(),
+                version: v.version,
+                source_id: v.id,
+                action: action.into(),
+                target_id: Some(target_id),
+            });
+        }
+        if !state.is_done("schema-settings")? {
+            self.settings(&versions, &skipped, &modes_before, target_was_empty)
+                .await?;
+            state.set_done("schema-settings")?;
+        }
+        Ok(actions)
+    }
+
+    /// Soft deletions, compatibility and modes, after every version is in.
+    async fn settings(
+        &self,
+        versions: &BTreeMap<(String, i32), i32>,
+        skipped: &BTreeSet<String>,
+        modes_before: &BTreeMap<String, Option<String>>,
+        target_was_empty: bool,
+    ) -> Result<(), RestoreError> {
+        let restored: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
+        for st in self
+            .snap
+            .subjects
+            .iter()
+            .filter(|s| restored.contains(s.subject.as_str()) && !skipped.contains(&s.subject))
+        {
+            let s = enc(&st.subject);
+            for v in st.versions.iter().filter(|v| v.deleted) {
+                if let Some(t) = versions.get(&(st.subject.clone(), v.version)) {
+                    let _ = self
+                        .client
+                        .request::<Value>(
+                            Method::DELETE,
+                            &format!("/subjects/{s}/versions/{t}"),
+                            None,
+                        )
+                        .await;
+                }
+            }
+            if let Some(c) = &st.compatibility {
+                self.client
+                    .request::<Value>(
+                        Method::PUT,
+                        &format!("/config/{s}"),
+                        Some(&json!({"compatibility": c})),
+                    )
+                    .await?;
+            }
+            match (&st.mode, self.ids) {
+                (Some(m), _) => {
+                    self.client
+                        .request::<Value>(
+                            Method::PUT,
+                            &format!("/mode/{s}"),
+                            Some(&json!({"mode": m})),
+                        )
+                        .await?;
+                }
+                (None, SchemaIds::Keep) => {
+                    self.put_back_mode(
+                        &st.subject,
+                        modes_before.get(&st.subject).cloned().flatten().as_deref(),
+                    )
+                    .await?
+                }
+                (None, SchemaIds::Rewrite) => {}
+            }
+            if st.deleted {
+                let _ = self
+                    .client
+                    .request::<Value>(Method::DELETE, &format!("/subjects/{s}"), None)
+                    .await;
+            }
+        }
+        if target_was_empty && let Some(c) = &self.snap.global.compatibility {
+            self.client
+                .request::<Value>(Method::PUT, "/config", Some(&json!({"compatibility": c})))
+                .await?;
+        }
+        Ok(())
+    }
+}

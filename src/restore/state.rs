@@ -1,0 +1,180 @@
+//! The restore's own progress, in a small redb file, so a killed restore continues where it
+//! stopped and ends with exactly the archived records once each.
+//!
+//! Records: before the first record of a target partition is produced, its end offset ("base")
+//! is stored. One idempotent producer writes each partition in archive order, so the partition
+//! always holds a gap-free prefix of what is to be restored: after a restart, the target's end
+//! offset minus the base is the number of records already there, and the restore continues from
+//! the next one. No extra headers, no guessing. Schemas: every version registered and the ID
+//! mapping are stored as they happen; registering again what may have been registered just before
+//! a kill is harmless (the registry answers with the same ID).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const ID_MAP: TableDefinition<u32, u32> = TableDefinition::new("id_map");
+const VERSIONS: TableDefinition<(&str, i32), i32> = TableDefinition::new("versions_done");
+const BASES: TableDefinition<(&str, i32), i64> = TableDefinition::new("partition_base");
+const DONE: TableDefinition<&str, bool> = TableDefinition::new("done");
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("restore state {path}: {detail}", path = .path.display())]
+    Db { path: PathBuf, detail: String },
+    #[error(
+        "restore state {path} belongs to another restore ({detail}); remove it to start over, or give another --state",
+        path = .path.display()
+    )]
+    Mismatch { path: PathBuf, detail: String },
+}
+
+/// (subject, version) as a map key.
+pub type SubjectVersionKey = (String, i32);
+
+pub struct State {
+    db: Database,
+    path: PathBuf,
+}
+
+impl State {
+    /// Opens or creates the state, checking it belongs to this restore (`fingerprint`).
+    pub fn open(path: &Path, fingerprint: &str) -> Result<State, StateError> {
+        let err = |e: &dyn std::fmt::Display| StateError::Db {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        let s = State {
+            db,
+            path: path.to_path_buf(),
+        };
+        match s.meta("fingerprint")? {
+            Some(f) if f != fingerprint => {
+                return Err(StateError::Mismatch {
+                    path: path.to_path_buf(),
+                    detail: format!("it was made for {f}"),
+                });
+            }
+            Some(_) => {}
+            None => s.set_meta("fingerprint", fingerprint)?,
+        }
+        Ok(s)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        Ok(t.get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string()))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(META)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn read_all<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        def: TableDefinition<K, V>,
+        mut f: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> T,
+    ) -> Result<Vec<T>, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push(f(k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn id_map(&self) -> Result<Vec<(u32, u32)>, StateError> {
+        self.read_all(ID_MAP, |k, v| (k, v))
+    }
+
+    /// Records that source schema `source_id` is `target_id` on the target, and that the
+    /// subject/version was restored as target version `target_version`.
+    pub fn schema_done(
+        &self,
+        subject: &str,
+        version: i32,
+        target_version: i32,
+        source_id: u32,
+        target_id: u32,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(ID_MAP)?.insert(source_id, target_id)?;
+            tx.open_table(VERSIONS)?
+                .insert((subject, version), target_version)?;
+            Ok(())
+        })
+    }
+
+    /// Source subject/version → target version, for every version already restored.
+    pub fn versions_done(&self) -> Result<Vec<(SubjectVersionKey, i32)>, StateError> {
+        self.read_all(VERSIONS, |(s, v), t| ((s.to_string(), v), t))
+    }
+
+    pub fn base(&self, topic: &str, partition: i32) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .read_all(BASES, |(t, p), b| ((t.to_string(), p), b))?
+            .into_iter()
+            .find(|((t, p), _)| t == topic && *p == partition)
+            .map(|(_, b)| b))
+    }
+
+    pub fn set_base(&self, topic: &str, partition: i32, base: i64) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(BASES)?.insert((topic, partition), base)?;
+            Ok(())
+        })
+    }
+
+    pub fn is_done(&self, step: &str) -> Result<bool, StateError> {
+        Ok(self
+            .read_all(DONE, |k, v| (k.to_string(), v))?
+            .into_iter()
+            .any(|(k, v)| k == step && v))
+    }
+
+    pub fn set_done(&self, step: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(DONE)?.insert(step, true)?;
+            Ok(())
+        })
+    }
+}
