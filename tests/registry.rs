@@ -121,7 +121,14 @@ async fn the_snapshot_holds_every_subject_version_config_and_mode_as_the_registr
     );
     let snap = read_from_archive(&a).unwrap().unwrap();
     let inspected = kar::archive::inspect::inspect(&out).unwrap();
-    assert_eq!(inspected.schema_subjects.iter().map(|x| x.versions).sum::<usize>(), 7);
+    assert_eq!(
+        inspected
+            .schema_subjects
+            .iter()
+            .map(|x| x.versions)
+            .sum::<usize>(),
+        7
+    );
     let global = reg.get("/config").await;
     assert_eq!(
         snap.global.compatibility.as_deref(),

@@ -10,6 +10,7 @@ mod backup;
 mod common;
 mod registry;
 mod repair;
+mod restore;
 mod services;
 mod vectors;
 mod verify;

@@ -216,8 +216,13 @@ fn restore_inner(
             continue;
         }
         // The whole chunk is verified (content ID) before any of its records is produced.
-        a.read_chunk(&c, &mut dec, &mut buf)
-            .map_err(|e| format!("{e}; nothing from this chunk was produced"))?;
+        if let Err(e) = a.read_chunk(&c, &mut dec, &mut buf) {
+            // What came before the damaged chunk is delivered; nothing of the chunk is produced.
+            producer
+                .flush(Duration::from_secs(300))
+                .map_err(|e| format!("flushing to {t}/{p}: {e}"))?;
+            return Err(format!("{e}; nothing from this chunk was produced"));
+        }
         if rewrite {
             let s = rewrite_chunk(&mut buf, ids).map_err(|e| e.to_string())?;
             out.rewritten_ids += s.rewritten;
@@ -233,7 +238,10 @@ fn restore_inner(
                 continue;
             }
             if cancel.load(Ordering::SeqCst) {
-                return Err("the restore was stopped".into());
+                let _ = producer.flush(Duration::from_secs(60));
+                return Err(
+                    "the restore was stopped; run the same command again to continue".into(),
+                );
             }
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in r.headers.iter() {

@@ -316,3 +316,64 @@ pub fn commit(group: &str, offsets: &[(&str, i32, i64, &str)]) {
     c.commit(&tpl, CommitMode::Sync)
         .unwrap_or_else(|e| panic!("committing for {group}: {e}"));
 }
+
+/// Names of the topics on the broker.
+pub async fn admin_topics() -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    md.topics().iter().map(|t| t.name().to_string()).collect()
+}
+
+/// The configs set on a topic.
+pub async fn describe_topic_configs(topic: &str) -> BTreeMap<String, String> {
+    use rdkafka::admin::{AdminOptions, ConfigSource, ResourceSpecifier};
+    let res = admin()
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let r = res.into_iter().next().unwrap().unwrap();
+    r.entries
+        .into_iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic)
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+/// End offsets of a topic's partitions (0 for a topic that does not exist yet).
+pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|w| w.1)
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A group's committed offset and metadata for a partition.
+pub async fn committed(group: &str, topic: &str, partition: i32) -> Option<(i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let res = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let e = res.find_partition(topic, partition)?;
+    match e.offset() {
+        Offset::Offset(o) => Some((o, e.metadata().to_string())),
+        _ => None,
+    }
+}

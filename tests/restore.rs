@@ -1,0 +1,785 @@
+//! `kar restore` against the real broker and both registries: the drills (IDs rewritten, IDs
+//! kept), topic re-creation, renames, point-in-time cuts, group offsets on a compacted topic, a
+//! killed restore that resumes without duplicates, a dry run that writes nothing, and a corrupted
+//! chunk that stops its partition.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kar::archive::{Archive, WriterOptions};
+use kar::backup::{BackupOptions, backup};
+use kar::kafka::KafkaConnection;
+use kar::registry::client::RegistrySettings;
+use kar::registry::snapshot::SubjectFilter;
+use kar::registry::wire;
+use kar::restore::{RestoreOptions, SchemaIds, restore};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::archive::{Rec, read_records};
+use crate::common::{self, Registry, consume_all, producer, send};
+
+fn rec(
+    ts: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> Rec {
+    Rec {
+        offset: 0,
+        timestamp: ts,
+        ts_type: kar::format::chunk::TimestampType::CreateTime,
+        key,
+        value,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+            .collect(),
+    }
+}
+
+fn wire_value(id: u32, payload: &[u8]) -> Vec<u8> {
+    [&wire::header(id)[..], payload].concat()
+}
+
+/// Backs up `topics` and the source registry's subjects under `prefix` into a new archive.
+async fn backup_to(
+    dir: &std::path::Path,
+    topics: &str,
+    prefix: Option<&str>,
+) -> std::path::PathBuf {
+    let out = dir.join("drill.kar");
+    let mut o = BackupOptions::new(KafkaConnection::plaintext(common::bootstrap()), &out);
+    o.topics = vec![topics.to_string()];
+    o.writer = WriterOptions {
+        chunk_target_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    if let Some(p) = prefix {
+        o.registry = Some(RegistrySettings::new(common::source_registry()));
+        o.subjects = SubjectFilter {
+            include: vec![format!("{p}-.*")],
+            exclude: vec![],
+        };
+        o.groups = Some(format!("{p}-.*"));
+    }
+    let r = tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, kar::format::manifest::ArchiveStatus::Complete);
+    out
+}
+
+async fn run_restore(o: RestoreOptions) -> kar::restore::RestoreReport {
+    tokio::task::spawn_blocking(move || restore(&o))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("restore: {e}"))
+}
+
+/// Registers, on the source, Avro Money and Address, an Order referencing both, and a JSON
+/// Schema subject. Returns subject → id.
+async fn seed_schemas(reg: &Registry, p: &str) -> BTreeMap<String, u32> {
+    let mut ids = BTreeMap::new();
+    let money = format!("{p}-common-money-value");
+    let address = format!("{p}-common-address-value");
+    ids.insert(money.clone(), reg.register(&money, json!({"schema": r#"{"type":"record","name":"Money","namespace":"kar.d","fields":[{"name":"units","type":"long"}]}"#})).await as u32);
+    ids.insert(address.clone(), reg.register(&address, json!({"schema": r#"{"type":"record","name":"Address","namespace":"kar.d","fields":[{"name":"city","type":"string"}]}"#})).await as u32);
+    let orders = format!("{p}-orders-value");
+    let refs = json!([{"name": "kar.d.Money", "subject": money, "version": 1}, {"name": "kar.d.Address", "subject": address, "version": 1}]);
+    ids.insert(
+        orders.clone(),
+        reg.register(&orders, json!({"schema": r#"{"type":"record","name":"Order","namespace":"kar.d","fields":[{"name":"total","type":"kar.d.Money"},{"name":"to","type":"kar.d.Address"}]}"#, "references": refs}))
+            .await as u32,
+    );
+    let key = format!("{p}-orders-key");
+    ids.insert(key.clone(), reg.register(&key, json!({"schemaType": "JSON", "schema": r#"{"type":"object","properties":{"order":{"type":"string"}}}"#})).await as u32);
+    ids
+}
+
+/// Makes every given ID taken on the target registry by an unrelated schema.
+async fn occupy(target: &Registry, ids: impl IntoIterator<Item = u32>) {
+    for id in ids {
+        let (status, _) = target
+            .call(Method::GET, &format!("/schemas/ids/{id}"), None)
+            .await;
+        if status == 200 {
+            continue;
+        }
+        let subject = format!("{}-value", common::unique("squatter"));
+        target
+            .ok(
+                Method::PUT,
+                &format!("/mode/{subject}"),
+                Some(json!({"mode": "IMPORT"})),
+            )
+            .await;
+        let schema = format!(
+            r#"{{"type":"record","name":"Squatter{id}","fields":[{{"name":"x","type":"int"}}]}}"#
+        );
+        target
+            .register(&subject, json!({"schema": schema, "id": id, "version": 1}))
+            .await;
+        target
+            .ok(
+                Method::PUT,
+                &format!("/mode/{subject}"),
+                Some(json!({"mode": "READWRITE"})),
+            )
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drill_with_rewritten_ids_makes_every_message_readable_on_the_target() {
+    let p = common::unique("drill");
+    let source = Registry::source();
+    let target = Registry::target();
+    let ids = seed_schemas(&source, &p).await;
+    let order_id = ids[&format!("{p}-orders-value")];
+    let key_id = ids[&format!("{p}-orders-key")];
+    let unknown_id = 987_654_321u32;
+
+    let topic = format!("{p}-orders");
+    common::create_topic(&topic, 2, &[("retention.ms", "604800000")]).await;
+    let prod = producer(&[]);
+    for i in 0..300i64 {
+        let part = (i % 2) as i32;
+        let r = match i % 10 {
+            3 => rec(
+                1_700_000_000_000 + i,
+                Some(wire_value(key_id, b"k")),
+                None,
+                &[],
+            ), // tombstone
+            7 => rec(
+                1_700_000_000_000 + i,
+                None,
+                Some(wire_value(unknown_id, format!("unknown-{i}").as_bytes())),
+                &[("x", None)],
+            ),
+            8 => rec(
+                1_700_000_000_000 + i,
+                Some(b"plain".to_vec()),
+                Some(b"not wire format".to_vec()),
+                &[],
+            ),
+            _ => rec(
+                1_700_000_000_000 + i,
+                Some(wire_value(
+                    key_id,
+                    format!("{{\"order\":\"o{i}\"}}").as_bytes(),
+                )),
+                Some(wire_value(order_id, format!("avro-bytes-{i}").as_bytes())),
+                &[("trace", Some(b"t")), ("trace", None)],
+            ),
+        };
+        send(&prod, &topic, part, &r);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    // Every source ID is taken on the target by something else, so IDs must change.
+    occupy(&target, ids.values().copied()).await;
+
+    let restored = format!("{p}-restored");
+    let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.registry = Some(RegistrySettings::new(common::target_registry()));
+    o.schema_ids = SchemaIds::Rewrite;
+    o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    for (s, t) in &report.id_map {
+        assert_ne!(
+            s, t,
+            "source ID {s} was taken on the target, so it must map elsewhere"
+        );
+    }
+    assert_eq!(report.id_map.len(), 4);
+
+    let src = consume_all(&topic, 2);
+    let dst = consume_all(&restored, 2);
+    let mut schema_of_target: BTreeMap<u32, Value> = BTreeMap::new();
+    let (mut rewritten, mut unknown) = (0, 0);
+    for part in 0..2 {
+        assert_eq!(dst[&part].len(), src[&part].len(), "partition {part}");
+        for (s, d) in src[&part].iter().zip(&dst[&part]) {
+            assert_eq!(
+                (d.timestamp, d.ts_type, &d.headers),
+                (s.timestamp, s.ts_type, &s.headers),
+                "offset {}",
+                s.offset
+            );
+            for (sf, df) in [(&s.key, &d.key), (&s.value, &d.value)] {
+                match (sf, df) {
+                    (None, None) => {}
+                    (Some(sb), Some(db)) => match wire::schema_id(sb) {
+                        Some(sid) if ids.values().any(|v| *v == sid) => {
+                            assert_eq!(sb[5..], db[5..], "payload after the prefix is unchanged");
+                            let tid = wire::schema_id(db).unwrap();
+                            assert_eq!(tid, report.id_map[&sid]);
+                            // The target ID resolves, on the target registry, to the source schema.
+                            if !schema_of_target.contains_key(&tid) {
+                                schema_of_target
+                                    .insert(tid, target.get(&format!("/schemas/ids/{tid}")).await);
+                            }
+                            let want = source.get(&format!("/schemas/ids/{sid}")).await;
+                            assert_eq!(
+                                schema_of_target[&tid]["schema"], want["schema"],
+                                "ID {sid} -> {tid}"
+                            );
+                            rewritten += 1;
+                        }
+                        Some(_) => {
+                            assert_eq!(sb, db, "an ID the archive does not hold is left alone");
+                            unknown += 1;
+                        }
+                        None => assert_eq!(sb, db),
+                    },
+                    other => panic!("null/non-null changed at offset {}: {other:?}", s.offset),
+                }
+            }
+        }
+    }
+    assert!(
+        rewritten > 400 && unknown == 30,
+        "rewritten {rewritten}, unknown {unknown}"
+    );
+    let counted: u64 = report.partitions.iter().map(|p| p.unknown_ids).sum();
+    assert_eq!(counted, 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drill_with_kept_ids_reproduces_ids_versions_configs_and_modes() {
+    let p = common::unique("keep");
+    let source = Registry::source();
+    let target = Registry::target();
+    // Source schemas with explicit IDs no other test uses, so they are free on the target, as
+    // in a restore to an empty registry.
+    let base_id = common::unique_id() as u32;
+    let money = format!("{p}-money-value");
+    let orders = format!("{p}-orders-value");
+    for (subject, id, version, schema, refs) in [
+        (
+            &money,
+            base_id,
+            1,
+            r#"{"type":"record","name":"M","namespace":"kar.k","fields":[{"name":"u","type":"long"}]}"#,
+            json!([]),
+        ),
+        (
+            &money,
+            base_id + 1,
+            2,
+            r#"{"type":"record","name":"M","namespace":"kar.k","fields":[{"name":"u","type":"long"},{"name":"c","type":"string","default":"EUR"}]}"#,
+            json!([]),
+        ),
+        (
+            &orders,
+            base_id + 2,
+            1,
+            r#"{"type":"record","name":"O","namespace":"kar.k","fields":[{"name":"t","type":"kar.k.M"}]}"#,
+            json!([{"name": "kar.k.M", "subject": money, "version": 2}]),
+        ),
+    ] {
+        source
+            .ok(
+                Method::PUT,
+                &format!("/mode/{subject}"),
+                Some(json!({"mode": "IMPORT"})),
+            )
+            .await;
+        source
+            .register(
+                subject,
+                json!({"schema": schema, "id": id, "version": version, "references": refs}),
+            )
+            .await;
+    }
+    source
+        .ok(
+            Method::PUT,
+            &format!("/mode/{money}"),
+            Some(json!({"mode": "READWRITE"})),
+        )
+        .await;
+    source
+        .ok(
+            Method::PUT,
+            &format!("/mode/{orders}"),
+            Some(json!({"mode": "READONLY"})),
+        )
+        .await;
+    source
+        .ok(
+            Method::PUT,
+            &format!("/config/{money}"),
+            Some(json!({"compatibility": "FULL_TRANSITIVE"})),
+        )
+        .await;
+
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(1, None, Some(wire_value(base_id + 2, b"x")), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.registry = Some(RegistrySettings::new(common::target_registry()));
+    o.schema_ids = SchemaIds::Keep;
+    o.map = BTreeMap::from([(topic.clone(), format!("{topic}-restored"))]);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let report = run_restore(o).await;
+    assert!(report.ok);
+    for (s, t) in &report.id_map {
+        assert_eq!(s, t);
+    }
+    for subject in [&money, &orders] {
+        for v in source
+            .get(&format!("/subjects/{subject}/versions"))
+            .await
+            .as_array()
+            .unwrap()
+        {
+            let want = source
+                .get(&format!("/subjects/{subject}/versions/{v}"))
+                .await;
+            let got = target
+                .get(&format!("/subjects/{subject}/versions/{v}"))
+                .await;
+            assert_eq!(
+                (
+                    &got["id"],
+                    &got["version"],
+                    &got["schema"],
+                    &got["references"]
+                ),
+                (
+                    &want["id"],
+                    &want["version"],
+                    &want["schema"],
+                    &want["references"]
+                ),
+                "{subject} v{v}"
+            );
+        }
+        for (what, field) in [("mode", "mode"), ("config", "compatibilityLevel")] {
+            let path = format!("/{what}/{subject}?defaultToGlobal=false");
+            let got = target.call(Method::GET, &path, None).await.1[field].clone();
+            let want = source.call(Method::GET, &path, None).await.1[field].clone();
+            assert_eq!(got, want, "{subject} {what}");
+        }
+    }
+    assert_eq!(
+        target
+            .get(&format!("/mode/{orders}?defaultToGlobal=false"))
+            .await["mode"],
+        "READONLY"
+    );
+
+    // A second restore with kept IDs into the same registry finds everything there already.
+    let again = {
+        let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+        o.registry = Some(RegistrySettings::new(common::target_registry()));
+        o.schema_ids = SchemaIds::Keep;
+        o.map = BTreeMap::from([(topic.clone(), format!("{topic}-again"))]);
+        o.state_dir = Some(dir.path().join("second"));
+        std::fs::create_dir_all(dir.path().join("second")).unwrap();
+        o.dry_run = true;
+        run_restore(o).await
+    };
+    assert!(
+        again.plan.schemas.iter().all(|s| s.action == "exists"),
+        "{:?}",
+        again.plan.schemas
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keeping_ids_that_are_taken_stops_before_any_write_and_names_the_clash() {
+    let p = common::unique("clash");
+    let source = Registry::source();
+    let ids = seed_schemas(&source, &p).await;
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(1, None, Some(b"v".to_vec()), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    occupy(&Registry::target(), ids.values().copied()).await;
+    let restored = format!("{p}-restored");
+    let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.registry = Some(RegistrySettings::new(common::target_registry()));
+    o.schema_ids = SchemaIds::Keep;
+    o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let err = tokio::task::spawn_blocking(move || restore(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    let some_id = ids.values().next().unwrap();
+    assert!(
+        err.contains("clash") && err.contains(&format!("schema ID {some_id}")) && err.contains(&p),
+        "{err}"
+    );
+    assert!(
+        !common::admin_topics().await.contains(&restored),
+        "no topic was created"
+    );
+    for s in ids.keys() {
+        let (status, _) = Registry::target()
+            .call(Method::GET, &format!("/subjects/{s}/versions"), None)
+            .await;
+        assert_eq!(status, 404, "{s} was not registered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_writes_nothing() {
+    let p = common::unique("dry");
+    let source = Registry::source();
+    seed_schemas(&source, &p).await;
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(1, None, Some(b"v".to_vec()), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    let target = Registry::target();
+    let subjects_before = target.get("/subjects").await;
+    let restored = format!("{p}-restored");
+    let out = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args([
+            "restore",
+            "--dry-run",
+            "--json",
+            "--schema-ids",
+            "rewrite",
+            "--bootstrap",
+        ])
+        .arg(common::bootstrap())
+        .args([
+            "--registry",
+            &common::target_registry(),
+            "--map",
+            &format!("{topic}={restored}"),
+            "--state",
+        ])
+        .arg(dir.path())
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["plan"]["topics"][0]["action"], "create");
+    assert_eq!(report["plan"]["topics"][0]["records"], 1);
+    assert_eq!(report["plan"]["schemas"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        target.get("/subjects").await,
+        subjects_before,
+        "no subject registered"
+    );
+    assert!(
+        !common::admin_topics().await.contains(&restored),
+        "no topic created"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".restore-state")),
+        "no state file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_come_back_with_configs_renamed_cut_at_a_time_and_groups_translated() {
+    let p = common::unique("shape");
+    let topic = format!("{p}-compacted");
+    common::create_topic(
+        &topic,
+        3,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.001"),
+            ("max.message.bytes", "2000000"),
+        ],
+    )
+    .await;
+    let prod = producer(&[]);
+    let t = topic.clone();
+    // A compacted topic with holes, so source and target offsets differ.
+    let truth = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut i = 0i64;
+        loop {
+            for _ in 0..30 {
+                let key = if i % 5 == 0 {
+                    format!("once-{i}")
+                } else {
+                    format!("k{}", i % 2)
+                };
+                send(
+                    &prod,
+                    &t,
+                    (i % 3) as i32,
+                    &rec(
+                        1_700_000_000_000 + i * 1000,
+                        Some(key.into_bytes()),
+                        Some(format!("v{i}").into_bytes()),
+                        &[],
+                    ),
+                );
+                i += 1;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let truth = consume_all(&t, 3);
+            if truth
+                .values()
+                .all(|rs| rs.windows(2).any(|w| w[1].offset - w[0].offset > 1))
+            {
+                return truth;
+            }
+            assert!(Instant::now() < deadline, "no compaction in 90 s");
+        }
+    })
+    .await
+    .unwrap();
+    // A group committed in the middle of partition 0, at an offset the cleaner removed.
+    let p0: Vec<i64> = truth[&0].iter().map(|r| r.offset).collect();
+    let hole = p0
+        .windows(2)
+        .find(|w| w[1] - w[0] > 1)
+        .map(|w| w[0] + 1)
+        .unwrap();
+    let group = format!("{p}-group");
+    common::commit(&group, &[(&topic, 0, hole, "meta"), (&topic, 1, 0, "")]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    let a = Archive::open(&archive).unwrap();
+    let archived: BTreeMap<i32, Vec<Rec>> = (0..3)
+        .map(|part| (part, read_records(&a, &topic, part)))
+        .collect();
+
+    let renamed = format!("{p}-renamed");
+    let cut = archived[&0][archived[&0].len() / 2].timestamp;
+    let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.map = BTreeMap::from([(topic.clone(), renamed.clone())]);
+    o.until = Some(cut);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+
+    // Configs and partition count re-created under the new name.
+    let md = common::describe_topic_configs(&renamed).await;
+    assert_eq!(
+        md.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+    assert_eq!(
+        md.get("max.message.bytes").map(String::as_str),
+        Some("2000000")
+    );
+    let restored = consume_all(&renamed, 3);
+    for part in 0..3 {
+        // The exact --until rule: each partition's records up to, not including, the first one
+        // stamped after the cut.
+        let want: Vec<&Rec> = archived[&part]
+            .iter()
+            .take_while(|r| r.timestamp <= cut)
+            .collect();
+        let got = &restored[&part];
+        assert_eq!(got.len(), want.len(), "partition {part}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (&g.key, &g.value, g.timestamp),
+                (&w.key, &w.value, w.timestamp)
+            );
+        }
+    }
+    // The group's offset is the first restored record at or after the committed one.
+    let g = report.groups.iter().find(|g| g.group == group).unwrap();
+    assert!(g.skipped.is_none());
+    let (_, _, src, dst) = g
+        .offsets
+        .iter()
+        .find(|(t, part, _, _)| *t == renamed && *part == 0)
+        .unwrap()
+        .clone();
+    assert_eq!(src, hole);
+    let expect = archived[&0]
+        .iter()
+        .take_while(|r| r.timestamp <= cut)
+        .position(|r| r.offset >= hole)
+        .unwrap_or(restored[&0].len());
+    assert_eq!(dst, expect as i64);
+    assert_eq!(
+        common::committed(&group, &renamed, 0).await,
+        Some((dst, "meta".to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_restore_resumes_with_every_record_once() {
+    let p = common::unique("resume");
+    let topic = format!("{p}-big");
+    common::create_topic(&topic, 2, &[]).await;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let prod = producer(&[("linger.ms", "50")]);
+        for i in 0..60_000i64 {
+            let v = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "r".repeat(200));
+            while prod
+                .send(
+                    rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&t)
+                        .partition((i % 2) as i32)
+                        .payload(v.as_bytes())
+                        .timestamp(1_700_000_000_000 + i),
+                )
+                .is_err()
+            {
+                prod.poll(Duration::from_millis(10));
+            }
+        }
+        rdkafka::producer::Producer::flush(&prod, Duration::from_secs(60)).unwrap();
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    let args = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+        c.args(["restore", "--json", "--concurrency", "1", "--bootstrap"])
+            .arg(common::bootstrap())
+            .args(["--map", &format!("{topic}={restored}"), "--state"])
+            .arg(dir.path())
+            .args(extra)
+            .arg(&archive)
+            .stdout(std::process::Stdio::null());
+        c
+    };
+    let mut child = args(&[]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ends = common::end_offsets(&restored, 2).await;
+        if ends.iter().sum::<i64>() > 5_000 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mid: i64 = common::end_offsets(&restored, 2).await.iter().sum();
+    assert!(mid < 60_000, "killed in the middle ({mid} records in)");
+
+    let out = args(&[])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = Archive::open(&archive).unwrap();
+    let got = consume_all(&restored, 2);
+    for part in 0..2 {
+        let want = read_records(&a, &topic, part);
+        assert_eq!(
+            got[&part].len(),
+            want.len(),
+            "partition {part}: every record once"
+        );
+        for (i, (g, w)) in got[&part].iter().zip(&want).enumerate() {
+            assert_eq!(g.offset, i as i64);
+            assert_eq!(
+                (&g.value, g.timestamp),
+                (&w.value, w.timestamp),
+                "record {i}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_chunk_stops_its_partition_and_nothing_of_it_is_produced() {
+    let p = common::unique("corrupt");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    let prod = producer(&[]);
+    for i in 0..400i64 {
+        send(
+            &prod,
+            &topic,
+            0,
+            &rec(
+                i,
+                None,
+                Some(format!("value-{i}-{}", "z".repeat(100)).into_bytes()),
+                &[],
+            ),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let a = Archive::open(&archive).unwrap();
+    let chunks = a.chunks_of(&topic, 0).unwrap();
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    let bad = &chunks[1];
+    drop(a);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(bad.frame_offset + 96 + 10) as usize] ^= 0x40;
+    std::fs::write(&archive, &bytes).unwrap();
+
+    let restored = format!("{p}-restored");
+    let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let report = run_restore(o).await;
+    assert!(!report.ok);
+    let err = report.partitions[0].error.clone().unwrap();
+    assert!(
+        err.contains(&format!("frame at offset {}", bad.frame_offset))
+            && err.contains("nothing from this chunk was produced"),
+        "{err}"
+    );
+    let got = consume_all(&restored, 1);
+    assert_eq!(
+        got[&0].len() as u32,
+        chunks[0].record_count,
+        "only the chunk before the damaged one"
+    );
+}
