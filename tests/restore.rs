@@ -222,9 +222,10 @@ async fn the_drill_with_rewritten_ids_makes_every_message_readable_on_the_target
                             let tid = wire::schema_id(db).unwrap();
                             assert_eq!(tid, report.id_map[&sid]);
                             // The target ID resolves, on the target registry, to the source schema.
-                            if !schema_of_target.contains_key(&tid) {
-                                schema_of_target
-                                    .insert(tid, target.get(&format!("/schemas/ids/{tid}")).await);
+                            if let std::collections::btree_map::Entry::Vacant(e) =
+                                schema_of_target.entry(tid)
+                            {
+                                e.insert(target.get(&format!("/schemas/ids/{tid}")).await);
                             }
                             let want = source.get(&format!("/schemas/ids/{sid}")).await;
                             assert_eq!(
