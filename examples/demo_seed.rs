@@ -1,8 +1,14 @@
-//! Seeds the demo: registers an Avro `Order` schema that references a `Money` schema on the source
-//! Schema Registry, then produces orders in the Confluent wire format (0x00 + 4-byte schema ID +
-//! Avro binary) to a 3-partition topic. Run by `scripts/demo`; re-running it recreates the topic.
+//! The demo's data and its proof, for `scripts/demo`:
 //!
-//! Usage: demo_seed BOOTSTRAP REGISTRY_URL TOPIC COUNT
+//! - `demo_seed BOOTSTRAP REGISTRY_URL TOPIC COUNT [TARGET_REGISTRY_URL]` registers an Avro `Order` schema that
+//!   references a `Money` schema on the source registry, then produces orders in the Confluent
+//!   wire format (0x00 + 4-byte schema ID + Avro binary) to a 3-partition topic and commits a
+//!   consumer group halfway. Re-running it recreates the topic and deletes `TOPIC-restored`.
+//!   With a target registry, it first registers an unrelated schema there, so that the restore
+//!   must give the demo schemas new IDs.
+//! - `demo_seed check BOOTSTRAP SOURCE_REGISTRY TARGET_REGISTRY TOPIC RESTORED_TOPIC` reads both
+//!   topics and checks that every restored record's schema ID resolves, on the target registry, to
+//!   the schema its original ID named on the source, with the rest of the record unchanged.
 
 use std::time::Duration;
 
@@ -22,12 +28,32 @@ const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"kar.demo","f
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [bootstrap, registry, topic, count] = args.as_slice() else {
-        bail!("usage: demo_seed BOOTSTRAP REGISTRY_URL TOPIC COUNT");
+    if let [cmd, bootstrap, source, target, topic, restored] = args.as_slice() {
+        if cmd == "check" {
+            return check(bootstrap, source, target, topic, restored).await;
+        }
+    }
+    let (bootstrap, registry, topic, count, target) = match args.as_slice() {
+        [b, r, t, c] => (b, r, t, c, None),
+        [b, r, t, c, target] => (b, r, t, c, Some(target)),
+        _ => bail!("usage: demo_seed BOOTSTRAP REGISTRY_URL TOPIC COUNT [TARGET_REGISTRY_URL]"),
     };
     let count: u32 = count.parse().context("COUNT must be a number")?;
 
     let http = reqwest::Client::new();
+    if let Some(target) = target {
+        // Something already on the target registry, so the restore has to give the demo's
+        // schemas other IDs than on the source, and rewrite them in the records.
+        let other = r#"{"type":"record","name":"Unrelated","namespace":"kar.demo","fields":[{"name":"x","type":"int"}]}"#;
+        let id = register(
+            &http,
+            target,
+            "kar-demo-unrelated-value",
+            json!({"schema": other}),
+        )
+        .await?;
+        println!("the target registry {target} already holds kar-demo-unrelated-value (id {id})");
+    }
     let money_subject = "kar-demo-common-money-value";
     let order_subject = format!("{topic}-value");
     let money_id = register(&http, registry, money_subject, json!({"schema": MONEY})).await?;
@@ -47,7 +73,11 @@ async fn main() -> Result<()> {
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for r in admin.delete_topics(&[topic.as_str()], &opts).await? {
+    let restored = format!("{topic}-restored");
+    for r in admin
+        .delete_topics(&[topic.as_str(), restored.as_str()], &opts)
+        .await?
+    {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
             Err((t, e)) => bail!("deleting old demo topic {t}: {e}"),
@@ -162,4 +192,102 @@ fn avro_long(out: &mut Vec<u8>, v: i64) {
 fn avro_string(out: &mut Vec<u8>, s: &str) {
     avro_long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Every record of `topic` (partition by partition, in offset order).
+fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+    use rdkafka::Message;
+    use rdkafka::error::KafkaError;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kar-demo-check")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let n = md.topics()[0].partitions().len();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let (mut out, mut eof) = (Vec::new(), 0);
+    while eof < n {
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push((
+                m.partition(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|r| r.0);
+    Ok(out)
+}
+
+async fn check(
+    bootstrap: &str,
+    source: &str,
+    target: &str,
+    topic: &str,
+    restored: &str,
+) -> Result<()> {
+    let http = reqwest::Client::new();
+    let (src, dst) = (read_all(bootstrap, topic)?, read_all(bootstrap, restored)?);
+    if src.len() != dst.len() {
+        bail!(
+            "{topic} has {} records, {restored} {}",
+            src.len(),
+            dst.len()
+        );
+    }
+    let mut resolved = std::collections::BTreeMap::new();
+    for ((sp, sk, sv), (dp, dk, dv)) in src.iter().zip(&dst) {
+        if sp != dp || sk != dk {
+            bail!("records differ in partition or key");
+        }
+        let (Some(sv), Some(dv)) = (sv, dv) else {
+            continue;
+        };
+        let (Some(sid), Some(did)) = (
+            kar::registry::wire::schema_id(sv),
+            kar::registry::wire::schema_id(dv),
+        ) else {
+            bail!("a record is not in the wire format");
+        };
+        if sv[5..] != dv[5..] {
+            bail!("a payload changed");
+        }
+        if let std::collections::btree_map::Entry::Vacant(e) = resolved.entry((sid, did)) {
+            let s: Value = http
+                .get(format!("{source}/schemas/ids/{sid}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let t: Value = http
+                .get(format!("{target}/schemas/ids/{did}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if s["schema"] != t["schema"] {
+                bail!("ID {did} on the target is not the schema {sid} named on the source");
+            }
+            e.insert(());
+        }
+    }
+    let pairs: Vec<String> = resolved
+        .keys()
+        .map(|(s, t)| format!("source {s} -> target {t}"))
+        .collect();
+    println!(
+        "checked {} restored records: every schema ID resolves on the target to the source's schema ({}); payloads unchanged",
+        dst.len(),
+        pairs.join(", ")
+    );
+    Ok(())
 }
