@@ -2,9 +2,13 @@
 //!
 //! - `bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES` creates the topic (if missing) and fills
 //!   it with 1 KiB JSON-like records (some repetition, as real payloads have).
-//! - `bench_tool drain BOOTSTRAP TOPIC` is the baseline: a bare rdkafka consumer with the same
-//!   settings kar's backup workers use, reading every partition from the start to its end and
-//!   dropping the records. Prints records, bytes and seconds.
+//!   With a schema ID as a fifth argument, values are in the Confluent wire format with that ID.
+//! - `bench_tool drain BOOTSTRAP TOPIC` is the backup baseline: a bare rdkafka consumer with the
+//!   same settings kar's backup workers use, reading every partition from the start to its end
+//!   and dropping the records. Prints records, bytes and seconds.
+//! - `bench_tool produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC` is the restore baseline:
+//!   loads the archived records into memory first, then times a bare producer with kar's restore
+//!   producer settings writing them to the same partitions. Prints records and seconds.
 
 use std::time::{Duration, Instant};
 
@@ -27,16 +31,32 @@ fn main() -> Result<()> {
         .as_slice()
     {
         ["seed", bootstrap, topic, partitions, mb] => {
-            seed(bootstrap, topic, partitions.parse()?, mb.parse()?)
+            seed(bootstrap, topic, partitions.parse()?, mb.parse()?, None)
         }
+        ["seed", bootstrap, topic, partitions, mb, id] => seed(
+            bootstrap,
+            topic,
+            partitions.parse()?,
+            mb.parse()?,
+            Some(id.parse()?),
+        ),
         ["drain", bootstrap, topic] => drain(bootstrap, topic),
+        ["produce", bootstrap, archive, source, target] => {
+            produce(bootstrap, archive, source, target)
+        }
         _ => bail!(
-            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES | drain BOOTSTRAP TOPIC"
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC"
         ),
     }
 }
 
-fn seed(bootstrap: &str, topic: &str, partitions: i32, mb: u64) -> Result<()> {
+fn seed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    mb: u64,
+    schema_id: Option<u32>,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -75,6 +95,9 @@ fn seed(bootstrap: &str, topic: &str, partitions: i32, mb: u64) -> Result<()> {
         x ^= x >> 7;
         x ^= x << 17;
         value.clear();
+        if let Some(id) = schema_id {
+            value.extend_from_slice(&kar::registry::wire::header(id));
+        }
         let head = format!(
             "{{\"order_id\":\"o-{i:010}\",\"customer\":\"c-{}\",\"amount\":{}.{:02},\"currency\":\"EUR\",\"items\":[",
             x % 5000,
@@ -152,5 +175,87 @@ fn drain(bootstrap: &str, topic: &str) -> Result<()> {
         }
     }
     println!("{records} {bytes} {:.3}", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// partition, key, value, timestamp, headers
+type OwnedRecord = (
+    i32,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    i64,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let a = kar::archive::Archive::open(archive)?;
+    let parts: Vec<i32> = a
+        .manifest()
+        .topics
+        .iter()
+        .find(|t| t.name == source)
+        .context("topic not in the archive")?
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    // Everything in memory first: the baseline measures producing only.
+    let mut recs: Vec<OwnedRecord> = Vec::new();
+    for p in &parts {
+        a.for_each_record(source, *p, |r| {
+            recs.push((
+                *p,
+                r.key.map(<[u8]>::to_vec),
+                r.value.map(<[u8]>::to_vec),
+                r.timestamp,
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                    .collect(),
+            ))
+        })?;
+    }
+    let conn = kar::kafka::KafkaConnection::plaintext(bootstrap);
+    kar::kafka::sink::Target::connect(&conn)?.create_topic(
+        target,
+        parts.len() as i32,
+        1,
+        &Default::default(),
+    )?;
+    let producer = kar::restore::records::producer(&conn)?;
+    let started = Instant::now();
+    for (p, k, v, ts, hs) in &recs {
+        let mut headers = OwnedHeaders::new_with_capacity(hs.len());
+        for (hk, hv) in hs {
+            headers = headers.insert(Header {
+                key: hk,
+                value: hv.as_deref(),
+            });
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(target)
+            .partition(*p)
+            .timestamp(*ts)
+            .headers(headers);
+        if let Some(k) = k {
+            rec = rec.key(k);
+        }
+        if let Some(v) = v {
+            rec = rec.payload(v);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(600))?;
+    println!("{} {:.3}", recs.len(), started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -28,10 +28,10 @@ const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"kar.demo","f
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [cmd, bootstrap, source, target, topic, restored] = args.as_slice() {
-        if cmd == "check" {
-            return check(bootstrap, source, target, topic, restored).await;
-        }
+    if let [cmd, bootstrap, source, target, topic, restored] = args.as_slice()
+        && cmd == "check"
+    {
+        return check(bootstrap, source, target, topic, restored).await;
     }
     let (bootstrap, registry, topic, count, target) = match args.as_slice() {
         [b, r, t, c] => (b, r, t, c, None),
@@ -194,8 +194,11 @@ fn avro_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// partition, key, value
+type Seen = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Every record of `topic` (partition by partition, in offset order).
-fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Seen>> {
     use rdkafka::Message;
     use rdkafka::error::KafkaError;
     let c: BaseConsumer = ClientConfig::new()

@@ -185,17 +185,16 @@ fn restore_inner(
         planned_records(a, &job.source_topic, job.partition, until).map_err(|e| e.to_string())?;
     out.records = total;
     let (t, p) = (job.target_topic.as_str(), job.partition);
-    let base = match state.base(t, p).map_err(|e| e.to_string())? {
-        Some(b) => b,
+    let (base, already) = match state.base(t, p).map_err(|e| e.to_string())? {
+        // An earlier run began this partition: what it got in is a prefix; count it.
+        Some(b) => (b, (settled_end(target, t, p)? - b).max(0) as u64),
         None => {
             let b = target.watermarks(t, p).map_err(|e| e.to_string())?.1;
             state.set_base(t, p, b).map_err(|e| e.to_string())?;
-            b
+            (b, 0)
         }
     };
     out.base_offset = base;
-    let end = settled_end(target, t, p)?;
-    let already = (end - base).max(0) as u64;
     if already > total {
         return Err(format!(
             "{t}/{p} holds {already} records since the restore began at offset {base}, more than the {total} it restores: something else writes to it"

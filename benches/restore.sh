@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Restore throughput against a bare rdkafka producer, and the cost of rewriting schema IDs, in one
+# run.
+#
+# Seeds (once) about $BENCH_MB MiB of 1 KiB Confluent wire-format records over 6 partitions and
+# backs them up with the source registry. Then, $ROUNDS times each, times: (a) a bare producer with
+# kar's restore producer settings writing the same records from memory, (b) `kar restore` without
+# a registry (records as archived), (c) `kar restore --schema-ids rewrite` into the target
+# registry, where the schema gets another ID, so every value's ID is rewritten. Each run writes a
+# new topic. Prints medians and ratios. Release builds.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BENCH_MB=${BENCH_MB:-1024}
+ROUNDS=${ROUNDS:-2}
+BOOTSTRAP=127.0.0.1:${KAR_KAFKA_PORT:-9092}
+SOURCE=http://127.0.0.1:${KAR_REGISTRY_SOURCE_PORT:-8081}
+TARGET=http://127.0.0.1:${KAR_REGISTRY_TARGET_PORT:-8082}
+TOPIC=kar-bench-wire-${BENCH_MB}m
+OUT_DIR=${BENCH_OUT_DIR:-.kar/bench}
+ARCHIVE=$OUT_DIR/restore-${BENCH_MB}m.kar
+mkdir -p "$OUT_DIR"
+
+scripts/build-deps
+scripts/services up >/dev/null
+cargo build --release --quiet --bin kar --example bench_tool
+KAR=target/release/kar
+TOOL=target/release/examples/bench_tool
+
+register() { # registry subject schema -> id
+  curl -sf -X POST -H 'Content-Type: application/vnd.schemaregistry.v1+json' "$1/subjects/$2/versions" \
+    -d "{\"schema\": $(printf '%s' "$3" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+schema='{"type":"record","name":"BenchOrder","namespace":"kar.bench","fields":[{"name":"raw","type":"string"}]}'
+id=$(register "$SOURCE" kar-bench-value "$schema")
+# Something unrelated on the target first, so the restored schema gets another ID there.
+register "$TARGET" kar-bench-unrelated-value '{"type":"record","name":"Unrelated","namespace":"kar.bench","fields":[{"name":"x","type":"int"}]}' >/dev/null
+
+"$TOOL" seed "$BOOTSTRAP" "$TOPIC" 6 "$BENCH_MB" "$id"
+if [[ ! -f $ARCHIVE ]]; then
+  "$KAR" backup --bootstrap "$BOOTSTRAP" --topics "$TOPIC" --registry "$SOURCE" --subjects kar-bench-value \
+    --out "$ARCHIVE" --json >/dev/null
+fi
+
+elapsed() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN {printf "%.3f", b - a}'; }
+bare=(); plain=(); rewrite=()
+run=$(date +%s)
+for r in $(seq 1 "$ROUNDS"); do
+  read -r records secs < <("$TOOL" produce "$BOOTSTRAP" "$ARCHIVE" "$TOPIC" "kar-bench-bare-$run-$r")
+  bare+=("$secs")
+  state=$(mktemp -d)
+  plain+=("$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --map "$TOPIC=kar-bench-plain-$run-$r" --state "$state" --json)")
+  rewrite+=("$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --registry "$TARGET" --schema-ids rewrite \
+    --map "$TOPIC=kar-bench-rewrite-$run-$r" --state "$state" --json)")
+  rm -rf "$state"
+  echo "round $r: bare producer ${bare[-1]}s, kar restore ${plain[-1]}s, kar restore --schema-ids rewrite ${rewrite[-1]}s ($records records)"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+b=$(median "${bare[@]}"); k=$(median "${plain[@]}"); w=$(median "${rewrite[@]}")
+awk -v r="$ROUNDS" -v b="$b" -v k="$k" -v w="$w" -v n="$records" 'BEGIN {
+  printf "\nmedian of %d: bare producer %.2fs (%.0f records/s), kar restore %.2fs (%.0f records/s), with rewrite %.2fs\n", r, b, n / b, k, n / k, w
+  printf "kar / bare throughput ratio: %.2f;  rewrite cost: %+.1f%% time against the same restore without it\n", b / k, (w / k - 1) * 100
+}'
