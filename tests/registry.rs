@@ -291,6 +291,8 @@ async fn the_snapshot_holds_every_subject_version_config_and_mode_as_the_registr
 struct FaultProxy {
     addr: String,
     seen: Arc<Mutex<Vec<Instant>>>,
+    /// The Authorization header of every request (empty when there was none).
+    auth: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<BTreeMap<&'static str, u32>>>,
 }
 
@@ -298,8 +300,9 @@ async fn fault_proxy(target: String) -> FaultProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let auth = Arc::new(Mutex::new(Vec::new()));
     let faults = Arc::new(Mutex::new(BTreeMap::new()));
-    let (seen2, faults2) = (seen.clone(), faults.clone());
+    let (seen2, faults2, auth2) = (seen.clone(), faults.clone(), auth.clone());
     tokio::spawn(async move {
         let http = reqwest::Client::new();
         let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -307,12 +310,13 @@ async fn fault_proxy(target: String) -> FaultProxy {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            let (http, target, seen, faults, counter) = (
+            let (http, target, seen, faults, counter, auth) = (
                 http.clone(),
                 target.clone(),
                 seen2.clone(),
                 faults2.clone(),
                 counter.clone(),
+                auth2.clone(),
             );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -347,6 +351,15 @@ async fn fault_proxy(target: String) -> FaultProxy {
                     let body = buf[head_end..head_end + len].to_vec();
                     buf.drain(..head_end + len);
                     seen.lock().unwrap().push(Instant::now());
+                    auth.lock().unwrap().push(
+                        head.lines()
+                            .find_map(|l| {
+                                l.strip_prefix("authorization: ")
+                                    .or_else(|| l.strip_prefix("Authorization: "))
+                            })
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                     let mut parts = head.split_whitespace();
                     let (method, path) = (
                         parts.next().unwrap_or("GET").to_string(),
@@ -393,7 +406,12 @@ async fn fault_proxy(target: String) -> FaultProxy {
             });
         }
     });
-    FaultProxy { addr, seen, faults }
+    FaultProxy {
+        addr,
+        seen,
+        auth,
+        faults,
+    }
 }
 
 fn without_provenance(mut s: RegistrySnapshot) -> RegistrySnapshot {
@@ -416,6 +434,8 @@ async fn faults_in_front_of_the_registry_change_nothing_and_the_rate_limit_holds
 
     let proxy = fault_proxy(common::source_registry()).await;
     let mut settings = RegistrySettings::new(&proxy.addr);
+    settings.username = Some("kar-user".into());
+    settings.password = Some(kar::config::Secret::new("kar-pass"));
     settings.rate_limit = 10;
     settings.deadline_secs = 60;
     let started = Instant::now();
@@ -440,6 +460,13 @@ async fn faults_in_front_of_the_registry_change_nothing_and_the_rate_limit_holds
             && faults.contains_key("503")
             && faults.contains_key("drop"),
         "{faults:?}"
+    );
+
+    // Every request, retries included, carried the basic credentials.
+    let auth = proxy.auth.lock().unwrap().clone();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|a| a == "Basic a2FyLXVzZXI6a2FyLXBhc3M="),
+        "{auth:?}"
     );
 
     // The proxy never saw more than the limit in any one-second window (plus the one token the

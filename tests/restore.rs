@@ -784,3 +784,113 @@ async fn a_corrupted_chunk_stops_its_partition_and_nothing_of_it_is_produced() {
         "only the chunk before the damaged one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_killed_during_the_schema_phase_resumes_to_the_same_result() {
+    let p = common::unique("schemakill");
+    let source = Registry::source();
+    let target = Registry::target();
+    let ids = seed_schemas(&source, &p).await;
+    let order_id = ids[&format!("{p}-orders-value")];
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    let prod = producer(&[]);
+    for i in 0..50 {
+        send(
+            &prod,
+            &topic,
+            0,
+            &rec(
+                i,
+                None,
+                Some(wire_value(order_id, format!("o{i}").as_bytes())),
+                &[],
+            ),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    occupy(&target, ids.values().copied()).await;
+    let restored = format!("{p}-restored");
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+        // Two registry requests a second: the schema phase takes several seconds.
+        c.args([
+            "restore",
+            "--json",
+            "--schema-ids",
+            "rewrite",
+            "--registry-rate-limit",
+            "2",
+            "--bootstrap",
+        ])
+        .arg(common::bootstrap())
+        .args([
+            "--registry",
+            &common::target_registry(),
+            "--map",
+            &format!("{topic}={restored}"),
+            "--state",
+        ])
+        .arg(dir.path())
+        .arg(&archive);
+        c
+    };
+    let mut child = cmd().stdout(std::process::Stdio::null()).spawn().unwrap();
+    let money = format!("{p}-common-money-value");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Kill once the first subject is registered on the target, before the records.
+    loop {
+        let (status, _) = target
+            .call(Method::GET, &format!("/subjects/{money}/versions"), None)
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        common::end_offsets(&restored, 1).await,
+        vec![0],
+        "killed before any record"
+    );
+
+    let out = cmd().output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let map: BTreeMap<String, u32> = serde_json::from_value(report["id_map"].clone()).unwrap();
+    assert_eq!(map.len(), 4, "{map:?}");
+    for (s, t) in &map {
+        let want = source.get(&format!("/schemas/ids/{s}")).await;
+        let got = target.get(&format!("/schemas/ids/{t}")).await;
+        assert_eq!(got["schema"], want["schema"], "{s} -> {t}");
+    }
+    // Each subject registered once on the target, whatever the kill interrupted.
+    for s in ids.keys() {
+        assert_eq!(
+            target.get(&format!("/subjects/{s}/versions")).await,
+            json!([1]),
+            "{s}"
+        );
+    }
+    let got = consume_all(&restored, 1);
+    assert_eq!(got[&0].len(), 50);
+    let t = map[&order_id.to_string()];
+    assert!(
+        got[&0]
+            .iter()
+            .all(|r| wire::schema_id(r.value.as_deref().unwrap()) == Some(t))
+    );
+}

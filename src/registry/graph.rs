@@ -74,8 +74,7 @@ pub fn restore_order(nodes: &[Node]) -> Order {
         .map(|(sv, _)| key(sv))
         .collect();
     let mut order = Vec::with_capacity(nodes.len());
-    while let Some((id, sv)) = ready.pop_first() {
-        let _ = id;
+    while let Some((_, sv)) = ready.pop_first() {
         if let Some(ds) = dependents.get(&sv) {
             for d in ds {
                 let e = indegree.get_mut(d).expect("every dependent is a node");

@@ -2,7 +2,6 @@
 //! (acks=all) per worker, each partition written in archive order, keys, values, headers and
 //! timestamps exactly as archived, schema IDs rewritten in place where they changed.
 
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -301,12 +300,4 @@ fn restore_inner(
         ));
     }
     Ok(())
-}
-
-/// Shared, read-only inputs of the record workers.
-pub struct Shared {
-    pub archive: Arc<Archive>,
-    pub ids: IdMap,
-    pub rewrite: bool,
-    pub until: Option<i64>,
 }

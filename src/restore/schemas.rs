@@ -276,8 +276,7 @@ impl SchemaRestore<'_> {
         let mut modes_before: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (subject, v) in self.ordered() {
             let key = (subject.to_string(), v.version);
-            if let Some(t) = versions.get(&key) {
-                let _ = t;
+            if versions.contains_key(&key) {
                 continue;
             }
             if !prepared.contains(subject) {
