@@ -4,7 +4,8 @@
 #
 # Seeds (once) about $BENCH_MB MiB of 1 KiB Confluent wire-format records over 6 partitions and
 # backs them up with the source registry. Then, $ROUNDS times each, times: (a) a bare producer with
-# kar's restore producer settings writing the same records from memory, (b) `kar restore` without
+# kar's restore producer settings writing the same records from memory (as many producer threads as
+# kar's default --concurrency, 4), (b) `kar restore` without
 # a registry (records as archived), (c) `kar restore --schema-ids rewrite` into the target
 # registry, where the schema gets another ID, so every value's ID is rewritten. Each run writes a
 # new topic. Prints medians and ratios. Release builds.
@@ -43,17 +44,22 @@ if [[ ! -f $ARCHIVE ]]; then
     --out "$ARCHIVE" --json >/dev/null
 fi
 
-elapsed() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN {printf "%.3f", b - a}'; }
+# Times a command; a failing command stops the bench (a failed restore is not a fast one).
+elapsed() {
+  local s e; s=$(date +%s.%N)
+  "$@" >"$OUT_DIR/last.json" || { echo "failed: $*" >&2; cat "$OUT_DIR/last.json" >&2; exit 1; }
+  e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN {printf "%.3f", b - a}'
+}
 bare=(); plain=(); rewrite=()
 run=$(date +%s)
 for r in $(seq 1 "$ROUNDS"); do
   read -r records secs < <("$TOOL" produce "$BOOTSTRAP" "$ARCHIVE" "$TOPIC" "kar-bench-bare-$run-$r")
   bare+=("$secs")
-  state=$(mktemp -d)
-  plain+=("$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --map "$TOPIC=kar-bench-plain-$run-$r" --state "$state" --json)")
+  s1=$(mktemp -d); s2=$(mktemp -d)
+  plain+=("$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --map "$TOPIC=kar-bench-plain-$run-$r" --state "$s1" --json)")
   rewrite+=("$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --registry "$TARGET" --schema-ids rewrite \
-    --map "$TOPIC=kar-bench-rewrite-$run-$r" --state "$state" --json)")
-  rm -rf "$state"
+    --map "$TOPIC=kar-bench-rewrite-$run-$r" --state "$s2" --json)")
+  rm -rf "$s1" "$s2"
   echo "round $r: bare producer ${bare[-1]}s, kar restore ${plain[-1]}s, kar restore --schema-ids rewrite ${rewrite[-1]}s ($records records)"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -223,39 +223,58 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
         1,
         &Default::default(),
     )?;
-    let producer = kar::restore::records::producer(&conn)?;
+    // As many producers, each on its own thread with its own partitions, as kar's default
+    // --concurrency: the same parallelism as the restore it is compared with.
+    let threads = 4usize;
     let started = Instant::now();
-    for (p, k, v, ts, hs) in &recs {
-        let mut headers = OwnedHeaders::new_with_capacity(hs.len());
-        for (hk, hv) in hs {
-            headers = headers.insert(Header {
-                key: hk,
-                value: hv.as_deref(),
-            });
-        }
-        let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(target)
-            .partition(*p)
-            .timestamp(*ts)
-            .headers(headers);
-        if let Some(k) = k {
-            rec = rec.key(k);
-        }
-        if let Some(v) = v {
-            rec = rec.payload(v);
-        }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(5));
-                    rec = r;
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (recs, conn) = (&recs, &conn);
+            handles.push(scope.spawn(move || -> Result<()> {
+                let producer = kar::restore::records::producer(conn)?;
+                for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
+                    let mut headers = OwnedHeaders::new_with_capacity(hs.len());
+                    for (hk, hv) in hs {
+                        headers = headers.insert(Header {
+                            key: hk,
+                            value: hv.as_deref(),
+                        });
+                    }
+                    let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(target)
+                        .partition(*p)
+                        .timestamp(*ts)
+                        .headers(headers);
+                    if let Some(k) = k {
+                        rec = rec.key(k);
+                    }
+                    if let Some(v) = v {
+                        rec = rec.payload(v);
+                    }
+                    loop {
+                        match producer.send(rec) {
+                            Ok(()) => break,
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                r,
+                            )) => {
+                                producer.poll(Duration::from_millis(5));
+                                rec = r;
+                            }
+                            Err((e, _)) => return Err(e).context("producing"),
+                        }
+                    }
+                    producer.poll(Duration::ZERO);
                 }
-                Err((e, _)) => return Err(e).context("producing"),
-            }
+                producer.flush(Duration::from_secs(600))?;
+                Ok(())
+            }));
         }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(600))?;
+        for h in handles {
+            h.join().expect("producer thread")?;
+        }
+        Ok(())
+    })?;
     println!("{} {:.3}", recs.len(), started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -191,6 +191,7 @@ struct State {
     bytes: u64,
     done: bool,
     last_progress: Instant,
+    records_at_check: u64,
 }
 
 fn consume_group(
@@ -214,6 +215,10 @@ fn consume_group(
             "queued.max.messages.kbytes",
             (opts.fetch_buffer_bytes / 1024).max(1).to_string(),
         )
+        // Compressing makes a worker slower than its fetcher, so the queue fills; librdkafka then
+        // waits fetch.queue.backoff.ms (1 s by default) before fetching again, and the worker
+        // idles. A short backoff keeps the queue fed.
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.max.bytes", fetch_bytes.to_string())
         // Only a request-size limit on a consumer; librdkafka wants it ≤ fetch.max.bytes.
         .set("message.max.bytes", fetch_bytes.min(1_000_000).to_string())
@@ -246,12 +251,14 @@ fn consume_group(
             bytes: 0,
             done: false,
             last_progress: Instant::now(),
+            records_at_check: 0,
         })
         .collect();
     let target = opts.writer.chunk_target_bytes;
     let level = opts.writer.zstd_level;
     let mut last_error: Option<String> = None;
     let mut left = states.len();
+    let (mut polls, mut idle) = (0u64, false);
 
     while left > 0 {
         if opts.cancel.load(Ordering::SeqCst) {
@@ -281,7 +288,6 @@ fn consume_group(
                 if st.done {
                     continue;
                 }
-                st.last_progress = Instant::now();
                 let offset = m.offset();
                 if offset >= st.task.end {
                     if finish(st, tx, level, progress, started).is_err() {
@@ -359,10 +365,21 @@ fn consume_group(
             Some(Err(e)) => {
                 last_error = Some(e.to_string());
             }
-            None => {}
+            None => idle = true,
         }
+        // Stalls are looked for every so many records, or when the consumer is idle: reading the
+        // clock for every record costs more than the check is worth.
+        polls += 1;
+        if !idle && polls % 4096 != 0 {
+            continue;
+        }
+        idle = false;
+        let now = Instant::now();
         for st in states.iter_mut().filter(|s| !s.done) {
-            if st.last_progress.elapsed() > opts.stall_timeout {
+            if st.records != st.records_at_check {
+                st.records_at_check = st.records;
+                st.last_progress = now;
+            } else if now.duration_since(st.last_progress) > opts.stall_timeout {
                 if flush(st, tx, level, progress, started).is_err() {
                     return;
                 }

@@ -164,6 +164,11 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// Bytes of the chunk header for a topic name.
+fn header_len(topic: &str) -> usize {
+    2 + topic.len() + 4 + 4 + 8 * 4
+}
+
 /// Why a record could not be added to a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
@@ -205,7 +210,8 @@ impl ChunkEncoder {
         Ok(ChunkEncoder {
             topic: topic.to_string(),
             partition,
-            records: Vec::new(),
+            // Room for the header in front, filled in by `finish`: the records are never moved.
+            records: vec![0; header_len(topic)],
             count: 0,
             first_offset: 0,
             last_offset: 0,
@@ -233,7 +239,7 @@ impl ChunkEncoder {
 
     /// Bytes of encoded records so far (the chunk is this plus a small header).
     pub fn encoded_len(&self) -> usize {
-        self.records.len()
+        self.records.len() - header_len(&self.topic)
     }
 
     /// Appends a record. Offsets must increase; gaps are fine.
@@ -277,7 +283,7 @@ impl ChunkEncoder {
         debug_assert_eq!(count_at, out.len());
         varint::encode(n, out);
         out.extend_from_slice(&hbuf);
-        if (self.records.len() + 2 + MAX_TOPIC_LEN + 48) as u64 > MAX_FRAME_RAW_LEN {
+        if self.records.len() as u64 > MAX_FRAME_RAW_LEN {
             self.records.truncate(mark);
             if self.count == 0 {
                 self.first_offset = 0;
@@ -313,16 +319,17 @@ impl ChunkEncoder {
     pub fn finish(self) -> (ChunkHeader, Vec<u8>) {
         assert!(self.count > 0, "a chunk holds at least one record");
         let header = self.header();
-        let mut raw = Vec::with_capacity(self.records.len() + 50 + self.topic.len());
-        raw.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
-        raw.extend_from_slice(self.topic.as_bytes());
-        raw.extend_from_slice(&self.partition.to_le_bytes());
-        raw.extend_from_slice(&self.count.to_le_bytes());
-        raw.extend_from_slice(&self.first_offset.to_le_bytes());
-        raw.extend_from_slice(&self.last_offset.to_le_bytes());
-        raw.extend_from_slice(&self.min_ts.to_le_bytes());
-        raw.extend_from_slice(&self.max_ts.to_le_bytes());
-        raw.extend_from_slice(&self.records);
+        let mut head = Vec::with_capacity(header_len(&self.topic));
+        head.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
+        head.extend_from_slice(self.topic.as_bytes());
+        head.extend_from_slice(&self.partition.to_le_bytes());
+        head.extend_from_slice(&self.count.to_le_bytes());
+        head.extend_from_slice(&self.first_offset.to_le_bytes());
+        head.extend_from_slice(&self.last_offset.to_le_bytes());
+        head.extend_from_slice(&self.min_ts.to_le_bytes());
+        head.extend_from_slice(&self.max_ts.to_le_bytes());
+        let mut raw = self.records;
+        raw[..head.len()].copy_from_slice(&head);
         (header, raw)
     }
 
