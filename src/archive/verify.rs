@@ -365,17 +365,6 @@ fn describe(offset: u64, by_offset: &HashMap<u64, &ChunkEntry>) -> String {
     }
 }
 
-fn content_structure(kind: FrameKind) -> &'static str {
-    match kind {
-        FrameKind::RecordChunk => "record chunk",
-        FrameKind::Blob => "blob",
-        FrameKind::Metadata => "metadata",
-        FrameKind::Index => "index",
-        FrameKind::Manifest => "manifest",
-        FrameKind::Unknown(_) => "unknown frame",
-    }
-}
-
 /// Scans frames from the end of the file header to `data_end`. Damaged frames are reported; the
 /// scan resynchronises on the next intact frame header.
 pub fn scan_frames(
@@ -396,7 +385,7 @@ pub fn scan_frames(
             Ok((h, stored)) => {
                 scan.frames += 1;
                 let next = pos + h.frame_len();
-                let what = content_structure(h.kind);
+                let what = h.kind.name();
                 if !frame::check_stored(&h, stored) {
                     cx_out.problem(
                         pos + frame::HEADER_LEN as u64,
@@ -655,10 +644,7 @@ pub fn layout(bytes: &[u8]) -> Vec<(Range<u64>, String)> {
         };
         let body = pos + frame::HEADER_LEN as u64;
         out.push((pos..body, "frame header".to_string()));
-        out.push((
-            body..body + h.stored_len,
-            content_structure(h.kind).to_string(),
-        ));
+        out.push((body..body + h.stored_len, h.kind.name().to_string()));
         pos = body + h.stored_len;
     }
     if data_end < bytes.len() as u64 {

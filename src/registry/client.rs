@@ -406,3 +406,17 @@ fn transport_error(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
+
+/// A subject name as one URL path segment: subject names may hold any character, so everything
+/// but unreserved characters is percent-encoded.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

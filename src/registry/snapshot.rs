@@ -11,7 +11,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{RegistryClient, RegistryError};
+use super::client::{RegistryClient, RegistryError, path_segment as enc};
 use super::graph::{Node, SubjectVersion, restore_order};
 use crate::format::{Hash, hex};
 
@@ -131,19 +131,6 @@ struct ConfigReply {
 #[derive(Debug, Deserialize)]
 struct ModeReply {
     mode: Option<String>,
-}
-
-fn enc(s: &str) -> String {
-    // Subject names may hold any character; path-encode all but unreserved ones.
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 const PAGE: usize = 500;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::state::State;
 use super::{RestoreError, SchemaIds, SchemaPolicy};
-use crate::registry::client::{RegistryClient, RegistryError};
+use crate::registry::client::{RegistryClient, RegistryError, path_segment as enc};
 use crate::registry::snapshot::{RegistrySnapshot, VersionState};
 
 /// What will happen, or happened, to one schema version.
@@ -25,18 +25,6 @@ pub struct SchemaAction {
     pub action: String,
     /// Known before registering for `exists` and with kept IDs.
     pub target_id: Option<u32>,
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Deserialize)]
