@@ -588,3 +588,79 @@ fn a_reference_cycle_is_stored_as_an_incomplete_order_and_shown() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_speaks_tls_with_a_client_certificate_and_basic_auth() {
+    use kar::config::Secret;
+    let tls = common::tls_dir();
+    let secure = |user: &str, password: &str, cert: bool| {
+        let mut s = RegistrySettings::new(common::secure_registry());
+        s.username = Some(user.into());
+        s.password = Some(Secret::new(password));
+        s.ssl_ca_location = Some(tls.join("ca.pem"));
+        if cert {
+            s.ssl_certificate_location = Some(tls.join("client.pem"));
+            s.ssl_key_location = Some(tls.join("client.key"));
+        }
+        s.max_attempts = 2;
+        s
+    };
+    let client =
+        RegistryClient::new(&secure(common::SCRAM_USER, common::SCRAM_PASSWORD, true)).unwrap();
+    let subject = format!("{}-value", common::unique("secure"));
+    let schema = r#"{"type":"record","name":"Secure","fields":[{"name":"s","type":"string"}]}"#;
+    let reply: Value = client
+        .request(
+            Method::POST,
+            &format!("/subjects/{subject}/versions"),
+            Some(&json!({"schema": schema})),
+        )
+        .await
+        .unwrap();
+    let id = reply["id"].as_u64().unwrap() as u32;
+
+    // A registry-only backup through TLS, client certificate and basic auth.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("secure.kar");
+    let mut o = BackupOptions::new(KafkaConnection::default(), &out);
+    o.registry = Some(secure(common::SCRAM_USER, common::SCRAM_PASSWORD, true));
+    o.subjects = SubjectFilter {
+        include: vec![subject.clone()],
+        exclude: vec![],
+    };
+    tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = Archive::open(&out).unwrap();
+    let snap = read_from_archive(&a).unwrap().unwrap();
+    assert_eq!(snap.subjects.len(), 1);
+    assert_eq!(snap.subjects[0].versions[0].id, id);
+    let text = a
+        .read_content(&a.schema_blob(id).unwrap().unwrap())
+        .unwrap();
+    assert_eq!(text, schema.as_bytes());
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        !bytes
+            .windows(common::SCRAM_PASSWORD.len())
+            .any(|w| w == common::SCRAM_PASSWORD.as_bytes())
+    );
+
+    // A wrong password is a 401 naming the endpoint, not the password; no certificate, no TLS.
+    let wrong = RegistryClient::new(&secure(common::SCRAM_USER, "not-it-4711", true)).unwrap();
+    let err = wrong.get::<Value>("/subjects").await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(
+        err.to_string().contains("GET /subjects") && !err.to_string().contains("not-it-4711"),
+        "{err}"
+    );
+    let anonymous =
+        RegistryClient::new(&secure(common::SCRAM_USER, common::SCRAM_PASSWORD, false)).unwrap();
+    let err = anonymous
+        .get::<Value>("/subjects")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gave up after 2 attempts"), "{err}");
+}

@@ -894,3 +894,72 @@ async fn a_restore_killed_during_the_schema_phase_resumes_to_the_same_result() {
             .all(|r| wire::schema_id(r.value.as_deref().unwrap()) == Some(t))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_subjects_are_skipped_or_overwritten_as_asked() {
+    use kar::restore::SchemaPolicy;
+    let p = common::unique("policy");
+    let source = Registry::source();
+    let target = Registry::target();
+    let subject = format!("{p}-value");
+    let ours = r#"{"type":"record","name":"Ours","namespace":"kar.p","fields":[{"name":"a","type":"string"}]}"#;
+    let theirs = r#"{"type":"record","name":"Theirs","namespace":"kar.p","fields":[{"name":"b","type":"int"}]}"#;
+    source.register(&subject, json!({"schema": ours})).await;
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(1, None, Some(b"v".to_vec()), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    target.register(&subject, json!({"schema": theirs})).await;
+
+    let run = |policy: SchemaPolicy, name: &str| {
+        let mut o = RestoreOptions::new(&archive, KafkaConnection::plaintext(common::bootstrap()));
+        o.registry = Some(RegistrySettings::new(common::target_registry()));
+        o.schema_ids = SchemaIds::Rewrite;
+        o.schemas = policy;
+        o.map = BTreeMap::from([(topic.clone(), format!("{p}-{name}"))]);
+        let state = dir.path().join(name);
+        std::fs::create_dir_all(&state).unwrap();
+        o.state_dir = Some(state);
+        o
+    };
+
+    let skipped = run_restore(run(SchemaPolicy::SkipExisting, "skip")).await;
+    assert!(skipped.ok);
+    assert_eq!(skipped.plan.schemas[0].action, "skip");
+    assert_eq!(
+        target.get(&format!("/subjects/{subject}/versions")).await,
+        json!([1])
+    );
+    assert_eq!(
+        target.get(&format!("/subjects/{subject}/versions/1")).await["schema"]
+            .as_str()
+            .unwrap(),
+        theirs,
+        "left alone"
+    );
+    assert!(
+        skipped.id_map.is_empty(),
+        "no text matched, so nothing maps"
+    );
+
+    let overwritten = run_restore(run(SchemaPolicy::Overwrite, "over")).await;
+    assert!(overwritten.ok);
+    assert_eq!(overwritten.plan.schemas[0].action, "overwrite");
+    let versions = target.get(&format!("/subjects/{subject}/versions")).await;
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    let latest = target
+        .get(&format!("/subjects/{subject}/versions/latest"))
+        .await;
+    assert_eq!(
+        latest["schema"].as_str().unwrap(),
+        ours,
+        "replaced by the archive's version"
+    );
+    assert_eq!(overwritten.id_map.len(), 1);
+}

@@ -377,3 +377,8 @@ pub async fn committed(group: &str, topic: &str, partition: i32) -> Option<(i64,
         _ => None,
     }
 }
+
+/// The registry instance behind HTTPS that requires a client certificate and basic auth.
+pub fn secure_registry() -> String {
+    std::env::var("KAR_TEST_REGISTRY_SECURE").unwrap_or_else(|_| "https://127.0.0.1:8083".into())
+}
