@@ -29,6 +29,8 @@
 //! Nothing may follow the last record.
 
 use super::frame::{Compression, FrameHeader, FrameKind};
+use std::ops::Range;
+
 use super::{Cursor, FormatError, MAX_FRAME_RAW_LEN, MAX_TOPIC_LEN, varint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -432,10 +434,56 @@ impl ChunkHeader {
     }
 }
 
-/// Iterates over the records of a chunk's raw content, checking each against the chunk header.
-pub struct ChunkRecords<'a> {
+/// A record located by byte ranges in the chunk's raw content rather than borrowed from it, so
+/// the caller may change those bytes (restore rewrites schema IDs in place) before reading the
+/// record with [`RecordAt::record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordAt {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub timestamp_type: TimestampType,
+    pub key: Option<Range<usize>>,
+    pub value: Option<Range<usize>>,
+    headers: Range<usize>,
+    header_count: u64,
+}
+
+impl RecordAt {
+    /// The record, over the (possibly changed) chunk bytes it was located in.
+    pub fn record<'a>(&self, raw: &'a [u8]) -> Record<'a> {
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type,
+            key: self.key.clone().map(|r| &raw[r]),
+            value: self.value.clone().map(|r| &raw[r]),
+            headers: Headers {
+                count: self.header_count,
+                bytes: &raw[self.headers.clone()],
+            },
+        }
+    }
+}
+
+fn read_nullable_range(c: &mut Cursor<'_>) -> Result<Option<Range<usize>>, FormatError> {
+    match c.varint()? {
+        0 => Ok(None),
+        n => {
+            let len = len_usize(c, n - 1)?;
+            let start = c.pos();
+            c.take(len)?;
+            Ok(Some(start..start + len))
+        }
+    }
+}
+
+/// Walks the records of a chunk's raw content, checking each against the chunk header, and
+/// yields where each lies. It borrows the bytes only for each step.
+#[derive(Debug, Clone)]
+pub struct RecordPositions {
     header: ChunkHeader,
-    cur: Cursor<'a>,
+    base: u64,
+    pos: usize,
     left: u32,
     prev_offset: i64,
     prev_ts: i64,
@@ -443,18 +491,17 @@ pub struct ChunkRecords<'a> {
     failed: bool,
 }
 
-impl<'a> ChunkRecords<'a> {
-    /// `base` is the offset errors name for `raw[0]` (e.g. 0, with the chunk ID given by the caller).
-    pub fn new(raw: &'a [u8], base: u64) -> Result<Self, FormatError> {
+impl RecordPositions {
+    /// `base` is the offset errors name for `raw[0]`.
+    pub fn new(raw: &[u8], base: u64) -> Result<Self, FormatError> {
         let (header, start) = ChunkHeader::decode(raw, base)?;
-        let mut cur = Cursor::new(raw, base, "record");
-        cur.take(start)?;
-        Ok(ChunkRecords {
+        Ok(RecordPositions {
             left: header.record_count,
             prev_offset: header.first_offset,
             prev_ts: 0,
             header,
-            cur,
+            base,
+            pos: start,
             index: 0,
             failed: false,
         })
@@ -464,9 +511,47 @@ impl<'a> ChunkRecords<'a> {
         &self.header
     }
 
-    fn next_record(&mut self) -> Result<Record<'a>, FormatError> {
-        let at = self.cur.offset();
-        let c = &mut self.cur;
+    /// The next record of `raw`, which must be the bytes `new` was given (their values may have
+    /// changed, their framing may not).
+    pub fn next_in(&mut self, raw: &[u8]) -> Option<Result<RecordAt, FormatError>> {
+        if self.failed {
+            return None;
+        }
+        let mut c = Cursor::new(raw, self.base, "record");
+        if let Err(e) = c.take(self.pos) {
+            self.failed = true;
+            return Some(Err(e));
+        }
+        if self.left == 0 {
+            self.failed = true;
+            if c.remaining() != 0 {
+                return Some(Err(c.corrupt(
+                    c.offset(),
+                    format!("{} bytes after the last record", c.remaining()),
+                )));
+            }
+            if self.prev_offset != self.header.last_offset {
+                return Some(Err(c.corrupt(
+                    c.offset(),
+                    format!(
+                        "last record has offset {}, the header says {}",
+                        self.prev_offset, self.header.last_offset
+                    ),
+                )));
+            }
+            return None;
+        }
+        self.left -= 1;
+        let r = self.decode(&mut c);
+        match &r {
+            Ok(_) => self.pos = c.pos(),
+            Err(_) => self.failed = true,
+        }
+        Some(r)
+    }
+
+    fn decode(&mut self, c: &mut Cursor<'_>) -> Result<RecordAt, FormatError> {
+        let at = c.offset();
         let delta = c.varint()?;
         if self.index == 0 && delta != 0 {
             return Err(c.corrupt(
@@ -512,25 +597,45 @@ impl<'a> ChunkRecords<'a> {
                 ),
             ));
         }
-        let key = read_nullable(c)?;
-        let value = read_nullable(c)?;
-        let count = c.varint()?;
+        let key = read_nullable_range(c)?;
+        let value = read_nullable_range(c)?;
+        let header_count = c.varint()?;
         let hstart = c.pos();
-        for _ in 0..count {
+        for _ in 0..header_count {
             read_header(c)?;
         }
-        let bytes = &c.buf[hstart..c.pos()];
         self.prev_offset = offset;
         self.prev_ts = timestamp;
         self.index += 1;
-        Ok(Record {
+        Ok(RecordAt {
             offset,
             timestamp,
             timestamp_type,
             key,
             value,
-            headers: Headers { count, bytes },
+            headers: hstart..c.pos(),
+            header_count,
         })
+    }
+}
+
+/// Iterates over the records of a chunk's raw content, checking each against the chunk header.
+pub struct ChunkRecords<'a> {
+    raw: &'a [u8],
+    positions: RecordPositions,
+}
+
+impl<'a> ChunkRecords<'a> {
+    /// `base` is the offset errors name for `raw[0]` (e.g. 0, with the chunk ID given by the caller).
+    pub fn new(raw: &'a [u8], base: u64) -> Result<Self, FormatError> {
+        Ok(ChunkRecords {
+            raw,
+            positions: RecordPositions::new(raw, base)?,
+        })
+    }
+
+    pub fn header(&self) -> &ChunkHeader {
+        self.positions.header()
     }
 }
 
@@ -538,34 +643,9 @@ impl<'a> Iterator for ChunkRecords<'a> {
     type Item = Result<Record<'a>, FormatError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        if self.left == 0 {
-            if self.cur.remaining() != 0 {
-                self.failed = true;
-                return Some(Err(self.cur.corrupt(
-                    self.cur.offset(),
-                    format!("{} bytes after the last record", self.cur.remaining()),
-                )));
-            }
-            if self.prev_offset != self.header.last_offset {
-                self.failed = true;
-                return Some(Err(self.cur.corrupt(
-                    self.cur.offset(),
-                    format!(
-                        "last record has offset {}, the header says {}",
-                        self.prev_offset, self.header.last_offset
-                    ),
-                )));
-            }
-            return None;
-        }
-        self.left -= 1;
-        let r = self.next_record();
-        if r.is_err() {
-            self.failed = true;
-        }
-        Some(r)
+        let raw = self.raw;
+        self.positions
+            .next_in(raw)
+            .map(|r| r.map(|at| at.record(raw)))
     }
 }

@@ -13,10 +13,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
-use super::rewrite::{IdMap, rewrite_chunk};
+use super::rewrite::{IdMap, RewriteStats, rewrite_record};
 use super::state::State;
 use crate::archive::Archive;
-use crate::format::chunk::{ChunkRecords, TimestampType};
+use crate::format::chunk::{ChunkRecords, RecordPositions, TimestampType};
 use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
@@ -221,20 +221,25 @@ fn restore_inner(
                 .map_err(|e| format!("flushing to {t}/{p}: {e}"))?;
             return Err(format!("{e}; nothing from this chunk was produced"));
         }
-        if rewrite {
-            let s = rewrite_chunk(&mut buf, ids).map_err(|e| e.to_string())?;
-            out.rewritten_ids += s.rewritten;
-            out.unknown_ids += s.unknown_ids;
-        }
-        for r in ChunkRecords::new(&buf, 0).map_err(|e| e.to_string())? {
-            let r = r.map_err(|e| e.to_string())?;
+        // One pass: locate each record, rewrite its schema IDs in place in the decompressed
+        // chunk, then produce it from those same bytes.
+        let mut positions = RecordPositions::new(&buf, 0).map_err(|e| e.to_string())?;
+        let mut stats = RewriteStats::default();
+        while let Some(at) = positions.next_in(&buf) {
+            let at = at.map_err(|e| e.to_string())?;
             if index >= total {
+                out.rewritten_ids += stats.rewritten;
+                out.unknown_ids += stats.unknown_ids;
                 break 'chunks;
             }
             if index < already {
                 index += 1;
                 continue;
             }
+            if rewrite {
+                rewrite_record(&mut buf, &at, ids, &mut stats);
+            }
+            let r = at.record(&buf);
             if cancel.load(Ordering::SeqCst) {
                 let _ = producer.flush(Duration::from_secs(60));
                 return Err(
@@ -272,6 +277,8 @@ fn restore_inner(
             index += 1;
             out.written += 1;
         }
+        out.rewritten_ids += stats.rewritten;
+        out.unknown_ids += stats.unknown_ids;
         progress(u64::from(c.record_count));
         if producer.context().failed.load(Ordering::SeqCst) > 0 {
             break;

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::format::FormatError;
-use crate::format::chunk::ChunkRecords;
+use crate::format::chunk::{RecordAt, RecordPositions};
 use crate::registry::wire;
 
 /// Source schema ID → target schema ID, and the set of IDs the archive knows.
@@ -49,30 +49,32 @@ pub struct RewriteStats {
     pub unknown_ids: u64,
 }
 
-/// Rewrites the schema IDs in a decompressed chunk in place.
-pub fn rewrite_chunk(buf: &mut [u8], ids: &IdMap) -> Result<RewriteStats, FormatError> {
-    let mut stats = RewriteStats::default();
-    let mut edits: Vec<(usize, u32)> = Vec::new();
-    {
-        let base = buf.as_ptr() as usize;
-        for r in ChunkRecords::new(buf, 0)? {
-            let r = r?;
-            for field in [r.key, r.value].into_iter().flatten() {
-                let Some(id) = wire::schema_id(field) else {
-                    continue;
-                };
-                match ids.get(id) {
-                    Some(new) if new != id => edits.push((field.as_ptr() as usize - base, new)),
-                    Some(_) => {}
-                    None if !ids.known.contains(&id) => stats.unknown_ids += 1,
-                    None => {}
-                }
+/// Rewrites, in place in the decompressed chunk `buf`, the schema IDs of one record's key and
+/// value where the mapping changes them.
+pub fn rewrite_record(buf: &mut [u8], at: &RecordAt, ids: &IdMap, stats: &mut RewriteStats) {
+    for range in [&at.key, &at.value].into_iter().flatten() {
+        let field = &mut buf[range.clone()];
+        let Some(id) = wire::schema_id(field) else {
+            continue;
+        };
+        match ids.get(id) {
+            Some(new) if new != id => {
+                wire::replace_schema_id(field, new);
+                stats.rewritten += 1;
             }
+            Some(_) => {}
+            None if !ids.known.contains(&id) => stats.unknown_ids += 1,
+            None => {}
         }
     }
-    for (pos, new) in edits {
-        wire::replace_schema_id(&mut buf[pos..pos + wire::HEADER_LEN], new);
-        stats.rewritten += 1;
+}
+
+/// Rewrites the schema IDs of every record in a decompressed chunk in place.
+pub fn rewrite_chunk(buf: &mut [u8], ids: &IdMap) -> Result<RewriteStats, FormatError> {
+    let mut stats = RewriteStats::default();
+    let mut positions = RecordPositions::new(buf, 0)?;
+    while let Some(at) = positions.next_in(buf) {
+        rewrite_record(buf, &at?, ids, &mut stats);
     }
     Ok(stats)
 }
@@ -80,7 +82,7 @@ pub fn rewrite_chunk(buf: &mut [u8], ids: &IdMap) -> Result<RewriteStats, Format
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::chunk::{ChunkEncoder, TimestampType};
+    use crate::format::chunk::{ChunkEncoder, ChunkRecords, TimestampType};
 
     #[test]
     fn rewrites_only_mapped_ids_in_keys_and_values() {
