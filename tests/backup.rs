@@ -862,3 +862,89 @@ async fn a_topic_deleted_mid_backup_is_reported_and_the_archive_is_partial() {
     let got = read_records(&a, &doomed, 0);
     assert!(got.iter().enumerate().all(|(i, r)| r.offset == i as i64));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_finishes_a_partial_archive_that_verifies() {
+    let topic = common::unique("interrupted");
+    common::create_topic(&topic, 2, &[]).await;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let p = producer(&[("linger.ms", "50")]);
+        for i in 0..40_000i64 {
+            let value = format!(
+                "{{\"n\":{i},\"pad\":\"{}\"}}",
+                "c".repeat(150 + (i % 11) as usize)
+            );
+            while p
+                .send(
+                    rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&t)
+                        .partition((i % 2) as i32)
+                        .payload(value.as_bytes()),
+                )
+                .is_err()
+            {
+                p.poll(Duration::from_millis(10));
+            }
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int.kar");
+    let child = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args([
+            "backup",
+            "--json",
+            "--zstd-level",
+            "19",
+            "--chunk-size",
+            "16384",
+            "--concurrency",
+            "1",
+            "--bootstrap",
+        ])
+        .arg(common::bootstrap())
+        .args(["--topics", &topic, "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 12_000 {
+        assert!(Instant::now() < deadline, "backup wrote nothing in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let res = child.wait_with_output().unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(1),
+        "a stopped backup is not a complete one"
+    );
+    let report: Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(report["status"], "partial");
+    let v = verify(&out, VerifyLevel::Full).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.manifest().status, ArchiveStatus::Partial);
+    assert!(
+        a.manifest().topics[0]
+            .partitions
+            .iter()
+            .any(|p| !p.complete)
+    );
+    let truth = consume_all(&topic, 2);
+    for part in 0..2 {
+        let got = read_records(&a, &topic, part);
+        assert_eq!(
+            got[..],
+            truth[&part][..got.len()],
+            "partition {part}: what was read is a prefix"
+        );
+    }
+}
