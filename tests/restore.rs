@@ -963,3 +963,84 @@ async fn existing_subjects_are_skipped_or_overwritten_as_asked() {
     );
     assert_eq!(overwritten.id_map.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_restore_that_the_same_command_then_completes() {
+    let p = common::unique("intr");
+    let topic = format!("{p}-big");
+    common::create_topic(&topic, 1, &[]).await;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let prod = producer(&[("linger.ms", "50")]);
+        for i in 0..80_000i64 {
+            let v = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "i".repeat(200));
+            while prod
+                .send(
+                    rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&t)
+                        .partition(0)
+                        .payload(v.as_bytes())
+                        .timestamp(1_700_000_000_000 + i),
+                )
+                .is_err()
+            {
+                prod.poll(Duration::from_millis(10));
+            }
+        }
+        rdkafka::producer::Producer::flush(&prod, Duration::from_secs(60)).unwrap();
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    let cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+        c.args(["restore", "--json", "--bootstrap"])
+            .arg(common::bootstrap())
+            .args(["--map", &format!("{topic}={restored}"), "--state"])
+            .arg(dir.path())
+            .arg(&archive)
+            .stdout(std::process::Stdio::piped());
+        c
+    };
+    let child = cmd().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::end_offsets(&restored, 1).await[0] < 2_000 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let mid = common::end_offsets(&restored, 1).await[0];
+    if mid < 80_000 {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a stopped restore says it is incomplete"
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], false);
+    }
+    let again = cmd().output().unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let got = consume_all(&restored, 1);
+    let want = read_records(&Archive::open(&archive).unwrap(), &topic, 0);
+    assert_eq!(got[&0].len(), want.len(), "every record once");
+    assert!(
+        got[&0]
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.value == w.value && g.timestamp == w.timestamp)
+    );
+}
