@@ -149,6 +149,9 @@ fn drain(bootstrap: &str, topic: &str) -> Result<()> {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // If the broker cannot answer where the beginning is (a fresh broker under load), the
+        // fallback must be the beginning too, not librdkafka's default of the end.
+        .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "32768")
         .set("fetch.max.bytes", "16777216")
         .set("max.partition.fetch.bytes", "1048576")

@@ -206,6 +206,9 @@ fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Seen>> {
         .set("group.id", "kar-demo-check")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // If the broker cannot answer where the beginning is (a fresh broker under load), the
+        // fallback must be the beginning too, not librdkafka's default of the end.
+        .set("auto.offset.reset", "earliest")
         .create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let n = md.topics()[0].partitions().len();

@@ -253,6 +253,23 @@ impl RegistryClient {
         self.request(Method::GET, path, None).await
     }
 
+    /// GET of a JSON list. Some registries answer an empty list with `null` (AxonOps does, for
+    /// `GET /subjects` on an empty registry): that is an empty list too.
+    pub async fn get_list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, RegistryError> {
+        Ok(self.get::<Option<Vec<T>>>(path).await?.unwrap_or_default())
+    }
+
+    /// GET of a JSON list, with `None` for 404 and an empty list for `null`.
+    pub async fn get_list_opt<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<Vec<T>>, RegistryError> {
+        Ok(self
+            .get_opt::<Option<Vec<T>>>(path)
+            .await?
+            .map(Option::unwrap_or_default))
+    }
+
     /// GET, with `None` for 404.
     pub async fn get_opt<T: DeserializeOwned>(
         &self,

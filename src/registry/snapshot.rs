@@ -146,7 +146,7 @@ async fn bulk(
     loop {
         let path = format!("/schemas?deleted={deleted}&offset={offset}&limit={PAGE}");
         *requests += 1;
-        let page: Vec<SchemaEntry> = match client.get_opt(&path).await? {
+        let page: Vec<SchemaEntry> = match client.get_list_opt(&path).await? {
             Some(p) => p,
             None => return Ok(None),
         };
@@ -179,9 +179,9 @@ pub async fn capture(
     };
 
     requests += 2;
-    let all_subjects: Vec<String> = client.get("/subjects?deleted=true").await?;
+    let all_subjects: Vec<String> = client.get_list("/subjects?deleted=true").await?;
     let live_subjects: BTreeSet<String> = client
-        .get::<Vec<String>>("/subjects")
+        .get_list::<String>("/subjects")
         .await?
         .into_iter()
         .collect();
@@ -212,11 +212,11 @@ pub async fn capture(
     for s in &per_subject {
         requests += 2;
         let all: Vec<i32> = client
-            .get_opt(&format!("/subjects/{}/versions?deleted=true", enc(s)))
+            .get_list_opt(&format!("/subjects/{}/versions?deleted=true", enc(s)))
             .await?
             .unwrap_or_default();
         let live: Vec<i32> = client
-            .get_opt(&format!("/subjects/{}/versions", enc(s)))
+            .get_list_opt(&format!("/subjects/{}/versions", enc(s)))
             .await?
             .unwrap_or_default();
         live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));

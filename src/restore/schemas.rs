@@ -102,7 +102,7 @@ impl SchemaRestore<'_> {
     async fn subject_has_versions(&self, subject: &str) -> Result<bool, RegistryError> {
         Ok(self
             .client
-            .get_opt::<Vec<i32>>(&format!("/subjects/{}/versions", enc(subject)))
+            .get_list_opt::<i32>(&format!("/subjects/{}/versions", enc(subject)))
             .await?
             .is_some_and(|v| !v.is_empty()))
     }
@@ -134,7 +134,7 @@ impl SchemaRestore<'_> {
                 if !same {
                     let users: Vec<Value> = self
                         .client
-                        .get_opt(&format!("/schemas/ids/{}/versions", v.id))
+                        .get_list_opt(&format!("/schemas/ids/{}/versions", v.id))
                         .await?
                         .unwrap_or_default();
                     let users: Vec<String> = users
