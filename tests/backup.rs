@@ -88,7 +88,9 @@ async fn backup_captures_every_record_config_and_group_offset() {
         &plain,
         3,
         &[
-            ("retention.ms", "123456789"),
+            // 100 years: the records below are stamped in 2020, and a shorter retention lets
+            // the broker's first retention check (soon after it starts) delete them.
+            ("retention.ms", "3153600000000"),
             ("max.message.bytes", "3000000"),
             ("cleanup.policy", "delete"),
         ],
@@ -261,7 +263,7 @@ async fn backup_captures_every_record_config_and_group_offset() {
     let pt = find(&plain);
     assert_eq!(pt["partitions"], 3);
     assert_eq!(pt["replication_factor"], 1);
-    assert_eq!(pt["configs"]["retention.ms"], "123456789");
+    assert_eq!(pt["configs"]["retention.ms"], "3153600000000");
     assert_eq!(pt["configs"]["max.message.bytes"], "3000000");
     assert_eq!(pt["configs"]["cleanup.policy"], "delete");
     assert!(
@@ -486,30 +488,7 @@ async fn the_snapshot_ignores_records_produced_after_it_started() {
 async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
     let topic = common::unique("killed");
     common::create_topic(&topic, 2, &[]).await;
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let p = producer(&[("linger.ms", "50")]);
-        for i in 0..40_000i64 {
-            let value = format!(
-                "{{\"n\":{i},\"pad\":\"{}\"}}",
-                "abcdefgh".repeat(20 + (i % 7) as usize)
-            );
-            while p
-                .send(
-                    rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&t)
-                        .partition((i % 2) as i32)
-                        .payload(value.as_bytes())
-                        .timestamp(1_700_000_000_000 + i),
-                )
-                .is_err()
-            {
-                p.poll(Duration::from_millis(10));
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-    })
-    .await
-    .unwrap();
+    common::fill(&topic, 2, 40_000, 160).await;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("k.kar");
@@ -782,31 +761,8 @@ async fn a_topic_deleted_mid_backup_is_reported_and_the_archive_is_partial() {
     let doomed = common::unique("doomed");
     common::create_topic(&keep, 1, &[]).await;
     common::create_topic(&doomed, 1, &[]).await;
-    let (k, d) = (keep.clone(), doomed.clone());
-    tokio::task::spawn_blocking(move || {
-        let p = producer(&[("linger.ms", "20")]);
-        for i in 0..30_000i64 {
-            let value = format!(
-                "{{\"n\":{i},\"pad\":\"{}\"}}",
-                "q".repeat(100 + (i % 13) as usize)
-            );
-            for t in [&k, &d] {
-                while p
-                    .send(
-                        rdkafka::producer::BaseRecord::<[u8], [u8]>::to(t)
-                            .partition(0)
-                            .payload(value.as_bytes()),
-                    )
-                    .is_err()
-                {
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-    })
-    .await
-    .unwrap();
+    common::fill(&keep, 1, 30_000, 100).await;
+    common::fill(&doomed, 1, 30_000, 100).await;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.kar");
@@ -867,29 +823,7 @@ async fn a_topic_deleted_mid_backup_is_reported_and_the_archive_is_partial() {
 async fn ctrl_c_finishes_a_partial_archive_that_verifies() {
     let topic = common::unique("interrupted");
     common::create_topic(&topic, 2, &[]).await;
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let p = producer(&[("linger.ms", "50")]);
-        for i in 0..40_000i64 {
-            let value = format!(
-                "{{\"n\":{i},\"pad\":\"{}\"}}",
-                "c".repeat(150 + (i % 11) as usize)
-            );
-            while p
-                .send(
-                    rdkafka::producer::BaseRecord::<[u8], [u8]>::to(&t)
-                        .partition((i % 2) as i32)
-                        .payload(value.as_bytes()),
-                )
-                .is_err()
-            {
-                p.poll(Duration::from_millis(10));
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-    })
-    .await
-    .unwrap();
+    common::fill(&topic, 2, 40_000, 150).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int.kar");
     let child = Command::new(env!("CARGO_BIN_EXE_kar"))

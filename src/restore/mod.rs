@@ -333,11 +333,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         };
         let mut records = 0;
         for p in &entry.partitions {
-            records += records::planned_records(&archive, src, p.partition, opts.until)?;
+            let n = records::planned_records(&archive, src, p.partition, opts.until)?;
+            records += n;
             jobs.push(PartitionJob {
                 source_topic: src.clone(),
                 target_topic: dst.clone(),
                 partition: p.partition,
+                records: n,
             });
         }
         let action = match existing.get(&dst) {
@@ -414,7 +416,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             policy: opts.schemas,
         };
         target_was_empty = c
-            .get::<Vec<String>>("/subjects")
+            .get_list::<String>("/subjects")
             .await_blocking()?
             .is_empty();
         if opts.schema_ids == SchemaIds::Keep
@@ -688,7 +690,6 @@ fn run_partitions(
                     let out = records::restore_partition(
                         archive,
                         &job,
-                        opts.until,
                         ids,
                         rewrite,
                         target,

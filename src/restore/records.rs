@@ -27,6 +27,9 @@ pub struct PartitionJob {
     pub source_topic: String,
     pub target_topic: String,
     pub partition: i32,
+    /// Records the restore puts in the partition (see [`planned_records`]), counted once, when
+    /// planning.
+    pub records: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -143,7 +146,6 @@ fn settled_end(target: &Target, topic: &str, partition: i32) -> Result<i64, Stri
 pub fn restore_partition(
     a: &Archive,
     job: &PartitionJob,
-    until: Option<i64>,
     ids: &IdMap,
     rewrite: bool,
     target: &Target,
@@ -159,7 +161,7 @@ pub fn restore_partition(
         ..Default::default()
     };
     if let Err(e) = restore_inner(
-        a, job, until, ids, rewrite, target, producer, state, cancel, progress, &mut out,
+        a, job, ids, rewrite, target, producer, state, cancel, progress, &mut out,
     ) {
         out.error = Some(e);
     }
@@ -170,7 +172,6 @@ pub fn restore_partition(
 fn restore_inner(
     a: &Archive,
     job: &PartitionJob,
-    until: Option<i64>,
     ids: &IdMap,
     rewrite: bool,
     target: &Target,
@@ -180,8 +181,7 @@ fn restore_inner(
     progress: &dyn Fn(u64),
     out: &mut PartitionOutcome,
 ) -> Result<(), String> {
-    let total =
-        planned_records(a, &job.source_topic, job.partition, until).map_err(|e| e.to_string())?;
+    let total = job.records;
     out.records = total;
     let (t, p) = (job.target_topic.as_str(), job.partition);
     let (base, already) = match state.base(t, p).map_err(|e| e.to_string())? {
@@ -246,12 +246,16 @@ fn restore_inner(
                     "the restore was stopped; run the same command again to continue".into(),
                 );
             }
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in r.headers.iter() {
-                headers = headers.insert(Header { key: k, value: v });
+            let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(t).partition(p);
+            // Kafka does not tell no headers from an empty list; sparing the allocation matters
+            // on this path.
+            if !r.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in r.headers.iter() {
+                    headers = headers.insert(Header { key: k, value: v });
+                }
+                rec = rec.headers(headers);
             }
-            let mut rec: BaseRecord<'_, [u8], [u8], ()> =
-                BaseRecord::to(t).partition(p).headers(headers);
             if r.timestamp_type != TimestampType::NotAvailable {
                 rec = rec.timestamp(r.timestamp);
             }

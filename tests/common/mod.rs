@@ -198,6 +198,9 @@ pub fn consume_all(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<crate::arc
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // If the broker cannot answer where the beginning is (a fresh broker under load), the
+        // fallback must be the beginning too, not librdkafka's default of the end.
+        .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -381,4 +384,34 @@ pub async fn committed(group: &str, topic: &str, partition: i32) -> Option<(i64,
 /// The registry instance behind HTTPS that requires a client certificate and basic auth.
 pub fn secure_registry() -> String {
     std::env::var("KAR_TEST_REGISTRY_SECURE").unwrap_or_else(|_| "https://127.0.0.1:8083".into())
+}
+
+/// Fills a topic with `count` JSON-like records of about `pad` bytes, spread round-robin over
+/// `partitions`, record i stamped 1_700_000_000_000 + i: bulk data for tests that need a backup
+/// or restore to take long enough to interrupt.
+pub async fn fill(topic: &str, partitions: i32, count: i64, pad: usize) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let p = producer(&[("linger.ms", "50")]);
+        for i in 0..count {
+            let value = format!(
+                "{{\"n\":{i},\"pad\":\"{}\"}}",
+                "p".repeat(pad + (i % 7) as usize)
+            );
+            let rec = || {
+                BaseRecord::<[u8], [u8]>::to(&topic)
+                    .partition((i % i64::from(partitions)) as i32)
+                    .payload(value.as_bytes())
+                    .timestamp(1_700_000_000_000 + i)
+            };
+            while p.send(rec()).is_err() {
+                p.poll(Duration::from_millis(10));
+            }
+        }
+        p.flush(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("filling {topic}: {e}"));
+    })
+    .await
+    .unwrap();
 }
