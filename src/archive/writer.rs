@@ -136,6 +136,11 @@ impl<W: Write> ArchiveWriter<W> {
         self.pos
     }
 
+    /// The sink, e.g. to hand a clone of the file to a [`BackgroundSync`].
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
     fn write_frame(&mut self, h: &FrameHeader, stored: &[u8]) -> Result<u64, ArchiveError> {
         let at = self.pos;
         self.out
@@ -453,4 +458,56 @@ pub fn sync_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> 
         source: e.into_error(),
     })?;
     file.sync_all().map_err(ArchiveError::io("sync", path))
+}
+
+/// Writes a file's data out to the device in the background while the writer goes on, every so
+/// many bytes: the final sync then has little left to do, and the page cache never holds
+/// gigabytes of dirty data on its way to a slow USB stick. Failures here are not reported: the
+/// final [`sync_file`] meets them again and reports them.
+pub struct BackgroundSync {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    every: u64,
+    next: u64,
+}
+
+impl BackgroundSync {
+    pub fn start(file: &File, every: u64) -> std::io::Result<BackgroundSync> {
+        let file = file.try_clone()?;
+        // One pending request is enough: a sync covers everything written before it starts.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("kar-sync".into())
+            .spawn(move || {
+                for () in rx {
+                    if let Err(e) = file.sync_data() {
+                        tracing::debug!("background sync failed: {e}");
+                    }
+                }
+            })?;
+        Ok(BackgroundSync {
+            tx: Some(tx),
+            handle: Some(handle),
+            every: every.max(1),
+            next: every.max(1),
+        })
+    }
+
+    /// Tells it how far the file has been written; never blocks.
+    pub fn written(&mut self, pos: u64) {
+        if pos >= self.next {
+            self.next = pos + self.every;
+            if let Some(tx) = &self.tx {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    /// Waits for a sync in progress to end.
+    pub fn stop(mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! consumer; workers encode and compress chunks themselves and hand sealed chunks to the one
 //! writer through a bounded channel, so memory stays bounded whatever the topic size.
 
+mod compress;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::archive::writer::{now_ms, sync_file};
+use crate::archive::writer::{BackgroundSync, now_ms, sync_file};
 use crate::archive::{ArchiveError, ArchiveWriter, WriterOptions};
 use crate::format::hex;
 use crate::format::manifest::ArchiveStatus;
@@ -29,6 +30,7 @@ use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_inte
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{Captured, SubjectFilter, capture, write_to_archive};
 
+pub use compress::CompressionMode;
 pub use worker::PartitionTask;
 
 #[derive(Debug, Error)]
@@ -66,6 +68,10 @@ pub struct BackupOptions {
     /// Capture only records before this time.
     pub until_time: Option<i64>,
     pub writer: WriterOptions,
+    /// How record chunks are stored: zstd at `writer.zstd_level`, or as they are.
+    pub compression: CompressionMode,
+    /// Compression threads (default: one per core).
+    pub compression_threads: usize,
     /// Worker threads, each with its own consumer.
     pub concurrency: usize,
     /// Bytes each worker's consumer may prefetch and queue (librdkafka's queue and fetch sizes):
@@ -96,6 +102,8 @@ impl BackupOptions {
             from_time: None,
             until_time: None,
             writer: WriterOptions::default(),
+            compression: CompressionMode::default(),
+            compression_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             concurrency: 4,
             fetch_buffer_bytes: 32 * 1024 * 1024,
             stall_timeout: Duration::from_secs(60),
@@ -136,6 +144,10 @@ pub struct BackupReport {
     /// Key, value and header bytes read from Kafka.
     pub record_bytes: u64,
     pub archive_bytes: u64,
+    pub compression: CompressionMode,
+    /// Record chunks written, and how many of them are stored uncompressed.
+    pub chunks: u64,
+    pub chunks_uncompressed: u64,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySummary>,
@@ -190,10 +202,13 @@ pub fn select_topics(
 /// Messages from workers to the writer.
 pub(crate) enum Event {
     Chunk(crate::format::chunk::SealedChunk, u64),
+    /// Every record of the partition was read, in `chunks` chunks (which may reach the writer
+    /// after this, from the compression stage).
     Done {
         topic: String,
         partition: i32,
         records: u64,
+        chunks: u64,
     },
     Failed {
         topic: String,
@@ -214,8 +229,11 @@ struct KafkaSnapshot {
 
 /// Topics, ranges, configs and group offsets, all before any record is read.
 fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
+    let t0 = Instant::now();
     let source = Source::connect(&opts.kafka)?;
-    let all = source.topics()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "connected");
+    let all = source.topics();
+    tracing::debug!(elapsed = ?t0.elapsed(), "topics listed");
     let names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
     let selected = select_topics(&names, &opts.topics, &opts.exclude)?;
     if selected.is_empty() && !opts.topics.is_empty() {
@@ -226,6 +244,7 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         .filter(|t| selected.contains(&t.name))
         .collect();
     source.describe_configs(&mut topics)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "configs described");
 
     let mut tasks = Vec::new();
     for t in &topics {
@@ -257,7 +276,9 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         }
     }
 
+    tracing::debug!(elapsed = ?t0.elapsed(), "ranges fixed");
     let group_names = source.groups()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "groups listed");
     let group_re = match &opts.groups {
         Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
         None => None,
@@ -278,8 +299,12 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
             }
         }
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "group offsets read");
     let cluster_id = source.cluster_id();
-    let brokers = source.brokers()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
+    let brokers = source.brokers();
+    // Closing librdkafka clients waits for their threads (~100 ms); nothing needs to wait for it.
+    std::thread::spawn(move || drop(source));
     Ok(KafkaSnapshot {
         topics,
         tasks,
@@ -332,7 +357,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             brokers: Vec::new(),
         }
     };
+    tracing::debug!(elapsed = ?started.elapsed(), "kafka snapshot taken");
     let registry = snapshot_registry(opts, started_ms)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "registry captured");
     let KafkaSnapshot {
         topics,
         tasks,
@@ -347,6 +374,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         ..opts.writer.clone()
     };
     let mut w = ArchiveWriter::create(&opts.out, writer_opts)?;
+    let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
+        .map_err(ArchiveError::io("sync", &opts.out))?;
     let topics_doc = serde_json::json!({
         "kind": "kafka-topics",
         "cluster_id": cluster_id,
@@ -376,7 +405,13 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     // 3. Records.
     let progress = worker::Progress::new(opts.progress, &tasks);
     let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
-    let workers = worker::spawn(opts, &tasks, tx, progress.clone());
+    let (stage, compressors) = compress::Stage::start(
+        opts.compression,
+        opts.writer.zstd_level,
+        opts.compression_threads,
+        tx.clone(),
+    );
+    let workers = worker::spawn(opts, &tasks, tx, stage, progress.clone());
     let mut results: BTreeMap<(String, i32), PartitionResult> = tasks
         .iter()
         .map(|t| {
@@ -391,25 +426,49 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             ((t.topic.clone(), t.partition), r)
         })
         .collect();
+    // Chunks arrive from the compression threads in any order, possibly after their partition's
+    // Done: a partition is complete once its last chunk is written.
+    let mut written: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    let mut waiting: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut record_bytes = 0u64;
+    let (mut chunks, mut uncompressed) = (0u64, 0u64);
     let mut write_error = None;
     for ev in rx {
         let res = match ev {
             Event::Chunk(c, bytes) => {
                 record_bytes += bytes;
-                w.write_chunk(c)
+                chunks += 1;
+                if c.frame.compression == crate::format::frame::Compression::None {
+                    uncompressed += 1;
+                }
+                let key = (c.header.topic.clone(), c.header.partition);
+                let res = w.write_chunk(c);
+                syncer.written(w.position());
+                res.and_then(|()| {
+                    let n = written.entry(key.clone()).or_default();
+                    *n += 1;
+                    if waiting.get(&key) == Some(n) {
+                        waiting.remove(&key);
+                        complete(&mut w, &mut results, &key)
+                    } else {
+                        Ok(())
+                    }
+                })
             }
             Event::Done {
                 topic,
                 partition,
                 records,
+                chunks,
             } => {
-                let r = results
-                    .get_mut(&(topic.clone(), partition))
-                    .expect("a task");
-                r.records = records;
-                r.complete = true;
-                w.finish_partition(&topic, partition)
+                let key = (topic, partition);
+                results.get_mut(&key).expect("a task").records = records;
+                if written.get(&key).copied().unwrap_or(0) >= chunks {
+                    complete(&mut w, &mut results, &key)
+                } else {
+                    waiting.insert(key, chunks);
+                    Ok(())
+                }
             }
             Event::Failed {
                 topic,
@@ -430,9 +489,11 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             break;
         }
     }
-    for h in workers {
+    for h in workers.into_iter().chain(compressors) {
         let _ = h.join();
     }
+    syncer.stop();
+    tracing::debug!(elapsed = ?started.elapsed(), chunks, uncompressed, "records read");
     progress.finish();
     if let Some(e) = write_error {
         return Err(e.into());
@@ -468,7 +529,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         ArchiveStatus::Partial
     };
     let (out, summary) = w.finish(status, notes)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "index and manifest written");
     sync_file(out, &opts.out)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "archive synced to disk");
 
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
     for ((t, _), r) in results {
@@ -486,6 +549,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         records: summary.records,
         record_bytes,
         archive_bytes: summary.bytes,
+        compression: opts.compression,
+        chunks,
+        chunks_uncompressed: uncompressed,
         seconds: started.elapsed().as_secs_f64(),
         registry: registry.map(|r| RegistrySummary {
             source: r.snapshot.source.clone(),
@@ -498,4 +564,13 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             pulled_in: r.snapshot.pulled_in.clone(),
         }),
     })
+}
+
+fn complete<W: std::io::Write>(
+    w: &mut ArchiveWriter<W>,
+    results: &mut BTreeMap<(String, i32), PartitionResult>,
+    key: &(String, i32),
+) -> Result<(), ArchiveError> {
+    results.get_mut(key).expect("a task").complete = true;
+    w.finish_partition(&key.0, key.1)
 }

@@ -1,7 +1,7 @@
 //! Partition consumers for a backup. Each worker thread owns consumers whose partitions have
 //! distinct partition numbers (librdkafka reports end-of-partition by number only), reads each
-//! partition from its snapshot start to its snapshot end, encodes records into chunks and
-//! compresses them on its own thread, and sends sealed chunks to the writer.
+//! partition from its snapshot start to its snapshot end, encodes records into chunks and hands
+//! finished chunks to the compression stage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
+use super::compress::Stage;
 use super::{BackupOptions, Event};
 use crate::format::chunk::{ChunkEncoder, TimestampType};
 
@@ -123,6 +124,7 @@ pub(crate) fn spawn(
     opts: &BackupOptions,
     tasks: &[PartitionTask],
     tx: SyncSender<Event>,
+    stage: Stage,
     progress: Progress,
 ) -> Vec<JoinHandle<()>> {
     let (empty, work): (Vec<_>, Vec<_>) = tasks.iter().cloned().partition(|t| t.start >= t.end);
@@ -136,6 +138,7 @@ pub(crate) fn spawn(
                         topic: t.topic,
                         partition: t.partition,
                         records: 0,
+                        chunks: 0,
                     })
                     .is_err()
                 {
@@ -148,7 +151,8 @@ pub(crate) fn spawn(
         if groups.is_empty() {
             continue;
         }
-        let (tx, opts, progress) = (tx.clone(), opts.clone(), progress.clone());
+        let (tx, stage, opts, progress) =
+            (tx.clone(), stage.clone(), opts.clone(), progress.clone());
         handles.push(
             std::thread::Builder::new()
                 .name("kar-backup-worker".into())
@@ -162,7 +166,7 @@ pub(crate) fn spawn(
                             );
                             continue;
                         }
-                        consume_group(&opts, g, &tx, &progress);
+                        consume_group(&opts, g, &tx, &stage, &progress);
                     }
                 })
                 .expect("spawning a backup worker"),
@@ -186,6 +190,8 @@ struct State {
     task: PartitionTask,
     enc: Option<ChunkEncoder>,
     records: u64,
+    /// Chunks handed to the compression stage.
+    chunks: u64,
     /// Offsets covered so far that the progress bar has not been told of.
     reported_to: i64,
     bytes: u64,
@@ -198,6 +204,7 @@ fn consume_group(
     opts: &BackupOptions,
     group: Vec<PartitionTask>,
     tx: &SyncSender<Event>,
+    stage: &Stage,
     progress: &Progress,
 ) {
     // librdkafka needs fetch.max.bytes ≤ its queue; records larger than it are still fetched.
@@ -248,6 +255,7 @@ fn consume_group(
             task,
             enc: None,
             records: 0,
+            chunks: 0,
             bytes: 0,
             done: false,
             last_progress: Instant::now(),
@@ -255,16 +263,18 @@ fn consume_group(
         })
         .collect();
     let target = opts.writer.chunk_target_bytes;
-    let level = opts.writer.zstd_level;
     let mut last_error: Option<String> = None;
     let mut left = states.len();
     let (mut polls, mut idle) = (0u64, false);
 
+    // Closing a consumer waits for librdkafka's threads (up to ~100 ms); the backup need not.
+    let closer = Closer(Some(consumer));
+    let consumer = closer.0.as_ref().expect("set above");
     while left > 0 {
         if opts.cancel.load(Ordering::SeqCst) {
             for st in states.iter_mut().filter(|s| !s.done) {
                 // What was read is good: keep it, but the partition is not complete.
-                if flush(st, tx, level, progress, started).is_err() {
+                if flush(st, stage, progress, started).is_err() {
                     return;
                 }
                 let _ = tx.send(Event::Failed {
@@ -290,7 +300,7 @@ fn consume_group(
                 }
                 let offset = m.offset();
                 if offset >= st.task.end {
-                    if finish(st, tx, level, progress, started).is_err() {
+                    if finish(st, tx, stage, progress, started).is_err() {
                         return;
                     }
                     left -= 1;
@@ -344,11 +354,11 @@ fn consume_group(
                     (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
                 let full = enc.encoded_len() >= target;
                 if offset + 1 >= st.task.end {
-                    if finish(st, tx, level, progress, started).is_err() {
+                    if finish(st, tx, stage, progress, started).is_err() {
                         return;
                     }
                     left -= 1;
-                } else if full && flush(st, tx, level, progress, started).is_err() {
+                } else if full && flush(st, stage, progress, started).is_err() {
                     return;
                 }
             }
@@ -356,7 +366,7 @@ fn consume_group(
                 // Everything up to the partition's current end was delivered, and that end is at
                 // or past the snapshot end: the partition is complete.
                 if let Some(st) = states.iter_mut().find(|s| s.task.partition == p && !s.done) {
-                    if finish(st, tx, level, progress, started).is_err() {
+                    if finish(st, tx, stage, progress, started).is_err() {
                         return;
                     }
                     left -= 1;
@@ -380,7 +390,7 @@ fn consume_group(
                 st.records_at_check = st.records;
                 st.last_progress = now;
             } else if now.duration_since(st.last_progress) > opts.stall_timeout {
-                if flush(st, tx, level, progress, started).is_err() {
+                if flush(st, stage, progress, started).is_err() {
                     return;
                 }
                 let why = format!(
@@ -407,21 +417,17 @@ fn consume_group(
     }
 }
 
-/// Seals and sends the open chunk, if any. Err when the writer has gone away.
-fn flush(
-    st: &mut State,
-    tx: &SyncSender<Event>,
-    level: i32,
-    progress: &Progress,
-    started: Instant,
-) -> Result<(), ()> {
+/// Closes the open chunk, if any, and hands it to the compression stage. Err when the writer has
+/// gone away.
+fn flush(st: &mut State, stage: &Stage, progress: &Progress, started: Instant) -> Result<(), ()> {
     if let Some(enc) = st.enc.take() {
-        let last = enc.header().last_offset;
         let n = u64::from(enc.len());
-        let sealed = enc.seal(level).map_err(|_| ())?;
+        let (header, raw) = enc.finish();
+        let last = header.last_offset;
         let bytes = st.bytes;
         st.bytes = 0;
-        tx.send(Event::Chunk(sealed, bytes)).map_err(|_| ())?;
+        stage.submit(header, raw, bytes)?;
+        st.chunks += 1;
         progress.advance(
             &st.task.topic,
             (last + 1 - st.reported_to).max(0) as u64,
@@ -437,11 +443,11 @@ fn flush(
 fn finish(
     st: &mut State,
     tx: &SyncSender<Event>,
-    level: i32,
+    stage: &Stage,
     progress: &Progress,
     started: Instant,
 ) -> Result<(), ()> {
-    flush(st, tx, level, progress, started)?;
+    flush(st, stage, progress, started)?;
     progress.advance(
         &st.task.topic,
         (st.task.end - st.reported_to).max(0) as u64,
@@ -454,8 +460,20 @@ fn finish(
         topic: st.task.topic.clone(),
         partition: st.task.partition,
         records: st.records,
+        chunks: st.chunks,
     })
     .map_err(|_| ())
+}
+
+/// Drops a consumer on a thread of its own.
+struct Closer(Option<BaseConsumer>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            std::thread::spawn(move || drop(c));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,14 @@ pub struct InspectArgs {
 
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings);
+    // warnings are shown by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let result = match cli.command {
         #[cfg(feature = "kafka")]
         Command::Backup(a) => backup::run(*a),

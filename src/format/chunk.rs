@@ -366,6 +366,33 @@ impl SealedChunk {
             stored,
         })
     }
+
+    /// As [`SealedChunk::from_raw`], with a compression context kept by the caller: making a
+    /// context per chunk allocates (and the kernel zeroes) a few MiB every time.
+    pub fn compress_with(
+        header: ChunkHeader,
+        raw: &[u8],
+        zstd: &mut zstd::bulk::Compressor<'_>,
+    ) -> std::io::Result<SealedChunk> {
+        let stored = zstd.compress(raw)?;
+        let frame =
+            FrameHeader::for_content(FrameKind::RecordChunk, Compression::Zstd, raw, &stored);
+        Ok(SealedChunk {
+            header,
+            frame,
+            stored,
+        })
+    }
+
+    /// A chunk stored as it is (compression 0): no CPU spent beyond hashing its content.
+    pub fn uncompressed(header: ChunkHeader, raw: Vec<u8>) -> SealedChunk {
+        let frame = FrameHeader::for_content(FrameKind::RecordChunk, Compression::None, &raw, &raw);
+        SealedChunk {
+            header,
+            frame,
+            stored: raw,
+        }
+    }
 }
 
 impl ChunkHeader {

@@ -75,11 +75,24 @@ pub fn is_internal(topic: &str) -> bool {
 pub struct Source {
     conn: KafkaConnection,
     consumer: BaseConsumer,
+    /// Made with the consumer, so that it connects while the consumer fetches metadata.
+    admin: AdminClient<DefaultClientContext>,
+    /// Broker IDs and addresses, from the metadata fetched when connecting.
+    brokers: Vec<(i32, String)>,
+    /// Every topic, from the same metadata.
+    topics: Vec<TopicInfo>,
 }
 
 impl Source {
     /// Connects and checks that the cluster answers a metadata request.
     pub fn connect(conn: &KafkaConnection) -> Result<Source, SourceError> {
+        let admin: AdminClient<DefaultClientContext> =
+            conn.client_config()
+                .create()
+                .map_err(|source| SourceError::Unreachable {
+                    bootstrap: conn.bootstrap.clone(),
+                    source: Box::new(source),
+                })?;
         let consumer: BaseConsumer = conn
             .client_config()
             .set("enable.auto.commit", "false")
@@ -89,15 +102,39 @@ impl Source {
                 bootstrap: conn.bootstrap.clone(),
                 source: Box::new(source),
             })?;
-        consumer
+        let md = consumer
             .fetch_metadata(None, Duration::from_secs(15))
             .map_err(|source| SourceError::Unreachable {
                 bootstrap: conn.bootstrap.clone(),
                 source: Box::new(source),
             })?;
+        let brokers = md
+            .brokers()
+            .iter()
+            .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+            .collect();
+        let mut topics: Vec<TopicInfo> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| TopicInfo {
+                name: t.name().to_string(),
+                partitions: t.partitions().len() as i32,
+                replication_factor: t
+                    .partitions()
+                    .first()
+                    .map_or(0, |p| p.replicas().len() as i32),
+                configs: BTreeMap::new(),
+                sensitive_configs: Vec::new(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Source {
             conn: conn.clone(),
             consumer,
+            admin,
+            brokers,
+            topics,
         })
     }
 
@@ -114,42 +151,15 @@ impl Source {
         self.consumer.client().fetch_cluster_id(TIMEOUT)
     }
 
-    /// Broker IDs and addresses.
-    pub fn brokers(&self) -> Result<Vec<(i32, String)>, SourceError> {
-        let md = self
-            .consumer
-            .fetch_metadata(None, TIMEOUT)
-            .map_err(self.req("fetching metadata"))?;
-        Ok(md
-            .brokers()
-            .iter()
-            .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
-            .collect())
+    /// Broker IDs and addresses, as the cluster described itself when we connected.
+    pub fn brokers(&self) -> Vec<(i32, String)> {
+        self.brokers.clone()
     }
 
-    /// Every topic: name, partition count, replication factor (configs not yet filled in).
-    pub fn topics(&self) -> Result<Vec<TopicInfo>, SourceError> {
-        let md = self
-            .consumer
-            .fetch_metadata(None, TIMEOUT)
-            .map_err(self.req("fetching metadata"))?;
-        let mut out: Vec<TopicInfo> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| TopicInfo {
-                name: t.name().to_string(),
-                partitions: t.partitions().len() as i32,
-                replication_factor: t
-                    .partitions()
-                    .first()
-                    .map_or(0, |p| p.replicas().len() as i32),
-                configs: BTreeMap::new(),
-                sensitive_configs: Vec::new(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+    /// Every topic as the cluster described it when we connected: name, partition count,
+    /// replication factor (configs not yet filled in).
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        self.topics.clone()
     }
 
     /// The offsets `low..high` a snapshot of the partition covers now. With read_committed,
@@ -191,14 +201,7 @@ impl Source {
         if topics.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> =
-            self.conn
-                .client_config()
-                .create()
-                .map_err(|source| SourceError::Unreachable {
-                    bootstrap: self.conn.bootstrap.clone(),
-                    source: Box::new(source),
-                })?;
+        let admin = &self.admin;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,0 +1,137 @@
+//! The compression stage between the partition workers and the writer. Workers only consume and
+//! encode; finished chunks go to a small pool of compression threads (one per core), each keeping
+//! its zstd context, and from there to the writer. Whether chunks are compressed at all is the
+//! operator's choice ([`CompressionMode`]): on a machine short of cores, compression is what
+//! bounds a backup's speed, and `kar compact` can compress an archive later, elsewhere.
+
+use std::str::FromStr;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+
+use super::Event;
+use crate::format::chunk::{ChunkHeader, SealedChunk};
+
+/// How record chunks are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Every chunk compressed with zstd; reading waits for compression when the CPU is short.
+    #[default]
+    Zstd,
+    /// Every chunk stored as it is: the fastest backup, the largest archive.
+    None,
+}
+
+impl FromStr for CompressionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "zstd" => Ok(CompressionMode::Zstd),
+            "none" => Ok(CompressionMode::None),
+            _ => Err(format!("compression {s:?} is neither zstd nor none")),
+        }
+    }
+}
+
+impl std::fmt::Display for CompressionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CompressionMode::Zstd => "zstd",
+            CompressionMode::None => "none",
+        })
+    }
+}
+
+struct Job {
+    header: ChunkHeader,
+    raw: Vec<u8>,
+    /// Key, value and header bytes of the chunk's records, for the report.
+    bytes: u64,
+}
+
+/// The workers' handle on the stage.
+#[derive(Clone)]
+pub(crate) struct Stage {
+    jobs: Option<SyncSender<Job>>,
+    tx: SyncSender<Event>,
+}
+
+impl Stage {
+    /// Starts the stage: `threads` compression threads (none for [`CompressionMode::None`]).
+    /// Chunks leave it, in whatever order they are done, as [`Event::Chunk`] on `tx`. The threads
+    /// end once every `Stage` clone is dropped and the queue is empty.
+    pub(crate) fn start(
+        mode: CompressionMode,
+        level: i32,
+        threads: usize,
+        tx: SyncSender<Event>,
+    ) -> (Stage, Vec<JoinHandle<()>>) {
+        if mode == CompressionMode::None {
+            return (Stage { jobs: None, tx }, Vec::new());
+        }
+        let threads = threads.max(1);
+        // Two waiting chunks per thread: enough that a thread never waits for a worker, small
+        // enough that memory stays a few chunk sizes.
+        let (jobs, rx) = sync_channel::<Job>(threads * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (rx.clone(), tx.clone());
+                std::thread::Builder::new()
+                    .name("kar-compress".into())
+                    .spawn(move || compress_loop(level, &rx, &tx))
+                    .expect("spawning a compression thread")
+            })
+            .collect();
+        (
+            Stage {
+                jobs: Some(jobs),
+                tx,
+            },
+            handles,
+        )
+    }
+
+    /// Hands a finished chunk on. Err when the writer has gone away.
+    pub(crate) fn submit(&self, header: ChunkHeader, raw: Vec<u8>, bytes: u64) -> Result<(), ()> {
+        let job = Job { header, raw, bytes };
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| ()),
+            None => store(job, &self.tx),
+        }
+    }
+}
+
+fn store(job: Job, tx: &SyncSender<Event>) -> Result<(), ()> {
+    let sealed = SealedChunk::uncompressed(job.header, job.raw);
+    tx.send(Event::Chunk(sealed, job.bytes)).map_err(|_| ())
+}
+
+fn compress_loop(level: i32, rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Event>) {
+    let mut zstd = zstd::bulk::Compressor::new(level).ok();
+    loop {
+        // The lock is held only while waiting for the next job, not while compressing.
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let sealed = match zstd.as_mut() {
+            Some(z) => SealedChunk::compress_with(job.header.clone(), &job.raw, z).ok(),
+            None => None,
+        };
+        // zstd fails only when it cannot allocate its context or output; the chunk is then kept
+        // as it is rather than lost.
+        let res = match sealed {
+            Some(s) => tx.send(Event::Chunk(s, job.bytes)).map_err(|_| ()),
+            None => store(job, tx),
+        };
+        if res.is_err() {
+            return;
+        }
+    }
+}
