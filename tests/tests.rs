@@ -8,6 +8,7 @@
 mod archive;
 mod backup;
 mod common;
+mod compact;
 mod registry;
 mod repair;
 mod restore;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::format::hex;
-use crate::format::manifest::{ArchiveStatus, MetadataRef, TopicEntry};
+use std::collections::BTreeMap;
+
+use crate::format::manifest::{ArchiveStatus, MetadataRef, PartitionEntry};
 
 use super::error::ArchiveError;
 use super::reader::Archive;
@@ -23,8 +25,9 @@ pub struct InspectReport {
     pub chunks: u64,
     pub records: u64,
     pub raw_bytes: u64,
+    /// What the chunks take in the file, compressed (from the index).
     pub stored_bytes: u64,
-    pub topics: Vec<TopicEntry>,
+    pub topics: Vec<TopicSummary>,
     pub metadata: Vec<MetadataRef>,
     pub blobs: u64,
     pub notes: Vec<String>,
@@ -32,6 +35,20 @@ pub struct InspectReport {
     pub groups: Vec<GroupSummary>,
     /// The Schema Registry snapshot's subjects, when the archive has one.
     pub schema_subjects: Vec<SubjectSummary>,
+}
+
+/// A topic as the manifest lists it, with the stored size of each partition from the index.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: Vec<PartitionSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionSummary {
+    #[serde(flatten)]
+    pub entry: PartitionEntry,
+    pub stored_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +66,7 @@ pub struct GroupSummary {
 
 pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
     let a = Archive::open(path)?;
-    let mut r = inspect_archive(&a);
+    let mut r = inspect_archive(&a)?;
     r.groups = groups(&a)?;
     if let Some(snap) = crate::registry::snapshot::read_from_archive(&a)? {
         r.schema_subjects = snap
@@ -92,10 +109,33 @@ fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
         .unwrap_or_default())
 }
 
-pub fn inspect_archive(a: &Archive) -> InspectReport {
+pub fn inspect_archive(a: &Archive) -> Result<InspectReport, ArchiveError> {
     let m = a.manifest();
     let parts = || m.topics.iter().flat_map(|t| &t.partitions);
-    InspectReport {
+    let mut stored: BTreeMap<(&str, i32), u64> = BTreeMap::new();
+    let index = a.index_content()?;
+    for c in &index.chunks {
+        *stored.entry((c.topic.as_str(), c.partition)).or_default() += c.stored_len;
+    }
+    let topics = m
+        .topics
+        .iter()
+        .map(|t| TopicSummary {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| PartitionSummary {
+                    entry: p.clone(),
+                    stored_bytes: stored
+                        .get(&(t.name.as_str(), p.partition))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(InspectReport {
         path: a.path().to_path_buf(),
         format_version: format!("{}.{}", a.header().major, a.header().minor),
         created_at_ms: m.created_at_ms,
@@ -107,14 +147,14 @@ pub fn inspect_archive(a: &Archive) -> InspectReport {
         chunks: parts().map(|p| p.chunks).sum(),
         records: parts().map(|p| p.records).sum(),
         raw_bytes: parts().map(|p| p.raw_bytes).sum(),
-        stored_bytes: parts().map(|p| p.stored_bytes).sum(),
-        topics: m.topics.clone(),
+        stored_bytes: stored.values().sum(),
+        topics,
         metadata: m.metadata.clone(),
         blobs: m.blobs,
         notes: m.notes.clone(),
         groups: Vec::new(),
         schema_subjects: Vec::new(),
-    }
+    })
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).

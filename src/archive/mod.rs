@@ -1,7 +1,8 @@
 //! The archive on disk: the front-to-back writer, the memory-mapped reader, the redb index inside
-//! the file, and the operations on whole archives (verify, inspect, repair). The byte layout itself
+//! the file, and the operations on whole archives (verify, inspect, repair, compact). The byte layout itself
 //! is `crate::format`'s.
 
+pub mod compact;
 pub mod dump;
 pub mod error;
 pub mod index;

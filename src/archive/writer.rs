@@ -136,6 +136,11 @@ impl<W: Write> ArchiveWriter<W> {
         self.pos
     }
 
+    /// The sink, once the archive is finished (compact keeps it to sync it).
+    pub(crate) fn into_inner(self) -> W {
+        self.out
+    }
+
     /// The sink, e.g. to hand a clone of the file to a [`BackgroundSync`].
     pub fn get_ref(&self) -> &W {
         &self.out
@@ -253,7 +258,6 @@ impl<W: Write> ArchiveWriter<W> {
         e.records += u64::from(h.record_count);
         e.chunks += 1;
         e.raw_bytes += c.frame.raw_len;
-        e.stored_bytes += c.frame.stored_len;
         e.first_offset = Some(
             e.first_offset
                 .map_or(h.first_offset, |f| f.min(h.first_offset)),
@@ -392,10 +396,18 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         manifest: &Manifest,
     ) -> Result<WriteSummary, ArchiveError> {
-        let raw = manifest.encode();
-        let stored = zstd::bulk::compress(&raw, self.opts.zstd_level)
+        self.finish_with_manifest_bytes(&manifest.encode())
+    }
+
+    /// The tail of the file with a manifest given as its exact bytes (compact carries the
+    /// original's over unchanged, so its content ID, and the root, stay the same).
+    pub(crate) fn finish_with_manifest_bytes(
+        &mut self,
+        raw: &[u8],
+    ) -> Result<WriteSummary, ArchiveError> {
+        let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress", &self.path))?;
-        let mh = FrameHeader::for_content(FrameKind::Manifest, Compression::Zstd, &raw, &stored);
+        let mh = FrameHeader::for_content(FrameKind::Manifest, Compression::Zstd, raw, &stored);
         let manifest_offset = self.write_frame(&mh, &stored)?;
 
         let index_bytes = self

@@ -4,8 +4,8 @@
 //! At start, every selected partition's range `start..end` is fixed (log start and last stable
 //! offset, or the `--from-time`/`--until-time` window); exactly that range is captured, whatever is
 //! produced meanwhile. Partitions are consumed concurrently by worker threads, each with its own
-//! consumer; workers encode and compress chunks themselves and hand sealed chunks to the one
-//! writer through a bounded channel, so memory stays bounded whatever the topic size.
+//! consumer; workers encode chunks, a pool of compression threads seals them, and the one writer
+//! writes them, all through bounded channels, so memory stays bounded whatever the topic size.
 
 mod compress;
 mod worker;

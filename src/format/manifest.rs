@@ -65,9 +65,10 @@ pub struct PartitionEntry {
     pub min_timestamp: Option<i64>,
     #[serde(default)]
     pub max_timestamp: Option<i64>,
-    /// Bytes of chunk content before and after compression.
+    /// Bytes of chunk content (uncompressed). How many bytes the chunks take in the file depends
+    /// on compression, so it is in the index, not here: the manifest (and with it the root hash)
+    /// describes content only, and stays the same when an archive is recompressed.
     pub raw_bytes: u64,
-    pub stored_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

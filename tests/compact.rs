@@ -1,0 +1,196 @@
+//! `kar backup --compression none` and `kar compact`: an uncompressed backup of a real topic holds
+//! every record, and compacting it gives a smaller file with the same manifest, the same records
+//! and the same root hash; a damaged archive is refused with the frame named and no output left.
+
+use std::process::Command;
+
+use kar::archive::verify::{VerifyLevel, layout, verify};
+use kar::archive::{Archive, Source};
+use kar::format::frame::{self, FrameHeader};
+
+use crate::archive::read_records;
+use crate::common;
+
+fn kar(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every record chunk's frame header, read from the file itself.
+fn chunk_frames(a: &Archive) -> Vec<FrameHeader> {
+    a.index_content()
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| {
+            let at = c.frame_offset as usize;
+            FrameHeader::decode(&a.bytes()[at..], c.frame_offset).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uncompressed_backup_compacts_to_the_same_records_and_root() {
+    let topic = common::unique("uncompressed");
+    common::create_topic(&topic, 3, &[]).await;
+    common::fill(&topic, 3, 20_000, 200).await;
+    let truth = common::consume_all(&topic, 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, small) = (dir.path().join("plain.kar"), dir.path().join("small.kar"));
+    let bootstrap = common::bootstrap();
+    let report = json(&kar(&[
+        "backup",
+        "--json",
+        "--compression",
+        "none",
+        "--chunk-size",
+        "262144",
+        "--bootstrap",
+        &bootstrap,
+        "--topics",
+        &topic,
+        "--out",
+        plain.to_str().unwrap(),
+    ]));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["compression"], "none");
+    let chunks = report["chunks"].as_u64().unwrap();
+    assert!(chunks >= 3, "{report}");
+    assert_eq!(report["chunks_uncompressed"].as_u64(), Some(chunks));
+
+    let a = Archive::open(&plain).unwrap();
+    let frames = chunk_frames(&a);
+    assert_eq!(frames.len() as u64, chunks);
+    for f in &frames {
+        assert_eq!(f.compression, frame::Compression::None);
+        assert_eq!(f.stored_len, f.raw_len);
+    }
+    assert!(verify(&plain, VerifyLevel::Full).unwrap().ok);
+    for (p, want) in &truth {
+        assert_eq!(&read_records(&a, &topic, *p), want, "partition {p}");
+    }
+
+    let compacted = json(&kar(&[
+        "compact",
+        "--json",
+        "--zstd-level",
+        "5",
+        plain.to_str().unwrap(),
+        "--out",
+        small.to_str().unwrap(),
+    ]));
+    let b = Archive::open(&small).unwrap();
+    assert_eq!(b.root(), a.root(), "same content, same root");
+    assert_eq!(compacted["root_hash"], kar::format::hex(&a.root()));
+    assert_eq!(compacted["chunks"].as_u64(), Some(chunks));
+    assert_eq!(compacted["were_uncompressed"].as_u64(), Some(chunks));
+    assert_eq!(b.manifest(), a.manifest(), "the manifest is carried over");
+    assert_eq!(b.manifest_id(), a.manifest_id());
+    let (before, after) = (
+        std::fs::metadata(&plain).unwrap().len(),
+        std::fs::metadata(&small).unwrap().len(),
+    );
+    assert!(
+        after * 4 < before,
+        "compacted {after} bytes is not much smaller than {before}"
+    );
+    for f in chunk_frames(&b) {
+        assert_eq!(f.compression, frame::Compression::Zstd);
+        assert!(f.stored_len < f.raw_len);
+    }
+    let v = verify(&small, VerifyLevel::Full).unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    for (p, want) in &truth {
+        assert_eq!(&read_records(&b, &topic, *p), want, "partition {p}");
+    }
+    // Both files answer the same index lookups.
+    let (ia, ib) = (a.index_content().unwrap(), b.index_content().unwrap());
+    assert_eq!(ia.schemas, ib.schemas);
+    let ids = |i: &kar::archive::index::IndexContent| {
+        let mut v: Vec<_> = i.content.keys().copied().collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&ia), ids(&ib));
+}
+
+#[test]
+fn compact_refuses_a_damaged_archive_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::verify::small_archive();
+    let (hit, _) = layout(&bytes)
+        .into_iter()
+        .filter(|(_, s)| s == "record chunk")
+        .nth(2)
+        .unwrap();
+    let mut damaged = bytes.clone();
+    // `layout` gives the chunk's content; its frame header is just before it.
+    damaged[(hit.start + 7) as usize] ^= 0x40;
+    let input = dir.path().join("damaged.kar");
+    std::fs::write(&input, &damaged).unwrap();
+    let out = dir.path().join("out.kar");
+
+    let r = kar(&[
+        "compact",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains(&format!("frame content at offset {}", hit.start))
+            && err.contains(&format!(
+                "content frame at offset {}",
+                hit.start - frame::HEADER_LEN as u64
+            )),
+        "the message names the frame and where its content is: {err}"
+    );
+    assert!(err.contains("kar repair"), "and what to do: {err}");
+    assert!(!out.exists(), "no half-written output is left");
+    assert_eq!(std::fs::read(&input).unwrap(), damaged, "input untouched");
+
+    // An existing output is never overwritten.
+    let good = dir.path().join("good.kar");
+    std::fs::write(&good, &bytes).unwrap();
+    std::fs::write(&out, b"precious").unwrap();
+    let r = kar(&[
+        "compact",
+        good.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+
+    // The intact archive compacts (already compressed: same root, still verifies).
+    std::fs::remove_file(&out).unwrap();
+    let report = json(&kar(&[
+        "compact",
+        "--json",
+        good.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(report["were_uncompressed"], 0);
+    let a = Archive::from_source(Source::Owned(bytes), "orig").unwrap();
+    assert_eq!(report["root_hash"], kar::format::hex(&a.root()));
+    assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    let b = Archive::open(&out).unwrap();
+    assert_eq!(read_records(&b, "t", 0), read_records(&a, "t", 0));
+    assert_eq!(b.manifest().metadata, a.manifest().metadata);
+}
