@@ -882,3 +882,112 @@ async fn ctrl_c_finishes_a_partial_archive_that_verifies() {
         );
     }
 }
+
+/// The broker goes away from the backup's connections (a proxy in front of the real broker cuts
+/// them and refuses new ones). A short outage is ridden out: librdkafka reconnects and the backup
+/// completes with every record. An outage longer than the stall deadline ends the backup with a
+/// partial archive that names the partitions and verifies, holding an exact prefix of each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_lost_mid_backup_is_ridden_out_or_reported() {
+    use crate::common::proxy::{TcpProxy, outage_addresses};
+
+    let topic = common::unique("outage");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 40_000, 160).await;
+    let truth = consume_all(&topic, 2);
+    let (listener, proxy_at) = outage_addresses();
+    assert!(
+        std::net::TcpStream::connect(listener).is_ok(),
+        "the broker has no OUTAGE listener on {listener}: restart the services (scripts/services down; scripts/services up)"
+    );
+    let proxy = TcpProxy::start(proxy_at, listener).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, stall: u64| {
+        let out = dir.path().join(name);
+        let mut o = BackupOptions::new(KafkaConnection::plaintext(proxy_at.to_string()), &out);
+        o.topics = vec![topic.clone()];
+        // Slow (zstd 19, one worker) and with little prefetched, so the outage hits mid-read.
+        o.writer = WriterOptions {
+            chunk_target_bytes: 16 * 1024,
+            zstd_level: 19,
+            ..Default::default()
+        };
+        o.concurrency = 1;
+        o.compression_threads = 1;
+        o.fetch_buffer_bytes = 64 * 1024;
+        o.stall_timeout = Duration::from_secs(stall);
+        let handle = tokio::task::spawn_blocking(move || backup(&o));
+        (out, handle)
+    };
+    let started = |out: &std::path::Path| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(out).map_or(0, |m| m.len()) < 40_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the backup wrote nothing in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // 1. Two seconds without the broker, well within a 30 s deadline.
+    let (out, handle) = run("short.kar", 30);
+    started(&out);
+    proxy.cut();
+    let before = proxy.accepted();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !handle.is_finished(),
+        "the backup finished before the outage ended"
+    );
+    proxy.restore();
+    let report = handle.await.unwrap().unwrap();
+    assert!(proxy.accepted() > before, "the consumer reconnected");
+    assert_eq!(report.status, ArchiveStatus::Complete, "{report:?}");
+    assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    assert_same(&Archive::open(&out).unwrap(), &topic, &truth);
+
+    // 2. The broker stays away longer than a 3 s deadline.
+    let (out, handle) = run("long.kar", 3);
+    started(&out);
+    proxy.cut();
+    let t = Instant::now();
+    let report = handle.await.unwrap().unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "gave up before the deadline"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(report.status, ArchiveStatus::Partial);
+    let failed: Vec<_> = report.topics[0]
+        .partitions
+        .iter()
+        .filter(|p| !p.complete)
+        .collect();
+    assert!(!failed.is_empty(), "{report:?}");
+    for p in &failed {
+        let e = p.error.as_deref().unwrap_or_default();
+        assert!(e.contains("no progress for 3s at offset"), "{e}");
+    }
+    let v = verify(&out, VerifyLevel::Full).unwrap();
+    assert!(v.ok, "the partial archive is intact: {:?}", v.problems);
+    let a = Archive::open(&out).unwrap();
+    assert_eq!(a.manifest().status, ArchiveStatus::Partial);
+    for part in 0..2 {
+        let got = read_records(&a, &topic, part);
+        let want = &truth[&part];
+        assert_eq!(
+            got[..],
+            want[..got.len()],
+            "partition {part}: an exact prefix"
+        );
+        let e = a.manifest().partition(&topic, part).unwrap();
+        assert_eq!(e.complete, got.len() == want.len());
+    }
+    proxy.restore();
+}
