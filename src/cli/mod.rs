@@ -124,13 +124,16 @@ pub struct InspectArgs {
 
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings);
-    // warnings are shown by default.
+    // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings,
+    // `KAR_LOG=rdkafka=info` for librdkafka's own log). By default kar's warnings only: librdkafka
+    // reports routine events (a partition's end, a reconnect) as errors, and what matters of them
+    // reaches kar's own messages.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let result = match cli.command {
         #[cfg(feature = "kafka")]
