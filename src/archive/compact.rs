@@ -62,21 +62,6 @@ pub fn compact_with_progress(
 ) -> Result<CompactReport, ArchiveError> {
     let (input, output) = (input.as_ref(), output.as_ref());
     let a = Archive::open(input)?;
-    let res = write(&a, output, zstd_level, threads, progress);
-    if res.is_err() && output.exists() && !matches!(res, Err(ArchiveError::Exists { .. })) {
-        // Only a file this call created gets here (the writer refuses an existing one).
-        let _ = std::fs::remove_file(output);
-    }
-    res
-}
-
-fn write(
-    a: &Archive,
-    output: &Path,
-    zstd_level: i32,
-    threads: usize,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<CompactReport, ArchiveError> {
     let input = a.path().to_path_buf();
     let bytes = a.bytes();
     let data_end = bytes.len() as u64 - footer::LEN as u64;
@@ -91,12 +76,8 @@ fn write(
     dec.decode(&mh, stored, at, &mut manifest)
         .map_err(ArchiveError::format(&input, " (the manifest frame)"))?;
 
-    let mut offsets: Vec<u64> = index.content.values().copied().collect();
-    offsets.sort_unstable();
-    offsets.dedup();
-
     let created_at_ms = a.manifest().created_at_ms;
-    let mut w = ArchiveWriter::create(
+    let w = ArchiveWriter::create(
         output,
         WriterOptions {
             zstd_level,
@@ -104,69 +85,119 @@ fn write(
             ..WriterOptions::default()
         },
     )?;
-    let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
-        .map_err(ArchiveError::io("sync", output))?;
-    for (id, blob) in &index.schemas {
-        w.index_schema(*id, *blob);
+    // From here on the output is this call's own: on any error it is removed.
+    let res = Rewrite {
+        a: &a,
+        output,
+        index: &index,
+        manifest: &manifest,
+        zstd_level,
+        threads,
+        progress,
     }
+    .run(w);
+    if res.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    res
+}
 
-    let threads = threads.max(1);
-    let next = AtomicU64::new(0);
-    let done_bytes = AtomicU64::new(0);
-    let (tx, rx) = sync_channel::<Result<Redone, ArchiveError>>(threads * 2);
-    let (mut frames, mut chunks, mut were_uncompressed) = (0u64, 0u64, 0u64);
-    let written: Result<(), ArchiveError> = std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (tx, next, done_bytes, offsets, input) =
-                (tx.clone(), &next, &done_bytes, &offsets, &input);
-            s.spawn(move || {
-                redo_frames(
-                    bytes, data_end, offsets, next, zstd_level, input, &tx, done_bytes, progress,
-                )
+/// What a compaction works from, once its output exists.
+struct Rewrite<'a> {
+    a: &'a Archive,
+    output: &'a Path,
+    index: &'a super::index::IndexContent,
+    manifest: &'a [u8],
+    zstd_level: i32,
+    threads: usize,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl Rewrite<'_> {
+    fn run(
+        self,
+        mut w: ArchiveWriter<std::io::BufWriter<std::fs::File>>,
+    ) -> Result<CompactReport, ArchiveError> {
+        let Rewrite {
+            a,
+            output,
+            index,
+            manifest,
+            zstd_level,
+            threads,
+            progress,
+        } = self;
+        let input = a.path().to_path_buf();
+        let bytes = a.bytes();
+        let data_end = bytes.len() as u64 - footer::LEN as u64;
+        let mut offsets: Vec<u64> = index.content.values().copied().collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
+            .map_err(ArchiveError::io("sync", output))?;
+        for (id, blob) in &index.schemas {
+            w.index_schema(*id, *blob);
+        }
+
+        let threads = threads.max(1);
+        let next = AtomicU64::new(0);
+        let done_bytes = AtomicU64::new(0);
+        let (tx, rx) = sync_channel::<Result<Redone, ArchiveError>>(threads * 2);
+        let (mut frames, mut chunks, mut were_uncompressed) = (0u64, 0u64, 0u64);
+        let written: Result<(), ArchiveError> = std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (tx, next, done_bytes, offsets, input) =
+                    (tx.clone(), &next, &done_bytes, &offsets, &input);
+                s.spawn(move || {
+                    redo_frames(
+                        bytes, data_end, offsets, next, zstd_level, input, &tx, done_bytes,
+                        progress,
+                    )
+                });
+            }
+            drop(tx);
+            collect(
+                rx,
+                &mut w,
+                &mut syncer,
+                &mut frames,
+                &mut chunks,
+                &mut were_uncompressed,
+            )
+        });
+        written?;
+        syncer.stop();
+
+        let summary = w.finish_with_manifest_bytes(manifest)?;
+        if summary.root != a.root() {
+            return Err(ArchiveError::Format {
+                path: output.to_path_buf(),
+                source: FormatError::Corrupt {
+                    structure: "root hash",
+                    offset: 0,
+                    detail: format!(
+                        "the compacted archive's root {} differs from the input's {}; the output was removed, the input is unchanged",
+                        hex(&summary.root),
+                        hex(&a.root())
+                    ),
+                },
+                context: String::new(),
             });
         }
-        drop(tx);
-        collect(
-            rx,
-            &mut w,
-            &mut syncer,
-            &mut frames,
-            &mut chunks,
-            &mut were_uncompressed,
-        )
-    });
-    written?;
-    syncer.stop();
-
-    let summary = w.finish_with_manifest_bytes(&manifest)?;
-    if summary.root != a.root() {
-        return Err(ArchiveError::Format {
-            path: output.to_path_buf(),
-            source: FormatError::Corrupt {
-                structure: "root hash",
-                offset: 0,
-                detail: format!(
-                    "the compacted archive's root {} differs from the input's {}; the output was removed, the input is unchanged",
-                    hex(&summary.root),
-                    hex(&a.root())
-                ),
-            },
-            context: String::new(),
-        });
+        let out = w.into_inner();
+        sync_file(out, output)?;
+        Ok(CompactReport {
+            input,
+            output: output.to_path_buf(),
+            zstd_level,
+            frames,
+            chunks,
+            were_uncompressed,
+            input_bytes: bytes.len() as u64,
+            output_bytes: summary.bytes,
+            root_hash: hex(&summary.root),
+        })
     }
-    let out = w.into_inner();
-    sync_file(out, output)?;
-    Ok(CompactReport {
-        input,
-        output: output.to_path_buf(),
-        zstd_level,
-        frames,
-        chunks,
-        were_uncompressed,
-        input_bytes: bytes.len() as u64,
-        output_bytes: summary.bytes,
-        root_hash: hex(&summary.root),
-    })
 }
 
 /// Takes frame offsets from the shared list until it is exhausted or the collector stops.
