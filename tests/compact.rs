@@ -187,6 +187,29 @@ fn compact_refuses_a_damaged_archive_and_leaves_no_output() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("already exists"));
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 
+    // Nor is a file at the output path touched when the input fails before anything is written.
+    let (index, _) = layout(&bytes)
+        .into_iter()
+        .find(|(_, s)| s == "index")
+        .unwrap();
+    let mut bad_index = bytes.clone();
+    bad_index[(index.start + 100) as usize] ^= 0x01;
+    let bad = dir.path().join("bad-index.kar");
+    std::fs::write(&bad, &bad_index).unwrap();
+    let r = kar(&[
+        "compact",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("index"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+
     // The intact archive compacts (already compressed: same root, still verifies).
     std::fs::remove_file(&out).unwrap();
     let report = json(&kar(&[
