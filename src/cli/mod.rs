@@ -167,10 +167,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         (_, true) => VerifyLevel::Fast,
         _ => VerifyLevel::Full,
     };
-    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(total, "verify", a.json);
-    let report = verify_with_progress(&a.file, level, &|at| bar.set_position(at))?;
-    bar.finish_and_clear();
+    let report = with_progress(&a.file, "verify", a.json, |p| {
+        verify_with_progress(&a.file, level, p)
+    })?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -315,12 +314,9 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         p.push(".repaired");
         PathBuf::from(p)
     });
-    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(total, "repair", a.json);
-    let r = repair_with_progress(&a.file, &out, WriterOptions::default(), &|at| {
-        bar.set_position(at)
+    let r = with_progress(&a.file, "repair", a.json, |p| {
+        repair_with_progress(&a.file, &out, WriterOptions::default(), p)
     })?;
-    bar.finish_and_clear();
     if a.json {
         print_json(&r)?;
         return Ok(ExitCode::SUCCESS);
@@ -372,12 +368,9 @@ fn run_compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
-    let bar = progress_bar(total, "compact", a.json);
-    let r = compact_with_progress(&a.file, &a.out, a.zstd_level, threads, &|at| {
-        bar.set_position(at)
+    let r = with_progress(&a.file, "compact", a.json, |p| {
+        compact_with_progress(&a.file, &a.out, a.zstd_level, threads, p)
     })?;
-    bar.finish_and_clear();
     if a.json {
         print_json(&r)?;
         return Ok(ExitCode::SUCCESS);
@@ -417,7 +410,21 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// A byte progress bar on stderr; hidden when stderr is not a terminal or output is JSON.
+/// Runs `f` with a byte progress bar over `file` on stderr (hidden when stderr is not a terminal
+/// or the output is JSON); `f` gets the callback to report the input offset reached.
+fn with_progress<T>(
+    file: &std::path::Path,
+    what: &str,
+    hidden: bool,
+    f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<T, crate::archive::ArchiveError>,
+) -> Result<T, crate::archive::ArchiveError> {
+    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(total, what, hidden);
+    let r = f(&|at| bar.set_position(at));
+    bar.finish_and_clear();
+    r
+}
+
 fn progress_bar(total: u64, what: &str, hidden: bool) -> indicatif::ProgressBar {
     if hidden {
         return indicatif::ProgressBar::hidden();

@@ -357,14 +357,7 @@ impl SealedChunk {
         raw: &[u8],
         zstd_level: i32,
     ) -> std::io::Result<SealedChunk> {
-        let stored = zstd::bulk::compress(raw, zstd_level)?;
-        let frame =
-            FrameHeader::for_content(FrameKind::RecordChunk, Compression::Zstd, raw, &stored);
-        Ok(SealedChunk {
-            header,
-            frame,
-            stored,
-        })
+        SealedChunk::compress_with(header, raw, &mut zstd::bulk::Compressor::new(zstd_level)?)
     }
 
     /// As [`SealedChunk::from_raw`], with a compression context kept by the caller: making a
