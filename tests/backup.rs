@@ -645,7 +645,7 @@ async fn the_cli_backs_up_with_a_config_file_and_env_interpolation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backup_through_sasl_scram_over_tls_and_through_mutual_tls() {
+async fn backup_through_sasl_plain_and_scram_over_tls_and_through_mutual_tls() {
     use kar::config::Secret;
     use kar::kafka::{SaslMechanism, SecurityProtocol};
     let topic = common::unique("secure");
@@ -682,7 +682,16 @@ async fn backup_through_sasl_scram_over_tls_and_through_mutual_tls() {
     mtls.ssl_certificate_location = Some(tls.join("client.pem"));
     mtls.ssl_key_location = Some(tls.join("client.key"));
 
-    for (name, conn) in [("sasl", sasl.clone()), ("mtls", mtls)] {
+    let with = |m: SaslMechanism| KafkaConnection {
+        sasl_mechanism: Some(m),
+        ..sasl.clone()
+    };
+    for (name, conn) in [
+        ("scram-sha-256", sasl.clone()),
+        ("scram-sha-512", with(SaslMechanism::ScramSha512)),
+        ("plain", with(SaslMechanism::Plain)),
+        ("mtls", mtls),
+    ] {
         let out = dir.path().join(format!("{name}.kar"));
         let mut o = options(&out, &topic);
         o.kafka = conn;
