@@ -266,6 +266,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             v.problems.len()
         )));
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "archive checked (quick)");
     let archive = Arc::new(Archive::open(&opts.archive)?);
     if archive.manifest().status == ArchiveStatus::Partial {
         tracing::warn!("the archive is partial: some partitions are incomplete");
@@ -273,6 +274,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
     opts.kafka.validate().map_err(RestoreError::Invalid)?;
     let target = Target::connect(&opts.kafka)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "connected to the target cluster");
 
     // The state file, unless dry-running.
     let state_path = match &opts.state_dir {
@@ -365,6 +367,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         });
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "topics planned");
     // Schemas: reachability, clashes and IMPORT mode, before any write.
     let client = match (&opts.registry, &snap) {
         (Some(r), Some(_)) => Some(Arc::new(RegistryClient::new(r)?)),
@@ -470,6 +473,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(&g.group)))
         .collect();
 
+    tracing::debug!(elapsed = ?started.elapsed(), "pre-flight done");
     let plan = RestorePlan {
         archive: opts.archive.clone(),
         root_hash: hex(&archive.root()),
@@ -530,11 +534,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         target.create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
     }
 
+    tracing::debug!(elapsed = ?started.elapsed(), "schemas restored, topics created");
     let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
     let records_started = Instant::now();
     let outcomes = run_partitions(opts, &archive, &ids, rewrite, &target, &state, jobs)?;
     let records_seconds = records_started.elapsed().as_secs_f64();
     let ok_partitions = outcomes.iter().all(|o| o.error.is_none());
+    tracing::debug!(elapsed = ?started.elapsed(), "records written");
 
     // Consumer groups, once every partition is in (their offsets depend on the restored counts).
     let mut group_outcomes = Vec::new();
@@ -587,6 +593,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         }
     }
     let records_written = outcomes.iter().map(|o| o.written).sum();
+    tracing::debug!(elapsed = ?started.elapsed(), "consumer groups done");
+    // Closing librdkafka clients waits for their threads (~100 ms); nothing needs to wait for it.
+    std::thread::spawn(move || drop(target));
     Ok(RestoreReport {
         plan,
         dry_run: false,
@@ -703,6 +712,9 @@ fn run_partitions(
                         break;
                     }
                 }
+                // Every partition flushed its records; closing the producer only waits for
+                // librdkafka's threads, which the restore need not do.
+                std::thread::spawn(move || drop(producer));
             });
         }
     });
