@@ -3,8 +3,7 @@
 //! fault-injecting proxy in front of the registry (429 with Retry-After, 503, dropped
 //! connections) changes nothing in the result while the request rate stays within the limit.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kar::archive::Archive;
@@ -14,8 +13,8 @@ use kar::registry::client::{RegistryClient, RegistrySettings};
 use kar::registry::snapshot::{RegistrySnapshot, SubjectFilter, capture, read_from_archive};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::http_proxy::{Fault, http_proxy};
 use crate::common::{self, Registry};
 
 struct Seeded {
@@ -286,134 +285,6 @@ async fn the_snapshot_holds_every_subject_version_config_and_mode_as_the_registr
     );
 }
 
-/// A fault-injecting HTTP proxy in front of the real registry: of every 10 requests, 2 get 429
-/// with `Retry-After: 1`, 1 gets 503 and 1 has its connection dropped; the rest are forwarded.
-struct FaultProxy {
-    addr: String,
-    seen: Arc<Mutex<Vec<Instant>>>,
-    /// The Authorization header of every request (empty when there was none).
-    auth: Arc<Mutex<Vec<String>>>,
-    faults: Arc<Mutex<BTreeMap<&'static str, u32>>>,
-}
-
-async fn fault_proxy(target: String) -> FaultProxy {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let auth = Arc::new(Mutex::new(Vec::new()));
-    let faults = Arc::new(Mutex::new(BTreeMap::new()));
-    let (seen2, faults2, auth2) = (seen.clone(), faults.clone(), auth.clone());
-    tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let (http, target, seen, faults, counter, auth) = (
-                http.clone(),
-                target.clone(),
-                seen2.clone(),
-                faults2.clone(),
-                counter.clone(),
-                auth2.clone(),
-            );
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    // Read one request: headers, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 8192];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        let mut chunk = [0u8; 8192];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = buf[head_end..head_end + len].to_vec();
-                    buf.drain(..head_end + len);
-                    seen.lock().unwrap().push(Instant::now());
-                    auth.lock().unwrap().push(
-                        head.lines()
-                            .find_map(|l| {
-                                l.strip_prefix("authorization: ")
-                                    .or_else(|| l.strip_prefix("Authorization: "))
-                            })
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                    let mut parts = head.split_whitespace();
-                    let (method, path) = (
-                        parts.next().unwrap_or("GET").to_string(),
-                        parts.next().unwrap_or("/").to_string(),
-                    );
-                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let fault = match n % 10 {
-                        1 | 6 => Some("429"),
-                        3 => Some("503"),
-                        8 => Some("drop"),
-                        _ => None,
-                    };
-                    if let Some(f) = fault {
-                        *faults.lock().unwrap().entry(f).or_default() += 1;
-                    }
-                    let reply = match fault {
-                        Some("drop") => return,
-                        Some("429") => "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 45\r\n\r\n{\"error_code\":42901,\"message\":\"rate limited\"}".as_bytes().to_vec(),
-                        Some(_) => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                        None => {
-                            let m = Method::from_bytes(method.as_bytes()).unwrap();
-                            let mut req = http.request(m, format!("{target}{path}"));
-                            if !body.is_empty() {
-                                req = req.header("Content-Type", "application/vnd.schemaregistry.v1+json").body(body);
-                            }
-                            let resp = req.send().await.unwrap();
-                            let status = resp.status();
-                            let bytes = resp.bytes().await.unwrap();
-                            let mut r = format!(
-                                "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                                status.as_u16(),
-                                status.canonical_reason().unwrap_or(""),
-                                bytes.len()
-                            )
-                            .into_bytes();
-                            r.extend_from_slice(&bytes);
-                            r
-                        }
-                    };
-                    if sock.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    FaultProxy {
-        addr,
-        seen,
-        auth,
-        faults,
-    }
-}
-
 fn without_provenance(mut s: RegistrySnapshot) -> RegistrySnapshot {
     s.source = String::new();
     s.captured_at_ms = 0;
@@ -432,7 +303,15 @@ async fn faults_in_front_of_the_registry_change_nothing_and_the_rate_limit_holds
     .await
     .unwrap();
 
-    let proxy = fault_proxy(common::source_registry()).await;
+    // Of every 10 requests, 2 get 429 with Retry-After, 1 gets 503 and 1 has its connection
+    // dropped; the rest are forwarded.
+    let proxy = http_proxy(common::source_registry(), |n, _, _, _| match n % 10 {
+        1 | 6 => Some(Fault::TooMany),
+        3 => Some(Fault::Unavailable),
+        8 => Some(Fault::Drop),
+        _ => None,
+    })
+    .await;
     let mut settings = RegistrySettings::new(&proxy.addr);
     settings.username = Some("kar-user".into());
     settings.password = Some(kar::config::Secret::new("kar-pass"));

@@ -1028,3 +1028,125 @@ async fn ctrl_c_stops_a_restore_that_the_same_command_then_completes() {
             .all(|(g, w)| g.value == w.value && g.timestamp == w.timestamp)
     );
 }
+
+/// A target registry that refuses mode changes (Confluent with `mode.mutability=false`; a proxy in
+/// front of the real target answers `PUT /mode` to IMPORT with 422/42205): a restore that keeps
+/// IDs stops in pre-flight, naming the subject, the setting and the way out, with nothing written;
+/// the way out (`--schema-ids rewrite`) then works through the same registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_refuses_import_stops_a_kept_ids_restore_before_any_write() {
+    use crate::common::http_proxy::{Fault, http_proxy};
+    let p = common::unique("noimport");
+    let source = Registry::source();
+    // An explicit ID no other test uses, so that no clash comes before the IMPORT probe.
+    let id = common::unique_id() as u32;
+    let subject = format!("{p}-value");
+    let schema =
+        r#"{"type":"record","name":"N","namespace":"kar.n","fields":[{"name":"x","type":"int"}]}"#;
+    let mode = |m: &str| json!({ "mode": m });
+    source
+        .ok(
+            Method::PUT,
+            &format!("/mode/{subject}"),
+            Some(mode("IMPORT")),
+        )
+        .await;
+    source
+        .register(&subject, json!({"schema": schema, "id": id, "version": 1}))
+        .await;
+    source
+        .ok(
+            Method::PUT,
+            &format!("/mode/{subject}"),
+            Some(mode("READWRITE")),
+        )
+        .await;
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    let pr = producer(&[]);
+    for i in 0..3 {
+        let payload = format!("payload-{i}");
+        send(
+            &pr,
+            &topic,
+            0,
+            &rec(
+                1_700_000_000_000 + i,
+                None,
+                Some(wire_value(id, payload.as_bytes())),
+                &[],
+            ),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    let proxy = http_proxy(common::target_registry(), |_, method, path, body| {
+        (method == "PUT"
+            && path.starts_with("/mode")
+            && String::from_utf8_lossy(body).contains("IMPORT"))
+        .then(|| {
+            Fault::Reply(
+                422,
+                r#"{"error_code":42205,"message":"Mode changes are not allowed"}"#.into(),
+            )
+        })
+    })
+    .await;
+    let restored = format!("{p}-restored");
+    let state = dir.path().join("state");
+    let mut o = restore_to(&archive, &topic, &restored, &state, Some(SchemaIds::Keep));
+    o.registry = Some(RegistrySettings::new(&proxy.addr));
+    let err = tokio::task::spawn_blocking(move || restore(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("refuses IMPORT mode on subject {subject}"))
+            && err.contains("422")
+            && err.contains("mode.mutability")
+            && err.contains("--schema-ids rewrite"),
+        "{err}"
+    );
+    assert_eq!(proxy.faults.lock().unwrap().get("reply"), Some(&1));
+    let (status, _) = Registry::target()
+        .call(Method::GET, &format!("/subjects/{subject}/versions"), None)
+        .await;
+    assert_eq!(status, 404, "nothing registered");
+    assert!(
+        !common::admin_topics().await.contains(&restored),
+        "no topic"
+    );
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "no state file"
+    );
+
+    let mut o = restore_to(
+        &archive,
+        &topic,
+        &restored,
+        &state,
+        Some(SchemaIds::Rewrite),
+    );
+    o.registry = Some(RegistrySettings::new(&proxy.addr));
+    let r = run_restore(o).await;
+    assert!(r.ok, "{r:?}");
+    let new_id = r.id_map[&id];
+    let got = consume_all(&restored, 1);
+    let values: Vec<Vec<u8>> = got[&0].iter().map(|r| r.value.clone().unwrap()).collect();
+    let want: Vec<Vec<u8>> = (0..3)
+        .map(|i| wire_value(new_id, format!("payload-{i}").as_bytes()))
+        .collect();
+    assert_eq!(values, want);
+    let served = Registry::target()
+        .get(&format!("/schemas/ids/{new_id}"))
+        .await;
+    assert_eq!(served["schema"].as_str(), Some(schema));
+    assert_eq!(
+        proxy.faults.lock().unwrap().get("reply"),
+        Some(&1),
+        "rewrite needs no IMPORT"
+    );
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http_proxy;
 pub mod proxy;
 
 use std::collections::BTreeMap;
