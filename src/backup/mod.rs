@@ -459,14 +459,14 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
                 topic,
                 partition,
                 records,
-                chunks,
+                chunks: expected,
             } => {
                 let key = (topic, partition);
                 results.get_mut(&key).expect("a task").records = records;
-                if written.get(&key).copied().unwrap_or(0) >= chunks {
+                if written.get(&key).copied().unwrap_or(0) >= expected {
                     complete(&mut w, &mut results, &key)
                 } else {
-                    waiting.insert(key, chunks);
+                    waiting.insert(key, expected);
                     Ok(())
                 }
             }
