@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kar::archive::verify::{VerifyLevel, verify};
 use kar::archive::{Archive, ArchiveWriter, WriterOptions};
-use kar::format::chunk::TimestampType;
+use kar::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
 use kar::format::hex;
 use kar::format::manifest::ArchiveStatus;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,9 @@ struct PartitionIn {
     partition: i32,
     start_offset: i64,
     end_offset: i64,
+    /// `"none"` stores this partition's chunks uncompressed (frame compression 0); default zstd.
+    #[serde(default)]
+    compression: Option<String>,
     records: Vec<RecordIn>,
 }
 
@@ -124,23 +127,56 @@ fn write_vector(input: &Input) -> Vec<u8> {
     }
     for p in &input.partitions {
         w.declare_partition(&p.topic, p.partition, p.start_offset, p.end_offset);
+        let uncompressed = match p.compression.as_deref() {
+            None | Some("zstd") => false,
+            Some("none") => true,
+            Some(other) => panic!("unknown compression {other:?} in input.json"),
+        };
+        // Chunks close as the writer closes them: once their records reach the target size.
+        let mut enc: Option<ChunkEncoder> = None;
         for r in &p.records {
             let headers: Vec<(String, Option<Vec<u8>>)> = r
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_ref().map(Bytes::bytes)))
                 .collect();
-            w.append(
-                &p.topic,
-                p.partition,
+            let (key, value) = (
+                r.key.as_ref().map(Bytes::bytes),
+                r.value.as_ref().map(Bytes::bytes),
+            );
+            let headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+            if !uncompressed {
+                w.append(
+                    &p.topic,
+                    p.partition,
+                    r.offset,
+                    r.timestamp,
+                    r.timestamp_type,
+                    key.as_deref(),
+                    value.as_deref(),
+                    headers,
+                )
+                .unwrap();
+                continue;
+            }
+            let e = enc.get_or_insert_with(|| ChunkEncoder::new(&p.topic, p.partition).unwrap());
+            e.push(
                 r.offset,
                 r.timestamp,
                 r.timestamp_type,
-                r.key.as_ref().map(Bytes::bytes).as_deref(),
-                r.value.as_ref().map(Bytes::bytes).as_deref(),
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+                key.as_deref(),
+                value.as_deref(),
+                headers,
             )
             .unwrap();
+            if e.encoded_len() >= input.chunk_target_bytes {
+                let (h, raw) = enc.take().unwrap().finish();
+                w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
+            }
+        }
+        if let Some(e) = enc.take() {
+            let (h, raw) = e.finish();
+            w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
         }
         w.finish_partition(&p.topic, p.partition).unwrap();
     }
