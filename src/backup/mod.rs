@@ -426,10 +426,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             ((t.topic.clone(), t.partition), r)
         })
         .collect();
-    // Chunks arrive from the compression threads in any order, possibly after their partition's
-    // Done: a partition is complete once its last chunk is written.
-    let mut written: BTreeMap<(String, i32), u64> = BTreeMap::new();
-    let mut waiting: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    let mut completion = Completion::default();
     let mut record_bytes = 0u64;
     let (mut chunks, mut uncompressed) = (0u64, 0u64);
     let mut write_error = None;
@@ -445,10 +442,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
                 let res = w.write_chunk(c);
                 syncer.written(w.position());
                 res.and_then(|()| {
-                    let n = written.entry(key.clone()).or_default();
-                    *n += 1;
-                    if waiting.get(&key) == Some(n) {
-                        waiting.remove(&key);
+                    if completion.chunk_written(&key) {
                         complete(&mut w, &mut results, &key)
                     } else {
                         Ok(())
@@ -463,10 +457,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             } => {
                 let key = (topic, partition);
                 results.get_mut(&key).expect("a task").records = records;
-                if written.get(&key).copied().unwrap_or(0) >= expected {
+                if completion.all_read(&key, expected) {
                     complete(&mut w, &mut results, &key)
                 } else {
-                    waiting.insert(key, expected);
                     Ok(())
                 }
             }
@@ -566,6 +559,39 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     })
 }
 
+/// When a partition is complete. Its chunks reach the writer from the compression threads in any
+/// order, possibly after the worker said it read everything (in how many chunks): the partition
+/// is complete when both are known and that many chunks are written.
+#[derive(Debug, Default)]
+struct Completion {
+    written: BTreeMap<(String, i32), u64>,
+    expected: BTreeMap<(String, i32), u64>,
+}
+
+impl Completion {
+    /// A chunk of `key` was written; true when that completes the partition.
+    fn chunk_written(&mut self, key: &(String, i32)) -> bool {
+        let n = self.written.entry(key.clone()).or_default();
+        *n += 1;
+        if self.expected.get(key) == Some(n) {
+            self.expected.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every record of `key` was read, in `chunks` chunks; true when all are written already.
+    fn all_read(&mut self, key: &(String, i32), chunks: u64) -> bool {
+        if self.written.get(key).copied().unwrap_or(0) >= chunks {
+            true
+        } else {
+            self.expected.insert(key.clone(), chunks);
+            false
+        }
+    }
+}
+
 fn complete<W: std::io::Write>(
     w: &mut ArchiveWriter<W>,
     results: &mut BTreeMap<(String, i32), PartitionResult>,
@@ -573,4 +599,31 @@ fn complete<W: std::io::Write>(
 ) -> Result<(), ArchiveError> {
     results.get_mut(key).expect("a task").complete = true;
     w.finish_partition(&key.0, key.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Completion;
+
+    #[test]
+    fn a_partition_completes_with_its_last_chunk_whatever_the_order() {
+        let (a, b, e) = (
+            ("t".to_string(), 0),
+            ("t".to_string(), 1),
+            ("u".to_string(), 0),
+        );
+        let mut c = Completion::default();
+        // a: all chunks written before the worker's Done.
+        assert!(!c.chunk_written(&a));
+        assert!(!c.chunk_written(&a));
+        assert!(c.all_read(&a, 2));
+        // b: Done first, then its three chunks; only the last completes it.
+        assert!(!c.all_read(&b, 3));
+        assert!(!c.chunk_written(&b));
+        assert!(!c.chunk_written(&b));
+        assert!(c.chunk_written(&b));
+        // An empty partition is complete at once; a partition's chunks do not count for another.
+        assert!(c.all_read(&e, 0));
+        assert!(!c.all_read(&("u".to_string(), 1), 1));
+    }
 }
