@@ -691,11 +691,12 @@ async fn a_killed_restore_resumes_with_every_record_once() {
             .stdout(std::process::Stdio::null());
         c
     };
+    let marks = common::Watermarks::new();
     let mut child = args(&[]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // One cheap watermark query per check: the restore is fast, the kill must land mid-way.
-        let ends = common::end_offsets(&restored, 2).await;
+        let ends = marks.ends(&restored, 2);
         if ends.iter().sum::<i64>() > 0 {
             break;
         }
@@ -987,9 +988,10 @@ async fn ctrl_c_stops_a_restore_that_the_same_command_then_completes() {
             .stdout(std::process::Stdio::piped());
         c
     };
+    let marks = common::Watermarks::new();
     let child = cmd().spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while common::end_offsets(&restored, 1).await[0] < 2_000 {
+    while marks.ends(&restored, 1)[0] < 2_000 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -351,18 +351,47 @@ pub async fn describe_topic_configs(topic: &str) -> BTreeMap<String, String> {
 
 /// End offsets of a topic's partitions (0 for a topic that does not exist yet).
 pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(5))
-                .map(|w| w.1)
-                .unwrap_or(0)
-        })
-        .collect()
+    Watermarks::new().ends(topic, partitions)
+}
+
+/// One client for asking end offsets again and again: a test that must act mid-way through a
+/// fast operation cannot afford a new client (and ~100 ms to close it) per look.
+pub struct Watermarks(rdkafka::consumer::BaseConsumer);
+
+impl Watermarks {
+    pub fn new() -> Self {
+        Watermarks(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap())
+                .create()
+                .unwrap(),
+        )
+    }
+
+    pub fn ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        use rdkafka::consumer::Consumer;
+        // Asking the watermarks of a topic that does not exist yet waits out the whole timeout;
+        // metadata says at once whether it exists.
+        let exists = self
+            .0
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            });
+        if !exists {
+            return vec![0; partitions as usize];
+        }
+        (0..partitions)
+            .map(|p| {
+                self.0
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .map(|w| w.1)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
 }
 
 /// A group's committed offset and metadata for a partition.
