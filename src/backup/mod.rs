@@ -303,8 +303,7 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     let cluster_id = source.cluster_id();
     tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
     let brokers = source.brokers();
-    // Closing librdkafka clients waits for their threads (~100 ms); nothing needs to wait for it.
-    std::thread::spawn(move || drop(source));
+    crate::kafka::closing::close_in_background(source);
     Ok(KafkaSnapshot {
         topics,
         tasks,

@@ -471,7 +471,7 @@ struct Closer(Option<BaseConsumer>);
 impl Drop for Closer {
     fn drop(&mut self) {
         if let Some(c) = self.0.take() {
-            std::thread::spawn(move || drop(c));
+            crate::kafka::closing::close_in_background(c);
         }
     }
 }

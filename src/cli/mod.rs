@@ -147,6 +147,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dump(a) => run_dump(a),
         Command::Schemas(a) => run_schemas(a),
     };
+    // The process exits after this: no librdkafka client may still be closing then.
+    #[cfg(feature = "kafka")]
+    crate::kafka::closing::wait_for_closing();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! and the source side of a backup (cluster metadata, snapshot ranges, topic configs, consumer
 //! group offsets, and partition consumers).
 
+pub mod closing;
 pub mod connection;
 pub mod sink;
 pub mod source;

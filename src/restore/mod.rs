@@ -594,8 +594,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     }
     let records_written = outcomes.iter().map(|o| o.written).sum();
     tracing::debug!(elapsed = ?started.elapsed(), "consumer groups done");
-    // Closing librdkafka clients waits for their threads (~100 ms); nothing needs to wait for it.
-    std::thread::spawn(move || drop(target));
+    crate::kafka::closing::close_in_background(target);
     Ok(RestoreReport {
         plan,
         dry_run: false,
@@ -714,7 +713,7 @@ fn run_partitions(
                 }
                 // Every partition flushed its records; closing the producer only waits for
                 // librdkafka's threads, which the restore need not do.
-                std::thread::spawn(move || drop(producer));
+                crate::kafka::closing::close_in_background(producer);
             });
         }
     });
