@@ -227,6 +227,9 @@ struct KafkaSnapshot {
     brokers: Vec<(i32, String)>,
 }
 
+/// Consumer groups whose committed offsets are read at the same time.
+const GROUP_READS_AT_ONCE: usize = 8;
+
 /// Topics, ranges, configs and group offsets, all before any record is read.
 fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     let t0 = Instant::now();
@@ -289,13 +292,29 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         .collect();
     let mut groups: Vec<GroupOffsets> = Vec::new();
     if !partitions.is_empty() {
-        for g in group_names
+        let wanted: Vec<&String> = group_names
             .iter()
             .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(g)))
-        {
-            let offsets = source.committed(g, &partitions)?;
-            if !offsets.offsets.is_empty() {
-                groups.push(offsets);
+            .collect();
+        // Each group's offsets take a client of its own (its coordinator may be any broker):
+        // read several groups at once, so a cluster with hundreds of groups is not read one
+        // round trip after another.
+        for batch in wanted.chunks(GROUP_READS_AT_ONCE) {
+            let read: Vec<Result<GroupOffsets, SourceError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|g| s.spawn(|| source.committed(g, &partitions)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a group offsets reader panicked"))
+                    .collect()
+            });
+            for offsets in read {
+                let offsets = offsets?;
+                if !offsets.offsets.is_empty() {
+                    groups.push(offsets);
+                }
             }
         }
     }

@@ -268,9 +268,9 @@ impl Source {
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
         }
-        let res = c
-            .committed_offsets(tpl, TIMEOUT)
-            .map_err(self.req(format!("reading committed offsets of group {group}")))?;
+        let res = c.committed_offsets(tpl, TIMEOUT);
+        super::closing::close_in_background(c);
+        let res = res.map_err(self.req(format!("reading committed offsets of group {group}")))?;
         let mut offsets = Vec::new();
         for e in res.elements() {
             if let Offset::Offset(o) = e.offset() {
