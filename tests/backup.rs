@@ -1000,3 +1000,79 @@ async fn a_broker_lost_mid_backup_is_ridden_out_or_reported() {
     }
     proxy.restore();
 }
+
+/// A group and its (topic, partition, offset, metadata) commits.
+type GroupRow = (String, Vec<(String, i64, i64, String)>);
+
+/// Many consumer groups (more than are read at once): every one is captured with exactly its
+/// committed offsets and metadata, groups without a commit on the backed-up partitions are left
+/// out, and the order is by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_one_of_many_consumer_groups_is_captured_exactly() {
+    let p = common::unique("groups");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 100, 10).await;
+    let other = format!("{p}-other");
+    common::create_topic(&other, 1, &[]).await;
+    let names: Vec<String> = (0..19).map(|i| format!("{p}-g{i:02}")).collect();
+    let (t, o, n) = (topic.clone(), other.clone(), names.clone());
+    tokio::task::spawn_blocking(move || {
+        for (i, g) in n.iter().enumerate() {
+            let i = i as i64;
+            commit(g, &[(&t, 0, i, &format!("meta-{i}")), (&t, 1, 50 - i, "")]);
+        }
+        // Commits only on a topic that is not backed up: not a group of this archive.
+        commit(&format!("{}-elsewhere", n[0]), &[(&o, 0, 0, "x")]);
+    })
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.kar");
+    let mut o = options(&out, &topic);
+    o.groups = Some(format!("{p}-.*"));
+    let report = tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.groups, names.len());
+    let a = Archive::open(&out).unwrap();
+    let doc = metadata(&a, "consumer-groups");
+    let got: Vec<GroupRow> = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let offsets = g["offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    (
+                        x["topic"].as_str().unwrap().to_string(),
+                        x["partition"].as_i64().unwrap(),
+                        x["offset"].as_i64().unwrap(),
+                        x["metadata"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (g["group"].as_str().unwrap().to_string(), offsets)
+        })
+        .collect();
+    let want: Vec<GroupRow> = names
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let i = i as i64;
+            (
+                g.clone(),
+                vec![
+                    (topic.clone(), 0, i, format!("meta-{i}")),
+                    (topic.clone(), 1, 50 - i, String::new()),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
