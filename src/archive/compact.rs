@@ -37,10 +37,11 @@ pub struct CompactReport {
 
 /// A content frame, decoded, checked and compressed again.
 struct Redone {
+    /// The frame's header in the input.
+    old: FrameHeader,
     header: FrameHeader,
     stored: Vec<u8>,
     chunk: Option<ChunkHeader>,
-    was_uncompressed: bool,
 }
 
 pub fn compact(
@@ -77,7 +78,7 @@ pub fn compact_with_progress(
         .map_err(ArchiveError::format(&input, " (the manifest frame)"))?;
 
     let created_at_ms = a.manifest().created_at_ms;
-    let w = ArchiveWriter::create(
+    let mut w = ArchiveWriter::create(
         output,
         WriterOptions {
             zstd_level,
@@ -86,50 +87,7 @@ pub fn compact_with_progress(
         },
     )?;
     // From here on the output is this call's own: on any error it is removed.
-    let res = Rewrite {
-        a: &a,
-        output,
-        index: &index,
-        manifest: &manifest,
-        zstd_level,
-        threads,
-        progress,
-    }
-    .run(w);
-    if res.is_err() {
-        let _ = std::fs::remove_file(output);
-    }
-    res
-}
-
-/// What a compaction works from, once its output exists.
-struct Rewrite<'a> {
-    a: &'a Archive,
-    output: &'a Path,
-    index: &'a super::index::IndexContent,
-    manifest: &'a [u8],
-    zstd_level: i32,
-    threads: usize,
-    progress: &'a (dyn Fn(u64) + Sync),
-}
-
-impl Rewrite<'_> {
-    fn run(
-        self,
-        mut w: ArchiveWriter<std::io::BufWriter<std::fs::File>>,
-    ) -> Result<CompactReport, ArchiveError> {
-        let Rewrite {
-            a,
-            output,
-            index,
-            manifest,
-            zstd_level,
-            threads,
-            progress,
-        } = self;
-        let input = a.path().to_path_buf();
-        let bytes = a.bytes();
-        let data_end = bytes.len() as u64 - footer::LEN as u64;
+    let res = (|| {
         let mut offsets: Vec<u64> = index.content.values().copied().collect();
         offsets.sort_unstable();
         offsets.dedup();
@@ -143,8 +101,7 @@ impl Rewrite<'_> {
         let next = AtomicU64::new(0);
         let done_bytes = AtomicU64::new(0);
         let (tx, rx) = sync_channel::<Result<Redone, ArchiveError>>(threads * 2);
-        let (mut frames, mut chunks, mut were_uncompressed) = (0u64, 0u64, 0u64);
-        let written: Result<(), ArchiveError> = std::thread::scope(|s| {
+        let counts = std::thread::scope(|s| {
             for _ in 0..threads {
                 let (tx, next, done_bytes, offsets, input) =
                     (tx.clone(), &next, &done_bytes, &offsets, &input);
@@ -156,19 +113,11 @@ impl Rewrite<'_> {
                 });
             }
             drop(tx);
-            collect(
-                rx,
-                &mut w,
-                &mut syncer,
-                &mut frames,
-                &mut chunks,
-                &mut were_uncompressed,
-            )
-        });
-        written?;
+            collect(rx, &mut w, &mut syncer)
+        })?;
         syncer.stop();
 
-        let summary = w.finish_with_manifest_bytes(manifest)?;
+        let summary = w.finish_with_manifest_bytes(&manifest)?;
         if summary.root != a.root() {
             return Err(ArchiveError::Format {
                 path: output.to_path_buf(),
@@ -184,20 +133,23 @@ impl Rewrite<'_> {
                 context: String::new(),
             });
         }
-        let out = w.into_inner();
-        sync_file(out, output)?;
+        sync_file(w.into_inner(), output)?;
         Ok(CompactReport {
-            input,
+            input: input.clone(),
             output: output.to_path_buf(),
             zstd_level,
-            frames,
-            chunks,
-            were_uncompressed,
+            frames: counts.frames,
+            chunks: counts.chunks,
+            were_uncompressed: counts.were_uncompressed,
             input_bytes: bytes.len() as u64,
             output_bytes: summary.bytes,
             root_hash: hex(&summary.root),
         })
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(output);
     }
+    res
 }
 
 /// Takes frame offsets from the shared list until it is exhausted or the collector stops.
@@ -231,18 +183,13 @@ fn redo_frames(
             bytes, data_end, offset, &mut dec, &mut zstd, &mut raw, input,
         );
         if let Ok(r) = &res {
-            let n = HEADER_LEN as u64 + r.stored_len_in;
+            let n = r.old.frame_len();
             progress(done_bytes.fetch_add(n, Ordering::Relaxed) + n);
         }
-        if tx.send(res.map(|r| r.redone)).is_err() {
+        if tx.send(res).is_err() {
             return;
         }
     }
-}
-
-struct RedoneWithSize {
-    redone: Redone,
-    stored_len_in: u64,
 }
 
 fn redo(
@@ -253,7 +200,7 @@ fn redo(
     zstd: &mut zstd::bulk::Compressor<'_>,
     raw: &mut Vec<u8>,
     input: &Path,
-) -> Result<RedoneWithSize, ArchiveError> {
+) -> Result<Redone, ArchiveError> {
     let ctx = || {
         format!(
             " (content frame at offset {offset}; run `kar verify` for a full report and `kar repair` to keep what is intact)"
@@ -274,34 +221,44 @@ fn redo(
     let new_stored = zstd
         .compress(raw)
         .map_err(ArchiveError::io("compress a frame of", input))?;
-    let header = FrameHeader::for_content(h.kind, Compression::Zstd, raw, &new_stored);
-    Ok(RedoneWithSize {
-        redone: Redone {
-            header,
-            stored: new_stored,
-            chunk,
-            was_uncompressed: h.compression == Compression::None,
-        },
-        stored_len_in: h.stored_len,
+    // `decode` has just checked the content against its ID: only the new stored bytes need
+    // hashing.
+    let header = FrameHeader {
+        compression: Compression::Zstd,
+        stored_len: new_stored.len() as u64,
+        stored_hash: *blake3::hash(&new_stored).as_bytes(),
+        ..h
+    };
+    Ok(Redone {
+        old: h,
+        header,
+        stored: new_stored,
+        chunk,
     })
 }
 
+#[derive(Default)]
+struct Counts {
+    frames: u64,
+    chunks: u64,
+    were_uncompressed: u64,
+}
+
+/// Writes the frames as they come. Returning early drops the receiver: the workers' next send
+/// fails and they stop.
 fn collect<W: std::io::Write>(
     rx: Receiver<Result<Redone, ArchiveError>>,
     w: &mut ArchiveWriter<W>,
     syncer: &mut BackgroundSync,
-    frames: &mut u64,
-    chunks: &mut u64,
-    were_uncompressed: &mut u64,
-) -> Result<(), ArchiveError> {
+) -> Result<Counts, ArchiveError> {
+    let mut n = Counts::default();
     for r in rx {
-        // Returning drops the receiver: the workers' next send fails and they stop.
         let r = r?;
-        *frames += 1;
-        *were_uncompressed += u64::from(r.was_uncompressed);
+        n.frames += 1;
+        n.were_uncompressed += u64::from(r.old.compression == Compression::None);
         match r.chunk {
             Some(header) => {
-                *chunks += 1;
+                n.chunks += 1;
                 w.write_chunk(SealedChunk {
                     header,
                     frame: r.header,
@@ -312,5 +269,5 @@ fn collect<W: std::io::Write>(
         }
         syncer.written(w.position());
     }
-    Ok(())
+    Ok(n)
 }
