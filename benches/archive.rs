@@ -303,7 +303,8 @@ fn bench(c: &mut Criterion) {
                 &mut enc,
                 kar::format::chunk::ChunkEncoder::new(TOPIC, 0).unwrap(),
             );
-            chunks.push(full.finish().1);
+            let (first, last) = full.offsets();
+            chunks.push(full.finish(first..last + 1).unwrap().1);
         }
     }
     // 7 -> 8 and 8 -> 7, so every pass rewrites every value again.

@@ -526,7 +526,7 @@ async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
     child.wait().unwrap();
 
     let repaired = dir.path().join("r.kar");
-    let r = kar::archive::repair::repair(&out, &repaired, WriterOptions::default()).unwrap();
+    let r = kar::archive::repair::repair(&out, &repaired, Default::default()).unwrap();
     assert!(!r.input_finished);
     assert!(r.kept_chunks > 0);
     assert_eq!(

@@ -188,9 +188,9 @@ fn compact_refuses_a_damaged_archive_and_leaves_no_output() {
     assert_eq!(r.status.code(), Some(2));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
-        err.contains(&format!("frame content at offset {}", hit.start))
+        err.contains(&format!("offset {}: record chunk", hit.start))
             && err.contains(&format!(
-                "content frame at offset {}",
+                "frame at offset {}",
                 hit.start - frame::HEADER_LEN as u64
             )),
         "the message names the frame and where its content is: {err}"

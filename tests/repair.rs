@@ -110,7 +110,7 @@ fn a_writer_killed_mid_write_loses_no_complete_chunk() {
     assert!(want.len() > 10, "only {} complete chunks", want.len());
 
     let out = dir.path().join("repaired.kar");
-    let report = repair(&path, &out, WriterOptions::default()).unwrap();
+    let report = repair(&path, &out, Default::default()).unwrap();
     assert!(!report.input_finished);
     assert!(!report.manifest_recovered);
     assert_eq!(report.kept_chunks as usize, want.len());
@@ -201,10 +201,36 @@ fn a_damaged_chunk_is_dropped_and_named_the_rest_kept() {
     );
 
     let original = Archive::from_source(kar::archive::Source::Owned(bytes), "orig").unwrap();
+    let orig = original.index_content().unwrap().chunks;
+    let damaged_chunk = orig
+        .iter()
+        .find(|c| c.frame_offset + 96 == hit.start)
+        .unwrap();
+    // The chunks of that partition after the damaged one would leave a hole: dropped, and named.
+    let after: Vec<_> = orig
+        .iter()
+        .filter(|c| c.topic == damaged_chunk.topic && c.partition == damaged_chunk.partition)
+        .filter(|c| c.first_offset > damaged_chunk.first_offset)
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "the test needs chunks after the damaged one"
+    );
     let fixed = Archive::open(&out).unwrap();
     assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
-    let orig_chunks = original.index_content().unwrap().chunks.len();
-    assert_eq!(fixed.index_content().unwrap().chunks.len(), orig_chunks - 1);
+    assert_eq!(
+        fixed.index_content().unwrap().chunks.len(),
+        orig.len() - 1 - after.len()
+    );
+    let dropped = report["dropped_chunks"].as_array().unwrap();
+    assert_eq!(dropped.len(), after.len(), "{report}");
+    assert!(
+        dropped[0].as_str().unwrap().contains(&format!(
+            "offsets {}..{} before it are in no chunk",
+            damaged_chunk.covers_from, damaged_chunk.covers_to
+        )),
+        "{report}"
+    );
     assert_eq!(
         report["incomplete_partitions"].as_array().unwrap().len(),
         1,
@@ -212,4 +238,44 @@ fn a_damaged_chunk_is_dropped_and_named_the_rest_kept() {
     );
     assert_eq!(fixed.manifest().metadata.len(), 1);
     assert_eq!(fixed.manifest().metadata[0].kind, "example");
+
+    // With --keep-gaps everything intact is kept and the hole is recorded: the file verifies as
+    // intact but not whole (exit 1), naming the lost offsets.
+    let kept = dir.path().join("kept.kar");
+    let cli = Command::new(kar)
+        .args(["repair", "--keep-gaps", "--json", "--out"])
+        .arg(&kept)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let hole = format!(
+        "{}/{}: offsets {}..{} lost",
+        damaged_chunk.topic,
+        damaged_chunk.partition,
+        damaged_chunk.covers_from,
+        damaged_chunk.covers_to
+    );
+    assert_eq!(report["gaps"], serde_json::json!([hole]), "{report}");
+    let a = Archive::open(&kept).unwrap();
+    assert_eq!(a.index_content().unwrap().chunks.len(), orig.len() - 1);
+    let p = a
+        .manifest()
+        .partition(&damaged_chunk.topic, damaged_chunk.partition)
+        .unwrap();
+    assert!(!p.complete);
+    assert_eq!(
+        p.gaps,
+        vec![kar::format::manifest::OffsetRange {
+            from: damaged_chunk.covers_from,
+            to: damaged_chunk.covers_to
+        }]
+    );
+    let v = verify(&kept, VerifyLevel::Full).unwrap();
+    assert!(!v.ok && v.problems.is_empty(), "{v:?}");
+    assert_eq!(v.gaps, vec![format!("{hole} (recorded by repair)")]);
+    let cli = Command::new(kar).arg("verify").arg(&kept).output().unwrap();
+    assert_eq!(cli.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("NOT WHOLE"));
 }

@@ -13,7 +13,7 @@ use kar::kafka::KafkaConnection;
 use kar::registry::client::RegistrySettings;
 use kar::registry::snapshot::SubjectFilter;
 use kar::registry::wire;
-use kar::restore::{RestoreOptions, SchemaIds, restore};
+use kar::restore::{PreflightCheck, RestoreOptions, SchemaIds, restore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -743,7 +743,7 @@ async fn a_killed_restore_resumes_with_every_record_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_corrupted_chunk_stops_its_partition_and_nothing_of_it_is_produced() {
+async fn a_corrupted_chunk_is_refused_before_any_write_or_with_quick_stops_its_partition() {
     let p = common::unique("corrupt");
     let topic = format!("{p}-t");
     common::create_topic(&topic, 1, &[]).await;
@@ -773,7 +773,43 @@ async fn a_corrupted_chunk_stops_its_partition_and_nothing_of_it_is_produced() {
     std::fs::write(&archive, &bytes).unwrap();
 
     let restored = format!("{p}-restored");
-    let o = restore_to(&archive, &topic, &restored, dir.path(), None);
+    // By default pre-flight checks every chunk to restore: the damage is found before any write,
+    // with the same words in a dry run and a real one.
+    for dry_run in [true, false] {
+        let mut o = restore_to(&archive, &topic, &restored, dir.path(), None);
+        o.dry_run = dry_run;
+        let err = tokio::task::spawn_blocking(move || restore(&o))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 damaged chunk(s)")
+                && err.contains(&format!(
+                    "offsets {}..={}",
+                    bad.first_offset, bad.last_offset
+                ))
+                && err.contains("nothing was written"),
+            "{err}"
+        );
+    }
+    assert!(
+        !common::admin_topics().await.contains(&restored),
+        "no topic was created"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".restore-state")),
+        "no state file was written"
+    );
+
+    // `--verify quick` checks chunks only as it restores them: the damaged one stops its
+    // partition, nothing of it produced.
+    let mut o = restore_to(&archive, &topic, &restored, dir.path(), None);
+    o.verify = PreflightCheck::Quick;
     let report = run_restore(o).await;
     assert!(!report.ok);
     let err = report.partitions[0].error.clone().unwrap();

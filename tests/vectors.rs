@@ -134,6 +134,7 @@ fn write_vector(input: &Input) -> Vec<u8> {
         };
         // Chunks close as the writer closes them: once their records reach the target size.
         let mut enc: Option<ChunkEncoder> = None;
+        let mut from = p.start_offset;
         for r in &p.records {
             let headers: Vec<(String, Option<Vec<u8>>)> = r
                 .headers
@@ -159,6 +160,18 @@ fn write_vector(input: &Input) -> Vec<u8> {
                 .unwrap();
                 continue;
             }
+            // As the writer does: a full chunk is closed when the next record comes, each
+            // chunk's coverage starting where the previous one's ended.
+            if enc
+                .as_ref()
+                .is_some_and(|e| e.encoded_len() >= input.chunk_target_bytes)
+            {
+                let e = enc.take().unwrap();
+                let (_, last) = e.offsets();
+                let (h, raw) = e.finish(from..last + 1).unwrap();
+                from = last + 1;
+                w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
+            }
             let e = enc.get_or_insert_with(|| ChunkEncoder::new(&p.topic, p.partition).unwrap());
             e.push(
                 r.offset,
@@ -169,13 +182,10 @@ fn write_vector(input: &Input) -> Vec<u8> {
                 headers,
             )
             .unwrap();
-            if e.encoded_len() >= input.chunk_target_bytes {
-                let (h, raw) = enc.take().unwrap().finish();
-                w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
-            }
         }
         if let Some(e) = enc.take() {
-            let (h, raw) = e.finish();
+            let (_, last) = e.offsets();
+            let (h, raw) = e.finish(from..p.end_offset.max(last + 1)).unwrap();
             w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
         }
         w.finish_partition(&p.topic, p.partition).unwrap();

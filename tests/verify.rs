@@ -192,16 +192,16 @@ fn with_versions(mut bytes: Vec<u8>, major: u16, minor: u16) -> Vec<u8> {
 #[test]
 fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
     let bytes = small_archive();
-    let newer_minor = with_versions(bytes.clone(), 1, 7);
+    let newer_minor = with_versions(bytes.clone(), 2, 7);
     let a = Archive::from_source(Source::Owned(newer_minor.clone()), "minor.kar").unwrap();
     assert_eq!(a.manifest().topics.len(), 2);
     assert!(verify_source(Source::Owned(newer_minor), "minor.kar", VerifyLevel::Full).ok);
 
-    let newer_major = with_versions(bytes, 2, 0);
+    let newer_major = with_versions(bytes, 3, 0);
     let err = Archive::from_source(Source::Owned(newer_major.clone()), "major.kar").unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("2.0") && msg.contains("major version 1"),
+        msg.contains("3.0") && msg.contains("major version 2"),
         "{msg}"
     );
     let r = verify_source(Source::Owned(newer_major), "major.kar", VerifyLevel::Full);
@@ -209,7 +209,7 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
         !r.ok
             && r.problems[0]
                 .message
-                .contains("unsupported format version 2.0"),
+                .contains("unsupported format version 3.0"),
         "{:?}",
         r.problems
     );
@@ -296,7 +296,7 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
     use kar::format::frame::{Compression, FrameHeader, FrameKind};
     use kar::format::manifest::Manifest;
     let manifest = Manifest {
-        format_major: 1,
+        format_major: 2,
         format_minor: 0,
         created_at_ms: 0,
         writer: "test".into(),
@@ -325,7 +325,7 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
             manifest_offset,
             frame_count: 2,
             root,
-            major: 1,
+            major: 2,
             minor: 0,
         }
         .encode(),

@@ -17,6 +17,7 @@ use crate::format::{FormatError, footer, hex};
 
 use super::error::ArchiveError;
 use super::reader::{Archive, frame_at};
+use super::verify::{VerifyLevel, verify};
 use super::writer::{ArchiveWriter, BackgroundSync, WriterOptions, sync_file};
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +64,20 @@ pub fn compact_with_progress(
 ) -> Result<CompactReport, ArchiveError> {
     let (input, output) = (input.as_ref(), output.as_ref());
     let a = Archive::open(input)?;
+    // Compact carries over what the index lists; what verify would refuse besides (frames the
+    // index does not know, bytes between frames, a wrong frame count) must stop it too. The
+    // content of every frame is checked below as it is decoded.
+    let v = verify(input, VerifyLevel::Fast)?;
+    if let Some(first) = v.problems.first() {
+        return Err(ArchiveError::format(input, "")(FormatError::Corrupt {
+            structure: "archive",
+            offset: first.offset,
+            detail: format!(
+                "does not verify ({} problem(s), first: {first}); nothing was written: run `kar verify` for the list, `kar repair` to recover what is intact",
+                v.problems.len()
+            ),
+        }));
+    }
     let input = a.path().to_path_buf();
     let bytes = a.bytes();
     let data_end = bytes.len() as u64 - footer::LEN as u64;

@@ -170,12 +170,14 @@ fn dump_records(w: &mut String, raw: &[u8]) {
     let h = recs.header().clone();
     let _ = writeln!(
         w,
-        "  chunk: topic {:?} partition {}, {} records, offsets {}..={}, timestamps {}..={}",
+        "  chunk: topic {:?} partition {}, {} records, offsets {}..={}, covers {}..{}, timestamps {}..={}",
         h.topic,
         h.partition,
         h.record_count,
         h.first_offset,
         h.last_offset,
+        h.covers_from,
+        h.covers_to,
         h.min_timestamp,
         h.max_timestamp
     );

@@ -3,7 +3,7 @@
 //! extraction step. It is derivable: every entry can be rebuilt from the chunks themselves.
 //!
 //! Tables (key → value):
-//! - `chunks`: (topic `&str`, partition `i32`, first offset `i64`) → [`ChunkEntry`], 84 bytes LE
+//! - `chunks`: (topic `&str`, partition `i32`, first offset `i64`) → [`ChunkEntry`], 100 bytes LE
 //! - `time`: (topic, partition, running max timestamp `i64`) → first offset `i64` of the chunk in
 //!   which the partition's running maximum timestamp first reached that value. The first entry at
 //!   or after (topic, partition, T) names the first chunk that holds a record with timestamp ≥ T,
@@ -36,6 +36,9 @@ pub struct ChunkEntry {
     pub record_count: u32,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+    /// The source offsets the chunk accounts for (see [`ChunkHeader`]).
+    pub covers_from: i64,
+    pub covers_to: i64,
     /// File offset of the chunk's frame header.
     pub frame_offset: u64,
     pub chunk_id: Hash,
@@ -43,7 +46,7 @@ pub struct ChunkEntry {
     pub stored_len: u64,
 }
 
-pub const ENTRY_LEN: usize = 84;
+pub const ENTRY_LEN: usize = 100;
 
 impl ChunkEntry {
     pub fn new(
@@ -61,6 +64,8 @@ impl ChunkEntry {
             record_count: h.record_count,
             min_timestamp: h.min_timestamp,
             max_timestamp: h.max_timestamp,
+            covers_from: h.covers_from,
+            covers_to: h.covers_to,
             frame_offset,
             chunk_id,
             raw_len,
@@ -69,7 +74,8 @@ impl ChunkEntry {
     }
 
     /// The value stored in `chunks`: last offset i64, frame offset u64, record count u32, min and
-    /// max timestamp i64, chunk ID 32 bytes, raw length u64, stored length u64.
+    /// max timestamp i64, chunk ID 32 bytes, raw length u64, stored length u64, covers from i64,
+    /// covers to i64.
     pub fn encode_value(&self) -> [u8; ENTRY_LEN] {
         let mut b = [0u8; ENTRY_LEN];
         b[0..8].copy_from_slice(&self.last_offset.to_le_bytes());
@@ -80,6 +86,8 @@ impl ChunkEntry {
         b[36..68].copy_from_slice(&self.chunk_id);
         b[68..76].copy_from_slice(&self.raw_len.to_le_bytes());
         b[76..84].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[84..92].copy_from_slice(&self.covers_from.to_le_bytes());
+        b[92..100].copy_from_slice(&self.covers_to.to_le_bytes());
         b
     }
 
@@ -101,6 +109,8 @@ impl ChunkEntry {
             chunk_id: b[36..68].try_into().unwrap(),
             raw_len: u64_at(68),
             stored_len: u64_at(76),
+            covers_from: i64_at(84),
+            covers_to: i64_at(92),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! is `crate::format`'s.
 
 pub mod compact;
+pub mod coverage;
 pub mod dump;
 pub mod error;
 pub mod index;

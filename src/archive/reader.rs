@@ -183,6 +183,19 @@ impl Archive {
                 detail: "index bytes do not match their hash".into(),
             }));
         }
+        // The tail is written as one piece: manifest frame, index frame, footer. Anything else
+        // (two archives concatenated, a footer from another file) is not one archive.
+        let manifest_end = footer.manifest_offset + mh.frame_len();
+        let index_end = footer.index_offset + ih.frame_len();
+        if manifest_end != footer.index_offset || index_end != data_end {
+            return Err(ArchiveError::format(&path, "")(FormatError::Corrupt {
+                structure: "footer",
+                offset: data_end,
+                detail: format!(
+                    "the manifest frame ends at {manifest_end} and the index frame at {index_end}, but the index frame must follow the manifest frame and end where the footer starts ({data_end}): not one archive (two files joined, or a footer from another file?)"
+                ),
+            }));
+        }
         let index_start = footer.index_offset as usize + frame::HEADER_LEN;
         let index_error = |detail: String| ArchiveError::Index {
             path: path.clone(),

@@ -70,6 +70,9 @@ pub struct ArchiveWriter<W: Write> {
     written: HashSet<Hash>,
     deduplicated: u64,
     open: BTreeMap<(String, i32), ChunkEncoder>,
+    /// Per partition fed through [`ArchiveWriter::append`]: where the next chunk's coverage
+    /// starts (the end of the previous chunk's).
+    covered_to: BTreeMap<(String, i32), i64>,
     partitions: BTreeMap<(String, i32), PartitionEntry>,
     metadata: Vec<MetadataRef>,
     blobs: u64,
@@ -121,6 +124,7 @@ impl<W: Write> ArchiveWriter<W> {
             written: HashSet::new(),
             deduplicated: 0,
             open: BTreeMap::new(),
+            covered_to: BTreeMap::new(),
             partitions: BTreeMap::new(),
             metadata: Vec::new(),
             blobs: 0,
@@ -187,8 +191,9 @@ impl<W: Write> ArchiveWriter<W> {
         e.end_offset = Some(end_offset);
     }
 
-    /// Appends one record to the open chunk of its partition; the chunk is compressed and written
-    /// when it reaches the target size.
+    /// Appends one record to the open chunk of its partition. A full chunk is written when the
+    /// next record comes (or the partition is finished), so that the last chunk of a finished
+    /// partition can account for the snapshot range up to its end.
     #[allow(clippy::too_many_arguments)]
     pub fn append<'h>(
         &mut self,
@@ -202,6 +207,13 @@ impl<W: Write> ArchiveWriter<W> {
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) -> Result<(), ArchiveError> {
         let k = (topic.to_string(), partition);
+        if self
+            .open
+            .get(&k)
+            .is_some_and(|e| e.encoded_len() >= self.opts.chunk_target_bytes)
+        {
+            self.close_chunk(topic, partition, None)?;
+        }
         if !self.open.contains_key(&k) {
             let enc = ChunkEncoder::new(topic, partition)
                 .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
@@ -209,29 +221,56 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let enc = self.open.get_mut(&k).expect("inserted above");
         enc.push(offset, timestamp, timestamp_type, key, value, headers)
-            .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
-        if enc.encoded_len() >= self.opts.chunk_target_bytes {
-            self.flush_chunk(topic, partition)?;
-        }
-        Ok(())
+            .map_err(|e| ArchiveError::Encode(e, self.path.clone()))
     }
 
-    /// Writes the open chunk of a partition, if it has records.
+    /// Writes the open chunk of a partition, if it has records, accounting for offsets up to its
+    /// last record.
     pub fn flush_chunk(&mut self, topic: &str, partition: i32) -> Result<(), ArchiveError> {
-        if let Some(enc) = self.open.remove(&(topic.to_string(), partition))
-            && !enc.is_empty()
-        {
-            let sealed = enc
-                .seal(self.opts.zstd_level)
-                .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
-            self.write_chunk(sealed)?;
-        }
-        Ok(())
+        self.close_chunk(topic, partition, None)
     }
 
-    /// Flushes the partition's open chunk and marks the partition complete.
+    /// Writes the open chunk; its coverage starts where the partition's previous chunk's ended
+    /// (or at the declared snapshot start) and ends at `to`, or just after its last record.
+    fn close_chunk(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        to: Option<i64>,
+    ) -> Result<(), ArchiveError> {
+        let k = (topic.to_string(), partition);
+        let Some(enc) = self.open.remove(&k) else {
+            return Ok(());
+        };
+        if enc.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = enc.offsets();
+        let declared = self.partitions.get(&k).and_then(|e| e.start_offset);
+        let from = self
+            .covered_to
+            .get(&k)
+            .copied()
+            .or(declared)
+            .map_or(first, |f| f.min(first));
+        let to = to.map_or(last + 1, |t| t.max(last + 1));
+        let (header, raw) = enc
+            .finish(from..to)
+            .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
+        self.covered_to.insert(k, to);
+        let sealed = SealedChunk::from_raw(header, &raw, self.opts.zstd_level)
+            .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
+        self.write_chunk(sealed)
+    }
+
+    /// Writes the partition's open chunk, accounting for the rest of its declared snapshot range,
+    /// and marks the partition complete.
     pub fn finish_partition(&mut self, topic: &str, partition: i32) -> Result<(), ArchiveError> {
-        self.flush_chunk(topic, partition)?;
+        let end = self
+            .partitions
+            .get(&(topic.to_string(), partition))
+            .and_then(|e| e.end_offset);
+        self.close_chunk(topic, partition, end)?;
         self.partition_entry(topic, partition).complete = true;
         Ok(())
     }
@@ -304,6 +343,14 @@ impl<W: Write> ArchiveWriter<W> {
                 Ok(())
             }
         }
+    }
+
+    /// Records in the manifest that a partition's offsets `from..to` are lost (repair keeping the
+    /// chunks after a hole).
+    pub(crate) fn record_gap(&mut self, topic: &str, partition: i32, from: i64, to: i64) {
+        self.partition_entry(topic, partition)
+            .gaps
+            .push(crate::format::manifest::OffsetRange { from, to });
     }
 
     /// Lists an already written metadata frame in the manifest (repair).

@@ -41,6 +41,12 @@ pub enum BackupError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Writing the archive failed part-way (a full disk): what was written is left in place.
+    #[error(
+        "{source}; the unfinished archive {path} keeps every chunk written before the error: once there is room, recover them with `kar repair {path}` (or remove it and back up again)",
+        path = .path.display()
+    )]
+    WriteFailed { path: PathBuf, source: ArchiveError },
     #[error("{0}")]
     Invalid(String),
     #[error("no topic matches the selection ({0}); nothing to back up")]
@@ -392,6 +398,10 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         ..opts.writer.clone()
     };
     let mut w = ArchiveWriter::create(&opts.out, writer_opts)?;
+    let unfinished = |source: ArchiveError| BackupError::WriteFailed {
+        path: opts.out.clone(),
+        source,
+    };
     let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
         .map_err(ArchiveError::io("sync", &opts.out))?;
     let topics_doc = serde_json::json!({
@@ -406,15 +416,17 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         w.add_metadata(
             "kafka-topics",
             &serde_json::to_vec(&topics_doc).expect("json"),
-        )?;
+        )
+        .map_err(unfinished)?;
         let groups_doc = serde_json::json!({"kind": "consumer-groups", "captured_at_ms": started_ms, "groups": groups});
         w.add_metadata(
             "consumer-groups",
             &serde_json::to_vec(&groups_doc).expect("json"),
-        )?;
+        )
+        .map_err(unfinished)?;
     }
     if let Some(r) = &registry {
-        write_to_archive(r, &mut w)?;
+        write_to_archive(r, &mut w).map_err(unfinished)?;
     }
     for t in &tasks {
         w.declare_partition(&t.topic, t.partition, t.start, t.end);
@@ -445,6 +457,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         })
         .collect();
     let mut completion = Completion::default();
+    let mut order = InOrder::new(&tasks);
     let mut record_bytes = 0u64;
     let (mut chunks, mut uncompressed) = (0u64, 0u64);
     let mut write_error = None;
@@ -456,16 +469,23 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
                 if c.frame.compression == crate::format::frame::Compression::None {
                     uncompressed += 1;
                 }
-                let key = (c.header.topic.clone(), c.header.partition);
-                let res = w.write_chunk(c);
-                syncer.written(w.position());
-                res.and_then(|()| {
-                    if completion.chunk_written(&key) {
-                        complete(&mut w, &mut results, &key)
-                    } else {
-                        Ok(())
+                let mut res = Ok(());
+                for c in order.arrive(c) {
+                    let key = (c.header.topic.clone(), c.header.partition);
+                    res = w.write_chunk(c);
+                    syncer.written(w.position());
+                    res = res.and_then(|()| {
+                        if completion.chunk_written(&key) {
+                            complete(&mut w, &mut results, &key)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    if res.is_err() {
+                        break;
                     }
-                })
+                }
+                res
             }
             Event::Done {
                 topic,
@@ -507,7 +527,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     tracing::debug!(elapsed = ?started.elapsed(), chunks, uncompressed, "records read");
     progress.finish();
     if let Some(e) = write_error {
-        return Err(e.into());
+        return Err(unfinished(e));
     }
 
     // 4. Provenance and the tail of the file.
@@ -525,8 +545,18 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     w.add_metadata(
         "provenance",
         &serde_json::to_vec(&provenance).expect("json"),
-    )?;
+    )
+    .map_err(unfinished)?;
     let mut notes = Vec::new();
+    for (t, p, from) in order.stranded() {
+        // Cannot happen while every chunk handed to the compression stage reaches the writer;
+        // if one did not, what follows it stays out of the file rather than leave a hole.
+        let r = results.get_mut(&(t.clone(), p)).expect("a task");
+        r.complete = false;
+        r.error.get_or_insert(format!(
+            "the chunk covering offsets from {from} never reached the writer"
+        ));
+    }
     for ((t, p), r) in &results {
         if let Some(e) = &r.error {
             notes.push(format!("{t}/{p} incomplete: {e}"));
@@ -539,9 +569,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     } else {
         ArchiveStatus::Partial
     };
-    let (out, summary) = w.finish(status, notes)?;
+    let (out, summary) = w.finish(status, notes).map_err(unfinished)?;
     tracing::debug!(elapsed = ?started.elapsed(), "index and manifest written");
-    sync_file(out, &opts.out)?;
+    sync_file(out, &opts.out).map_err(unfinished)?;
     tracing::debug!(elapsed = ?started.elapsed(), "archive synced to disk");
 
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
@@ -610,6 +640,59 @@ impl Completion {
     }
 }
 
+/// Chunks of a partition reach the writer from the compression threads in any order, but must go
+/// into the file in offset order: a backup killed between two chunks must never leave a later
+/// chunk without the one before it. A chunk waits here until the chunk whose coverage ends where
+/// its own starts is written.
+struct InOrder {
+    /// Per partition, where the next chunk to write starts (its `covers_from`).
+    next: BTreeMap<(String, i32), i64>,
+    waiting: BTreeMap<(String, i32, i64), crate::format::chunk::SealedChunk>,
+}
+
+impl InOrder {
+    fn new(tasks: &[PartitionTask]) -> InOrder {
+        InOrder {
+            next: tasks
+                .iter()
+                .map(|t| ((t.topic.clone(), t.partition), t.start))
+                .collect(),
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a chunk; returns the chunks that can now be written, in order.
+    fn arrive(
+        &mut self,
+        c: crate::format::chunk::SealedChunk,
+    ) -> Vec<crate::format::chunk::SealedChunk> {
+        let (topic, partition) = (c.header.topic.clone(), c.header.partition);
+        self.waiting
+            .insert((topic.clone(), partition, c.header.covers_from), c);
+        let mut ready = Vec::new();
+        let key = (topic, partition);
+        while let Some(next) = self.next.get(&key).copied()
+            && let Some(c) = self.waiting.remove(&(key.0.clone(), key.1, next))
+        {
+            self.next.insert(key.clone(), c.header.covers_to);
+            ready.push(c);
+        }
+        ready
+    }
+
+    /// Partitions with chunks still waiting (topic, partition, where the missing chunk starts).
+    fn stranded(&self) -> Vec<(String, i32, i64)> {
+        let mut out: Vec<(String, i32, i64)> = Vec::new();
+        for (t, p, _) in self.waiting.keys() {
+            if !out.iter().any(|(ot, op, _)| ot == t && op == p) {
+                let from = self.next.get(&(t.clone(), *p)).copied().unwrap_or(0);
+                out.push((t.clone(), *p, from));
+            }
+        }
+        out
+    }
+}
+
 fn complete<W: std::io::Write>(
     w: &mut ArchiveWriter<W>,
     results: &mut BTreeMap<(String, i32), PartitionResult>,
@@ -621,7 +704,42 @@ fn complete<W: std::io::Write>(
 
 #[cfg(test)]
 mod tests {
-    use super::Completion;
+    use super::{Completion, InOrder, PartitionTask};
+    use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
+
+    fn chunk(partition: i32, offsets: std::ops::Range<i64>) -> SealedChunk {
+        let mut e = ChunkEncoder::new("t", partition).unwrap();
+        e.push(offsets.start, 0, TimestampType::CreateTime, None, None, [])
+            .unwrap();
+        let (h, raw) = e.finish(offsets).unwrap();
+        SealedChunk::uncompressed(h, raw)
+    }
+
+    #[test]
+    fn a_later_chunk_waits_for_the_one_before_it() {
+        let task = |partition| PartitionTask {
+            topic: "t".into(),
+            partition,
+            start: 10,
+            end: 40,
+        };
+        let mut o = InOrder::new(&[task(0), task(1)]);
+        let covers = |v: Vec<SealedChunk>| -> Vec<(i32, i64)> {
+            v.iter()
+                .map(|c| (c.header.partition, c.header.covers_from))
+                .collect()
+        };
+        assert!(o.arrive(chunk(0, 30..40)).is_empty());
+        assert!(o.arrive(chunk(0, 20..30)).is_empty());
+        // Another partition's chunks are not held up by partition 0's.
+        assert_eq!(covers(o.arrive(chunk(1, 10..40))), vec![(1, 10)]);
+        assert_eq!(o.stranded(), vec![("t".to_string(), 0, 10)]);
+        assert_eq!(
+            covers(o.arrive(chunk(0, 10..20))),
+            vec![(0, 10), (0, 20), (0, 30)]
+        );
+        assert!(o.stranded().is_empty());
+    }
 
     #[test]
     fn a_partition_completes_with_its_last_chunk_whatever_the_order() {

@@ -192,6 +192,9 @@ struct State {
     records: u64,
     /// Chunks handed to the compression stage.
     chunks: u64,
+    /// Where the next chunk's coverage starts: the end of the previous chunk's, at first the
+    /// snapshot start.
+    covered_to: i64,
     /// Offsets covered so far that the progress bar has not been told of.
     reported_to: i64,
     bytes: u64,
@@ -251,6 +254,7 @@ fn consume_group(
     let mut states: Vec<State> = group
         .into_iter()
         .map(|task| State {
+            covered_to: task.start,
             reported_to: task.start,
             task,
             enc: None,
@@ -274,7 +278,7 @@ fn consume_group(
         if opts.cancel.load(Ordering::SeqCst) {
             for st in states.iter_mut().filter(|s| !s.done) {
                 // What was read is good: keep it, but the partition is not complete.
-                if flush(st, stage, progress, started).is_err() {
+                if flush(st, None, stage, progress, started).is_err() {
                     return;
                 }
                 let _ = tx.send(Event::Failed {
@@ -311,6 +315,14 @@ fn consume_group(
                     Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
                     Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
                 };
+                // A full chunk is closed when the next record comes, not when it fills: the last
+                // chunk of the partition then accounts for the snapshot range up to its end
+                // (transaction markers there leave no record to close it on).
+                if st.enc.as_ref().is_some_and(|e| e.encoded_len() >= target)
+                    && flush(st, None, stage, progress, started).is_err()
+                {
+                    return;
+                }
                 let enc = match &mut st.enc {
                     Some(e) => e,
                     None => match ChunkEncoder::new(&st.task.topic, st.task.partition) {
@@ -352,14 +364,11 @@ fn consume_group(
                 st.records += 1;
                 st.bytes +=
                     (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
-                let full = enc.encoded_len() >= target;
                 if offset + 1 >= st.task.end {
                     if finish(st, tx, stage, progress, started).is_err() {
                         return;
                     }
                     left -= 1;
-                } else if full && flush(st, stage, progress, started).is_err() {
-                    return;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -390,7 +399,7 @@ fn consume_group(
                 st.records_at_check = st.records;
                 st.last_progress = now;
             } else if now.duration_since(st.last_progress) > opts.stall_timeout {
-                if flush(st, stage, progress, started).is_err() {
+                if flush(st, None, stage, progress, started).is_err() {
                     return;
                 }
                 let why = format!(
@@ -417,13 +426,25 @@ fn consume_group(
     }
 }
 
-/// Closes the open chunk, if any, and hands it to the compression stage. Err when the writer has
-/// gone away.
-fn flush(st: &mut State, stage: &Stage, progress: &Progress, started: Instant) -> Result<(), ()> {
+/// Closes the open chunk, if any, and hands it to the compression stage; the chunk accounts for
+/// the offsets from the previous chunk's end to `to` (the snapshot end, once the partition is read
+/// to it), or to just after its last record. Err when the writer has gone away.
+fn flush(
+    st: &mut State,
+    to: Option<i64>,
+    stage: &Stage,
+    progress: &Progress,
+    started: Instant,
+) -> Result<(), ()> {
     if let Some(enc) = st.enc.take() {
         let n = u64::from(enc.len());
-        let (header, raw) = enc.finish();
-        let last = header.last_offset;
+        let (_, last) = enc.offsets();
+        let to = to.map_or(last + 1, |t| t.max(last + 1));
+        // The consumer delivers offsets in order from the snapshot start, so this cannot fail.
+        let (header, raw) = enc.finish(st.covered_to..to).map_err(|e| {
+            tracing::error!("{}/{}: {e}", st.task.topic, st.task.partition);
+        })?;
+        st.covered_to = to;
         let bytes = st.bytes;
         st.bytes = 0;
         stage.submit(header, raw, bytes)?;
@@ -447,7 +468,7 @@ fn finish(
     progress: &Progress,
     started: Instant,
 ) -> Result<(), ()> {
-    flush(st, stage, progress, started)?;
+    flush(st, Some(st.task.end), stage, progress, started)?;
     progress.advance(
         &st.task.topic,
         (st.task.end - st.reported_to).max(0) as u64,

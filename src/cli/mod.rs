@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::archive::WriterOptions;
 use crate::archive::compact::compact_with_progress;
 use crate::archive::inspect::{InspectReport, inspect};
-use crate::archive::repair::repair_with_progress;
+use crate::archive::repair::{RepairOptions, repair_with_progress};
 use crate::archive::verify::{VerifyLevel, VerifyReport, verify_with_progress};
 
 /// Backup and restore for Apache Kafka and its Schema Registry, into one verifiable file.
@@ -75,6 +75,10 @@ pub struct RepairArgs {
     /// Where to write the repaired archive [default: FILE.repaired]
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep the chunks after a hole in a partition too, recording the lost offsets in the
+    /// manifest (by default a partition is kept only as far as it continues without a hole)
+    #[arg(long)]
+    pub keep_gaps: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -203,11 +207,21 @@ fn print_verify(r: &VerifyReport) {
     );
     if r.ok {
         println!("result    OK: intact");
+        return;
+    }
+    if r.problems.is_empty() {
+        println!(
+            "result    NOT WHOLE: the file is intact, but {} offset range(s) are lost",
+            r.gaps.len()
+        );
     } else {
         println!("result    DAMAGED: {} problem(s)", r.problems.len());
         for p in &r.problems {
             println!("  - {p}");
         }
+    }
+    for g in &r.gaps {
+        println!("  - gap: {g}");
     }
 }
 
@@ -318,7 +332,11 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         PathBuf::from(p)
     });
     let r = with_progress(&a.file, "repair", a.json, |p| {
-        repair_with_progress(&a.file, &out, WriterOptions::default(), p)
+        let opts = RepairOptions {
+            writer: WriterOptions::default(),
+            keep_gaps: a.keep_gaps,
+        };
+        repair_with_progress(&a.file, &out, opts, p)
     })?;
     if a.json {
         print_json(&r)?;
@@ -353,6 +371,12 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
     );
     for p in &r.problems {
         println!("  - {p}");
+    }
+    for d in &r.dropped_chunks {
+        println!("dropped   {d}");
+    }
+    for g in &r.gaps {
+        println!("gap       {g} (kept chunks after it: --keep-gaps)");
     }
     for p in &r.incomplete_partitions {
         println!("incomplete {p}");

@@ -14,7 +14,7 @@ use crate::config::load_yaml;
 use crate::kafka::KafkaConnection;
 use crate::registry::client::RegistrySettings;
 use crate::restore::{
-    RestoreOptions, RestorePlan, RestoreReport, SchemaIds, SchemaPolicy, restore,
+    PreflightCheck, RestoreOptions, RestorePlan, RestoreReport, SchemaIds, SchemaPolicy, restore,
 };
 
 #[derive(Debug, Args)]
@@ -59,6 +59,14 @@ pub struct RestoreArgs {
     /// Restore schemas even when the archive's restore order is incomplete
     #[arg(long)]
     pub force: bool,
+    /// Restore partitions whose archived offsets have a hole (records missing from the archive),
+    /// around the hole
+    #[arg(long)]
+    pub allow_gaps: bool,
+    /// What is checked before anything is written: `full` checks every chunk to restore, `quick`
+    /// only footer, manifest, index and root (chunks are then checked as they are restored)
+    #[arg(long, value_enum, default_value = "full")]
+    pub verify: PreflightCheck,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -153,6 +161,8 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     o.dry_run = a.dry_run;
     o.append = a.append;
     o.force = a.force;
+    o.allow_gaps = a.allow_gaps;
+    o.verify = a.verify;
     o.cancel = cancel;
     o.progress = !a.json;
     Ok(o)

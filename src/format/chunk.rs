@@ -12,6 +12,8 @@
 //! | 4 | record count N (u32, ≥ 1) |
 //! | 8 | first offset (i64) |
 //! | 8 | last offset (i64) |
+//! | 8 | covers from (i64): first offset the chunk accounts for, ≤ first offset |
+//! | 8 | covers to (i64): end (exclusive) of the offsets it accounts for, > last offset |
 //! | 8 | min timestamp (i64) |
 //! | 8 | max timestamp (i64) |
 //!
@@ -27,6 +29,11 @@
 //! | varint | header count H; then H × (varint name length, name (UTF-8), varint value length + 1 (0 = null), value bytes) |
 //!
 //! Nothing may follow the last record.
+//!
+//! The coverage `covers_from..covers_to` says which source offsets the chunk speaks for: every
+//! record of the source in that range is in the chunk, and an offset in it without a record is a
+//! Kafka gap (compaction, a transaction marker, an aborted record). The chunks of a partition tile
+//! its snapshot range, so a missing chunk is a hole any reader can see, without the manifest.
 
 use super::frame::{Compression, FrameHeader, FrameKind};
 use std::ops::Range;
@@ -59,8 +66,18 @@ pub struct ChunkHeader {
     pub record_count: u32,
     pub first_offset: i64,
     pub last_offset: i64,
+    /// The source offsets the chunk accounts for: `covers_from..covers_to`.
+    pub covers_from: i64,
+    pub covers_to: i64,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
+}
+
+impl ChunkHeader {
+    /// The offsets the chunk accounts for.
+    pub fn covers(&self) -> Range<i64> {
+        self.covers_from..self.covers_to
+    }
 }
 
 /// One record, borrowing its bytes from the decompressed chunk.
@@ -168,7 +185,7 @@ fn unzigzag(v: u64) -> i64 {
 
 /// Bytes of the chunk header for a topic name.
 fn header_len(topic: &str) -> usize {
-    2 + topic.len() + 4 + 4 + 8 * 4
+    2 + topic.len() + 4 + 4 + 8 * 6
 }
 
 /// Why a record could not be added to a chunk.
@@ -184,6 +201,13 @@ pub enum EncodeError {
     Partition(i32),
     #[error("record at offset {offset} would make the chunk larger than {max} bytes")]
     TooLarge { offset: i64, max: u64 },
+    #[error("coverage {from}..{to} does not contain the chunk's offsets {first}..={last}")]
+    Coverage {
+        from: i64,
+        to: i64,
+        first: i64,
+        last: i64,
+    },
 }
 
 /// Builds one chunk. Records are encoded as they are pushed; [`ChunkEncoder::finish`] puts the
@@ -303,24 +327,36 @@ impl ChunkEncoder {
         Ok(())
     }
 
-    /// The header this chunk will have.
-    pub fn header(&self) -> ChunkHeader {
-        ChunkHeader {
+    /// First and last offset of the records pushed so far (meaningless while empty).
+    pub fn offsets(&self) -> (i64, i64) {
+        (self.first_offset, self.last_offset)
+    }
+
+    /// The chunk's raw content: header, then the records; the chunk accounts for the source
+    /// offsets `covers` (see the module comment), which must contain every record's offset.
+    /// Panics if no record was pushed (a chunk holds at least one record; empty partitions live
+    /// in the manifest).
+    pub fn finish(self, covers: Range<i64>) -> Result<(ChunkHeader, Vec<u8>), EncodeError> {
+        assert!(self.count > 0, "a chunk holds at least one record");
+        if covers.start > self.first_offset || covers.end <= self.last_offset {
+            return Err(EncodeError::Coverage {
+                from: covers.start,
+                to: covers.end,
+                first: self.first_offset,
+                last: self.last_offset,
+            });
+        }
+        let header = ChunkHeader {
             topic: self.topic.clone(),
             partition: self.partition,
             record_count: self.count,
             first_offset: self.first_offset,
             last_offset: self.last_offset,
+            covers_from: covers.start,
+            covers_to: covers.end,
             min_timestamp: self.min_ts,
             max_timestamp: self.max_ts,
-        }
-    }
-
-    /// The chunk's raw content: header, then the records. Panics if no record was pushed (a chunk
-    /// holds at least one record; empty partitions live in the manifest).
-    pub fn finish(self) -> (ChunkHeader, Vec<u8>) {
-        assert!(self.count > 0, "a chunk holds at least one record");
-        let header = self.header();
+        };
         let mut head = Vec::with_capacity(header_len(&self.topic));
         head.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
         head.extend_from_slice(self.topic.as_bytes());
@@ -328,18 +364,13 @@ impl ChunkEncoder {
         head.extend_from_slice(&self.count.to_le_bytes());
         head.extend_from_slice(&self.first_offset.to_le_bytes());
         head.extend_from_slice(&self.last_offset.to_le_bytes());
+        head.extend_from_slice(&covers.start.to_le_bytes());
+        head.extend_from_slice(&covers.end.to_le_bytes());
         head.extend_from_slice(&self.min_ts.to_le_bytes());
         head.extend_from_slice(&self.max_ts.to_le_bytes());
         let mut raw = self.records;
         raw[..head.len()].copy_from_slice(&head);
-        (header, raw)
-    }
-
-    /// Finishes the chunk and compresses it into a frame: everything the archive writer needs,
-    /// computed here so that callers can do it on their own threads.
-    pub fn seal(self, zstd_level: i32) -> std::io::Result<SealedChunk> {
-        let (header, raw) = self.finish();
-        SealedChunk::from_raw(header, &raw, zstd_level)
+        Ok((header, raw))
     }
 }
 
@@ -404,6 +435,8 @@ impl ChunkHeader {
         let record_count = c.u32()?;
         let first_offset = c.i64()?;
         let last_offset = c.i64()?;
+        let covers_from = c.i64()?;
+        let covers_to = c.i64()?;
         let min_timestamp = c.i64()?;
         let max_timestamp = c.i64()?;
         let h = ChunkHeader {
@@ -412,6 +445,8 @@ impl ChunkHeader {
             record_count,
             first_offset,
             last_offset,
+            covers_from,
+            covers_to,
             min_timestamp,
             max_timestamp,
         };
@@ -431,6 +466,14 @@ impl ChunkHeader {
                 base,
                 format!(
                     "offset range {first_offset}..={last_offset} cannot hold {record_count} records"
+                ),
+            ));
+        }
+        if covers_from > first_offset || covers_to <= last_offset {
+            return Err(c.corrupt(
+                base,
+                format!(
+                    "coverage {covers_from}..{covers_to} does not contain the offsets {first_offset}..={last_offset}"
                 ),
             ));
         }

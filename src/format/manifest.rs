@@ -69,6 +69,17 @@ pub struct PartitionEntry {
     /// on compression, so it is in the index, not here: the manifest (and with it the root hash)
     /// describes content only, and stays the same when an archive is recompressed.
     pub raw_bytes: u64,
+    /// Offset ranges of the snapshot range that no chunk covers and that a repair kept chunks
+    /// beyond (`kar repair --keep-gaps`): records known to be lost. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<OffsetRange>,
+}
+
+/// Offsets `from..to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub from: i64,
+    pub to: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

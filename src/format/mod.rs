@@ -1,5 +1,5 @@
-//! The kar archive format v1 as a pure codec: bytes in, typed structures out, and back. One module
-//! per on-disk structure, named as in `format-spec/kar-v1.md`. No I/O, no async, no Kafka, no redb:
+//! The kar archive format v2 as a pure codec: bytes in, typed structures out, and back. One module
+//! per on-disk structure, named as in `format-spec/kar-v2.md`. No I/O, no async, no Kafka, no redb:
 //! fuzz targets and benches call this directly.
 //!
 //! Everything here is little-endian. Every length read from input is checked against the bytes
@@ -10,6 +10,7 @@ pub mod error;
 pub mod file_header;
 pub mod footer;
 pub mod frame;
+pub mod kafka_topics;
 pub mod manifest;
 pub mod root;
 pub mod varint;
@@ -17,7 +18,7 @@ pub mod varint;
 pub use error::FormatError;
 
 /// Major version: a reader refuses a file with another major version.
-pub const VERSION_MAJOR: u16 = 1;
+pub const VERSION_MAJOR: u16 = 2;
 /// Minor version: a reader reads a newer minor version, skipping optional structures it does not
 /// know.
 pub const VERSION_MINOR: u16 = 0;

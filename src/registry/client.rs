@@ -289,8 +289,10 @@ impl RegistryClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, RegistryError> {
-        let endpoint = path.to_string();
-        let url = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
+        // Errors name the registry with the endpoint (a proxy's HTML page must still say whose it
+        // is); the base URL holds no credentials.
+        let url = format!("{}{}", self.base_url(), path);
+        let endpoint = url.clone();
         let started = Instant::now();
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))

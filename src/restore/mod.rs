@@ -20,7 +20,8 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::archive::verify::{VerifyLevel, verify_source};
+use crate::archive::coverage;
+use crate::archive::verify::{self, VerifyLevel, verify_source};
 use crate::archive::{Archive, ArchiveError, Source};
 use crate::format::chunk::ChunkRecords;
 use crate::format::frame::ContentDecoder;
@@ -85,6 +86,18 @@ pub enum SchemaPolicy {
     SkipExisting,
 }
 
+/// What pre-flight checks of the archive before any write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreflightCheck {
+    /// Footer, manifest, index and root hash, and every chunk to be restored: content against its
+    /// ID, every record decoded.
+    Full,
+    /// Footer, manifest, index and root hash only; each chunk is checked as it is restored, so a
+    /// damaged one stops its partition part-way.
+    Quick,
+}
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub archive: PathBuf,
@@ -108,6 +121,11 @@ pub struct RestoreOptions {
     pub concurrency: usize,
     /// Restore schemas even if the archive's stored order is incomplete (cycles, missing refs).
     pub force: bool,
+    /// Restore a partition whose chunks leave a hole in its offsets (records lost from the
+    /// archive), around the hole.
+    pub allow_gaps: bool,
+    /// How much of the archive is checked before anything is written.
+    pub verify: PreflightCheck,
     pub cancel: Arc<AtomicBool>,
     pub progress: bool,
 }
@@ -129,6 +147,8 @@ impl RestoreOptions {
             state_dir: None,
             concurrency: 4,
             force: false,
+            allow_gaps: false,
+            verify: PreflightCheck::Full,
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,
         }
@@ -207,14 +227,40 @@ fn doc<T: serde::de::DeserializeOwned>(a: &Archive, kind: &str) -> Result<Option
     })
 }
 
-fn anchored(patterns: &[String]) -> Result<Vec<Regex>, RestoreError> {
+fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError> {
     patterns
         .iter()
         .map(|p| {
             Regex::new(&format!("^(?:{p})$"))
-                .map_err(|e| RestoreError::Invalid(format!("pattern {p:?}: {e}")))
+                .map_err(|e| RestoreError::Invalid(format!("{flag} pattern {p:?}: {e}")))
         })
         .collect()
+}
+
+/// Kafka's rule for topic names: 1 to 249 characters from `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn check_topic_name(name: &str, what: &str) -> Result<(), RestoreError> {
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 249 || !legal || name == "." || name == ".." {
+        return Err(RestoreError::Invalid(format!(
+            "{what} {name:?} is not a valid Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every `--map` source must be a topic of the archive, every target a valid topic name.
+fn check_map(opts: &RestoreOptions, archive: &Archive) -> Result<(), RestoreError> {
+    for (src, dst) in &opts.map {
+        if archive.manifest().topics.iter().all(|t| &t.name != src) {
+            return Err(RestoreError::Invalid(format!(
+                "--map {src}={dst}: the archive has no topic {src:?}"
+            )));
+        }
+        check_topic_name(dst, &format!("--map {src}={dst}: target"))?;
+    }
+    Ok(())
 }
 
 /// The first restored record at or after `committed` in a partition, as a target offset.
@@ -287,7 +333,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     };
 
     // Topics to restore.
-    let inc = anchored(&opts.topics)?;
+    check_map(opts, &archive)?;
+    let inc = anchored(&opts.topics, "--topics")?;
     let topics_doc: Vec<crate::kafka::source::TopicInfo> =
         doc::<TopicsDoc>(&archive, "kafka-topics")?
             .map(|d| d.topics)
@@ -367,7 +414,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         });
     }
 
-    tracing::debug!(elapsed = ?started.elapsed(), "topics planned");
+    check_partitions(opts, &archive, &jobs)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "topics planned, chunks checked");
     // Schemas: reachability, clashes and IMPORT mode, before any write.
     let client = match (&opts.registry, &snap) {
         (Some(r), Some(_)) => Some(Arc::new(RegistryClient::new(r)?)),
@@ -465,7 +513,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .map(|d| d.groups)
         .unwrap_or_default();
     let group_re = match &opts.groups {
-        Some(g) => Some(anchored(std::slice::from_ref(g))?.remove(0)),
+        Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
         None => None,
     };
     let groups: Vec<&crate::kafka::source::GroupOffsets> = groups_doc
@@ -607,6 +655,65 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         seconds: started.elapsed().as_secs_f64(),
         records_seconds,
     })
+}
+
+/// Pre-flight over the partitions to restore: none may have a hole in its offsets (unless
+/// `allow_gaps`), and, unless asked for less, every chunk to restore must check out in full.
+fn check_partitions(
+    opts: &RestoreOptions,
+    archive: &Archive,
+    jobs: &[PartitionJob],
+) -> Result<(), RestoreError> {
+    let mut chunks = Vec::new();
+    let mut holes = Vec::new();
+    for j in jobs {
+        let mine = archive.chunks_of(&j.source_topic, j.partition)?;
+        let entry = archive.manifest().partition(&j.source_topic, j.partition);
+        let cov = coverage::check(
+            mine.iter().map(|c| c.covers_from..c.covers_to),
+            entry.and_then(|e| e.start_offset),
+            entry.and_then(|e| e.end_offset),
+            entry.is_some_and(|e| e.complete),
+        );
+        if !cov.overlaps.is_empty() {
+            return Err(RestoreError::Refused(format!(
+                "{}/{}: chunks of the archive claim the same offsets ({}); run `kar verify`",
+                j.source_topic,
+                j.partition,
+                coverage::describe(&cov.overlaps)
+            )));
+        }
+        if !cov.holes.is_empty() {
+            holes.push(format!(
+                "{}/{}: offsets {}",
+                j.source_topic,
+                j.partition,
+                coverage::describe(&cov.holes)
+            ));
+        }
+        chunks.extend(mine);
+    }
+    if !holes.is_empty() && !opts.allow_gaps {
+        return Err(RestoreError::Refused(format!(
+            "records are missing from the archive, so these partitions would be restored with holes; nothing was written:\n  {}\nrestore them anyway with --allow-gaps, or leave them out with --topics",
+            holes.join("\n  ")
+        )));
+    }
+    for h in &holes {
+        tracing::warn!("restoring around a hole: {h}");
+    }
+    if opts.verify == PreflightCheck::Full {
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let problems = verify::check_chunks(archive, &chunks, threads);
+        if let Some(first) = problems.first() {
+            return Err(RestoreError::Refused(format!(
+                "{} does not verify: {} damaged chunk(s) among those to restore, first: {first}; nothing was written. Run `kar verify` for the full list, `kar repair` to recover what is intact",
+                opts.archive.display(),
+                problems.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What makes two runs "the same restore": archive, target and the options that change what is

@@ -110,7 +110,7 @@ mod tests {
             [],
         )
         .unwrap();
-        let (_, mut raw) = e.finish();
+        let (_, mut raw) = e.finish(0..3).unwrap();
         let ids = IdMap::new([(5, 500), (6, 6)], [5, 6]);
         let stats = rewrite_chunk(&mut raw, &ids).unwrap();
         assert_eq!(

@@ -25,6 +25,11 @@ pub enum StateError {
     #[error("restore state {path}: {detail}", path = .path.display())]
     Db { path: PathBuf, detail: String },
     #[error(
+        "another restore is running with the state file {path} (it is locked); wait for it to end, or stop it first",
+        path = .path.display()
+    )]
+    Busy { path: PathBuf },
+    #[error(
         "restore state {path} belongs to another restore ({detail}); remove it to start over, or give another --state",
         path = .path.display()
     )]
@@ -46,7 +51,12 @@ impl State {
             path: path.to_path_buf(),
             detail: e.to_string(),
         };
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StateError::Busy {
+                path: path.to_path_buf(),
+            },
+            e => err(&e),
+        })?;
         let s = State {
             db,
             path: path.to_path_buf(),
