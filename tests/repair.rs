@@ -279,3 +279,75 @@ fn a_damaged_chunk_is_dropped_and_named_the_rest_kept() {
     assert_eq!(cli.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&cli.stdout).contains("NOT WHOLE"));
 }
+
+#[test]
+fn a_damaged_file_header_does_not_stop_a_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::verify::small_archive();
+    let original = Archive::from_source(kar::archive::Source::Owned(bytes.clone()), "o").unwrap();
+    let want: Vec<[u8; 32]> = original
+        .index_content()
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| c.chunk_id)
+        .collect();
+    // Every byte of the 32-byte header, flipped in turn.
+    for i in 0..32 {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0x10;
+        let input = dir.path().join(format!("h{i}.kar"));
+        std::fs::write(&input, &damaged).unwrap();
+        let out = dir.path().join(format!("h{i}.repaired.kar"));
+        let r =
+            repair(&input, &out, Default::default()).unwrap_or_else(|e| panic!("byte {i}: {e}"));
+        assert_eq!(r.problems[0].structure, "file header", "byte {i}");
+        assert!(r.incomplete_partitions.is_empty(), "byte {i}: {r:?}");
+        let a = Archive::open(&out).unwrap();
+        let have: Vec<[u8; 32]> = a
+            .index_content()
+            .unwrap()
+            .chunks
+            .iter()
+            .map(|c| c.chunk_id)
+            .collect();
+        assert_eq!(have, want, "byte {i}");
+        assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    }
+    // A file that is not kar at all is still refused.
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+    let err = repair(&junk, dir.path().join("j.kar"), Default::default()).unwrap_err();
+    assert!(err.to_string().contains("nothing to repair"), "{err}");
+    assert!(!dir.path().join("j.kar").exists());
+}
+
+#[test]
+fn a_chunk_cut_out_of_the_middle_is_a_hole_verify_names_and_repair_does_not_keep_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crate::verify::small_archive();
+    let original = Archive::from_source(kar::archive::Source::Owned(bytes.clone()), "o").unwrap();
+    let chunks = original.chunks_of("t", 0).unwrap();
+    assert!(chunks.len() >= 3);
+    let cut = &chunks[1];
+    let mut file = bytes.clone();
+    let at = cut.frame_offset as usize;
+    file.drain(at..at + 96 + cut.stored_len as usize);
+    let input = dir.path().join("cut.kar");
+    std::fs::write(&input, &file).unwrap();
+    let v = verify(&input, VerifyLevel::Full).unwrap();
+    assert!(!v.ok);
+
+    let out = dir.path().join("cut.repaired.kar");
+    let r = repair(&input, &out, Default::default()).unwrap();
+    let a = Archive::open(&out).unwrap();
+    let kept = a.chunks_of("t", 0).unwrap();
+    let ids =
+        |v: &[kar::archive::index::ChunkEntry]| v.iter().map(|c| c.chunk_id).collect::<Vec<_>>();
+    assert_eq!(ids(&kept), ids(&chunks[..1]), "only what precedes the hole");
+    assert_eq!(r.dropped_chunks.len(), chunks.len() - 2, "{r:?}");
+    assert!(!a.manifest().partition("t", 0).unwrap().complete);
+    assert!(a.manifest().partition("t", 1).unwrap().complete);
+    let v = verify(&out, VerifyLevel::Full).unwrap();
+    assert!(v.ok, "{v:?}");
+}

@@ -1188,3 +1188,70 @@ async fn a_registry_that_refuses_import_stops_a_kept_ids_restore_before_any_writ
         "rewrite needs no IMPORT"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_go_to_the_file_in_order_and_a_hole_is_refused_naming_its_offsets() {
+    let p = common::unique("hole");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 6_000, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    // zstd on two threads finishes chunks out of order; the file must not be.
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let a = Archive::open(&archive).unwrap();
+    for part in 0..2 {
+        let chunks = a.chunks_of(&topic, part).unwrap();
+        assert!(chunks.len() >= 10, "{} chunks", chunks.len());
+        assert!(
+            chunks.windows(2).all(
+                |w| w[0].frame_offset < w[1].frame_offset && w[0].covers_to == w[1].covers_from
+            ),
+            "partition {part}: chunks in offset order, each covering from where the last ended"
+        );
+    }
+    let chunks = a.chunks_of(&topic, 0).unwrap();
+    let cut = chunks[3].clone();
+    drop(a);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = cut.frame_offset as usize;
+    bytes.drain(at..at + 96 + cut.stored_len as usize);
+    let damaged = dir.path().join("cut.kar");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let kept = dir.path().join("kept.kar");
+    let opts = kar::archive::repair::RepairOptions {
+        keep_gaps: true,
+        ..Default::default()
+    };
+    let r = kar::archive::repair::repair(&damaged, &kept, opts).unwrap();
+    assert_eq!(r.gaps.len(), 1, "{r:?}");
+
+    let restored = format!("{p}-restored");
+    let hole = format!("{topic}/0: offsets {}..{}", cut.covers_from, cut.covers_to);
+    let o = restore_to(&kept, &topic, &restored, dir.path(), None);
+    let err = tokio::task::spawn_blocking(move || restore(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&hole) && err.contains("--allow-gaps") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!common::admin_topics().await.contains(&restored));
+
+    let mut o = restore_to(&kept, &topic, &restored, dir.path(), None);
+    o.allow_gaps = true;
+    let report = run_restore(o).await;
+    assert!(report.ok);
+    let truth = consume_all(&topic, 2);
+    let got = consume_all(&restored, 2);
+    let want0: Vec<&Rec> = truth[&0]
+        .iter()
+        .filter(|r| r.offset < cut.first_offset || r.offset > cut.last_offset)
+        .collect();
+    assert_eq!(got[&0].len(), want0.len());
+    for (g, w) in got[&0].iter().zip(&want0) {
+        assert_eq!((&g.value, g.timestamp), (&w.value, w.timestamp));
+    }
+    assert_eq!(got[&1].len(), truth[&1].len());
+}

@@ -356,3 +356,71 @@ fn a_malformed_index_with_valid_hashes_is_an_error_not_a_panic() {
         Err(e) => assert!(e.to_string().contains("index"), "{e}"),
     }
 }
+
+fn kar_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_archives_joined_are_refused_by_every_command_that_reads_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = small_archive();
+    let joined = dir.path().join("joined.kar");
+    std::fs::write(&joined, [one.clone(), one].concat()).unwrap();
+    let path = joined.to_str().unwrap();
+    let out = dir.path().join("out.kar");
+    for args in [
+        vec!["verify", "--quick", path],
+        vec!["verify", "--fast", path],
+        vec!["verify", path],
+        vec!["inspect", path],
+        vec!["compact", path, "--out", out.to_str().unwrap()],
+        vec!["restore", path, "--bootstrap", "127.0.0.1:1", "--dry-run"],
+    ] {
+        let r = kar_cli(&args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert_ne!(r.status.code(), Some(0), "{args:?}: {all}");
+        assert!(
+            all.contains("not one archive") || all.contains("DAMAGED"),
+            "{args:?}: {all}"
+        );
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_footer_whose_frame_count_is_wrong_fails_the_quick_verify() {
+    let mut bytes = small_archive();
+    let n = bytes.len();
+    let f = kar::format::footer::Footer::decode(&bytes).unwrap();
+    for count in [f.frame_count + 1, u64::MAX / 2] {
+        bytes[n - 80..].copy_from_slice(
+            &kar::format::footer::Footer {
+                frame_count: count,
+                ..f
+            }
+            .encode(),
+        );
+        let r = verify_source(
+            Source::Owned(bytes.clone()),
+            "count.kar",
+            VerifyLevel::Quick,
+        );
+        assert!(!r.ok);
+        assert!(
+            r.problems[0]
+                .message
+                .contains(&format!("footer counts {count} frames"))
+                && r.problems[0].offset == (n - 80 + 16) as u64,
+            "{:?}",
+            r.problems
+        );
+    }
+}
