@@ -1076,3 +1076,41 @@ async fn every_one_of_many_consumer_groups_is_captured_exactly() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_leaves_a_repairable_file_and_says_how_and_a_full_repair_leaves_nothing() {
+    let topic = common::unique("diskfull");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 3_000, 1_000).await;
+    let disk = common::SmallDisk::new(512 * 1024);
+    let out = disk.path().join("full.kar");
+    let mut o = BackupOptions::new(KafkaConnection::plaintext(common::bootstrap()), &out);
+    o.topics = vec![topic.clone()];
+    o.compression = kar::backup::CompressionMode::None;
+    o.writer.chunk_target_bytes = 64 * 1024;
+    let err = tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("No space left on device")
+            && err.contains(&format!("kar repair {}", out.display())),
+        "{err}"
+    );
+    assert!(out.exists(), "the unfinished archive is left for repair");
+
+    // Repair onto the same full disk fails and leaves no partial output; elsewhere it works.
+    let again = disk.path().join("again.kar");
+    let e = kar::archive::repair::repair(&out, &again, Default::default()).unwrap_err();
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    assert!(!again.exists(), "a failed repair removes its output");
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed.kar");
+    let r = kar::archive::repair::repair(&out, &fixed, Default::default()).unwrap();
+    assert!(r.kept_chunks > 0 && r.dropped_chunks.is_empty(), "{r:?}");
+    let a = Archive::open(&fixed).unwrap();
+    let truth = consume_all(&topic, 1);
+    let got = read_records(&a, &topic, 0);
+    assert_eq!(got[..], truth[&0][..got.len()], "a prefix of the topic");
+}

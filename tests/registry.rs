@@ -545,3 +545,27 @@ async fn the_client_speaks_tls_with_a_client_certificate_and_basic_auth() {
         .to_string();
     assert!(err.contains("gave up after 2 attempts"), "{err}");
 }
+
+#[tokio::test]
+async fn an_html_reply_names_the_registry_it_came_from() {
+    // A captive portal or a misrouted proxy answering 200 with a web page.
+    let proxy = http_proxy(common::source_registry(), |_, _, _, _| {
+        Some(Fault::Reply(
+            200,
+            "<html><body>Sign in</body></html>".into(),
+        ))
+    })
+    .await;
+    let url = proxy.addr.clone();
+    let client = RegistryClient::new(&RegistrySettings::new(&url)).unwrap();
+    let err = client
+        .get::<Value>("/subjects")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("GET {url}/subjects"))
+            && err.contains("not what the Schema Registry API documents"),
+        "{err}"
+    );
+}

@@ -1255,3 +1255,64 @@ async fn chunks_go_to_the_file_in_order_and_a_hole_is_refused_naming_its_offsets
     }
     assert_eq!(got[&1].len(), truth[&1].len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_maps_patterns_and_a_busy_state_file_are_refused_before_any_write_and_named() {
+    let p = common::unique("args");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 20, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let state = dir.path().join("state");
+    let (t, pp) = (topic.clone(), p.clone());
+    tokio::task::spawn_blocking(move || checks(&archive, &t, &pp, &state))
+        .await
+        .unwrap();
+    assert!(!common::admin_topics().await.contains(&format!("{p}-r")));
+}
+
+fn checks(archive: &std::path::Path, topic: &str, p: &str, state: &std::path::Path) {
+    let topic = topic.to_string();
+    let run = |edit: &dyn Fn(&mut RestoreOptions)| {
+        let mut o = restore_to(archive, &topic, &format!("{p}-r"), state, None);
+        edit(&mut o);
+        restore(&o).unwrap_err().to_string()
+    };
+    let e = run(&|o| {
+        o.map.insert("no-such-topic".into(), "zzz".into());
+    });
+    assert!(
+        e.contains("--map no-such-topic=zzz") && e.contains("no topic"),
+        "{e}"
+    );
+    for dry_run in [true, false] {
+        let e = run(&|o| {
+            o.map.insert(topic.clone(), "bad name!".into());
+            o.dry_run = dry_run;
+        });
+        assert!(e.contains("not a valid Kafka topic name"), "{e}");
+    }
+    let e = run(&|o| o.topics = vec!["(".into()]);
+    assert!(e.contains("--topics pattern \"(\""), "{e}");
+    let e = run(&|o| o.groups = Some("[".into()));
+    assert!(e.contains("--groups pattern \"[\""), "{e}");
+    assert!(
+        std::fs::read_dir(state).unwrap().next().is_none(),
+        "no state file was written"
+    );
+
+    // Another restore holds the state file.
+    let root = kar::format::hex(&Archive::open(archive).unwrap().root());
+    let held = kar::restore::state::State::open(
+        &state.join(format!("{root}.restore-state")),
+        "another restore",
+    )
+    .unwrap();
+    let e = run(&|_| {});
+    assert!(
+        e.contains("another restore is running with the state file"),
+        "{e}"
+    );
+    drop(held);
+}

@@ -447,3 +447,38 @@ pub async fn fill(topic: &str, partitions: i32, count: i64, pad: usize) {
     .await
     .unwrap();
 }
+
+/// A real file system of `bytes` bytes (tmpfs), mounted on a fresh folder for as long as it
+/// lives: a disk that fills. Needs root, as the tests run.
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn new(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a {bytes}-byte tmpfs failed (the tests run as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
