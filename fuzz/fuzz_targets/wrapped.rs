@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     quiet_caught_panics();
     let Some((&which, content)) = data.split_first() else { return };
     let manifest = Manifest {
-        format_major: 1,
+        format_major: kar::format::VERSION_MAJOR,
         format_minor: 0,
         created_at_ms: 0,
         writer: "fuzz".into(),
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         manifest_offset,
         frame_count: ids.len() as u64 + 2,
         root: root_hash(blake3::hash(manifest_raw).as_bytes(), ids),
-        major: 1,
+        major: kar::format::VERSION_MAJOR,
         minor: 0,
     };
     out.extend_from_slice(&footer.encode());
