@@ -368,13 +368,18 @@ fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, 
 /// gaps; any other hole, and overlapping chunks, are problems.
 fn check_coverage(m: &Manifest, ix: &IndexContent, cx: &mut Ctx) -> Vec<String> {
     let mut gaps = Vec::new();
+    let mut by_partition: BTreeMap<(&str, i32), Vec<&ChunkEntry>> = BTreeMap::new();
+    for c in &ix.chunks {
+        by_partition
+            .entry((c.topic.as_str(), c.partition))
+            .or_default()
+            .push(c);
+    }
     for t in &m.topics {
         for p in &t.partitions {
-            let chunks: Vec<&ChunkEntry> = ix
-                .chunks
-                .iter()
-                .filter(|c| c.topic == t.name && c.partition == p.partition)
-                .collect();
+            let chunks = by_partition
+                .remove(&(t.name.as_str(), p.partition))
+                .unwrap_or_default();
             let cov = coverage::check(
                 chunks.iter().map(|c| c.covers_from..c.covers_to),
                 p.start_offset,
