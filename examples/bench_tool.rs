@@ -235,7 +235,19 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
         for t in 0..threads {
             let (recs, conn) = (&recs, &conn);
             handles.push(scope.spawn(move || -> Result<()> {
-                let producer = kar::restore::records::producer(conn)?;
+                // kar's restore settings, without the transactions: the baseline is the
+                // cheapest way to put the records in, and the ratio shows what exactly-once costs.
+                let producer: BaseProducer = conn
+                    .client_config()
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("max.in.flight.requests.per.connection", "5")
+                    .set("linger.ms", "10")
+                    .set("batch.size", "1000000")
+                    .set("message.max.bytes", "16777216")
+                    .set("queue.buffering.max.kbytes", "262144")
+                    .set("message.timeout.ms", "120000")
+                    .create()?;
                 for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
                     let mut headers = OwnedHeaders::new_with_capacity(hs.len());
                     for (hk, hv) in hs {

@@ -664,56 +664,165 @@ async fn topics_come_back_with_configs_renamed_cut_at_a_time_and_groups_translat
         .take_while(|r| r.timestamp <= cut)
         .position(|r| r.offset >= hole)
         .unwrap_or(restored[&0].len());
-    assert_eq!(dst, expect as i64);
+    // Target offsets are not indexes (each transaction ends with a marker that takes an offset):
+    // the offset is that of the same record on the target, or the end after the last one.
+    match restored[&0].get(expect) {
+        Some(r) => assert_eq!(dst, r.offset),
+        None => assert_eq!(dst, restored[&0].last().map_or(0, |r| r.offset + 1)),
+    }
     assert_eq!(
         common::committed(&group, &renamed, 0).await,
         Some((dst, "meta".to_string()))
     );
 }
 
+/// Sends `signal` (a name `kill` knows: STOP, CONT, INT) to a process.
+fn signal(pid: u32, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Freezes (SIGSTOP) a running restore into `topic` at a moment when one of its partitions has
+/// records of an open transaction in the log after something committed, and returns that
+/// partition. A stop that lands between two transactions is undone and tried again.
+async fn stop_inside_a_transaction(
+    child: &mut std::process::Child,
+    topic: &str,
+    partitions: i32,
+) -> i32 {
+    let (committed, appended) = (common::Watermarks::new(), common::Watermarks::uncommitted());
+    let open = |p: Option<i32>| {
+        let (c, a) = (
+            committed.ends(topic, partitions),
+            appended.ends(topic, partitions),
+        );
+        (0..partitions)
+            .filter(|q| p.is_none_or(|p| p == *q))
+            .find(|&q| c[q as usize] > 0 && a[q as usize] > c[q as usize])
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore finished before it could be stopped inside a transaction"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no open transaction seen in 90 s"
+        );
+        if let Some(p) = open(None) {
+            signal(child.id(), "STOP");
+            // Requests already on their way (a commit among them) land; then look again.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if open(Some(p)).is_some() {
+                return p;
+            }
+            signal(child.id(), "CONT");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The partition entries of a `kar restore --json` report, by partition number.
+fn partitions_of(report: &Value) -> BTreeMap<i64, Value> {
+    report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["partition"].as_i64().unwrap(), p.clone()))
+        .collect()
+}
+
+/// `restored` holds, for read_committed consumers, exactly the archived records of `topic`, once
+/// each, in order.
+fn assert_restored_exactly(archive: &std::path::Path, topic: &str, restored: &str, parts: i32) {
+    let a = Archive::open(archive).unwrap();
+    let got = consume_all(restored, parts);
+    for part in 0..parts {
+        let want = read_records(&a, topic, part);
+        assert_eq!(
+            got[&part].len(),
+            want.len(),
+            "partition {part}: every record once"
+        );
+        for (i, (g, w)) in got[&part].iter().zip(&want).enumerate() {
+            assert_eq!(
+                (&g.key, &g.value, g.timestamp, &g.headers),
+                (&w.key, &w.value, w.timestamp, &w.headers),
+                "partition {part}, record {i}"
+            );
+        }
+    }
+}
+
+/// `kar restore --json --concurrency 1 --transaction-size 1` of `archive`'s `topic` into
+/// `restored`, with its state in `state`; stdout (the report) piped.
+fn restore_cmd(
+    archive: &std::path::Path,
+    topic: &str,
+    restored: &str,
+    state: &std::path::Path,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+    c.args(["restore", "--json", "--concurrency", "1"])
+        .args(["--transaction-size", "1", "--bootstrap"])
+        .arg(common::bootstrap())
+        .args(["--map", &format!("{topic}={restored}"), "--state"])
+        .arg(state)
+        .arg(archive)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+fn report_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A restore killed while a transaction holds records of a partition (frozen there first, so the
+/// kill lands inside it) resumes from what was committed: read_committed consumers see every
+/// record once, in order; the aborted records stay in the log, where read_uncommitted consumers
+/// see them, and the resumed run names their offsets; consumer groups committed in the middle
+/// and at the end of the partitions point at the same records on the target as at the source.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_restore_resumes_with_every_record_once() {
+async fn a_restore_killed_inside_a_transaction_resumes_with_every_record_once() {
     let p = common::unique("resume");
     let topic = format!("{p}-big");
     common::create_topic(&topic, 2, &[]).await;
     common::fill(&topic, 2, 150_000, 200).await;
+    let group = format!("{p}-late");
+    common::commit(
+        &group,
+        &[(&topic, 0, 70_000, "m0"), (&topic, 1, 75_000, "m1")],
+    );
     let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
     let restored = format!("{p}-restored");
-    let args = |extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
-        c.args(["restore", "--json", "--concurrency", "1", "--bootstrap"])
-            .arg(common::bootstrap())
-            .args(["--map", &format!("{topic}={restored}"), "--state"])
-            .arg(dir.path())
-            .args(extra)
-            .arg(&archive)
-            .stdout(std::process::Stdio::null());
-        c
-    };
-    let marks = common::Watermarks::new();
-    let mut child = args(&[]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // One cheap watermark query per check: the restore is fast, the kill must land mid-way.
-        let ends = marks.ends(&restored, 2);
-        if ends.iter().sum::<i64>() > 0 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "restore finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+
+    let mut child = restore_cmd(&archive, &topic, &restored, dir.path())
+        .spawn()
+        .unwrap();
+    let part = stop_inside_a_transaction(&mut child, &restored, 2).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let mid: i64 = common::end_offsets(&restored, 2).await.iter().sum();
-    assert!(mid < 150_000, "killed in the middle ({mid} records in)");
+    let committed = common::Watermarks::new().ends(&restored, 2)[part as usize];
+    let appended = common::Watermarks::uncommitted().ends(&restored, 2)[part as usize];
+    assert!(
+        appended > committed && committed > 0,
+        "killed inside a transaction of partition {part}: {committed} committed, {appended} appended"
+    );
 
-    let out = args(&[])
-        .stdout(std::process::Stdio::piped())
+    let out = restore_cmd(&archive, &topic, &restored, dir.path())
         .output()
         .unwrap();
     assert_eq!(
@@ -722,24 +831,168 @@ async fn a_killed_restore_resumes_with_every_record_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report = report_of(&out);
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+
+    // The killed transaction's records are still in the log, aborted, where the report says.
+    let entry = &partitions_of(&report)[&i64::from(part)];
+    let from = entry["aborted"][0].as_i64().unwrap();
+    let to = entry["aborted"][1].as_i64().unwrap();
+    assert!(from < to && to <= appended + 1, "{entry}");
+    assert!(entry["written"].as_u64().unwrap() < 75_000, "{entry}");
+    let visible = consume_all(&restored, 2);
+    assert!(
+        visible[&part]
+            .iter()
+            .all(|r| r.offset < from || r.offset >= to)
+    );
+    let raw = common::consume_all_as(&restored, 2, "read_uncommitted");
+    let aborted = raw[&part]
+        .iter()
+        .filter(|r| (from..to).contains(&r.offset))
+        .count();
+    assert!(aborted > 0, "the aborted records are in the log");
+    assert_eq!(raw[&part].len(), visible[&part].len() + aborted);
+
+    // Group offsets: the record at source offset 70,000 of partition 0, the end of partition 1.
     let a = Archive::open(&archive).unwrap();
-    let got = consume_all(&restored, 2);
-    for part in 0..2 {
-        let want = read_records(&a, &topic, part);
+    let (dst, meta) = common::committed(&group, &restored, 0).await.unwrap();
+    assert_eq!(meta, "m0");
+    let at = visible[&0]
+        .iter()
+        .find(|r| r.offset == dst)
+        .expect("the group's offset is a committed record");
+    assert_eq!(at.value, read_records(&a, &topic, 0)[70_000].value);
+    let (dst, meta) = common::committed(&group, &restored, 1).await.unwrap();
+    assert_eq!(meta, "m1");
+    assert_eq!(dst, visible[&1].last().unwrap().offset + 1);
+}
+
+/// Two runs of the same restore at once, each with its own state folder (two operators, or a job
+/// retried while the first still runs): Kafka fences all but one writer per partition, so every
+/// record is committed once, by one of them; a run that lost a partition to the other says so and
+/// exits 1; a third run finds everything in and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_restores_at_once_commit_every_record_once() {
+    let p = common::unique("twice");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 60_000, 500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    let states = [dir.path().join("a"), dir.path().join("b")];
+    let runs: Vec<std::process::Child> = states
+        .iter()
+        .map(|s| {
+            std::fs::create_dir_all(s).unwrap();
+            restore_cmd(&archive, &topic, &restored, s).spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut written = [0u64; 2];
+    let mut taken_over = 0;
+    for out in &outs {
+        let report = report_of(out);
+        // kar says what happened, in the report; librdkafka's own log of the fencing (errors by
+        // its count) stays off stderr.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("librdkafka"), "{stderr}");
+        let failed = partitions_of(&report)
+            .values()
+            .filter(|e| !e["error"].is_null())
+            .count();
         assert_eq!(
-            got[&part].len(),
-            want.len(),
-            "partition {part}: every record once"
+            out.status.code(),
+            Some(if failed > 0 { 1 } else { 0 }),
+            "{report}"
         );
-        for (i, (g, w)) in got[&part].iter().zip(&want).enumerate() {
-            assert_eq!(g.offset, i as i64);
-            assert_eq!(
-                (&g.value, g.timestamp),
-                (&w.value, w.timestamp),
-                "record {i}"
-            );
+        for (part, e) in partitions_of(&report) {
+            written[part as usize] += e["written"].as_u64().unwrap();
+            if !e["error"].is_null() {
+                assert_eq!(e["taken_over"], true, "{e}");
+                assert!(
+                    e["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("another restore took over"),
+                    "{e}"
+                );
+                taken_over += 1;
+            }
         }
     }
+    assert_eq!(
+        written,
+        [30_000, 30_000],
+        "each record committed by one run"
+    );
+    eprintln!("two restores at once: {taken_over} partition(s) taken over");
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+
+    let third = restore_cmd(&archive, &topic, &restored, &states[0])
+        .output()
+        .unwrap();
+    assert_eq!(third.status.code(), Some(0));
+    for e in partitions_of(&report_of(&third)).values() {
+        assert_eq!(e["written"], 0, "{e}");
+    }
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+}
+
+/// A restore frozen inside a transaction (SIGSTOP: a hung job) while a second run, with its own
+/// state folder, does the work: the second fences the first, and the first, woken, writes nothing
+/// more, says another restore took its partition over, and exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_restore_is_fenced_by_the_next_run_and_writes_nothing_after_waking() {
+    let p = common::unique("zombie");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 100_000, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    let states = [dir.path().join("a"), dir.path().join("b")];
+    for s in &states {
+        std::fs::create_dir_all(s).unwrap();
+    }
+    let mut first = restore_cmd(&archive, &topic, &restored, &states[0])
+        .spawn()
+        .unwrap();
+    let part = stop_inside_a_transaction(&mut first, &restored, 2).await;
+
+    let second = restore_cmd(&archive, &topic, &restored, &states[1])
+        .output()
+        .unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+    let appended = common::Watermarks::uncommitted().ends(&restored, 2);
+
+    signal(first.id(), "CONT");
+    let out = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("the woken restore ends")
+        .unwrap();
+    let report = report_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let entry = &partitions_of(&report)[&i64::from(part)];
+    assert_eq!(entry["taken_over"], true, "{entry}");
+
+    assert_eq!(
+        common::Watermarks::uncommitted().ends(&restored, 2),
+        appended,
+        "nothing written after waking"
+    );
+    assert_restored_exactly(&archive, &topic, &restored, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1016,12 +1269,18 @@ async fn ctrl_c_stops_a_restore_that_the_same_command_then_completes() {
     let restored = format!("{p}-restored");
     let cmd = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
-        c.args(["restore", "--json", "--bootstrap"])
-            .arg(common::bootstrap())
-            .args(["--map", &format!("{topic}={restored}"), "--state"])
-            .arg(dir.path())
-            .arg(&archive)
-            .stdout(std::process::Stdio::piped());
+        c.args([
+            "restore",
+            "--json",
+            "--transaction-size",
+            "1",
+            "--bootstrap",
+        ])
+        .arg(common::bootstrap())
+        .args(["--map", &format!("{topic}={restored}"), "--state"])
+        .arg(dir.path())
+        .arg(&archive)
+        .stdout(std::process::Stdio::piped());
         c
     };
     let marks = common::Watermarks::new();

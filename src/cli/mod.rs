@@ -129,11 +129,12 @@ pub struct InspectArgs {
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
     // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings,
-    // `KAR_LOG=rdkafka=info` for librdkafka's own log). By default kar's warnings only: librdkafka
-    // reports routine events (a partition's end, a reconnect) as errors, and what matters of them
-    // reaches kar's own messages.
+    // `KAR_LOG=librdkafka=info` for librdkafka's own log, which the rdkafka crate logs under the
+    // target `librdkafka`). By default kar's warnings only: librdkafka reports routine events (a
+    // partition's end, a reconnect, a fenced producer) as errors, and what matters of them reaches
+    // kar's own messages.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=off,librdkafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

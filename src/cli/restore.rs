@@ -56,6 +56,10 @@ pub struct RestoreArgs {
     /// Partitions restored at once [default: 4]
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Size of each partition's transactions in MiB (ended at a chunk boundary); an interrupted
+    /// run leaves at most this much per partition being written as aborted records [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub transaction_size: Option<usize>,
     /// Restore schemas even when the archive's restore order is incomplete
     #[arg(long)]
     pub force: bool,
@@ -98,6 +102,7 @@ struct RestoreSection {
     groups: Option<String>,
     state: Option<PathBuf>,
     concurrency: Option<usize>,
+    transaction_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +163,13 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
         anyhow::ensure!(c >= 1, "--concurrency must be at least 1");
         o.concurrency = c;
     }
+    if let Some(m) = a.transaction_size.or(r.transaction_size) {
+        anyhow::ensure!(
+            (1..=1024).contains(&m),
+            "--transaction-size must be 1 to 1024 (MiB)"
+        );
+        o.transaction_bytes = m << 20;
+    }
     o.dry_run = a.dry_run;
     o.append = a.append;
     o.force = a.force;
@@ -214,8 +226,13 @@ fn print_plan(p: &RestorePlan) {
         } else {
             format!("{} -> {}", t.source, t.target)
         };
+        let restored = if t.restored > 0 {
+            format!(" ({} already in, committed by an earlier run)", t.restored)
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<7} {:<50} {} partitions, rf {}, {} records",
+            "  {:<7} {:<50} {} partitions, rf {}, {} records{restored}",
             t.action, name, t.partitions, t.replication_factor, t.records
         );
         for w in &t.warnings {
@@ -226,6 +243,10 @@ fn print_plan(p: &RestorePlan) {
         println!("\nconsumer groups: {}", p.groups.join(", "));
     }
     println!("\nstate file: {}", p.state_file.display());
+    println!(
+        "progress:   consumer group {} on the target",
+        p.progress_group
+    );
 }
 
 fn print_summary(r: &RestoreReport) {
@@ -239,6 +260,11 @@ fn print_summary(r: &RestoreReport) {
             "  {}/{}: {} records ({} written now), {} schema IDs rewritten, {} unknown IDs left as they are: {status}",
             o.target_topic, o.partition, o.records, o.written, o.rewritten_ids, o.unknown_ids
         );
+        if let Some((from, to)) = o.aborted {
+            println!(
+                "    offsets {from}..{to} hold an interrupted run's aborted transaction: read_committed consumers skip it, read_uncommitted ones see it"
+            );
+        }
     }
     if !r.id_map.is_empty() {
         let pairs: Vec<String> = r.id_map.iter().map(|(s, t)| format!("{s}->{t}")).collect();

@@ -2,14 +2,17 @@
 //! mapping), then topics, then records streamed from the memory-mapped archive with schema IDs
 //! rewritten in place where they changed, then consumer-group offsets translated to the target's
 //! offsets. Pre-flight checks come before any write; a plan is printed (and is all a dry run
-//! does); progress is kept in a state file so a killed restore continues without duplicates.
+//! does). Records go in Kafka transactions that commit the restore's progress with them, so a
+//! killed restore continues without duplicates and two restores of one partition fence each other;
+//! the schema phase keeps its progress in a state file.
 
+pub mod progress;
 pub mod records;
 pub mod rewrite;
 pub mod schemas;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -23,16 +26,16 @@ use thiserror::Error;
 use crate::archive::coverage;
 use crate::archive::verify::{self, VerifyLevel, verify_source};
 use crate::archive::{Archive, ArchiveError, Source};
-use crate::format::chunk::ChunkRecords;
-use crate::format::frame::ContentDecoder;
 use crate::format::hex;
 use crate::format::manifest::ArchiveStatus;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
+use crate::kafka::txn::{ProgressGroup, first_committed};
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{RegistrySnapshot, read_from_archive};
-use records::{PartitionJob, PartitionOutcome};
+use progress::{Progress, ids_tag, progress_group};
+use records::{PartitionJob, PartitionOutcome, Shared};
 use rewrite::IdMap;
 use schemas::{SchemaAction, SchemaRestore};
 use state::{State, StateError};
@@ -126,6 +129,10 @@ pub struct RestoreOptions {
     pub allow_gaps: bool,
     /// How much of the archive is checked before anything is written.
     pub verify: PreflightCheck,
+    /// Each partition's records go in transactions of about this many bytes (ended at the first
+    /// chunk boundary after it): what an interrupted run leaves aborted in the log is at most this
+    /// much per partition being written.
+    pub transaction_bytes: usize,
     pub cancel: Arc<AtomicBool>,
     pub progress: bool,
 }
@@ -149,6 +156,7 @@ impl RestoreOptions {
             force: false,
             allow_gaps: false,
             verify: PreflightCheck::Full,
+            transaction_bytes: 64 << 20,
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,
         }
@@ -164,6 +172,8 @@ pub struct TopicPlan {
     pub partitions: i32,
     pub replication_factor: i32,
     pub records: u64,
+    /// Of `records`, those already in: committed by an earlier run of this restore.
+    pub restored: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -187,6 +197,8 @@ pub struct RestorePlan {
     pub topics: Vec<TopicPlan>,
     pub groups: Vec<String>,
     pub state_file: PathBuf,
+    /// The consumer group on the target that holds the records' progress.
+    pub progress_group: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,37 +273,6 @@ fn check_map(opts: &RestoreOptions, archive: &Archive) -> Result<(), RestoreErro
         check_topic_name(dst, &format!("--map {src}={dst}: target"))?;
     }
     Ok(())
-}
-
-/// The first restored record at or after `committed` in a partition, as a target offset.
-fn translate(
-    a: &Archive,
-    topic: &str,
-    partition: i32,
-    committed: i64,
-    base: i64,
-    restored: u64,
-) -> Result<i64, RestoreError> {
-    let mut k = 0u64;
-    let mut dec =
-        ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", a.path()))?;
-    let mut buf = Vec::new();
-    for c in a.chunks_of(topic, partition)? {
-        if c.last_offset < committed {
-            k += u64::from(c.record_count);
-            continue;
-        }
-        if c.first_offset < committed {
-            a.read_chunk(&c, &mut dec, &mut buf)?;
-            for r in ChunkRecords::new(&buf, 0).map_err(ArchiveError::format(a.path(), ""))? {
-                if r.map_err(ArchiveError::format(a.path(), ""))?.offset < committed {
-                    k += 1;
-                }
-            }
-        }
-        break;
-    }
-    Ok(base + k.min(restored) as i64)
 }
 
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
@@ -390,6 +371,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                 target_topic: dst.clone(),
                 partition: p.partition,
                 records: n,
+                group_offsets: BTreeMap::new(),
+                wanted: BTreeSet::new(),
+                start: 0,
             });
         }
         let action = match existing.get(&dst) {
@@ -411,6 +395,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             partitions,
             replication_factor: rf,
             records,
+            restored: 0,
             warnings,
         });
     }
@@ -489,30 +474,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         }
     }
 
-    // Records would go into non-empty topics (not counting an earlier run of this restore).
-    if !opts.append {
-        for tp in topic_plans.iter().filter(|t| t.action == "exists") {
-            for j in jobs.iter().filter(|j| j.target_topic == tp.target) {
-                let ours = prior_state
-                    .as_ref()
-                    .map(|s| s.base(&j.target_topic, j.partition))
-                    .transpose()?
-                    .flatten()
-                    .is_some();
-                let (low, high) = target.watermarks(&j.target_topic, j.partition)?;
-                if high > low && !ours {
-                    return Err(RestoreError::Refused(format!(
-                        "target topic {} partition {} already holds records (offsets {low}..{high}); give --append to add to it, or --map {}=NEW",
-                        tp.target, j.partition, tp.source
-                    )));
-                }
-            }
-        }
-    }
-
     let groups_doc = doc::<GroupsDoc>(&archive, "consumer-groups")?
         .map(|d| d.groups)
         .unwrap_or_default();
+    wanted_offsets(&archive, &groups_doc, &mut jobs)?;
+    let progress = ProgressGroup::new(&opts.kafka, &progress_group(&hex(&archive.root())))?;
+    let prior = read_progress(&progress, &jobs)?;
+    for tp in topic_plans.iter_mut() {
+        tp.restored = jobs
+            .iter()
+            .zip(&prior)
+            .filter(|(j, _)| j.target_topic == tp.target)
+            .filter_map(|(_, p)| p.as_ref().map(|(_, p)| p.records))
+            .sum();
+    }
+    check_targets(opts, &target, &topic_plans, &mut jobs, &prior)?;
+
     let group_re = match &opts.groups {
         Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
         None => None,
@@ -531,7 +508,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         topics: topic_plans.clone(),
         groups: groups.iter().map(|g| g.group.clone()).collect(),
         state_file: state_path.clone(),
+        progress_group: progress.name().to_string(),
     };
+    if !opts.dry_run {
+        probe_transactions(opts, &jobs)?;
+    }
     if opts.dry_run {
         return Ok(RestoreReport {
             plan,
@@ -585,60 +566,32 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
 
     tracing::debug!(elapsed = ?started.elapsed(), "schemas restored, topics created");
     let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
+    let pairs: Vec<(u32, u32)> = ids.pairs().collect();
+    let shared = Shared {
+        archive: &archive,
+        conn: &opts.kafka,
+        target: &target,
+        progress: &progress,
+        ids: &ids,
+        rewrite,
+        ids_tag: ids_tag(rewrite.then_some(&pairs[..])),
+        append: opts.append,
+        txn_bytes: opts.transaction_bytes.max(1),
+        cancel: &opts.cancel,
+    };
     let records_started = Instant::now();
-    let outcomes = run_partitions(opts, &archive, &ids, rewrite, &target, &state, jobs)?;
+    let outcomes = run_partitions(opts, &shared, jobs.clone())?;
     let records_seconds = records_started.elapsed().as_secs_f64();
     let ok_partitions = outcomes.iter().all(|o| o.error.is_none());
     tracing::debug!(elapsed = ?started.elapsed(), "records written");
 
-    // Consumer groups, once every partition is in (their offsets depend on the restored counts).
+    // Consumer groups, once every partition is in: their offsets are read from the committed
+    // progress, whichever run (or restore) wrote the records.
     let mut group_outcomes = Vec::new();
     if ok_partitions {
+        let done = read_progress(&progress, &jobs)?;
         for g in groups {
-            let mut offsets = Vec::new();
-            for o in &g.offsets {
-                let Some(out) = outcomes
-                    .iter()
-                    .find(|x| x.source_topic == o.topic && x.partition == o.partition)
-                else {
-                    continue;
-                };
-                let t = translate(
-                    &archive,
-                    &o.topic,
-                    o.partition,
-                    o.offset,
-                    out.base_offset,
-                    out.records,
-                )?;
-                offsets.push((
-                    out.target_topic.clone(),
-                    o.partition,
-                    o.offset,
-                    t,
-                    o.metadata.clone(),
-                ));
-            }
-            let skipped = if offsets.is_empty() {
-                Some("none of its partitions was restored".to_string())
-            } else if target.group_has_members(&g.group)? {
-                Some("the group has active members on the target".to_string())
-            } else {
-                let commit: Vec<(String, i32, i64, String)> = offsets
-                    .iter()
-                    .map(|(t, p, _, o, m)| (t.clone(), *p, *o, m.clone()))
-                    .collect();
-                target.commit(&g.group, &commit)?;
-                None
-            };
-            group_outcomes.push(GroupOutcome {
-                group: g.group.clone(),
-                offsets: offsets
-                    .into_iter()
-                    .map(|(t, p, s, o, _)| (t, p, s, o))
-                    .collect(),
-                skipped,
-            });
+            group_outcomes.push(restore_group(&target, g, &jobs, &done)?);
         }
     }
     let records_written = outcomes.iter().map(|o| o.written).sum();
@@ -757,18 +710,15 @@ impl<T, F: std::future::Future<Output = Result<T, RegistryError>>> AwaitBlocking
 
 fn run_partitions(
     opts: &RestoreOptions,
-    archive: &Arc<Archive>,
-    ids: &IdMap,
-    rewrite: bool,
-    target: &Target,
-    state: &State,
+    shared: &Shared<'_>,
     jobs: Vec<PartitionJob>,
 ) -> Result<Vec<PartitionOutcome>, RestoreError> {
     let queue = Mutex::new(jobs);
     let results = Mutex::new(Vec::new());
     let workers = opts.concurrency.max(1);
     let bar = if opts.progress {
-        let total: u64 = archive
+        let total: u64 = shared
+            .archive
             .manifest()
             .topics
             .iter()
@@ -788,48 +738,205 @@ fn run_partitions(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let errors: Mutex<Option<RestoreError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                let producer = match records::producer(&opts.kafka) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        *errors.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(RestoreError::Invalid(format!("creating a producer: {e}")));
-                        return;
-                    }
-                };
                 loop {
                     let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
                     let Some(job) = job else { break };
-                    let out = records::restore_partition(
-                        archive,
-                        &job,
-                        ids,
-                        rewrite,
-                        target,
-                        &producer,
-                        state,
-                        &opts.cancel,
-                        &|n| bar.inc(n),
-                    );
+                    let out = records::restore_partition(shared, &job, &|n| bar.inc(n));
                     results.lock().unwrap_or_else(|p| p.into_inner()).push(out);
                     if opts.cancel.load(Ordering::SeqCst) {
                         break;
                     }
                 }
-                // Every partition flushed its records; closing the producer only waits for
-                // librdkafka's threads, which the restore need not do.
-                crate::kafka::closing::close_in_background(producer);
             });
         }
     });
     bar.finish_and_clear();
-    if let Some(e) = errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
     let mut out = results.into_inner().unwrap_or_else(|p| p.into_inner());
     out.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
     Ok(out)
+}
+
+/// The last pre-flight check: the target takes transactions for the first partition to restore
+/// (a cluster whose transaction log cannot be created, or a principal without WRITE on the
+/// transactional ID, is found before any schema or topic is written). Taking the partition also
+/// fences an older restore of it, which the restore would do moments later anyway.
+fn probe_transactions(opts: &RestoreOptions, jobs: &[PartitionJob]) -> Result<(), RestoreError> {
+    let Some(j) = jobs.first() else {
+        return Ok(());
+    };
+    let id = progress::transactional_id(&j.target_topic, j.partition);
+    match crate::kafka::txn::PartitionWriter::open(
+        &opts.kafka,
+        &id,
+        &j.target_topic,
+        j.partition,
+        std::time::Duration::from_secs(30),
+    ) {
+        Ok(w) => {
+            crate::kafka::closing::close_in_background(w);
+            Ok(())
+        }
+        Err(e) => Err(RestoreError::Refused(format!(
+            "the target cluster does not take the transactions a restore writes with ({e}); nothing was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.* and READ on the group kar-restore.*"
+        ))),
+    }
+}
+
+/// For each partition, the indexes of the records that archived consumer-group offsets point at
+/// (every group of the archive, whatever `--groups` picks, so that any later run finds them).
+fn wanted_offsets(
+    archive: &Archive,
+    groups: &[crate::kafka::source::GroupOffsets],
+    jobs: &mut [PartitionJob],
+) -> Result<(), RestoreError> {
+    for j in jobs.iter_mut() {
+        for o in groups.iter().flat_map(|g| &g.offsets) {
+            if o.topic == j.source_topic
+                && o.partition == j.partition
+                && !j.group_offsets.contains_key(&o.offset)
+            {
+                let k =
+                    records::restored_before(archive, &o.topic, o.partition, o.offset, j.records)?;
+                j.group_offsets.insert(o.offset, k);
+                if k < j.records {
+                    j.wanted.insert(k);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The committed progress of each job's target partition: `(end offset, document)`.
+fn read_progress(
+    progress: &ProgressGroup,
+    jobs: &[PartitionJob],
+) -> Result<Vec<Option<(i64, Progress)>>, RestoreError> {
+    let parts: Vec<(String, i32)> = jobs
+        .iter()
+        .map(|j| (j.target_topic.clone(), j.partition))
+        .collect();
+    progress
+        .committed(&parts)?
+        .into_iter()
+        .zip(&parts)
+        .map(|(c, (t, p))| {
+            c.map(|(end, meta)| {
+                Progress::decode(&meta, progress.name(), t, *p)
+                    .map(|d| (end, d))
+                    .map_err(|e| RestoreError::Refused(e.to_string()))
+            })
+            .transpose()
+        })
+        .collect()
+}
+
+/// Where each partition's records begin, refusing, unless `--append`, a target partition that
+/// holds committed records no earlier run of this restore wrote (records of aborted transactions
+/// do not count).
+fn check_targets(
+    opts: &RestoreOptions,
+    target: &Target,
+    plans: &[TopicPlan],
+    jobs: &mut [PartitionJob],
+    prior: &[Option<(i64, Progress)>],
+) -> Result<(), RestoreError> {
+    let mut seen = BTreeMap::new();
+    for j in jobs.iter() {
+        if let Some(other) = seen.insert((&j.target_topic, j.partition), &j.source_topic) {
+            return Err(RestoreError::Invalid(format!(
+                "archived topics {other} and {} would both be restored into {}: give one of them another --map",
+                j.source_topic, j.target_topic
+            )));
+        }
+    }
+    for (j, prior) in jobs.iter_mut().zip(prior) {
+        let exists = plans
+            .iter()
+            .any(|t| t.target == j.target_topic && t.action == "exists");
+        if !exists {
+            continue;
+        }
+        let (low, high) = target.watermarks(&j.target_topic, j.partition)?;
+        j.start = if opts.append { high } else { low };
+        if opts.append || prior.is_some() || high == low {
+            continue;
+        }
+        if let Some(o) = first_committed(&opts.kafka, &j.target_topic, j.partition, low, high)? {
+            return Err(RestoreError::Refused(format!(
+                "target topic {} partition {} already holds records (offsets {low}..{high}, committed from {o}); give --append to add to it, or --map {}=NEW",
+                j.target_topic, j.partition, j.source_topic
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A group's archived offsets as target offsets (the first restored record at or after each, the
+/// end of the restored records if none), committed unless the group has members on the target.
+fn restore_group(
+    target: &Target,
+    g: &crate::kafka::source::GroupOffsets,
+    jobs: &[PartitionJob],
+    done: &[Option<(i64, Progress)>],
+) -> Result<GroupOutcome, RestoreError> {
+    let mut offsets = Vec::new();
+    let mut unknown = Vec::new();
+    for o in &g.offsets {
+        let Some((j, d)) = jobs
+            .iter()
+            .zip(done)
+            .find(|(j, _)| j.source_topic == o.topic && j.partition == o.partition)
+        else {
+            continue;
+        };
+        let k = j.group_offsets[&o.offset];
+        let at = match d {
+            Some((end, _)) if k >= j.records => Some(*end),
+            Some((_, p)) => p.offset_of(k),
+            None if j.records == 0 => Some(target.watermarks(&j.target_topic, j.partition)?.1),
+            None => None,
+        };
+        match at {
+            Some(t) => offsets.push((
+                j.target_topic.clone(),
+                o.partition,
+                o.offset,
+                t,
+                &o.metadata,
+            )),
+            None => unknown.push(format!(
+                "{}/{} (restored record {k})",
+                j.target_topic, j.partition
+            )),
+        }
+    }
+    let skipped = if !unknown.is_empty() {
+        Some(format!(
+            "the target offsets of {} are not in the restore's committed progress (it holds a limited number a partition); nothing committed",
+            unknown.join(", ")
+        ))
+    } else if offsets.is_empty() {
+        Some("none of its partitions was restored".to_string())
+    } else if target.group_has_members(&g.group)? {
+        Some("the group has active members on the target".to_string())
+    } else {
+        let commit: Vec<(String, i32, i64, String)> = offsets
+            .iter()
+            .map(|(t, p, _, o, m)| (t.clone(), *p, *o, m.to_string()))
+            .collect();
+        target.commit(&g.group, &commit)?;
+        None
+    };
+    Ok(GroupOutcome {
+        group: g.group.clone(),
+        offsets: offsets
+            .into_iter()
+            .map(|(t, p, s, o, _)| (t, p, s, o))
+            .collect(),
+        skipped,
+    })
 }

@@ -1,25 +1,28 @@
-//! Streaming records from the memory-mapped archive to the target: one idempotent producer
-//! (acks=all) per worker, each partition written in archive order, keys, values, headers and
-//! timestamps exactly as archived, schema IDs rewritten in place where they changed.
+//! Streaming records from the memory-mapped archive to the target: each target partition written
+//! in archive order by a transactional producer that owns it (see [`super::progress`]), keys,
+//! values, headers and timestamps exactly as archived, schema IDs rewritten in place where they
+//! changed. Transactions end at chunk boundaries, so a chunk lands whole or not at all.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
+use super::progress::{Progress, transactional_id};
 use super::rewrite::{IdMap, RewriteStats, rewrite_record};
-use super::state::State;
 use crate::archive::Archive;
-use crate::format::chunk::{ChunkRecords, RecordPositions, TimestampType};
+use crate::format::chunk::{ChunkRecords, RecordPositions};
 use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
+use crate::kafka::txn::{
+    PartitionWriter, ProgressGroup, TXN_CALL_TIMEOUT, WriteError, first_committed,
+};
+
+/// A transaction is committed at the first chunk boundary after this long, whatever its size, so
+/// that it stays far from the transaction timeout on a slow link.
+const TXN_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// One partition to restore.
 #[derive(Debug, Clone)]
@@ -30,6 +33,15 @@ pub struct PartitionJob {
     /// Records the restore puts in the partition (see [`planned_records`]), counted once, when
     /// planning.
     pub records: u64,
+    /// Archived committed offsets of consumer groups on this partition → the index of the first
+    /// restored record at or after each (`records` if none).
+    pub group_offsets: BTreeMap<i64, u64>,
+    /// Of those indexes, the ones below `records`: the records whose target offsets the
+    /// consumer-group translation needs.
+    pub wanted: BTreeSet<u64>,
+    /// Where a restore that has committed nothing yet expects the partition to end: nothing
+    /// committed may lie at or after it, unless `--append`.
+    pub start: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,49 +51,41 @@ pub struct PartitionOutcome {
     pub partition: i32,
     /// Records the restore puts in this partition (after `--until`).
     pub records: u64,
-    /// Of those, written by this run (the rest were there from an earlier, interrupted run).
+    /// Of those, committed by this run (the rest were committed by an earlier run, or by another
+    /// restore that took the partition over).
     pub written: u64,
     pub rewritten_ids: u64,
     pub unknown_ids: u64,
-    pub base_offset: i64,
+    /// The target offset after the last restored record (where the progress is committed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_offset: Option<i64>,
+    /// Target offsets `[from, to)` after the last commit of an earlier run that hold no committed
+    /// record: its interrupted transaction, aborted, and transaction markers. `read_committed`
+    /// consumers skip them; `read_uncommitted` ones see the aborted records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<(i64, i64)>,
+    /// Another restore took this partition over (Kafka fenced this one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub taken_over: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// Counts delivery failures; the first one is kept for the message.
-#[derive(Default)]
-pub struct Deliveries {
-    failed: AtomicU64,
-    first: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = r {
-            use rdkafka::Message;
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-            if first.is_none() {
-                *first = Some(format!("{}/{}: {e}", m.topic(), m.partition()));
-            }
-        }
-    }
-}
-
-pub fn producer(conn: &KafkaConnection) -> Result<BaseProducer<Deliveries>, KafkaError> {
-    conn.client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", "10")
-        .set("batch.size", "1000000")
-        .set("message.max.bytes", "16777216")
-        .set("queue.buffering.max.kbytes", "262144")
-        .set("message.timeout.ms", "300000")
-        .create_with_context(Deliveries::default())
+/// What every partition of a restore shares.
+pub struct Shared<'a> {
+    pub archive: &'a Archive,
+    pub conn: &'a KafkaConnection,
+    pub target: &'a Target,
+    pub progress: &'a ProgressGroup,
+    pub ids: &'a IdMap,
+    /// Whether schema IDs are rewritten (the mapping changes some).
+    pub rewrite: bool,
+    /// [`super::progress::ids_tag`] of this run.
+    pub ids_tag: String,
+    pub append: bool,
+    /// A transaction is committed at the first chunk boundary after this many bytes.
+    pub txn_bytes: usize,
+    pub cancel: &'a AtomicBool,
 }
 
 /// How many records the restore puts in the partition: all, or with `--until`, the prefix that
@@ -121,194 +125,297 @@ pub fn planned_records(
     Ok(n)
 }
 
-/// Waits until the target partition's end offset stops moving (requests of a killed earlier
-/// run may still be landing) and returns it.
-fn settled_end(target: &Target, topic: &str, partition: i32) -> Result<i64, String> {
-    let mut last = target
-        .watermarks(topic, partition)
-        .map_err(|e| e.to_string())?
-        .1;
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = target
-            .watermarks(topic, partition)
-            .map_err(|e| e.to_string())?
-            .1;
-        if now == last {
-            return Ok(now);
+/// How many of the records the restore puts in the partition (its first `limit`) have a source
+/// offset below `committed`: the index of the first restored record at or after it.
+pub fn restored_before(
+    a: &Archive,
+    topic: &str,
+    partition: i32,
+    committed: i64,
+    limit: u64,
+) -> Result<u64, crate::archive::ArchiveError> {
+    let mut k = 0u64;
+    let mut dec = ContentDecoder::new().map_err(crate::archive::ArchiveError::io(
+        "initialise zstd for",
+        a.path(),
+    ))?;
+    let mut buf = Vec::new();
+    for c in a.chunks_of(topic, partition)? {
+        if c.last_offset < committed {
+            k += u64::from(c.record_count);
+            continue;
         }
-        last = now;
+        if c.first_offset < committed {
+            a.read_chunk(&c, &mut dec, &mut buf)?;
+            for r in ChunkRecords::new(&buf, 0)
+                .map_err(crate::archive::ArchiveError::format(a.path(), ""))?
+            {
+                let r = r.map_err(crate::archive::ArchiveError::format(a.path(), ""))?;
+                if r.offset < committed {
+                    k += 1;
+                }
+            }
+        }
+        break;
     }
-    Ok(last)
+    Ok(k.min(limit))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn restore_partition(
-    a: &Archive,
+    s: &Shared<'_>,
     job: &PartitionJob,
-    ids: &IdMap,
-    rewrite: bool,
-    target: &Target,
-    producer: &BaseProducer<Deliveries>,
-    state: &State,
-    cancel: &AtomicBool,
     progress: &dyn Fn(u64),
 ) -> PartitionOutcome {
     let mut out = PartitionOutcome {
         source_topic: job.source_topic.clone(),
         target_topic: job.target_topic.clone(),
         partition: job.partition,
+        records: job.records,
         ..Default::default()
     };
-    if let Err(e) = restore_inner(
-        a, job, ids, rewrite, target, producer, state, cancel, progress, &mut out,
-    ) {
+    let (t, p) = (job.target_topic.as_str(), job.partition);
+    let result = PartitionWriter::open(s.conn, &transactional_id(t, p), t, p, TXN_CALL_TIMEOUT)
+        .map_err(|e| noted(&mut out, e))
+        .and_then(|w| {
+            let r = restore_inner(s, job, &w, progress, &mut out);
+            crate::kafka::closing::close_in_background(w);
+            r
+        });
+    if let Err(e) = result {
         out.error = Some(e);
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn restore_inner(
-    a: &Archive,
+/// The message of a write error, noting in `out` when it says another restore took over.
+fn noted(out: &mut PartitionOutcome, e: WriteError) -> String {
+    if matches!(e, WriteError::Fenced { .. }) {
+        out.taken_over = true;
+    }
+    e.to_string()
+}
+
+/// The committed progress of the partition, read once this restore owns it, and checked: it is
+/// this archive's topic, written with the same schema IDs, and nothing committed follows it.
+fn resume_point(
+    s: &Shared<'_>,
     job: &PartitionJob,
-    ids: &IdMap,
-    rewrite: bool,
-    target: &Target,
-    producer: &BaseProducer<Deliveries>,
-    state: &State,
-    cancel: &AtomicBool,
+    out: &mut PartitionOutcome,
+) -> Result<Progress, String> {
+    let (t, p) = (job.target_topic.as_str(), job.partition);
+    let group = s.progress.name();
+    let committed = s
+        .progress
+        .committed(&[(t.to_string(), p)])
+        .map_err(|e| e.to_string())?
+        .pop()
+        .flatten();
+    let resumed = committed.is_some();
+    let (doc, from) = match committed {
+        Some((end, meta)) => {
+            let doc = Progress::decode(&meta, group, t, p).map_err(|e| e.to_string())?;
+            check_same_restore(&doc, s, job)?;
+            out.end_offset = Some(end);
+            (doc, end)
+        }
+        None => (Progress::new(&job.source_topic, &s.ids_tag), job.start),
+    };
+    let end = s.target.watermarks(t, p).map_err(|e| e.to_string())?.1;
+    if end < from {
+        return Err(format!(
+            "{t}/{p} ends at offset {end}, but this restore committed records up to offset {from} there (group {group}): was the topic deleted and re-created, or truncated? Delete the group {group} to restore it from the start"
+        ));
+    }
+    if end > from && !s.append {
+        if let Some(o) = first_committed(s.conn, t, p, from, end).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "{t}/{p}: offset {o} holds a record this restore did not write (it expected nothing committed from offset {from}); nothing else may write to a partition being restored, unless --append"
+            ));
+        }
+        // The last commit's marker sits at `from`; more than that is an interrupted run's.
+        if end > from + i64::from(resumed) {
+            out.aborted = Some((from, end));
+        }
+    }
+    if doc.records > job.records {
+        return Err(format!(
+            "{t}/{p} already holds {} records of this archive, more than the {} this run restores (a later --until than this one's?)",
+            doc.records, job.records
+        ));
+    }
+    Ok(doc)
+}
+
+fn check_same_restore(doc: &Progress, s: &Shared<'_>, job: &PartitionJob) -> Result<(), String> {
+    let (t, p) = (&job.target_topic, job.partition);
+    if doc.source != job.source_topic {
+        return Err(format!(
+            "{t}/{p} holds records of archived topic {} from an earlier restore of this archive, not of {}",
+            doc.source, job.source_topic
+        ));
+    }
+    if doc.ids != s.ids_tag {
+        return Err(format!(
+            "{t}/{p}: the records an earlier run restored there carry schema IDs {}, this run would write them {}: run it with the first run's --schema-ids and registry, or restore to another topic",
+            doc.ids, s.ids_tag
+        ));
+    }
+    Ok(())
+}
+
+/// One open transaction: when it began and how many bytes of chunks it holds.
+struct Txn {
+    began: Instant,
+    bytes: usize,
+}
+
+fn restore_inner(
+    s: &Shared<'_>,
+    job: &PartitionJob,
+    w: &PartitionWriter,
     progress: &dyn Fn(u64),
     out: &mut PartitionOutcome,
 ) -> Result<(), String> {
     let total = job.records;
-    out.records = total;
-    let (t, p) = (job.target_topic.as_str(), job.partition);
-    let (base, already) = match state.base(t, p).map_err(|e| e.to_string())? {
-        // An earlier run began this partition: what it got in is a prefix; count it.
-        Some(b) => (b, (settled_end(target, t, p)? - b).max(0) as u64),
-        None => {
-            let b = target.watermarks(t, p).map_err(|e| e.to_string())?.1;
-            state.set_base(t, p, b).map_err(|e| e.to_string())?;
-            (b, 0)
-        }
-    };
-    out.base_offset = base;
-    if already > total {
-        return Err(format!(
-            "{t}/{p} holds {already} records since the restore began at offset {base}, more than the {total} it restores: something else writes to it"
-        ));
-    }
+    let mut doc = resume_point(s, job, out)?;
+    let already = doc.records;
     if already == total {
         return Ok(());
     }
     let mut dec = ContentDecoder::new().map_err(|e| format!("zstd: {e}"))?;
     let mut buf = Vec::new();
     let mut index = 0u64;
-    'chunks: for c in a
-        .chunks_of(&job.source_topic, p)
+    let mut txn: Option<Txn> = None;
+    for c in s
+        .archive
+        .chunks_of(&job.source_topic, job.partition)
         .map_err(|e| e.to_string())?
     {
+        if index >= total {
+            break;
+        }
         if index + u64::from(c.record_count) <= already {
             index += u64::from(c.record_count);
             continue;
         }
         // The whole chunk is verified (content ID) before any of its records is produced.
-        if let Err(e) = a.read_chunk(&c, &mut dec, &mut buf) {
-            // What came before the damaged chunk is delivered; nothing of the chunk is produced.
-            producer
-                .flush(Duration::from_secs(300))
-                .map_err(|e| format!("flushing to {t}/{p}: {e}"))?;
-            return Err(format!("{e}; nothing from this chunk was produced"));
+        if let Err(e) = s.archive.read_chunk(&c, &mut dec, &mut buf) {
+            let e = format!("{e}; nothing from this chunk was produced");
+            return match txn.take() {
+                // What came before the damaged chunk is committed.
+                Some(_) => commit(w, s, &mut doc, index, out).and(Err(e)),
+                None => Err(e),
+            };
         }
-        // One pass: locate each record, rewrite its schema IDs in place in the decompressed
-        // chunk, then produce it from those same bytes.
-        let mut positions = RecordPositions::new(&buf, 0).map_err(|e| e.to_string())?;
-        let mut stats = RewriteStats::default();
-        while let Some(at) = positions.next_in(&buf) {
-            let at = at.map_err(|e| e.to_string())?;
-            if index >= total {
-                out.rewritten_ids += stats.rewritten;
-                out.unknown_ids += stats.unknown_ids;
-                break 'chunks;
-            }
-            if index < already {
-                index += 1;
-                continue;
-            }
-            if rewrite {
-                rewrite_record(&mut buf, &at, ids, &mut stats);
-            }
-            let r = at.record(&buf);
-            if cancel.load(Ordering::SeqCst) {
-                let _ = producer.flush(Duration::from_secs(60));
-                return Err(
-                    "the restore was stopped; run the same command again to continue".into(),
-                );
-            }
-            let mut rec: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(t).partition(p);
-            // Kafka does not tell no headers from an empty list; sparing the allocation matters
-            // on this path.
-            if !r.headers.is_empty() {
-                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-                for (k, v) in r.headers.iter() {
-                    headers = headers.insert(Header { key: k, value: v });
-                }
-                rec = rec.headers(headers);
-            }
-            if r.timestamp_type != TimestampType::NotAvailable {
-                rec = rec.timestamp(r.timestamp);
-            }
-            if let Some(k) = r.key {
-                rec = rec.key(k);
-            }
-            if let Some(v) = r.value {
-                rec = rec.payload(v);
-            }
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        producer.poll(Duration::from_millis(5));
-                        rec = back;
-                    }
-                    Err((e, _)) => {
-                        return Err(format!("producing offset {} to {t}/{p}: {e}", r.offset));
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
-            index += 1;
-            out.written += 1;
+        if txn.is_none() {
+            w.begin().map_err(|e| noted(out, e))?;
+            txn = Some(Txn {
+                began: Instant::now(),
+                bytes: 0,
+            });
         }
-        out.rewritten_ids += stats.rewritten;
-        out.unknown_ids += stats.unknown_ids;
-        progress(u64::from(c.record_count));
-        if producer.context().failed.load(Ordering::SeqCst) > 0 {
+        let produced = match produce_chunk(s, job, w, &mut buf, &mut index, already, out) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = w.abort();
+                return Err(e);
+            }
+        };
+        progress(produced);
+        let t = txn.as_mut().expect("a transaction is open");
+        t.bytes += buf.len();
+        if t.bytes >= s.txn_bytes || t.began.elapsed() >= TXN_MAX_TIME || index >= total {
+            txn = None;
+            commit(w, s, &mut doc, index, out)?;
+        }
+    }
+    if txn.is_some() {
+        commit(w, s, &mut doc, index, out)?;
+    }
+    if doc.records != total {
+        return Err(format!(
+            "{}/{}: {} of {total} records restored: the archive's chunks hold fewer than planned",
+            job.target_topic, job.partition, doc.records
+        ));
+    }
+    Ok(())
+}
+
+/// Produces the records of one decompressed chunk from `*index` on (skipping those an earlier
+/// run committed), rewriting schema IDs in place; returns how many it produced.
+fn produce_chunk(
+    s: &Shared<'_>,
+    job: &PartitionJob,
+    w: &PartitionWriter,
+    buf: &mut [u8],
+    index: &mut u64,
+    already: u64,
+    out: &mut PartitionOutcome,
+) -> Result<u64, String> {
+    let mut positions = RecordPositions::new(buf, 0).map_err(|e| e.to_string())?;
+    let mut stats = RewriteStats::default();
+    let mut produced = 0;
+    while let Some(at) = positions.next_in(buf) {
+        let at = at.map_err(|e| e.to_string())?;
+        if *index >= job.records {
+            break;
+        }
+        if *index < already {
+            *index += 1;
+            continue;
+        }
+        if s.cancel.load(Ordering::SeqCst) {
+            return Err("the restore was stopped; run the same command again to continue".into());
+        }
+        if s.rewrite {
+            rewrite_record(buf, &at, s.ids, &mut stats);
+        }
+        let report = job.wanted.contains(index).then_some(*index);
+        w.send(&at.record(buf), report).map_err(|e| noted(out, e))?;
+        *index += 1;
+        produced += 1;
+        if w.failing() {
             break;
         }
     }
-    producer
-        .flush(Duration::from_secs(300))
-        .map_err(|e| format!("flushing to {t}/{p}: {e}"))?;
-    if producer.context().failed.load(Ordering::SeqCst) > 0 {
-        let first = producer
-            .context()
-            .first
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        return Err(format!(
-            "delivery failed ({first}); run the same restore again to continue"
-        ));
+    out.rewritten_ids += stats.rewritten;
+    out.unknown_ids += stats.unknown_ids;
+    Ok(produced)
+}
+
+/// Commits the open transaction: every record delivered, then the progress (records in, their
+/// wanted offsets, the end offset) with them. On failure the transaction is aborted and nothing
+/// of it counts.
+fn commit(
+    w: &PartitionWriter,
+    s: &Shared<'_>,
+    doc: &mut Progress,
+    index: u64,
+    out: &mut PartitionOutcome,
+) -> Result<(), String> {
+    let abort_with = |e: WriteError, out: &mut PartitionOutcome| {
+        if !matches!(e, WriteError::Fenced { .. }) {
+            let _ = w.abort();
+        }
+        Err(noted(out, e))
+    };
+    let d = match w.flush() {
+        Ok(d) => d,
+        Err(e) => return abort_with(e, out),
+    };
+    let Some(end) = d.end else {
+        let _ = w.abort();
+        return Err("a transaction with no record delivered".into());
+    };
+    let mut next = doc.clone();
+    next.records = index;
+    next.at.extend(d.wanted);
+    next.at.sort_unstable();
+    if let Err(e) = w.commit(s.progress, end, &next.encode()) {
+        return abort_with(e, out);
     }
-    let now = target.watermarks(t, p).map_err(|e| e.to_string())?.1;
-    if (now - base) as u64 != total {
-        return Err(format!(
-            "{t}/{p} ends at offset {now}: {} records since offset {base}, expected {total}",
-            now - base
-        ));
-    }
+    out.written += next.records - doc.records;
+    *doc = next;
+    out.end_offset = Some(end);
     Ok(())
 }

@@ -1,13 +1,10 @@
-//! The restore's own progress, in a small redb file, so a killed restore continues where it
-//! stopped and ends with exactly the archived records once each.
+//! The schema phase's progress, in a small redb file, so a killed restore continues where it
+//! stopped: every version registered and the ID mapping are stored as they happen; registering
+//! again what may have been registered just before a kill is harmless (the registry answers with
+//! the same ID). The file is locked while a restore uses it, and refuses to serve another restore.
 //!
-//! Records: before the first record of a target partition is produced, its end offset ("base")
-//! is stored. One idempotent producer writes each partition in archive order, so the partition
-//! always holds a gap-free prefix of what is to be restored: after a restart, the target's end
-//! offset minus the base is the number of records already there, and the restore continues from
-//! the next one. No extra headers, no guessing. Schemas: every version registered and the ID
-//! mapping are stored as they happen; registering again what may have been registered just before
-//! a kill is harmless (the registry answers with the same ID).
+//! The records' progress is not here: it is committed in Kafka with the records themselves (see
+//! [`super::progress`]), so it is right whichever state file, or machine, the next run uses.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +14,6 @@ use thiserror::Error;
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const ID_MAP: TableDefinition<u32, u32> = TableDefinition::new("id_map");
 const VERSIONS: TableDefinition<(&str, i32), i32> = TableDefinition::new("versions_done");
-const BASES: TableDefinition<(&str, i32), i64> = TableDefinition::new("partition_base");
 const DONE: TableDefinition<&str, bool> = TableDefinition::new("done");
 
 #[derive(Debug, Error)]
@@ -157,21 +153,6 @@ impl State {
     /// Source subject/version → target version, for every version already restored.
     pub fn versions_done(&self) -> Result<Vec<(SubjectVersionKey, i32)>, StateError> {
         self.read_all(VERSIONS, |(s, v), t| ((s.to_string(), v), t))
-    }
-
-    pub fn base(&self, topic: &str, partition: i32) -> Result<Option<i64>, StateError> {
-        Ok(self
-            .read_all(BASES, |(t, p), b| ((t.to_string(), p), b))?
-            .into_iter()
-            .find(|((t, p), _)| t == topic && *p == partition)
-            .map(|(_, b)| b))
-    }
-
-    pub fn set_base(&self, topic: &str, partition: i32, base: i64) -> Result<(), StateError> {
-        self.write(|tx| {
-            tx.open_table(BASES)?.insert((topic, partition), base)?;
-            Ok(())
-        })
     }
 
     pub fn is_done(&self, step: &str) -> Result<bool, StateError> {

@@ -190,6 +190,16 @@ impl Registry {
 /// Reads every record of the given partitions from Kafka (read_committed) up to their current
 /// end: the ground truth a backup is compared with.
 pub fn consume_all(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<crate::archive::Rec>> {
+    consume_all_as(topic, partitions, "read_committed")
+}
+
+/// [`consume_all`] with the given `isolation.level`: read_uncommitted also returns the records of
+/// aborted transactions, as the Java consumer does by default.
+pub fn consume_all_as(
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> BTreeMap<i32, Vec<crate::archive::Rec>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::error::KafkaError;
     use rdkafka::message::{Headers, Message};
@@ -199,7 +209,7 @@ pub fn consume_all(topic: &str, partitions: i32) -> BTreeMap<i32, Vec<crate::arc
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique("truth"))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         // If the broker cannot answer where the beginning is (a fresh broker under load), the
         // fallback must be the beginning too, not librdkafka's default of the end.
@@ -355,7 +365,9 @@ pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
 }
 
 /// One client for asking end offsets again and again: a test that must act mid-way through a
-/// fast operation cannot afford a new client (and ~100 ms to close it) per look.
+/// fast operation cannot afford a new client (and ~100 ms to close it) per look. `new` asks with
+/// read_committed (the last stable offset: an open transaction's records are not counted),
+/// `uncommitted` with read_uncommitted (the high watermark: every record appended).
 pub struct Watermarks(rdkafka::consumer::BaseConsumer);
 
 impl Watermarks {
@@ -363,6 +375,17 @@ impl Watermarks {
         Watermarks(
             ClientConfig::new()
                 .set("bootstrap.servers", bootstrap())
+                .set("isolation.level", "read_committed")
+                .create()
+                .unwrap(),
+        )
+    }
+
+    pub fn uncommitted() -> Self {
+        Watermarks(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap())
+                .set("isolation.level", "read_uncommitted")
                 .create()
                 .unwrap(),
         )

@@ -1,0 +1,433 @@
+//! Writing one target partition in Kafka transactions, and the consumer group that holds a
+//! restore's committed progress.
+//!
+//! A [`PartitionWriter`] owns its partition through a `transactional.id`: opening it fences any
+//! older producer with the same ID (Kafka aborts that producer's open transaction and rejects its
+//! late requests), so two writers never interleave records in a partition. Each transaction puts
+//! records into the partition and commits an offset (with metadata) for the progress group
+//! ([`ProgressGroup`]), atomically: readers with `isolation.level=read_committed` see the records
+//! and the progress together or not at all.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use thiserror::Error;
+
+use super::KafkaConnection;
+use super::source::{SourceError, TIMEOUT};
+use crate::format::chunk::{Record, TimestampType};
+
+/// How long transaction calls (init, commit, abort) may take before the restore gives up.
+pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error(
+        "{topic}/{partition}: another restore took over this partition (Kafka fenced this restore's producer, transactional ID {txn_id}); what this one committed stays, and the newer one continues from it"
+    )]
+    Fenced {
+        topic: String,
+        partition: i32,
+        txn_id: String,
+    },
+    #[error("{topic}/{partition}: {what}: {detail}")]
+    Failed {
+        topic: String,
+        partition: i32,
+        what: String,
+        detail: String,
+    },
+}
+
+/// Delivery reports of one partition's producer: failures (the first kept for the message), the
+/// highest offset delivered (-1 before any), and the offsets of the records asked for.
+pub struct Deliveries {
+    failed: AtomicU64,
+    first: Mutex<Option<(Option<RDKafkaErrorCode>, String)>>,
+    max_offset: AtomicI64,
+    wanted: Mutex<Vec<(u64, i64)>>,
+}
+
+impl Deliveries {
+    fn new() -> Deliveries {
+        Deliveries {
+            failed: AtomicU64::new(0),
+            first: Mutex::new(None),
+            max_offset: AtomicI64::new(-1),
+            wanted: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    /// 0, or 1 + the index of a record whose offset is wanted.
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &DeliveryResult<'_>, wanted: usize) {
+        match r {
+            Ok(m) => {
+                self.max_offset.fetch_max(m.offset(), Ordering::SeqCst);
+                if wanted > 0 {
+                    self.wanted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((wanted as u64 - 1, m.offset()));
+                }
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+                if first.is_none() {
+                    *first = Some((e.rdkafka_error_code(), e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// What a flushed transaction delivered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The offset after the highest record delivered (None: nothing delivered yet).
+    pub end: Option<i64>,
+    /// `(index, offset)` of the records sent with an index to report.
+    pub wanted: Vec<(u64, i64)>,
+}
+
+/// A transactional producer that owns one target partition.
+pub struct PartitionWriter {
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    partition: i32,
+    txn_id: String,
+}
+
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::TransactionCoordinatorFenced
+    )
+}
+
+impl PartitionWriter {
+    /// Makes the producer and takes ownership of the partition: any older producer with the same
+    /// transactional ID is fenced and its open transaction aborted before this returns.
+    pub fn open(
+        conn: &KafkaConnection,
+        txn_id: &str,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<PartitionWriter, WriteError> {
+        let failed = |what: &str, detail: String| WriteError::Failed {
+            topic: topic.to_string(),
+            partition,
+            what: what.to_string(),
+            detail,
+        };
+        let producer: BaseProducer<Deliveries> = conn
+            .client_config()
+            .set("transactional.id", txn_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("linger.ms", "10")
+            .set("batch.size", "1000000")
+            .set("message.max.bytes", "16777216")
+            .set("queue.buffering.max.kbytes", "262144")
+            .set("transaction.timeout.ms", "120000")
+            .set("message.timeout.ms", "120000")
+            .create_with_context(Deliveries::new())
+            .map_err(|e| failed("creating a transactional producer", e.to_string()))?;
+        let w = PartitionWriter {
+            producer,
+            topic: topic.to_string(),
+            partition,
+            txn_id: txn_id.to_string(),
+        };
+        w.producer.init_transactions(timeout).map_err(|e| {
+            w.error(
+                &format!("taking the partition (init_transactions for transactional ID {txn_id}; the principal needs WRITE and DESCRIBE on it)"),
+                e,
+            )
+        })?;
+        Ok(w)
+    }
+
+    fn error(&self, what: &str, e: KafkaError) -> WriteError {
+        let fatal = self.producer.client().fatal_error();
+        let code = fatal
+            .as_ref()
+            .map(|(c, _)| *c)
+            .or_else(|| e.rdkafka_error_code());
+        if code.is_some_and(is_fencing) {
+            return WriteError::Fenced {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                txn_id: self.txn_id.clone(),
+            };
+        }
+        WriteError::Failed {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            what: what.to_string(),
+            detail: match fatal {
+                Some((_, m)) => format!("{e} ({m})"),
+                None => e.to_string(),
+            },
+        }
+    }
+
+    pub fn begin(&self) -> Result<(), WriteError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| self.error("beginning a transaction", e))
+    }
+
+    /// Queues one record (waiting while the queue is full); with `report`, its offset is kept
+    /// for [`PartitionWriter::flush`] under that index.
+    pub fn send(&self, r: &Record<'_>, report: Option<u64>) -> Result<(), WriteError> {
+        let opaque = report.map_or(0, |k| k as usize + 1);
+        let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&self.topic, opaque).partition(self.partition);
+        // Kafka does not tell no headers from an empty list; sparing the allocation matters on
+        // this path.
+        if !r.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in r.headers.iter() {
+                headers = headers.insert(Header { key: k, value: v });
+            }
+            rec = rec.headers(headers);
+        }
+        if r.timestamp_type != TimestampType::NotAvailable {
+            rec = rec.timestamp(r.timestamp);
+        }
+        if let Some(k) = r.key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = r.value {
+            rec = rec.payload(v);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                    rec = back;
+                }
+                Err((e, _)) => {
+                    return Err(self.error(&format!("producing archived offset {}", r.offset), e));
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Whether a delivery has failed (the transaction can then only be aborted).
+    pub fn failing(&self) -> bool {
+        self.producer.context().failed.load(Ordering::SeqCst) > 0
+    }
+
+    /// Waits until every queued record is delivered, and says what was.
+    pub fn flush(&self) -> Result<Delivered, WriteError> {
+        self.producer
+            .flush(TXN_CALL_TIMEOUT)
+            .map_err(|e| self.error("delivering records", e))?;
+        let ctx = self.producer.context();
+        if ctx.failed.load(Ordering::SeqCst) > 0 {
+            let (code, msg) = ctx
+                .first
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            if code.is_some_and(is_fencing) || self.producer.client().fatal_error().is_some() {
+                return Err(self.error(
+                    "delivering records",
+                    KafkaError::MessageProduction(code.unwrap_or(RDKafkaErrorCode::Fatal)),
+                ));
+            }
+            return Err(WriteError::Failed {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                what: "delivering records".into(),
+                detail: msg,
+            });
+        }
+        let max = ctx.max_offset.load(Ordering::SeqCst);
+        let wanted = std::mem::take(&mut *ctx.wanted.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(Delivered {
+            end: (max >= 0).then_some(max + 1),
+            wanted,
+        })
+    }
+
+    /// Commits the open transaction with the progress offset `end` and `metadata` for the
+    /// progress group.
+    pub fn commit(
+        &self,
+        progress: &ProgressGroup,
+        end: i64,
+        metadata: &str,
+    ) -> Result<(), WriteError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(end))
+            .map_err(|e| self.error("building the progress commit", e))?;
+        if let Some(mut e) = tpl.find_partition(&self.topic, self.partition) {
+            e.set_metadata(metadata);
+        }
+        self.producer
+            .send_offsets_to_transaction(&tpl, &progress.cgm, TXN_CALL_TIMEOUT)
+            .map_err(|e| {
+                self.error(
+                    &format!(
+                        "adding the progress of group {} to the transaction",
+                        progress.group
+                    ),
+                    e,
+                )
+            })?;
+        self.producer
+            .commit_transaction(TXN_CALL_TIMEOUT)
+            .map_err(|e| self.error("committing a transaction", e))
+    }
+
+    /// Aborts the open transaction (its records stay in the log, marked aborted).
+    pub fn abort(&self) -> Result<(), WriteError> {
+        self.producer
+            .abort_transaction(TXN_CALL_TIMEOUT)
+            .map_err(|e| self.error("aborting a transaction", e))
+    }
+}
+
+/// The consumer group holding a restore's progress, and the reads of it.
+pub struct ProgressGroup {
+    consumer: BaseConsumer,
+    cgm: ConsumerGroupMetadata,
+    group: String,
+    bootstrap: String,
+}
+
+impl ProgressGroup {
+    pub fn new(conn: &KafkaConnection, group: &str) -> Result<ProgressGroup, SourceError> {
+        let req = |source| SourceError::Request {
+            bootstrap: conn.bootstrap.clone(),
+            what: format!("making a client for group {group}"),
+            source: Box::new(source),
+        };
+        let consumer: BaseConsumer = conn
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            // Committed offsets read with read_committed wait for pending transactional commits
+            // (librdkafka asks the broker for stable offsets).
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(req)?;
+        let cgm = consumer
+            .group_metadata()
+            .ok_or_else(|| req(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId)))?;
+        Ok(ProgressGroup {
+            consumer,
+            cgm,
+            group: group.to_string(),
+            bootstrap: conn.bootstrap.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.group
+    }
+
+    /// The committed offset and metadata of each partition, `None` where there is none.
+    pub fn committed(
+        &self,
+        parts: &[(String, i32)],
+    ) -> Result<Vec<Option<(i64, String)>>, SourceError> {
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            tpl.add_partition(t, *p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .map_err(|source| SourceError::Request {
+                bootstrap: self.bootstrap.clone(),
+                what: format!("reading the committed offsets of group {}", self.group),
+                source: Box::new(source),
+            })?;
+        Ok(parts
+            .iter()
+            .map(|(t, p)| {
+                let e = got.find_partition(t, *p)?;
+                match e.offset() {
+                    Offset::Offset(o) => Some((o, e.metadata().to_string())),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The offset of the first record in `from..to` of a partition that a `read_committed` consumer
+/// sees, if any: records of aborted transactions and transaction markers are not seen.
+pub fn first_committed(
+    conn: &KafkaConnection,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<Option<i64>, SourceError> {
+    let req = |what: &str| {
+        let what = format!("{what} {topic}/{partition} from offset {from}");
+        move |source| SourceError::Request {
+            bootstrap: conn.bootstrap.clone(),
+            what,
+            source: Box::new(source),
+        }
+    };
+    let consumer: BaseConsumer = conn
+        .client_config()
+        .set("group.id", "kar-restore-check")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(req("making a client to read"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(req("reading"))?;
+    consumer.assign(&tpl).map_err(req("reading"))?;
+    let deadline = Instant::now() + TIMEOUT;
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err(req("reading")(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => break Ok((m.offset() < to).then_some(m.offset())),
+            Some(Err(KafkaError::PartitionEOF(_))) => break Ok(None),
+            Some(Err(e)) => break Err(req("reading")(e)),
+            None => {}
+        }
+    };
+    super::closing::close_in_background(consumer);
+    result
+}
