@@ -943,9 +943,10 @@ async fn two_restores_at_once_commit_every_record_once() {
     assert_restored_exactly(&archive, &topic, &restored, 2);
 }
 
-/// A restore frozen inside a transaction (SIGSTOP: a hung job) while a second run, with its own
-/// state folder, does the work: the second fences the first, and the first, woken, writes nothing
-/// more, says another restore took its partition over, and exits 1.
+/// A restore frozen inside a transaction (SIGSTOP: a hung job): a restore of another archive into
+/// the same topic is refused before it writes; a second run of the same restore, with its own
+/// state folder, does the work, fencing the first; the first, woken, writes nothing more, says
+/// another restore took its partition over, and exits 1.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_restore_is_fenced_by_the_next_run_and_writes_nothing_after_waking() {
     let p = common::unique("zombie");
@@ -963,6 +964,24 @@ async fn a_frozen_restore_is_fenced_by_the_next_run_and_writes_nothing_after_wak
         .spawn()
         .unwrap();
     let part = stop_inside_a_transaction(&mut first, &restored, 2).await;
+
+    // A restore of another archive into the same topic is refused before it writes anything.
+    let other_topic = format!("{p}-other");
+    common::create_topic(&other_topic, 2, &[]).await;
+    common::fill(&other_topic, 2, 1_000, 10).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = backup_to(other_dir.path(), &other_topic, None).await;
+    let appended = common::Watermarks::uncommitted().ends(&restored, 2);
+    let refused = restore_cmd(&other, &other_topic, &restored, other_dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("already holds records"), "{why}");
+    assert_eq!(
+        common::Watermarks::uncommitted().ends(&restored, 2),
+        appended
+    );
 
     let second = restore_cmd(&archive, &topic, &restored, &states[1])
         .output()
