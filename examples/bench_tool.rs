@@ -9,6 +9,12 @@
 //! - `bench_tool produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC` is the restore baseline:
 //!   loads the archived records into memory first, then times a bare producer with kar's restore
 //!   producer settings writing them to the same partitions. Prints records and seconds.
+//! - `bench_tool digest-archive ARCHIVE TOPIC [P=N,...]` and `bench_tool digest-topic BOOTSTRAP
+//!   TOPIC [P=N,...]` print, per partition, the record count and a BLAKE3 hash of every record's
+//!   key, value, headers and timestamp in order (offsets left out: a restore gives new ones); from
+//!   the archive, or from Kafka with read_committed (with `P=N`, the first N records of partition
+//!   P). `scripts/adversarial` compares the two. `bench_tool delete BOOTSTRAP TOPIC` deletes a
+//!   topic it is done with.
 
 use std::time::{Duration, Instant};
 
@@ -44,8 +50,13 @@ fn main() -> Result<()> {
         ["produce", bootstrap, archive, source, target] => {
             produce(bootstrap, archive, source, target)
         }
+        ["digest-archive", archive, topic] => digest_archive(archive, topic, ""),
+        ["digest-archive", archive, topic, limits] => digest_archive(archive, topic, limits),
+        ["delete", bootstrap, topic] => delete(bootstrap, topic),
+        ["digest-topic", bootstrap, topic] => digest_topic(bootstrap, topic, ""),
+        ["digest-topic", bootstrap, topic, limits] => digest_topic(bootstrap, topic, limits),
         _ => bail!(
-            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC"
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
         ),
     }
 }
@@ -291,5 +302,168 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
         Ok(())
     })?;
     println!("{} {:.3}", recs.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Per partition: record count and a running BLAKE3 hash of the records' contents.
+#[derive(Default)]
+struct Digest(std::collections::BTreeMap<i32, (u64, blake3::Hasher)>);
+
+impl Digest {
+    fn add(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        timestamp: i64,
+    ) {
+        let (n, h) = self.0.entry(partition).or_default();
+        *n += 1;
+        // Length-prefixed fields, a null apart from an empty value.
+        let field = |h: &mut blake3::Hasher, f: Option<&[u8]>| match f {
+            None => {
+                h.update(&[0]);
+            }
+            Some(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+        };
+        field(h, key);
+        field(h, value);
+        h.update(&(headers.len() as u64).to_le_bytes());
+        for (k, v) in headers {
+            field(h, Some(k.as_bytes()));
+            field(h, *v);
+        }
+        h.update(&timestamp.to_le_bytes());
+    }
+
+    fn print(&self) {
+        for (p, (n, h)) in &self.0 {
+            println!("{p} {n} {}", h.finalize().to_hex());
+        }
+    }
+}
+
+fn parse_limits(limits: &str) -> Result<std::collections::BTreeMap<i32, u64>> {
+    let mut limit = std::collections::BTreeMap::new();
+    for l in limits.split(',').filter(|l| !l.is_empty()) {
+        let (p, n) = l.split_once('=').context("a limit is P=N")?;
+        limit.insert(p.parse::<i32>()?, n.parse::<u64>()?);
+    }
+    Ok(limit)
+}
+
+fn delete(bootstrap: &str, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for r in rt.block_on(admin.delete_topics(
+        &[topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))? {
+        if let Err((t, e)) = r {
+            bail!("deleting {t}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn digest_archive(archive: &str, topic: &str, limits: &str) -> Result<()> {
+    let limit = parse_limits(limits)?;
+    let a = kar::archive::Archive::open(archive)?;
+    let entry = a
+        .manifest()
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .context("topic not in the archive")?;
+    let mut d = Digest::default();
+    for p in &entry.partitions {
+        d.0.entry(p.partition).or_default();
+        let max = limit.get(&p.partition).copied().unwrap_or(u64::MAX);
+        a.for_each_record(topic, p.partition, |r| {
+            if d.0[&p.partition].0 < max {
+                let headers: Vec<(&str, Option<&[u8]>)> = r.headers.iter().collect();
+                d.add(p.partition, r.key, r.value, &headers, r.timestamp);
+            }
+        })?;
+        anyhow::ensure!(
+            d.0[&p.partition].0 == max || max == u64::MAX,
+            "partition {} has fewer than {max} records",
+            p.partition
+        );
+    }
+    d.print();
+    Ok(())
+}
+
+fn digest_topic(bootstrap: &str, topic: &str, limits: &str) -> Result<()> {
+    use rdkafka::message::Headers;
+    let limit = parse_limits(limits)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kar-bench-digest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut d = Digest::default();
+    for p in 0..partitions {
+        d.0.entry(p).or_default();
+        if limit.get(&p) != Some(&0) {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut open = tpl.count();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while open > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let p = m.partition();
+                if limit.get(&p).is_some_and(|n| d.0[&p].0 >= *n) {
+                    continue;
+                }
+                let headers: Vec<(&str, Option<&[u8]>)> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+                    .unwrap_or_default();
+                let ts = m.timestamp().to_millis().unwrap_or(-1);
+                d.add(p, m.key(), m.payload(), &headers, ts);
+                if limit.get(&p).is_some_and(|n| d.0[&p].0 == *n) {
+                    let mut one = TopicPartitionList::new();
+                    one.add_partition(topic, p);
+                    consumer.incremental_unassign(&one)?;
+                    open -= 1;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p)))
+                if limit.get(&p).is_none_or(|n| d.0[&p].0 < *n) =>
+            {
+                anyhow::ensure!(
+                    !limit.contains_key(&p),
+                    "partition {p} ends after {} records, fewer than asked",
+                    d.0[&p].0
+                );
+                open -= 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => bail!("consuming {topic}: {e}"),
+            None => {}
+        }
+    }
+    d.print();
     Ok(())
 }

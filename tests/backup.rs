@@ -548,6 +548,94 @@ async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
     }
 }
 
+/// A backup killed after one partition is finished and while another is still being read: the
+/// repair keeps the finished partition whole and marks it complete (its snapshot range comes from
+/// the kafka-topics document written before any record), and the unfinished one as the prefix it
+/// holds; a restore of the repaired archive puts both back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_complete() {
+    let topic = common::unique("half");
+    common::create_topic(&topic, 2, &[]).await;
+    // Partition 0 big (slow to compress at level 19), partition 1 a handful of records.
+    common::fill(&topic, 1, 40_000, 160).await;
+    let prod = producer(&[]);
+    for i in 0..10 {
+        send(
+            &prod,
+            &topic,
+            1,
+            &rec(0, 1_700_000_000_000 + i, None, Some(b"small"), &[]),
+        );
+    }
+    prod.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.kar");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(["backup", "--json", "--zstd-level", "19"])
+        .args(["--chunk-size", "16384", "--concurrency", "2", "--bootstrap"])
+        .arg(common::bootstrap())
+        .args(["--topics", &topic, "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both partitions start together; partition 1's one chunk is long written once partition 0
+    // has put this much on disk.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 60_000 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "backup wrote too little in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let repaired = dir.path().join("r.kar");
+    let r = kar::archive::repair::repair(&out, &repaired, Default::default()).unwrap();
+    assert!(!r.input_finished);
+    assert!(r.dropped_chunks.is_empty(), "{:?}", r.dropped_chunks);
+    assert_eq!(
+        r.incomplete_partitions.len(),
+        1,
+        "{:?}",
+        r.incomplete_partitions
+    );
+    assert!(r.incomplete_partitions[0].starts_with(&format!("{topic}/0: ")));
+    assert!(verify(&repaired, VerifyLevel::Full).unwrap().ok);
+    let a = Archive::open(&repaired).unwrap();
+    assert_eq!(a.manifest().status, ArchiveStatus::Repaired);
+    let small = a.manifest().partition(&topic, 1).unwrap();
+    assert!(small.complete);
+    assert_eq!(small.records, 10);
+    let truth = consume_all(&topic, 2);
+    assert_eq!(read_records(&a, &topic, 1), truth[&1]);
+    let big = read_records(&a, &topic, 0);
+    assert!(!big.is_empty() && big.len() < 40_000, "{}", big.len());
+    assert_eq!(big[..], truth[&0][..big.len()]);
+
+    // The repaired archive restores: all of partition 1, the prefix of partition 0.
+    let restored = format!("{topic}-restored");
+    let mut o = kar::restore::RestoreOptions::new(
+        &repaired,
+        KafkaConnection::plaintext(common::bootstrap()),
+    );
+    o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
+    o.state_dir = Some(dir.path().to_path_buf());
+    let report = tokio::task::spawn_blocking(move || kar::restore::restore(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.ok, "{:?}", report.partitions);
+    let back = consume_all(&restored, 2);
+    assert_eq!(back[&1].len(), 10);
+    assert_eq!(back[&0].len(), big.len());
+    assert!(back[&0].iter().zip(&big).all(|(g, w)| g.value == w.value));
+}
+
 #[test]
 fn an_unreachable_broker_fails_clearly_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
