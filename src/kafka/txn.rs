@@ -25,6 +25,11 @@ use super::KafkaConnection;
 use super::source::{SourceError, TIMEOUT};
 use crate::format::chunk::{Record, TimestampType};
 
+/// How the name of every restore's progress group begins. A backup leaves these groups out unless
+/// `--groups` names them: restored on another cluster, they would tell a restore there that
+/// records are in that are not.
+pub const PROGRESS_GROUP_PREFIX: &str = "kar-restore.";
+
 /// How long transaction calls (init, commit, abort) may take before the restore gives up.
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -372,16 +377,28 @@ impl ProgressGroup {
                 what: format!("reading the committed offsets of group {}", self.group),
                 source: Box::new(source),
             })?;
-        Ok(parts
+        // A partition the broker could not answer for (an offset commit still pending, a
+        // coordinator loading) is an error, never "no progress".
+        parts
             .iter()
-            .map(|(t, p)| {
-                let e = got.find_partition(t, *p)?;
-                match e.offset() {
-                    Offset::Offset(o) => Some((o, e.metadata().to_string())),
-                    _ => None,
+            .map(|(t, p)| match got.find_partition(t, *p) {
+                None => Ok(None),
+                Some(e) => {
+                    e.error().map_err(|source| SourceError::Request {
+                        bootstrap: self.bootstrap.clone(),
+                        what: format!(
+                            "reading the committed offset of group {} for {t}/{p}",
+                            self.group
+                        ),
+                        source: Box::new(source),
+                    })?;
+                    Ok(match e.offset() {
+                        Offset::Offset(o) => Some((o, e.metadata().to_string())),
+                        _ => None,
+                    })
                 }
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -210,7 +210,7 @@ fn resume_point(
         .map_err(|e| e.to_string())?
         .pop()
         .flatten();
-    let resumed = committed.is_some();
+    let read_end = committed.as_ref().map(|(end, _)| *end);
     let (doc, from) = match committed {
         Some((end, meta)) => {
             let doc = Progress::decode(&meta, group, t, p).map_err(|e| e.to_string())?;
@@ -228,12 +228,30 @@ fn resume_point(
     }
     if end > from && !s.append {
         if let Some(o) = first_committed(s.conn, t, p, from, end).map_err(|e| e.to_string())? {
+            // Another run of this restore may have taken the partition over since this one read
+            // its progress (and committed that record): then this one is fenced, not wronged.
+            let now = s
+                .progress
+                .committed(&[(t.to_string(), p)])
+                .map_err(|e| e.to_string())?
+                .pop()
+                .flatten();
+            if now.map(|(e, _)| e) != read_end {
+                return Err(noted(
+                    out,
+                    WriteError::Fenced {
+                        topic: t.to_string(),
+                        partition: p,
+                        txn_id: transactional_id(t, p),
+                    },
+                ));
+            }
             return Err(format!(
                 "{t}/{p}: offset {o} holds a record this restore did not write (it expected nothing committed from offset {from}); nothing else may write to a partition being restored, unless --append"
             ));
         }
         // The last commit's marker sits at `from`; more than that is an interrupted run's.
-        if end > from + i64::from(resumed) {
+        if end > from + i64::from(read_end.is_some()) {
             out.aborted = Some((from, end));
         }
     }

@@ -30,6 +30,40 @@ pub enum StateError {
         path = .path.display()
     )]
     Mismatch { path: PathBuf, detail: String },
+    #[error(
+        "restore state {path} is unreadable ({detail}); remove it and run again: it holds only the schema phase's progress, which the next run redoes harmlessly (the records' progress is in Kafka)",
+        path = .path.display()
+    )]
+    Unreadable { path: PathBuf, detail: String },
+}
+
+/// Where a new state file is made before it is renamed into place.
+fn making(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".new");
+    PathBuf::from(p)
+}
+
+/// Makes a new state file whole (database and fingerprint) under another name, then renames it
+/// into place: a kill while it is made never leaves, where the next run looks, a file that is not
+/// a database.
+fn create(path: &Path, fingerprint: &str) -> Result<(), StateError> {
+    let tmp = making(path);
+    let err = |e: &dyn std::fmt::Display| StateError::Db {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    // A leftover of a run killed while making it.
+    let _ = std::fs::remove_file(&tmp);
+    let db = Database::create(&tmp).map_err(|e| err(&e))?;
+    let tx = db.begin_write().map_err(|e| err(&e))?;
+    {
+        let mut t = tx.open_table(META).map_err(|e| err(&e))?;
+        t.insert("fingerprint", fingerprint).map_err(|e| err(&e))?;
+    }
+    tx.commit().map_err(|e| err(&e))?;
+    drop(db);
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))
 }
 
 /// (subject, version) as a map key.
@@ -43,15 +77,17 @@ pub struct State {
 impl State {
     /// Opens or creates the state, checking it belongs to this restore (`fingerprint`).
     pub fn open(path: &Path, fingerprint: &str) -> Result<State, StateError> {
-        let err = |e: &dyn std::fmt::Display| StateError::Db {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        };
-        let db = Database::create(path).map_err(|e| match e {
+        if !path.exists() {
+            create(path, fingerprint)?;
+        }
+        let db = Database::open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StateError::Busy {
                 path: path.to_path_buf(),
             },
-            e => err(&e),
+            e => StateError::Unreadable {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
         })?;
         let s = State {
             db,
@@ -68,6 +104,11 @@ impl State {
             None => s.set_meta("fingerprint", fingerprint)?,
         }
         Ok(s)
+    }
+
+    #[cfg(test)]
+    fn made_at(path: &Path) -> PathBuf {
+        making(path)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
@@ -167,5 +208,35 @@ impl State {
             tx.open_table(DONE)?.insert(step, true)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_made_state_file_does_not_stop_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.restore-state");
+        // A run killed while making the file leaves only the file it was making.
+        std::fs::write(State::made_at(&path), b"not a database").unwrap();
+        let s = State::open(&path, "fp").unwrap();
+        assert_eq!(s.meta("fingerprint").unwrap().as_deref(), Some("fp"));
+        assert!(!State::made_at(&path).exists());
+        drop(s);
+        assert!(State::open(&path, "fp").is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_named_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.restore-state");
+        std::fs::write(&path, vec![7u8; 100]).unwrap();
+        let e = State::open(&path, "fp").err().unwrap().to_string();
+        assert!(
+            e.contains("x.restore-state is unreadable") && e.contains("remove it"),
+            "{e}"
+        );
     }
 }
