@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use kar::archive::{Archive, WriterOptions};
 use kar::backup::{BackupOptions, backup};
+use kar::format::hex;
 use kar::kafka::KafkaConnection;
 use kar::registry::client::RegistrySettings;
 use kar::registry::snapshot::SubjectFilter;
@@ -472,6 +473,95 @@ async fn keeping_ids_that_are_taken_stops_before_any_write_and_names_the_clash()
             .call(Method::GET, &format!("/subjects/{s}/versions"), None)
             .await;
         assert_eq!(status, 404, "{s} was not registered");
+    }
+}
+
+/// A target topic already in use: refused without `--append`, nothing written; with it, the
+/// topic keeps its own records and then holds every archived record once, the archived group's
+/// offset pointing at the same record after them; the same restore run again adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_in_use_is_refused_or_appended_to_once() {
+    let p = common::unique("append");
+    let topic = format!("{p}-src");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 3_000, 50).await;
+    let group = format!("{p}-g");
+    common::commit(&group, &[(&topic, 0, 1_000, "")]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    let used = format!("{p}-used");
+    common::create_topic(&used, 1, &[]).await;
+    common::fill(&used, 1, 500, 10).await;
+    let before = consume_all(&used, 1);
+
+    let o = restore_to(&archive, &topic, &used, dir.path(), None);
+    let e = tokio::task::spawn_blocking(move || restore(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already holds records") && e.contains("--append"),
+        "{e}"
+    );
+    assert_eq!(common::Watermarks::uncommitted().ends(&used, 1), vec![500]);
+
+    for run in 0..2 {
+        let mut o = restore_to(&archive, &topic, &used, dir.path(), None);
+        o.append = true;
+        let report = run_restore(o).await;
+        assert!(report.ok, "{:?}", report.partitions);
+        assert_eq!(report.records_written, if run == 0 { 3_000 } else { 0 });
+    }
+    let got = consume_all(&used, 1);
+    let want = read_records(&Archive::open(&archive).unwrap(), &topic, 0);
+    assert_eq!(got[&0].len(), 500 + 3_000);
+    assert_eq!(got[&0][..500], before[&0][..]);
+    for (g, w) in got[&0][500..].iter().zip(&want) {
+        assert_eq!((&g.value, g.timestamp), (&w.value, w.timestamp));
+    }
+    let (dst, _) = common::committed(&group, &used, 0).await.unwrap();
+    assert_eq!(dst, got[&0][500 + 1_000].offset);
+
+    // A backup of the restored topic leaves the restore's progress group out, unless asked.
+    let progress = format!(
+        "kar-restore.{}",
+        hex(&Archive::open(&archive).unwrap().root())
+    );
+    assert!(common::committed(&progress, &used, 0).await.is_some());
+    for (groups, with_progress) in [(None, false), (Some("kar-restore\\..*"), true)] {
+        let out = dir.path().join(format!("again-{with_progress}.kar"));
+        let mut o = BackupOptions::new(KafkaConnection::plaintext(common::bootstrap()), &out);
+        o.topics = vec![used.clone()];
+        o.groups = groups.map(str::to_string);
+        tokio::task::spawn_blocking(move || backup(&o))
+            .await
+            .unwrap()
+            .unwrap();
+        let a = Archive::open(&out).unwrap();
+        let m = a
+            .manifest()
+            .metadata
+            .iter()
+            .find(|m| m.kind == "consumer-groups")
+            .unwrap();
+        let doc: Value = serde_json::from_slice(
+            &a.read_content(&kar::format::parse_hex(&m.id).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let names: Vec<&str> = doc["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names.contains(&progress.as_str()),
+            with_progress,
+            "{names:?}"
+        );
+        assert_eq!(names.contains(&group.as_str()), !with_progress, "{names:?}");
     }
 }
 

@@ -66,7 +66,8 @@ pub struct BackupOptions {
     /// Topics to back up (anchored regexes); empty = every topic that is not internal.
     pub topics: Vec<String>,
     pub exclude: Vec<String>,
-    /// Consumer groups whose offsets to capture (anchored regex); `None` = all.
+    /// Consumer groups whose offsets to capture (anchored regex); `None` = all but kar's own
+    /// restore-progress groups (`kar-restore.*`), which belong to the cluster they were made on.
     pub groups: Option<String>,
     /// Capture only records from this time on (ms since the epoch), resolved per partition with
     /// offsets-for-times.
@@ -300,7 +301,10 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     if !partitions.is_empty() {
         let wanted: Vec<&String> = group_names
             .iter()
-            .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(g)))
+            .filter(|g| match &group_re {
+                Some(r) => r.is_match(g),
+                None => !g.starts_with(crate::kafka::txn::PROGRESS_GROUP_PREFIX),
+            })
             .collect();
         // Each group's offsets take a client of its own (its coordinator may be any broker):
         // read several groups at once, so a cluster with hundreds of groups is not read one

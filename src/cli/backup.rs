@@ -163,7 +163,8 @@ pub struct BackupArgs {
     /// Topics to leave out (repeatable)
     #[arg(long = "exclude", value_name = "REGEX")]
     pub exclude: Vec<String>,
-    /// Consumer groups whose offsets to capture [default: all]
+    /// Consumer groups whose offsets to capture [default: all but kar's restore-progress groups,
+    /// kar-restore.*]
     #[arg(long, value_name = "REGEX")]
     pub groups: Option<String>,
     /// Back up only records from this time on (RFC 3339, or ms since the epoch)

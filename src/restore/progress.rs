@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kafka::txn::PROGRESS_GROUP_PREFIX;
+
 /// The one version of the document this code writes and reads.
 pub const VERSION: u32 = 1;
 
@@ -18,7 +20,7 @@ pub const MAX_BYTES: usize = 4000;
 
 /// The consumer group that holds the progress of every restore of the archive with this root.
 pub fn progress_group(root_hex: &str) -> String {
-    format!("kar-restore.{root_hex}")
+    format!("{PROGRESS_GROUP_PREFIX}{root_hex}")
 }
 
 /// The transactional ID that owns a target partition: one per partition whatever the archive,
