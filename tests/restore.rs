@@ -958,6 +958,79 @@ async fn a_restore_killed_inside_a_transaction_resumes_with_every_record_once() 
     assert_eq!(dst, visible[&1].last().unwrap().offset + 1);
 }
 
+/// A run killed between adding its progress to a transaction and committing it leaves that
+/// offset commit pending (until the transaction times out, minutes later), and a read of the
+/// committed progress that waits for stable offsets waits for it. Played here by a transactional
+/// producer of the test, with the restore's own transactional ID and progress group, left open:
+/// the next run still plans, takes the partition (aborting that transaction) and restores
+/// every record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_while_committing_its_progress_does_not_hold_up_the_next() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let p = common::unique("pending");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 2_000, 50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    common::create_topic(&restored, 1, &[]).await;
+    let group = format!(
+        "kar-restore.{}",
+        hex(&Archive::open(&archive).unwrap().root())
+    );
+    let killed: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .set("transactional.id", format!("kar-restore.{restored}.0"))
+        .set("transaction.timeout.ms", "300000")
+        .create()
+        .unwrap();
+    killed.init_transactions(Duration::from_secs(30)).unwrap();
+    killed.begin_transaction().unwrap();
+    killed
+        .send(
+            BaseRecord::<[u8], [u8]>::to(&restored)
+                .partition(0)
+                .payload(b"half"),
+        )
+        .unwrap();
+    killed.flush(Duration::from_secs(30)).unwrap();
+    let cgm = ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .set("group.id", &group)
+        .create::<BaseConsumer>()
+        .unwrap()
+        .group_metadata()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&restored, 0, Offset::Offset(1))
+        .unwrap();
+    killed
+        .send_offsets_to_transaction(&tpl, &cgm, Duration::from_secs(30))
+        .unwrap();
+    // Neither committed nor aborted: the process "dies" here.
+    std::mem::forget(killed);
+
+    let started = Instant::now();
+    let report = run_restore(restore_to(&archive, &topic, &restored, dir.path(), None)).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_restored_exactly(&archive, &topic, &restored, 1);
+    let raw = common::consume_all_as(&restored, 1, "read_uncommitted");
+    assert_eq!(
+        raw[&0][0].value.as_deref(),
+        Some(&b"half"[..]),
+        "aborted, still in the log"
+    );
+}
+
 /// Two runs of the same restore at once, each with its own state folder (two operators, or a job
 /// retried while the first still runs): Kafka fences all but one writer per partition, so every
 /// record is committed once, by one of them; a run that lost a partition to the other says so and

@@ -320,10 +320,25 @@ impl PartitionWriter {
 
 /// The consumer group holding a restore's progress, and the reads of it.
 pub struct ProgressGroup {
-    consumer: BaseConsumer,
+    /// Reads waiting for stable offsets: a transactional commit still pending is waited for.
+    stable: BaseConsumer,
+    /// Reads of what is committed now, pending transactional commits left out.
+    now: BaseConsumer,
     cgm: ConsumerGroupMetadata,
     group: String,
     bootstrap: String,
+}
+
+/// Which committed progress a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Waits for transactional commits in flight: right once the partition's transactional ID is
+    /// taken (its last transaction is then ended), and for partitions this restore wrote.
+    Stable,
+    /// What is committed now, without waiting: a run killed between adding its progress to a
+    /// transaction and committing it leaves that commit pending until the transaction times out
+    /// (minutes), and planning must not wait for it.
+    Now,
 }
 
 impl ProgressGroup {
@@ -333,20 +348,23 @@ impl ProgressGroup {
             what: format!("making a client for group {group}"),
             source: Box::new(source),
         };
-        let consumer: BaseConsumer = conn
-            .client_config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            // Committed offsets read with read_committed wait for pending transactional commits
-            // (librdkafka asks the broker for stable offsets).
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(req)?;
-        let cgm = consumer
+        // librdkafka asks the broker for stable offsets when the consumer reads committed.
+        let consumer = |isolation: &str| -> Result<BaseConsumer, SourceError> {
+            conn.client_config()
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", isolation)
+                .create()
+                .map_err(req)
+        };
+        let stable = consumer("read_committed")?;
+        let now = consumer("read_uncommitted")?;
+        let cgm = stable
             .group_metadata()
             .ok_or_else(|| req(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId)))?;
         Ok(ProgressGroup {
-            consumer,
+            stable,
+            now,
             cgm,
             group: group.to_string(),
             bootstrap: conn.bootstrap.clone(),
@@ -361,6 +379,7 @@ impl ProgressGroup {
     pub fn committed(
         &self,
         parts: &[(String, i32)],
+        read: Read,
     ) -> Result<Vec<Option<(i64, String)>>, SourceError> {
         if parts.is_empty() {
             return Ok(Vec::new());
@@ -369,14 +388,18 @@ impl ProgressGroup {
         for (t, p) in parts {
             tpl.add_partition(t, *p);
         }
-        let got = self
-            .consumer
-            .committed_offsets(tpl, TIMEOUT)
-            .map_err(|source| SourceError::Request {
-                bootstrap: self.bootstrap.clone(),
-                what: format!("reading the committed offsets of group {}", self.group),
-                source: Box::new(source),
-            })?;
+        let consumer = match read {
+            Read::Stable => &self.stable,
+            Read::Now => &self.now,
+        };
+        let got =
+            consumer
+                .committed_offsets(tpl, TIMEOUT)
+                .map_err(|source| SourceError::Request {
+                    bootstrap: self.bootstrap.clone(),
+                    what: format!("reading the committed offsets of group {}", self.group),
+                    source: Box::new(source),
+                })?;
         // A partition the broker could not answer for (an offset commit still pending, a
         // coordinator loading) is an error, never "no progress".
         parts

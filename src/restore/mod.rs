@@ -31,7 +31,7 @@ use crate::format::manifest::ArchiveStatus;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
-use crate::kafka::txn::{ProgressGroup, first_committed};
+use crate::kafka::txn::{ProgressGroup, Read, first_committed};
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{RegistrySnapshot, read_from_archive};
 use progress::{Progress, ids_tag, progress_group};
@@ -479,7 +479,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .unwrap_or_default();
     wanted_offsets(&archive, &groups_doc, &mut jobs)?;
     let progress = ProgressGroup::new(&opts.kafka, &progress_group(&hex(&archive.root())))?;
-    let prior = read_progress(&progress, &jobs)?;
+    // Planning reads what is committed now; each partition's own read, once its transactional
+    // ID is taken, waits for whatever was in flight.
+    let prior = read_progress(&progress, &jobs, Read::Now)?;
     for tp in topic_plans.iter_mut() {
         tp.restored = jobs
             .iter()
@@ -589,7 +591,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     // progress, whichever run (or restore) wrote the records.
     let mut group_outcomes = Vec::new();
     if ok_partitions {
-        let done = read_progress(&progress, &jobs)?;
+        let done = read_progress(&progress, &jobs, Read::Stable)?;
         for g in groups {
             group_outcomes.push(restore_group(&target, g, &jobs, &done)?);
         }
@@ -814,13 +816,14 @@ fn wanted_offsets(
 fn read_progress(
     progress: &ProgressGroup,
     jobs: &[PartitionJob],
+    read: Read,
 ) -> Result<Vec<Option<(i64, Progress)>>, RestoreError> {
     let parts: Vec<(String, i32)> = jobs
         .iter()
         .map(|j| (j.target_topic.clone(), j.partition))
         .collect();
     progress
-        .committed(&parts)?
+        .committed(&parts, read)?
         .into_iter()
         .zip(&parts)
         .map(|(c, (t, p))| {

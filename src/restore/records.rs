@@ -17,7 +17,7 @@ use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::txn::{
-    PartitionWriter, ProgressGroup, TXN_CALL_TIMEOUT, WriteError, first_committed,
+    PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError, first_committed,
 };
 
 /// A transaction is committed at the first chunk boundary after this long, whatever its size, so
@@ -206,7 +206,7 @@ fn resume_point(
     let group = s.progress.name();
     let committed = s
         .progress
-        .committed(&[(t.to_string(), p)])
+        .committed(&[(t.to_string(), p)], Read::Stable)
         .map_err(|e| e.to_string())?
         .pop()
         .flatten();
@@ -232,7 +232,7 @@ fn resume_point(
             // its progress (and committed that record): then this one is fenced, not wronged.
             let now = s
                 .progress
-                .committed(&[(t.to_string(), p)])
+                .committed(&[(t.to_string(), p)], Read::Stable)
                 .map_err(|e| e.to_string())?
                 .pop()
                 .flatten();
