@@ -220,6 +220,28 @@ fn resume_point(
         }
         None => (Progress::new(&job.source_topic, &s.ids_tag), job.start),
     };
+    check_nothing_follows(s, job, from, read_end, out)?;
+    if doc.records > job.records {
+        return Err(format!(
+            "{t}/{p} already holds {} records of this archive, more than the {} this run restores (a later --until than this one's?)",
+            doc.records, job.records
+        ));
+    }
+    Ok(doc)
+}
+
+/// Nothing committed may lie after `from` (where this restore's records end, or begin) unless
+/// `--append`: records of aborted transactions and markers may, and are reported. `read_end` is
+/// the committed progress this run read (None: none).
+fn check_nothing_follows(
+    s: &Shared<'_>,
+    job: &PartitionJob,
+    from: i64,
+    read_end: Option<i64>,
+    out: &mut PartitionOutcome,
+) -> Result<(), String> {
+    let (t, p) = (job.target_topic.as_str(), job.partition);
+    let group = s.progress.name();
     let end = s.target.watermarks(t, p).map_err(|e| e.to_string())?.1;
     if end < from {
         return Err(format!(
@@ -255,13 +277,7 @@ fn resume_point(
             out.aborted = Some((from, end));
         }
     }
-    if doc.records > job.records {
-        return Err(format!(
-            "{t}/{p} already holds {} records of this archive, more than the {} this run restores (a later --until than this one's?)",
-            doc.records, job.records
-        ));
-    }
-    Ok(doc)
+    Ok(())
 }
 
 fn check_same_restore(doc: &Progress, s: &Shared<'_>, job: &PartitionJob) -> Result<(), String> {
