@@ -256,8 +256,8 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
                     .set("linger.ms", "10")
                     .set("batch.size", "1000000")
                     .set("message.max.bytes", "16777216")
-                    .set("queue.buffering.max.kbytes", "262144")
-                    .set("message.timeout.ms", "120000")
+                    .set("queue.buffering.max.kbytes", "32768")
+                    .set("message.timeout.ms", "300000")
                     .create()?;
                 for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
                     let mut headers = OwnedHeaders::new_with_capacity(hs.len());

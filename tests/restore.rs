@@ -166,29 +166,27 @@ async fn the_drill_with_rewritten_ids_makes_every_message_readable_on_the_target
     let topic = format!("{p}-orders");
     common::create_topic(&topic, 2, &[("retention.ms", "604800000")]).await;
     let prod = producer(&[]);
+    // Recent timestamps: the topic keeps records 7 days, and the broker's retention check (every
+    // 5 minutes) would delete older ones, here or on the target, in the middle of the test.
+    let base = now_ms() - 60_000;
     for i in 0..300i64 {
         let part = (i % 2) as i32;
         let r = match i % 10 {
-            3 => rec(
-                1_700_000_000_000 + i,
-                Some(wire_value(key_id, b"k")),
-                None,
-                &[],
-            ), // tombstone
+            3 => rec(base + i, Some(wire_value(key_id, b"k")), None, &[]), // tombstone
             7 => rec(
-                1_700_000_000_000 + i,
+                base + i,
                 None,
                 Some(wire_value(unknown_id, format!("unknown-{i}").as_bytes())),
                 &[("x", None)],
             ),
             8 => rec(
-                1_700_000_000_000 + i,
+                base + i,
                 Some(b"plain".to_vec()),
                 Some(b"not wire format".to_vec()),
                 &[],
             ),
             _ => rec(
-                1_700_000_000_000 + i,
+                base + i,
                 Some(wire_value(
                     key_id,
                     format!("{{\"order\":\"o{i}\"}}").as_bytes(),
@@ -563,6 +561,44 @@ async fn a_topic_in_use_is_refused_or_appended_to_once() {
         );
         assert_eq!(names.contains(&group.as_str()), !with_progress, "{names:?}");
     }
+    // Restored elsewhere, an archived progress group is left out: it would say records are in.
+    let elsewhere = format!("{p}-elsewhere");
+    let again = dir.path().join("again-true.kar");
+    let o = restore_to(&again, &used, &elsewhere, dir.path(), None);
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_eq!(report.records_written, 3_500);
+    assert!(report.groups.iter().all(|g| g.group != progress));
+    assert_eq!(common::committed(&progress, &elsewhere, 0).await, None);
+}
+
+/// A restore stopped (Ctrl-C) between two partitions reports the one it never began as not
+/// restored, and is not OK; no group offset is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_stopped_between_partitions_is_not_ok() {
+    let p = common::unique("between");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    // Partition 0 has records, partition 1 none (taken first: it finishes with nothing to do).
+    common::fill(&topic, 1, 100, 10).await;
+    let group = format!("{p}-g");
+    common::commit(&group, &[(&topic, 0, 50, "")]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    let restored = format!("{p}-restored");
+    let mut o = restore_to(&archive, &topic, &restored, dir.path(), None);
+    o.concurrency = 1;
+    o.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = run_restore(o).await;
+    assert!(!report.ok);
+    assert_eq!(report.partitions.len(), 2, "{:?}", report.partitions);
+    let p0 = report.partitions.iter().find(|o| o.partition == 0).unwrap();
+    assert!(
+        p0.error.as_deref().unwrap_or("").contains("stopped"),
+        "{p0:?}"
+    );
+    assert!(report.groups.is_empty());
+    assert_eq!(common::committed(&group, &restored, 0).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -956,6 +992,40 @@ async fn a_restore_killed_inside_a_transaction_resumes_with_every_record_once() 
     let (dst, meta) = common::committed(&group, &restored, 1).await.unwrap();
     assert_eq!(meta, "m1");
     assert_eq!(dst, visible[&1].last().unwrap().offset + 1);
+
+    // An application writes to the restored topic; the restore run again leaves the whole
+    // partitions alone and says all is in.
+    let app = producer(&[]);
+    send(
+        &app,
+        &restored,
+        0,
+        &rec(now_ms(), None, Some(b"new".to_vec()), &[]),
+    );
+    rdkafka::producer::Producer::flush(&app, Duration::from_secs(30)).unwrap();
+    let again = restore_cmd(&archive, &topic, &restored, dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(report_of(&again)["records_written"], 0);
+    let after = common::Watermarks::uncommitted().ends(&restored, 2);
+    assert!(
+        after[0] > visible[&0].last().unwrap().offset + 2,
+        "the new record is there"
+    );
+}
+
+/// Now, in ms since the epoch: records stamped far in the future are refused by Kafka 4.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// A run killed between adding its progress to a transaction and committing it leaves that
@@ -1057,7 +1127,7 @@ async fn two_restores_at_once_commit_every_record_once() {
         .map(|c| c.wait_with_output().unwrap())
         .collect();
     let mut written = [0u64; 2];
-    let mut taken_over = 0;
+    let mut fenced = 0;
     for out in &outs {
         let report = report_of(out);
         // kar says what happened, in the report; librdkafka's own log of the fencing (errors by
@@ -1076,7 +1146,7 @@ async fn two_restores_at_once_commit_every_record_once() {
         for (part, e) in partitions_of(&report) {
             written[part as usize] += e["written"].as_u64().unwrap();
             if !e["error"].is_null() {
-                assert_eq!(e["taken_over"], true, "{e}");
+                assert_eq!(e["fenced"], true, "{e}");
                 assert!(
                     e["error"]
                         .as_str()
@@ -1084,7 +1154,7 @@ async fn two_restores_at_once_commit_every_record_once() {
                         .contains("another restore took over"),
                     "{e}"
                 );
-                taken_over += 1;
+                fenced += 1;
             }
         }
     }
@@ -1093,7 +1163,7 @@ async fn two_restores_at_once_commit_every_record_once() {
         [30_000, 30_000],
         "each record committed by one run"
     );
-    eprintln!("two restores at once: {taken_over} partition(s) taken over");
+    eprintln!("two restores at once: {fenced} partition(s) taken over");
     assert_restored_exactly(&archive, &topic, &restored, 2);
 
     let third = restore_cmd(&archive, &topic, &restored, &states[0])
@@ -1167,7 +1237,7 @@ async fn a_frozen_restore_is_fenced_by_the_next_run_and_writes_nothing_after_wak
     let report = report_of(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
     let entry = &partitions_of(&report)[&i64::from(part)];
-    assert_eq!(entry["taken_over"], true, "{entry}");
+    assert_eq!(entry["fenced"], true, "{entry}");
 
     assert_eq!(
         common::Watermarks::uncommitted().ends(&restored, 2),

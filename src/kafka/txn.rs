@@ -30,13 +30,14 @@ use crate::format::chunk::{Record, TimestampType};
 /// records are in that are not.
 pub const PROGRESS_GROUP_PREFIX: &str = "kar-restore.";
 
-/// How long transaction calls (init, commit, abort) may take before the restore gives up.
-pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long transaction calls (init, flush, commit, abort) may take before the restore gives up:
+/// the transactions' own timeout.
+pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Error)]
 pub enum WriteError {
     #[error(
-        "{topic}/{partition}: another restore took over this partition (Kafka fenced this restore's producer, transactional ID {txn_id}); what this one committed stays, and the newer one continues from it"
+        "{topic}/{partition}: another restore took over this partition (Kafka fenced this run's producer, transactional ID {txn_id}; the other cause would be a transaction that outlived transaction.timeout.ms); what this run committed stays, and a newer run continues from it"
     )]
     Fenced {
         topic: String,
@@ -151,9 +152,11 @@ impl PartitionWriter {
             .set("linger.ms", "10")
             .set("batch.size", "1000000")
             .set("message.max.bytes", "16777216")
-            .set("queue.buffering.max.kbytes", "262144")
-            .set("transaction.timeout.ms", "120000")
-            .set("message.timeout.ms", "120000")
+            // A small queue, so that a transaction's age (checked as chunks are queued) is close
+            // to what has been delivered: 32 MiB drains within the timeout down to ~110 KB/s.
+            .set("queue.buffering.max.kbytes", "32768")
+            .set("transaction.timeout.ms", "300000")
+            .set("message.timeout.ms", "300000")
             .create_with_context(Deliveries::new())
             .map_err(|e| failed("creating a transactional producer", e.to_string()))?;
         let w = PartitionWriter {
@@ -426,7 +429,9 @@ impl ProgressGroup {
 }
 
 /// The offset of the first record in `from..to` of a partition that a `read_committed` consumer
-/// sees, if any: records of aborted transactions and transaction markers are not seen.
+/// sees, if any: records of aborted transactions and transaction markers are not seen. The time
+/// allowed grows with the offsets to read (a millisecond each on top of [`TIMEOUT`]), so that an
+/// aborted transaction of many records is read through on a slow link.
 pub fn first_committed(
     conn: &KafkaConnection,
     topic: &str,
@@ -442,30 +447,35 @@ pub fn first_committed(
             source: Box::new(source),
         }
     };
+    // librdkafka wants a group even for assigned partitions; one under the progress groups'
+    // prefix needs no ACL of its own. Nothing is ever committed for it.
     let consumer: BaseConsumer = conn
         .client_config()
-        .set("group.id", "kar-restore-check")
+        .set("group.id", format!("{PROGRESS_GROUP_PREFIX}check"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "67108864")
         .create()
         .map_err(req("making a client to read"))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from))
         .map_err(req("reading"))?;
     consumer.assign(&tpl).map_err(req("reading"))?;
-    let deadline = Instant::now() + TIMEOUT;
+    let allowed = TIMEOUT + Duration::from_millis((to - from).clamp(0, 3_600_000) as u64);
+    let deadline = Instant::now() + allowed;
     let result = loop {
-        if Instant::now() > deadline {
-            break Err(req("reading")(KafkaError::MessageConsumption(
-                RDKafkaErrorCode::OperationTimedOut,
-            )));
-        }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => break Ok((m.offset() < to).then_some(m.offset())),
             Some(Err(KafkaError::PartitionEOF(_))) => break Ok(None),
             Some(Err(e)) => break Err(req("reading")(e)),
             None => {}
+        }
+        if Instant::now() > deadline {
+            break Err(req("reading")(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::OperationTimedOut,
+            )));
         }
     };
     super::closing::close_in_background(consumer);

@@ -31,7 +31,7 @@ use crate::format::manifest::ArchiveStatus;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
-use crate::kafka::txn::{ProgressGroup, Read, first_committed};
+use crate::kafka::txn::{PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{RegistrySnapshot, read_from_archive};
 use progress::{Progress, ids_tag, progress_group};
@@ -186,6 +186,9 @@ pub struct GroupOutcome {
     /// Why it was not committed, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Not committed for want of something the restore should have had: the run is not whole.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -474,9 +477,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         }
     }
 
-    let groups_doc = doc::<GroupsDoc>(&archive, "consumer-groups")?
-        .map(|d| d.groups)
-        .unwrap_or_default();
+    let groups_doc = restorable_groups(
+        doc::<GroupsDoc>(&archive, "consumer-groups")?
+            .map(|d| d.groups)
+            .unwrap_or_default(),
+    );
     wanted_offsets(&archive, &groups_doc, &mut jobs)?;
     let progress = ProgressGroup::new(&opts.kafka, &progress_group(&hex(&archive.root())))?;
     // Planning reads what is committed now; each partition's own read, once its transactional
@@ -582,7 +587,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         cancel: &opts.cancel,
     };
     let records_started = Instant::now();
-    let outcomes = run_partitions(opts, &shared, jobs.clone())?;
+    let mut outcomes = run_partitions(opts, &shared, jobs.clone())?;
+    not_started(&jobs, &mut outcomes);
     let records_seconds = records_started.elapsed().as_secs_f64();
     let ok_partitions = outcomes.iter().all(|o| o.error.is_none());
     tracing::debug!(elapsed = ?started.elapsed(), "records written");
@@ -597,6 +603,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         }
     }
     let records_written = outcomes.iter().map(|o| o.written).sum();
+    let ok = ok_partitions && group_outcomes.iter().all(|g| !g.failed);
     tracing::debug!(elapsed = ?started.elapsed(), "consumer groups done");
     crate::kafka::closing::close_in_background(target);
     Ok(RestoreReport {
@@ -604,7 +611,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         dry_run: false,
         schemas: taken,
         id_map,
-        ok: ok_partitions,
+        ok,
         partitions: outcomes,
         groups: group_outcomes,
         records_written,
@@ -917,7 +924,8 @@ fn restore_group(
             )),
         }
     }
-    let skipped = if !unknown.is_empty() {
+    let failed = !unknown.is_empty();
+    let skipped = if failed {
         Some(format!(
             "the target offsets of {} are not in the restore's committed progress (it holds a limited number a partition); nothing committed",
             unknown.join(", ")
@@ -941,5 +949,48 @@ fn restore_group(
             .map(|(t, p, s, o, _)| (t, p, s, o))
             .collect(),
         skipped,
+        failed,
     })
+}
+
+/// The archive's consumer groups but kar's own restore-progress groups: taken from another
+/// cluster (by a backup with a --groups that named them), they would tell a restore here that
+/// records are in that are not.
+fn restorable_groups(
+    groups: Vec<crate::kafka::source::GroupOffsets>,
+) -> Vec<crate::kafka::source::GroupOffsets> {
+    let (progress, groups): (Vec<_>, Vec<_>) = groups
+        .into_iter()
+        .partition(|g| g.group.starts_with(PROGRESS_GROUP_PREFIX));
+    for g in &progress {
+        tracing::warn!(
+            "the archive holds {}, a restore-progress group of the cluster it was taken from: not restored",
+            g.group
+        );
+    }
+    groups
+}
+
+/// A partition the run never began (it was stopped first) is reported, failed, so that the run
+/// is not taken for whole.
+fn not_started(jobs: &[PartitionJob], outcomes: &mut Vec<PartitionOutcome>) {
+    for j in jobs {
+        if !outcomes
+            .iter()
+            .any(|o| o.target_topic == j.target_topic && o.partition == j.partition)
+        {
+            outcomes.push(PartitionOutcome {
+                source_topic: j.source_topic.clone(),
+                target_topic: j.target_topic.clone(),
+                partition: j.partition,
+                records: j.records,
+                error: Some(
+                    "not begun: the restore was stopped; run the same command again to continue"
+                        .into(),
+                ),
+                ..Default::default()
+            });
+        }
+    }
+    outcomes.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
 }

@@ -64,9 +64,10 @@ pub struct PartitionOutcome {
     /// consumers skip them; `read_uncommitted` ones see the aborted records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted: Option<(i64, i64)>,
-    /// Another restore took this partition over (Kafka fenced this one).
+    /// Kafka fenced this run's producer: another restore took the partition over (or, on a link
+    /// too slow for it, a transaction outlived its timeout).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub taken_over: bool,
+    pub fenced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -187,16 +188,17 @@ pub fn restore_partition(
     out
 }
 
-/// The message of a write error, noting in `out` when it says another restore took over.
+/// The message of a write error, noting in `out` when Kafka fenced this run.
 fn noted(out: &mut PartitionOutcome, e: WriteError) -> String {
     if matches!(e, WriteError::Fenced { .. }) {
-        out.taken_over = true;
+        out.fenced = true;
     }
     e.to_string()
 }
 
 /// The committed progress of the partition, read once this restore owns it, and checked: it is
-/// this archive's topic, written with the same schema IDs, and nothing committed follows it.
+/// this archive's topic, written with the same schema IDs, and, unless the partition is whole,
+/// nothing committed follows it.
 fn resume_point(
     s: &Shared<'_>,
     job: &PartitionJob,
@@ -220,12 +222,15 @@ fn resume_point(
         }
         None => (Progress::new(&job.source_topic, &s.ids_tag), job.start),
     };
-    check_nothing_follows(s, job, from, read_end, out)?;
     if doc.records > job.records {
         return Err(format!(
             "{t}/{p} already holds {} records of this archive, more than the {} this run restores (a later --until than this one's?)",
             doc.records, job.records
         ));
+    }
+    // A partition already whole is left alone, whatever was written to it since.
+    if doc.records < job.records {
+        check_nothing_follows(s, job, from, read_end, out)?;
     }
     Ok(doc)
 }

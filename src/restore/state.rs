@@ -44,18 +44,27 @@ fn making(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Makes a new state file whole (database and fingerprint) under another name, then renames it
-/// into place: a kill while it is made never leaves, where the next run looks, a file that is not
-/// a database.
+/// Makes a new state file whole (database and fingerprint) under another name, then links it into
+/// place: a kill while it is made never leaves, where the next run looks, a file that is not a
+/// database; and of two first runs at once, one makes the file and the lock decides who uses it.
 fn create(path: &Path, fingerprint: &str) -> Result<(), StateError> {
     let tmp = making(path);
     let err = |e: &dyn std::fmt::Display| StateError::Db {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    // A leftover of a run killed while making it.
-    let _ = std::fs::remove_file(&tmp);
-    let db = Database::create(&tmp).map_err(|e| err(&e))?;
+    let busy = || StateError::Busy {
+        path: path.to_path_buf(),
+    };
+    // A leftover of a run killed while making it, unless another run is making it now.
+    if let Ok(f) = std::fs::File::open(&tmp) {
+        f.try_lock().map_err(|_| busy())?;
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let db = Database::create(&tmp).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => busy(),
+        e => err(&e),
+    })?;
     let tx = db.begin_write().map_err(|e| err(&e))?;
     {
         let mut t = tx.open_table(META).map_err(|e| err(&e))?;
@@ -63,7 +72,17 @@ fn create(path: &Path, fingerprint: &str) -> Result<(), StateError> {
     }
     tx.commit().map_err(|e| err(&e))?;
     drop(db);
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    let linked = std::fs::hard_link(&tmp, path);
+    if path.exists() {
+        // Linked, or another run made it first: the lock decides which one uses it.
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
+    }
+    // A file system without hard links (FAT, exFAT): a rename, which would replace a file another
+    // run made in the same instant.
+    linked
+        .or_else(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| err(&e))
 }
 
 /// (subject, version) as a map key.
@@ -225,6 +244,20 @@ mod tests {
         assert_eq!(s.meta("fingerprint").unwrap().as_deref(), Some("fp"));
         assert!(!State::made_at(&path).exists());
         drop(s);
+        assert!(State::open(&path, "fp").is_ok());
+    }
+
+    #[test]
+    fn a_state_file_another_run_is_making_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.restore-state");
+        let making = std::fs::File::create(State::made_at(&path)).unwrap();
+        making.lock().unwrap();
+        assert!(matches!(
+            State::open(&path, "fp"),
+            Err(StateError::Busy { .. })
+        ));
+        drop(making);
         assert!(State::open(&path, "fp").is_ok());
     }
 
