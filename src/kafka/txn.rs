@@ -291,8 +291,26 @@ impl PartitionWriter {
         end: i64,
         metadata: &str,
     ) -> Result<(), WriteError> {
+        self.add_progress(progress, end, metadata)?;
+        self.producer
+            .commit_transaction(TXN_CALL_TIMEOUT)
+            .map_err(|e| self.error("committing a transaction", e))
+    }
+
+    /// Adds a progress commit to the open transaction without committing it: what a restore
+    /// tries before it writes anything (the transaction is then aborted).
+    pub fn try_progress(&self, progress: &ProgressGroup, offset: i64) -> Result<(), WriteError> {
+        self.add_progress(progress, offset, "")
+    }
+
+    fn add_progress(
+        &self,
+        progress: &ProgressGroup,
+        offset: i64,
+        metadata: &str,
+    ) -> Result<(), WriteError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(end))
+        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))
             .map_err(|e| self.error("building the progress commit", e))?;
         if let Some(mut e) = tpl.find_partition(&self.topic, self.partition) {
             e.set_metadata(metadata);
@@ -300,17 +318,12 @@ impl PartitionWriter {
         self.producer
             .send_offsets_to_transaction(&tpl, &progress.cgm, TXN_CALL_TIMEOUT)
             .map_err(|e| {
-                self.error(
-                    &format!(
-                        "adding the progress of group {} to the transaction",
-                        progress.group
-                    ),
-                    e,
-                )
-            })?;
-        self.producer
-            .commit_transaction(TXN_CALL_TIMEOUT)
-            .map_err(|e| self.error("committing a transaction", e))
+                let what = format!(
+                    "adding the progress of group {} to a transaction",
+                    progress.group
+                );
+                self.error(&what, e)
+            })
     }
 
     /// Aborts the open transaction (its records stay in the log, marked aborted).

@@ -1,7 +1,7 @@
-//! `kar restore`: schemas first (original IDs in IMPORT mode, or new IDs with a source → target
-//! mapping), then topics, then records streamed from the memory-mapped archive with schema IDs
-//! rewritten in place where they changed, then consumer-group offsets translated to the target's
-//! offsets. Pre-flight checks come before any write; a plan is printed (and is all a dry run
+//! `kar restore`: topics (and a transaction tried on them), then schemas (original IDs in IMPORT
+//! mode, or new IDs with a source → target mapping), then records streamed from the memory-mapped
+//! archive with schema IDs rewritten in place where they changed, then consumer-group offsets
+//! translated to the target's offsets. Pre-flight checks come before any write; a plan is printed (and is all a dry run
 //! does). Records go in Kafka transactions that commit the restore's progress with them, so a
 //! killed restore continues without duplicates and two restores of one partition fence each other;
 //! the schema phase keeps its progress in a state file.
@@ -517,9 +517,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         state_file: state_path.clone(),
         progress_group: progress.name().to_string(),
     };
-    if !opts.dry_run {
-        probe_transactions(opts, &jobs)?;
-    }
     if opts.dry_run {
         return Ok(RestoreReport {
             plan,
@@ -535,11 +532,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         });
     }
 
-    // From here on, writes.
+    // From here on, writes. Topics first: with them in place, a transaction like the records'
+    // is tried (and aborted) before any schema is registered.
     let state = match prior_state {
         Some(s) => s,
         None => State::open(&state_path, &fingerprint(opts, &archive))?,
     };
+    for tp in topic_plans.iter().filter(|t| t.action == "create") {
+        let configs = topics_doc
+            .iter()
+            .find(|t| t.name == tp.source)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
+        target.create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
+    }
+    probe_transactions(opts, &jobs, &progress)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "topics created, transactions tried");
     let mut taken = Vec::new();
     if let (Some(c), Some(s)) = (&client, &snap) {
         let sr = SchemaRestore {
@@ -562,16 +570,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .collect();
     let ids = IdMap::new(id_map.clone(), known);
 
-    for tp in topic_plans.iter().filter(|t| t.action == "create") {
-        let configs = topics_doc
-            .iter()
-            .find(|t| t.name == tp.source)
-            .map(|t| t.configs.clone())
-            .unwrap_or_default();
-        target.create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
-    }
-
-    tracing::debug!(elapsed = ?started.elapsed(), "schemas restored, topics created");
+    tracing::debug!(elapsed = ?started.elapsed(), "schemas restored");
     let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
     let pairs: Vec<(u32, u32)> = ids.pairs().collect();
     let shared = Shared {
@@ -768,30 +767,41 @@ fn run_partitions(
     Ok(out)
 }
 
-/// The last pre-flight check: the target takes transactions for the first partition to restore
-/// (a cluster whose transaction log cannot be created, or a principal without WRITE on the
-/// transactional ID, is found before any schema or topic is written). Taking the partition also
-/// fences an older restore of it, which the restore would do moments later anyway.
-fn probe_transactions(opts: &RestoreOptions, jobs: &[PartitionJob]) -> Result<(), RestoreError> {
+/// Before any schema or record is written (the topics exist by now), a transaction like the
+/// records' is tried on the first partition to restore and aborted: taking its transactional ID,
+/// adding the progress commit for the progress group. A cluster without a usable transaction log,
+/// or a principal without the ACLs, is found here. Taking the partition fences an older restore
+/// of it, which the restore would do moments later anyway; the aborted transaction leaves nothing
+/// in the partition and no progress.
+fn probe_transactions(
+    opts: &RestoreOptions,
+    jobs: &[PartitionJob],
+    progress: &ProgressGroup,
+) -> Result<(), RestoreError> {
     let Some(j) = jobs.first() else {
         return Ok(());
     };
     let id = progress::transactional_id(&j.target_topic, j.partition);
-    match crate::kafka::txn::PartitionWriter::open(
+    let tried = crate::kafka::txn::PartitionWriter::open(
         &opts.kafka,
         &id,
         &j.target_topic,
         j.partition,
         std::time::Duration::from_secs(30),
-    ) {
-        Ok(w) => {
-            crate::kafka::closing::close_in_background(w);
-            Ok(())
-        }
-        Err(e) => Err(RestoreError::Refused(format!(
-            "the target cluster does not take the transactions a restore writes with ({e}); nothing was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.* and READ on the group kar-restore.*"
-        ))),
-    }
+    )
+    .and_then(|w| {
+        let r = w
+            .begin()
+            .and_then(|()| w.try_progress(progress, j.start.max(0)))
+            .and_then(|()| w.abort());
+        crate::kafka::closing::close_in_background(w);
+        r
+    });
+    tried.map_err(|e| {
+        RestoreError::Refused(format!(
+            "the target cluster does not take the transactions a restore writes with ({e}); no schema or record was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.*, READ on the group kar-restore.*, and READ (besides CREATE, WRITE, DESCRIBE) on the target topics"
+        ))
+    })
 }
 
 /// For each partition, the indexes of the records that archived consumer-group offsets point at
