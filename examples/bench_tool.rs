@@ -248,17 +248,7 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
             handles.push(scope.spawn(move || -> Result<()> {
                 // kar's restore settings, without the transactions: the baseline is the
                 // cheapest way to put the records in, and the ratio shows what exactly-once costs.
-                let producer: BaseProducer = conn
-                    .client_config()
-                    .set("enable.idempotence", "true")
-                    .set("acks", "all")
-                    .set("max.in.flight.requests.per.connection", "5")
-                    .set("linger.ms", "10")
-                    .set("batch.size", "1000000")
-                    .set("message.max.bytes", "16777216")
-                    .set("queue.buffering.max.kbytes", "32768")
-                    .set("message.timeout.ms", "300000")
-                    .create()?;
+                let producer: BaseProducer = kar::kafka::txn::producer_config(conn).create()?;
                 for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
                     let mut headers = OwnedHeaders::new_with_capacity(hs.len());
                     for (hk, hv) in hs {

@@ -484,6 +484,24 @@ async fn the_snapshot_ignores_records_produced_after_it_started() {
     );
 }
 
+/// SIGKILLs a running backup once its file holds `bytes`.
+fn kill_when_file_reaches(child: &mut std::process::Child, out: &std::path::Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < bytes {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before it could be killed"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "backup did not write {bytes} bytes in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
     let topic = common::unique("killed");
@@ -513,17 +531,7 @@ async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 12_000 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "backup finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "backup wrote nothing in 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_file_reaches(&mut child, &out, 12_000);
 
     let repaired = dir.path().join("r.kar");
     let r = kar::archive::repair::repair(&out, &repaired, Default::default()).unwrap();
@@ -582,17 +590,7 @@ async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_com
         .unwrap();
     // Both partitions start together; partition 1's one chunk is long written once partition 0
     // has put this much on disk.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 60_000 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "backup finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "backup wrote too little in 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when_file_reaches(&mut child, &out, 60_000);
 
     let repaired = dir.path().join("r.kar");
     let r = kar::archive::repair::repair(&out, &repaired, Default::default()).unwrap();

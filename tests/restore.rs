@@ -802,6 +802,21 @@ async fn topics_come_back_with_configs_renamed_cut_at_a_time_and_groups_translat
     );
 }
 
+/// `topic` made with `partitions` and filled with `count` records (`pad` bytes of padding), then
+/// backed up (no registry, no groups of its own) into a new folder: the folder and the archive.
+async fn filled_archive(
+    topic: &str,
+    partitions: i32,
+    count: i64,
+    pad: usize,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    common::create_topic(topic, partitions, &[]).await;
+    common::fill(topic, partitions, count, pad).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), topic, None).await;
+    (dir, archive)
+}
+
 /// Sends `signal` (a name `kill` knows: STOP, CONT, INT) to a process.
 fn signal(pid: u32, signal: &str) {
     assert!(
@@ -1042,10 +1057,7 @@ async fn a_run_killed_while_committing_its_progress_does_not_hold_up_the_next() 
 
     let p = common::unique("pending");
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 1, &[]).await;
-    common::fill(&topic, 1, 2_000, 50).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 1, 2_000, 50).await;
     let restored = format!("{p}-restored");
     common::create_topic(&restored, 1, &[]).await;
     let group = format!(
@@ -1109,10 +1121,7 @@ async fn a_run_killed_while_committing_its_progress_does_not_hold_up_the_next() 
 async fn two_restores_at_once_commit_every_record_once() {
     let p = common::unique("twice");
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 2, &[]).await;
-    common::fill(&topic, 2, 60_000, 500).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 2, 60_000, 500).await;
     let restored = format!("{p}-restored");
     let states = [dir.path().join("a"), dir.path().join("b")];
     let runs: Vec<std::process::Child> = states
@@ -1184,10 +1193,7 @@ async fn two_restores_at_once_commit_every_record_once() {
 async fn a_frozen_restore_is_fenced_by_the_next_run_and_writes_nothing_after_waking() {
     let p = common::unique("zombie");
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 2, &[]).await;
-    common::fill(&topic, 2, 100_000, 200).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 2, 100_000, 200).await;
     let restored = format!("{p}-restored");
     let states = [dir.path().join("a"), dir.path().join("b")];
     for s in &states {
@@ -1514,10 +1520,7 @@ async fn existing_subjects_are_skipped_or_overwritten_as_asked() {
 async fn ctrl_c_stops_a_restore_that_the_same_command_then_completes() {
     let p = common::unique("intr");
     let topic = format!("{p}-big");
-    common::create_topic(&topic, 1, &[]).await;
-    common::fill(&topic, 1, 80_000, 200).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 1, 80_000, 200).await;
     let restored = format!("{p}-restored");
     let cmd = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
@@ -1704,11 +1707,8 @@ async fn a_registry_that_refuses_import_stops_a_kept_ids_restore_before_any_writ
 async fn chunks_go_to_the_file_in_order_and_a_hole_is_refused_naming_its_offsets() {
     let p = common::unique("hole");
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 2, &[]).await;
-    common::fill(&topic, 2, 6_000, 200).await;
-    let dir = tempfile::tempdir().unwrap();
     // zstd on two threads finishes chunks out of order; the file must not be.
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 2, 6_000, 200).await;
     let a = Archive::open(&archive).unwrap();
     for part in 0..2 {
         let chunks = a.chunks_of(&topic, part).unwrap();
@@ -1771,10 +1771,7 @@ async fn chunks_go_to_the_file_in_order_and_a_hole_is_refused_naming_its_offsets
 async fn bad_maps_patterns_and_a_busy_state_file_are_refused_before_any_write_and_named() {
     let p = common::unique("args");
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 1, &[]).await;
-    common::fill(&topic, 1, 20, 10).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 1, 20, 10).await;
     let state = dir.path().join("state");
     let (t, pp) = (topic.clone(), p.clone());
     tokio::task::spawn_blocking(move || checks(&archive, &t, &pp, &state))
@@ -1839,10 +1836,7 @@ async fn a_restore_needs_the_acls_readme_lists_and_names_the_missing_one() {
     let p = common::unique("acl");
     assert!(p.starts_with("kt-acl-"), "the ACLs cover kt-acl-*: {p}");
     let topic = format!("{p}-src");
-    common::create_topic(&topic, 2, &[]).await;
-    common::fill(&topic, 2, 2_000, 50).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
+    let (dir, archive) = filled_archive(&topic, 2, 2_000, 50).await;
     let restored = format!("{p}-restored");
     let as_user = |user: &str| {
         let mut c = KafkaConnection::plaintext(common::sasl_bootstrap());

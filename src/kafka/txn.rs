@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use thiserror::Error;
 
@@ -117,6 +117,24 @@ pub struct PartitionWriter {
     txn_id: String,
 }
 
+/// A restore's producer settings but the transactions (which [`PartitionWriter`] adds): also the
+/// bench baseline's, so that it measures the same producer without them.
+pub fn producer_config(conn: &KafkaConnection) -> ClientConfig {
+    let mut c = conn.client_config();
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "10")
+        .set("batch.size", "1000000")
+        .set("message.max.bytes", "16777216")
+        // A small queue, so that a transaction's age (checked as chunks are queued) is close to
+        // what has been delivered: 32 MiB drains within the timeout down to ~110 KB/s.
+        .set("queue.buffering.max.kbytes", "32768")
+        // At most the transaction timeout.
+        .set("message.timeout.ms", "300000");
+    c
+}
+
 fn is_fencing(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -143,20 +161,9 @@ impl PartitionWriter {
             what: what.to_string(),
             detail,
         };
-        let producer: BaseProducer<Deliveries> = conn
-            .client_config()
+        let producer: BaseProducer<Deliveries> = producer_config(conn)
             .set("transactional.id", txn_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("linger.ms", "10")
-            .set("batch.size", "1000000")
-            .set("message.max.bytes", "16777216")
-            // A small queue, so that a transaction's age (checked as chunks are queued) is close
-            // to what has been delivered: 32 MiB drains within the timeout down to ~110 KB/s.
-            .set("queue.buffering.max.kbytes", "32768")
             .set("transaction.timeout.ms", "300000")
-            .set("message.timeout.ms", "300000")
             .create_with_context(Deliveries::new())
             .map_err(|e| failed("creating a transactional producer", e.to_string()))?;
         let w = PartitionWriter {
