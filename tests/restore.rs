@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::archive::{Rec, read_records};
 use crate::common::{self, Registry, consume_all, producer, send};
 
-fn rec(
+pub(crate) fn rec(
     ts: i64,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
@@ -40,12 +40,12 @@ fn rec(
     }
 }
 
-fn wire_value(id: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn wire_value(id: u32, payload: &[u8]) -> Vec<u8> {
     [&wire::header(id)[..], payload].concat()
 }
 
 /// Backs up `topics` and the source registry's subjects under `prefix` into a new archive.
-async fn backup_to(
+pub(crate) async fn backup_to(
     dir: &std::path::Path,
     topics: &str,
     prefix: Option<&str>,
@@ -75,7 +75,7 @@ async fn backup_to(
 
 /// A restore of `archive` into the local broker with `topic` renamed to `to` and its state in
 /// `state`; with `ids`, schemas go to the target registry with those ID semantics.
-fn restore_to(
+pub(crate) fn restore_to(
     archive: &std::path::Path,
     topic: &str,
     to: &str,
@@ -93,7 +93,7 @@ fn restore_to(
     o
 }
 
-async fn run_restore(o: RestoreOptions) -> kar::restore::RestoreReport {
+pub(crate) async fn run_restore(o: RestoreOptions) -> kar::restore::RestoreReport {
     tokio::task::spawn_blocking(move || restore(&o))
         .await
         .unwrap()
@@ -281,27 +281,29 @@ async fn the_drill_with_kept_ids_reproduces_ids_versions_configs_and_modes() {
     let target = Registry::target();
     // Source schemas with explicit IDs no other test uses, so they are free on the target, as
     // in a restore to an empty registry.
-    let base_id = common::unique_id() as u32;
+    // (Apart from each other: a registry gives a schema registered without an ID the highest
+    // ID + 1, so other tests' schemas land right after any of ours.)
+    let ids: Vec<u32> = (0..3).map(|_| common::unique_id() as u32).collect();
     let money = format!("{p}-money-value");
     let orders = format!("{p}-orders-value");
     for (subject, id, version, schema, refs) in [
         (
             &money,
-            base_id,
+            ids[0],
             1,
             r#"{"type":"record","name":"M","namespace":"kar.k","fields":[{"name":"u","type":"long"}]}"#,
             json!([]),
         ),
         (
             &money,
-            base_id + 1,
+            ids[1],
             2,
             r#"{"type":"record","name":"M","namespace":"kar.k","fields":[{"name":"u","type":"long"},{"name":"c","type":"string","default":"EUR"}]}"#,
             json!([]),
         ),
         (
             &orders,
-            base_id + 2,
+            ids[2],
             1,
             r#"{"type":"record","name":"O","namespace":"kar.k","fields":[{"name":"t","type":"kar.k.M"}]}"#,
             json!([{"name": "kar.k.M", "subject": money, "version": 2}]),
@@ -349,7 +351,7 @@ async fn the_drill_with_kept_ids_reproduces_ids_versions_configs_and_modes() {
         &producer(&[]),
         &topic,
         0,
-        &rec(1, None, Some(wire_value(base_id + 2, b"x")), &[]),
+        &rec(1, None, Some(wire_value(ids[2], b"x")), &[]),
     );
     let dir = tempfile::tempdir().unwrap();
     let archive = backup_to(dir.path(), &topic, Some(&p)).await;

@@ -13,5 +13,6 @@ mod registry;
 mod repair;
 mod restore;
 mod services;
+mod standby;
 mod vectors;
 mod verify;

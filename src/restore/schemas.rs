@@ -155,31 +155,41 @@ impl SchemaRestore<'_> {
         Ok(out)
     }
 
-    /// Checks that the target accepts IMPORT mode on each subject, putting every mode back.
+    /// Checks that the target accepts IMPORT mode on each subject, putting every mode back: the
+    /// target ends as it was (see [`Self::import_mode`] for why forced).
     pub async fn probe_import(&self) -> Result<(), RestoreError> {
         let subjects: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
         for s in subjects {
-            let before: Option<Value> = self
-                .client
-                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(s)))
-                .await?;
-            let set = self
-                .client
-                .request::<Value>(
-                    Method::PUT,
-                    &format!("/mode/{}", enc(s)),
-                    Some(&json!({"mode": "IMPORT"})),
-                )
-                .await;
-            if let Err(e) = set {
-                return Err(RestoreError::Refused(format!(
-                    "the target registry refuses IMPORT mode on subject {s} ({e}); keeping schema IDs needs a registry that allows mode changes (Confluent: mode.mutability=true), or restore with --schema-ids rewrite"
-                )));
-            }
-            self.put_back_mode(s, before.as_ref().and_then(|b| b["mode"].as_str()))
-                .await?;
+            let before = self.own_mode(s).await?;
+            self.import_mode(s).await?;
+            self.put_back_mode(s, before.as_deref()).await?;
         }
         Ok(())
+    }
+
+    /// The subject's own mode on the target, if it has one.
+    async fn own_mode(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        let m: Option<Value> = self
+            .client
+            .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(subject)))
+            .await?;
+        Ok(m.and_then(|b| b["mode"].as_str().map(str::to_string)))
+    }
+
+    /// Puts the subject in IMPORT mode, forced: Confluent (`KafkaSchemaRegistry.setMode`) and
+    /// AxonOps refuse IMPORT on a subject with live versions unless `force=true`, and Confluent,
+    /// unforced, clears the versions of a subject whose versions are all soft-deleted. Forced,
+    /// neither happens; an ID the subject's versions hold is still refused at registration.
+    async fn import_mode(&self, subject: &str) -> Result<(), RestoreError> {
+        self.client
+            .request::<Value>(
+                Method::PUT,
+                &format!("/mode/{}?force=true", enc(subject)),
+                Some(&json!({"mode": "IMPORT"})),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| import_refused(subject, &e))
     }
 
     async fn put_back_mode(&self, subject: &str, mode: Option<&str>) -> Result<(), RegistryError> {
@@ -290,21 +300,8 @@ impl SchemaRestore<'_> {
                         .await?;
                 }
                 if self.ids == SchemaIds::Keep && !skipped.contains(subject) {
-                    let before: Option<Value> = self
-                        .client
-                        .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(subject)))
-                        .await?;
-                    modes_before.insert(
-                        subject.to_string(),
-                        before.and_then(|b| b["mode"].as_str().map(str::to_string)),
-                    );
-                    self.client
-                        .request::<Value>(
-                            Method::PUT,
-                            &format!("/mode/{}", enc(subject)),
-                            Some(&json!({"mode": "IMPORT"})),
-                        )
-                        .await?;
+                    modes_before.insert(subject.to_string(), self.own_mode(subject).await?);
+                    self.import_mode(subject).await?;
                 }
             }
             let body = self.body(v, &versions);
@@ -447,4 +444,21 @@ impl SchemaRestore<'_> {
         }
         Ok(())
     }
+}
+
+/// Why the target refused IMPORT mode on a subject, in words that name the cause: mode changes
+/// disabled (Confluent's `mode.mutability=false`: "Mode changes are not allowed"), or a registry
+/// that refuses IMPORT on a subject with versions even when forced (one that ignores `force`).
+fn import_refused(subject: &str, e: &RegistryError) -> RestoreError {
+    let text = e.to_string();
+    let cause = if text.contains("not allowed") {
+        "it does not allow mode changes (Confluent: mode.mutability=false)"
+    } else if text.contains("existing subjects") {
+        "it refuses IMPORT on a subject that has versions even when forced (force=true), which Confluent and AxonOps accept"
+    } else {
+        "its answer is below"
+    };
+    RestoreError::Refused(format!(
+        "the target registry refuses IMPORT mode on subject {subject}: {cause} ({e}); keeping schema IDs needs IMPORT mode, or restore with --schema-ids rewrite"
+    ))
 }
