@@ -219,3 +219,110 @@ async fn the_import_probe_leaves_every_subject_as_it_was() {
     probe.probe_import().await.unwrap();
     assert_eq!(subject_state(&target, &subject).await, before);
 }
+
+fn kar(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A registry-only archive (`kar backup --registry` without `--bootstrap`) restores with no Kafka
+/// at all; an archive with records does too with `--registry-only` (an unreachable broker given
+/// shows Kafka is not touched), and without it is refused, naming both ways.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_only_archive_restores_without_kafka() {
+    let p = common::unique("regonly");
+    let (source, target) = (Registry::source(), Registry::target());
+    let (id1, id2) = (common::unique_id() as u32, common::unique_id() as u32);
+    let (s1, s2) = (format!("{p}-a-value"), format!("{p}-b-value"));
+    import(&source, &s1, id1, 1, V1).await;
+    import(&source, &s2, id2, 1, V2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("registry.kar");
+    let subjects = format!("{p}-.*");
+    let out = kar(&[
+        "backup",
+        "--registry",
+        &common::source_registry(),
+        "--subjects",
+        &subjects,
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            archive.to_str().unwrap(),
+            "--schema-ids",
+            "keep",
+            "--state",
+            dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        kar(&args)
+    };
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--registry"));
+    let out = restore(&["--registry", &common::target_registry()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (subject, id) in [(&s1, id1), (&s2, id2)] {
+        let v = target.get(&format!("/subjects/{subject}/versions/1")).await;
+        assert_eq!(v["id"], json!(id), "{subject}");
+    }
+
+    // An archive with records: refused without Kafka, unless --registry-only.
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    send(
+        &producer(&[]),
+        &topic,
+        0,
+        &rec(1, None, Some(wire_value(id1, b"x")), &[]),
+    );
+    let with_records = tempfile::tempdir().unwrap();
+    let archive = backup_to(with_records.path(), &topic, Some(&p)).await;
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "restore".to_string(),
+            archive.to_str().unwrap().to_string(),
+            "--registry".into(),
+            common::target_registry(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kar"))
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    let out = run(args(&[]));
+    assert_eq!(out.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("1 records of 1 topic")
+            && why.contains("--bootstrap")
+            && why.contains("--registry-only"),
+        "{why}"
+    );
+    let out = run(args(&["--registry-only", "--bootstrap", "127.0.0.1:1"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

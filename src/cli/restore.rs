@@ -50,6 +50,10 @@ pub struct RestoreArgs {
     /// Allow adding records to target topics that already hold some
     #[arg(long)]
     pub append: bool,
+    /// Restore the archive's Schema Registry snapshot alone, without Kafka (what happens anyway
+    /// to an archive without topics when no --bootstrap is given)
+    #[arg(long)]
+    pub registry_only: bool,
     /// Folder for the restore's state file [default: next to the archive]
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
@@ -174,6 +178,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     o.append = a.append;
     o.force = a.force;
     o.allow_gaps = a.allow_gaps;
+    o.registry_only = a.registry_only;
     o.verify = a.verify;
     o.cancel = cancel;
     o.progress = !a.json;
@@ -243,10 +248,9 @@ fn print_plan(p: &RestorePlan) {
         println!("\nconsumer groups: {}", p.groups.join(", "));
     }
     println!("\nstate file: {}", p.state_file.display());
-    println!(
-        "progress:   consumer group {} on the target",
-        p.progress_group
-    );
+    if let Some(g) = &p.progress_group {
+        println!("progress:   consumer group {g} on the target");
+    }
 }
 
 fn print_summary(r: &RestoreReport) {

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::state::State;
-use super::{RestoreError, SchemaIds, SchemaPolicy};
-use crate::registry::client::{RegistryClient, RegistryError, path_segment as enc};
+use super::{RestoreError, RestoreOptions, SchemaIds, SchemaPolicy, block};
+use crate::archive::Archive;
+use crate::registry::client::{
+    RegistryClient, RegistryError, RegistrySettings, path_segment as enc,
+};
 use crate::registry::snapshot::{RegistrySnapshot, VersionState};
 
 /// What will happen, or happened, to one schema version.
@@ -444,6 +447,104 @@ impl SchemaRestore<'_> {
         }
         Ok(())
     }
+}
+
+/// The schema side of a restore, planned: a client of the target registry, the archived schema
+/// texts, and what will happen to each version.
+pub struct SchemaPlan {
+    client: Arc<RegistryClient>,
+    /// Content ID (hex) → schema text.
+    texts: BTreeMap<String, String>,
+    pub actions: Vec<SchemaAction>,
+    target_was_empty: bool,
+}
+
+impl SchemaPlan {
+    /// Everything before a schema is written: the registry answers, the stored order is complete
+    /// (or `--force`), with kept IDs no archived ID is taken by another schema, the plan; last,
+    /// with kept IDs, that IMPORT mode is taken (tried and put back).
+    pub fn prepare(
+        opts: &RestoreOptions,
+        settings: &RegistrySettings,
+        archive: &Archive,
+        snap: &RegistrySnapshot,
+        done: &BTreeMap<(String, i32), i32>,
+    ) -> Result<SchemaPlan, RestoreError> {
+        if !snap.order_complete && !opts.force {
+            return Err(RestoreError::Refused(format!(
+                "the archive's schema restore order is incomplete ({}); restore with --force to register what can be ordered",
+                snap.order_problems.join("; ")
+            )));
+        }
+        let client = Arc::new(RegistryClient::new(settings)?);
+        let texts = texts(archive, snap)?;
+        let sr = SchemaRestore {
+            client: client.clone(),
+            snap,
+            texts: &texts,
+            ids: opts.schema_ids,
+            policy: opts.schemas,
+        };
+        let target_was_empty = block(async {
+            Ok::<_, RestoreError>(client.get_list::<String>("/subjects").await?.is_empty())
+        })?;
+        let keep = opts.schema_ids == SchemaIds::Keep;
+        if keep && opts.schemas != SchemaPolicy::Overwrite && done.is_empty() {
+            let clashes = block(sr.clashes())?;
+            if !clashes.is_empty() {
+                return Err(RestoreError::Refused(format!(
+                    "schema IDs clash on the target; nothing was written:\n  {}",
+                    clashes.join("\n  ")
+                )));
+            }
+        }
+        let actions = block(sr.plan(done))?;
+        if keep && !opts.dry_run && done.is_empty() {
+            block(sr.probe_import())?;
+        }
+        Ok(SchemaPlan {
+            client,
+            texts,
+            actions,
+            target_was_empty,
+        })
+    }
+
+    /// Registers what the plan says, then configs, modes and soft deletions.
+    pub fn run(
+        &self,
+        opts: &RestoreOptions,
+        snap: &RegistrySnapshot,
+        state: &State,
+    ) -> Result<Vec<SchemaAction>, RestoreError> {
+        let sr = SchemaRestore {
+            client: self.client.clone(),
+            snap,
+            texts: &self.texts,
+            ids: opts.schema_ids,
+            policy: opts.schemas,
+        };
+        block(sr.run(state, self.target_was_empty))
+    }
+}
+
+/// Every archived schema text, by content ID.
+fn texts(
+    archive: &Archive,
+    snap: &RegistrySnapshot,
+) -> Result<BTreeMap<String, String>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for v in snap.subjects.iter().flat_map(|st| &st.versions) {
+        let id = crate::format::parse_hex(&v.schema).ok_or_else(|| {
+            RestoreError::Invalid(format!(
+                "the archive's schema-registry document names schema content {:?}, not a content ID",
+                v.schema
+            ))
+        })?;
+        let text = String::from_utf8_lossy(&archive.read_content(&id)?).into_owned();
+        out.insert(v.schema.clone(), text);
+    }
+    Ok(out)
 }
 
 /// Why the target refused IMPORT mode on a subject, in words that name the cause: mode changes

@@ -1,0 +1,624 @@
+//! The Kafka side of a restore: which archived partitions go to which target partitions and what
+//! the target already holds (planned before any write), then the topics, the records and the
+//! consumer-group offsets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::progress::{self, Progress, ids_tag, progress_group};
+use super::records::{self, PartitionJob, PartitionOutcome, Shared};
+use super::rewrite::IdMap;
+use super::{GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicPlan, anchored, doc};
+use crate::archive::Archive;
+use crate::archive::coverage;
+use crate::archive::verify;
+use crate::format::hex;
+use crate::kafka::sink::Target;
+use crate::kafka::source::{GroupOffsets, TopicInfo};
+use crate::kafka::txn::{PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
+
+/// What a restore will do on the Kafka side, and the clients it does it with.
+pub struct KafkaPlan {
+    target: Target,
+    topics_doc: Vec<TopicInfo>,
+    pub topics: Vec<TopicPlan>,
+    jobs: Vec<PartitionJob>,
+    progress: ProgressGroup,
+    /// The archived consumer groups to restore (`--groups`).
+    pub groups: Vec<GroupOffsets>,
+}
+
+/// What the Kafka side of a restore did.
+#[derive(Debug, Default)]
+pub struct KafkaOutcome {
+    pub partitions: Vec<PartitionOutcome>,
+    pub groups: Vec<GroupOutcome>,
+    /// The record phase alone.
+    pub records_seconds: f64,
+}
+
+impl KafkaPlan {
+    /// Everything read-only: the target answers, the topics and partitions to restore, their
+    /// chunks check out, the target partitions hold nothing they should not, the progress of
+    /// earlier runs.
+    pub fn prepare(opts: &RestoreOptions, archive: &Archive) -> Result<KafkaPlan, RestoreError> {
+        opts.kafka.validate().map_err(RestoreError::Invalid)?;
+        let target = Target::connect(&opts.kafka)?;
+        check_map(opts, archive)?;
+        let topics_doc: Vec<TopicInfo> = doc::<TopicsDoc>(archive, "kafka-topics")?
+            .map(|d| d.topics)
+            .unwrap_or_default();
+        let (mut topics, mut jobs) = plan_topics(opts, archive, &target, &topics_doc)?;
+        check_partitions(opts, archive, &jobs)?;
+        let groups_doc = restorable_groups(
+            doc::<GroupsDoc>(archive, "consumer-groups")?
+                .map(|d| d.groups)
+                .unwrap_or_default(),
+        );
+        wanted_offsets(archive, &groups_doc, &mut jobs)?;
+        let progress = ProgressGroup::new(&opts.kafka, &progress_group(&hex(&archive.root())))?;
+        // Planning reads what is committed now; each partition's own read, once its
+        // transactional ID is taken, waits for whatever was in flight.
+        let prior = read_progress(&progress, &jobs, Read::Now)?;
+        for tp in topics.iter_mut() {
+            tp.restored = jobs
+                .iter()
+                .zip(&prior)
+                .filter(|(j, _)| j.target_topic == tp.target)
+                .filter_map(|(_, p)| p.as_ref().map(|(_, p)| p.records))
+                .sum();
+        }
+        check_targets(opts, &target, &topics, &mut jobs, &prior)?;
+        let group_re = match &opts.groups {
+            Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
+            None => None,
+        };
+        let groups = groups_doc
+            .into_iter()
+            .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(&g.group)))
+            .collect();
+        Ok(KafkaPlan {
+            target,
+            topics_doc,
+            topics,
+            jobs,
+            progress,
+            groups,
+        })
+    }
+
+    pub fn progress_group(&self) -> &str {
+        self.progress.name()
+    }
+
+    /// Creates the topics the target lacks, then tries a transaction like the records' (see
+    /// [`probe_transactions`]).
+    pub fn create_topics_and_probe(&self, opts: &RestoreOptions) -> Result<(), RestoreError> {
+        for tp in self.topics.iter().filter(|t| t.action == "create") {
+            let configs = self
+                .topics_doc
+                .iter()
+                .find(|t| t.name == tp.source)
+                .map(|t| t.configs.clone())
+                .unwrap_or_default();
+            self.target
+                .create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
+        }
+        probe_transactions(opts, &self.jobs, &self.progress)
+    }
+
+    /// The records, then, if every partition is whole, the consumer groups' offsets.
+    pub fn run(
+        &self,
+        opts: &RestoreOptions,
+        archive: &Archive,
+        ids: &IdMap,
+        rewrite: bool,
+    ) -> Result<KafkaOutcome, RestoreError> {
+        let pairs: Vec<(u32, u32)> = ids.pairs().collect();
+        let shared = Shared {
+            archive,
+            conn: &opts.kafka,
+            target: &self.target,
+            progress: &self.progress,
+            ids,
+            rewrite,
+            ids_tag: ids_tag(rewrite.then_some(&pairs[..])),
+            append: opts.append,
+            txn_bytes: opts.transaction_bytes.max(1),
+            cancel: &opts.cancel,
+        };
+        let started = Instant::now();
+        let mut partitions = run_partitions(opts, &shared, self.jobs.clone())?;
+        not_started(&self.jobs, &mut partitions);
+        let records_seconds = started.elapsed().as_secs_f64();
+        // Group offsets are read from the committed progress, whichever run (or restore) wrote
+        // the records.
+        let mut groups = Vec::new();
+        if partitions.iter().all(|o| o.error.is_none()) {
+            let done = read_progress(&self.progress, &self.jobs, Read::Stable)?;
+            for g in &self.groups {
+                groups.push(restore_group(&self.target, g, &self.jobs, &done)?);
+            }
+        }
+        Ok(KafkaOutcome {
+            partitions,
+            groups,
+            records_seconds,
+        })
+    }
+
+    /// Closes the clients off the critical path.
+    pub fn close(self) {
+        crate::kafka::closing::close_in_background(self.target);
+        crate::kafka::closing::close_in_background(self.progress);
+    }
+}
+
+/// The archived topics to restore (`--topics`), each with its target (`--map`) and whether the
+/// target has it, and one job per partition.
+fn plan_topics(
+    opts: &RestoreOptions,
+    archive: &Archive,
+    target: &Target,
+    topics_doc: &[TopicInfo],
+) -> Result<(Vec<TopicPlan>, Vec<PartitionJob>), RestoreError> {
+    let inc = anchored(&opts.topics, "--topics")?;
+    let chosen: Vec<String> = archive
+        .manifest()
+        .topics
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|t| inc.is_empty() || inc.iter().any(|r| r.is_match(t)))
+        .collect();
+    if !opts.topics.is_empty() && chosen.is_empty() {
+        return Err(RestoreError::Invalid(format!(
+            "no topic in the archive matches {}",
+            opts.topics.join(", ")
+        )));
+    }
+    let existing = target.topics()?;
+    let brokers = target.broker_count()?.max(1) as i32;
+    let mut plans = Vec::new();
+    let mut jobs = Vec::new();
+    for src in &chosen {
+        let dst = opts.map.get(src).cloned().unwrap_or_else(|| src.clone());
+        let info = topics_doc.iter().find(|t| &t.name == src);
+        let entry = archive
+            .manifest()
+            .topics
+            .iter()
+            .find(|t| &t.name == src)
+            .expect("chosen from the manifest");
+        let partitions = info.map_or(entry.partitions.len() as i32, |i| i.partitions);
+        let rf_wanted = info.map_or(1, |i| i.replication_factor.max(1));
+        let mut warnings = Vec::new();
+        let rf = if rf_wanted > brokers {
+            warnings.push(format!(
+                "replication factor {rf_wanted} capped at {brokers}, the number of brokers"
+            ));
+            brokers
+        } else {
+            rf_wanted
+        };
+        let mut records = 0;
+        for p in &entry.partitions {
+            let n = records::planned_records(archive, src, p.partition, opts.until)?;
+            records += n;
+            jobs.push(PartitionJob {
+                source_topic: src.clone(),
+                target_topic: dst.clone(),
+                partition: p.partition,
+                records: n,
+                group_offsets: BTreeMap::new(),
+                wanted: BTreeSet::new(),
+                start: 0,
+            });
+        }
+        let action = match existing.get(&dst) {
+            Some(t) if t.partitions < partitions => {
+                return Err(RestoreError::Refused(format!(
+                    "target topic {dst} has {} partitions, the archive needs {partitions}: restore to another name with --map {src}=NEW",
+                    t.partitions
+                )));
+            }
+            Some(_) => "exists",
+            None => "create",
+        };
+        plans.push(TopicPlan {
+            source: src.clone(),
+            target: dst,
+            action: action.into(),
+            partitions,
+            replication_factor: rf,
+            records,
+            restored: 0,
+            warnings,
+        });
+    }
+    Ok((plans, jobs))
+}
+
+#[derive(serde::Deserialize)]
+struct TopicsDoc {
+    topics: Vec<TopicInfo>,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupsDoc {
+    groups: Vec<GroupOffsets>,
+}
+
+/// Kafka's rule for topic names: 1 to 249 characters from `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn check_topic_name(name: &str, what: &str) -> Result<(), RestoreError> {
+    let legal = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 249 || !legal || name == "." || name == ".." {
+        return Err(RestoreError::Invalid(format!(
+            "{what} {name:?} is not a valid Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every `--map` source must be a topic of the archive, every target a valid topic name.
+fn check_map(opts: &RestoreOptions, archive: &Archive) -> Result<(), RestoreError> {
+    for (src, dst) in &opts.map {
+        if archive.manifest().topics.iter().all(|t| &t.name != src) {
+            return Err(RestoreError::Invalid(format!(
+                "--map {src}={dst}: the archive has no topic {src:?}"
+            )));
+        }
+        check_topic_name(dst, &format!("--map {src}={dst}: target"))?;
+    }
+    Ok(())
+}
+
+/// Pre-flight over the partitions to restore: none may have a hole in its offsets (unless
+/// `allow_gaps`), and, unless asked for less, every chunk to restore must check out in full.
+fn check_partitions(
+    opts: &RestoreOptions,
+    archive: &Archive,
+    jobs: &[PartitionJob],
+) -> Result<(), RestoreError> {
+    let mut chunks = Vec::new();
+    let mut holes = Vec::new();
+    for j in jobs {
+        let mine = archive.chunks_of(&j.source_topic, j.partition)?;
+        let entry = archive.manifest().partition(&j.source_topic, j.partition);
+        let cov = coverage::check(
+            mine.iter().map(|c| c.covers_from..c.covers_to),
+            entry.and_then(|e| e.start_offset),
+            entry.and_then(|e| e.end_offset),
+            entry.is_some_and(|e| e.complete),
+        );
+        if !cov.overlaps.is_empty() {
+            return Err(RestoreError::Refused(format!(
+                "{}/{}: chunks of the archive claim the same offsets ({}); run `kar verify`",
+                j.source_topic,
+                j.partition,
+                coverage::describe(&cov.overlaps)
+            )));
+        }
+        if !cov.holes.is_empty() {
+            holes.push(format!(
+                "{}/{}: offsets {}",
+                j.source_topic,
+                j.partition,
+                coverage::describe(&cov.holes)
+            ));
+        }
+        chunks.extend(mine);
+    }
+    if !holes.is_empty() && !opts.allow_gaps {
+        return Err(RestoreError::Refused(format!(
+            "records are missing from the archive, so these partitions would be restored with holes; nothing was written:\n  {}\nrestore them anyway with --allow-gaps, or leave them out with --topics",
+            holes.join("\n  ")
+        )));
+    }
+    for h in &holes {
+        tracing::warn!("restoring around a hole: {h}");
+    }
+    if opts.verify == PreflightCheck::Full {
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let problems = verify::check_chunks(archive, &chunks, threads);
+        if let Some(first) = problems.first() {
+            return Err(RestoreError::Refused(format!(
+                "{} does not verify: {} damaged chunk(s) among those to restore, first: {first}; nothing was written. Run `kar verify` for the full list, `kar repair` to recover what is intact",
+                opts.archive.display(),
+                problems.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn run_partitions(
+    opts: &RestoreOptions,
+    shared: &Shared<'_>,
+    jobs: Vec<PartitionJob>,
+) -> Result<Vec<PartitionOutcome>, RestoreError> {
+    let queue = Mutex::new(jobs);
+    let results = Mutex::new(Vec::new());
+    let workers = opts.concurrency.max(1);
+    let bar = if opts.progress {
+        let total: u64 = shared
+            .archive
+            .manifest()
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum();
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(s) = indicatif::ProgressStyle::with_template(
+            "restore {bar:40} {pos}/{len} records {per_sec} {eta}",
+        ) {
+            b.set_style(s);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some(job) = job else { break };
+                    let out = records::restore_partition(shared, &job, &|n| bar.inc(n));
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push(out);
+                    if opts.cancel.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut out = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
+    Ok(out)
+}
+
+/// Before any schema or record is written (the topics exist by now), a transaction like the
+/// records' is tried on the first partition to restore and aborted: taking its transactional ID,
+/// adding the progress commit for the progress group. A cluster without a usable transaction log,
+/// or a principal without the ACLs, is found here. Taking the partition fences an older restore
+/// of it, which the restore would do moments later anyway; the aborted transaction leaves nothing
+/// in the partition and no progress.
+fn probe_transactions(
+    opts: &RestoreOptions,
+    jobs: &[PartitionJob],
+    progress: &ProgressGroup,
+) -> Result<(), RestoreError> {
+    let Some(j) = jobs.first() else {
+        return Ok(());
+    };
+    let id = progress::transactional_id(&j.target_topic, j.partition);
+    let tried = crate::kafka::txn::PartitionWriter::open(
+        &opts.kafka,
+        &id,
+        &j.target_topic,
+        j.partition,
+        std::time::Duration::from_secs(30),
+    )
+    .and_then(|w| {
+        let r = w
+            .begin()
+            .and_then(|()| w.try_progress(progress, j.start.max(0)))
+            .and_then(|()| w.abort());
+        crate::kafka::closing::close_in_background(w);
+        r
+    });
+    tried.map_err(|e| {
+        RestoreError::Refused(format!(
+            "the target cluster does not take the transactions a restore writes with ({e}); no schema or record was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.*, READ on the group kar-restore.*, and READ (besides CREATE, WRITE, DESCRIBE) on the target topics"
+        ))
+    })
+}
+
+/// For each partition, the indexes of the records that archived consumer-group offsets point at
+/// (every group of the archive, whatever `--groups` picks, so that any later run finds them).
+fn wanted_offsets(
+    archive: &Archive,
+    groups: &[GroupOffsets],
+    jobs: &mut [PartitionJob],
+) -> Result<(), RestoreError> {
+    for j in jobs.iter_mut() {
+        for o in groups.iter().flat_map(|g| &g.offsets) {
+            if o.topic == j.source_topic
+                && o.partition == j.partition
+                && !j.group_offsets.contains_key(&o.offset)
+            {
+                let k =
+                    records::restored_before(archive, &o.topic, o.partition, o.offset, j.records)?;
+                j.group_offsets.insert(o.offset, k);
+                if k < j.records {
+                    j.wanted.insert(k);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The committed progress of each job's target partition: `(end offset, document)`.
+fn read_progress(
+    progress: &ProgressGroup,
+    jobs: &[PartitionJob],
+    read: Read,
+) -> Result<Vec<Option<(i64, Progress)>>, RestoreError> {
+    let parts: Vec<(String, i32)> = jobs
+        .iter()
+        .map(|j| (j.target_topic.clone(), j.partition))
+        .collect();
+    progress
+        .committed(&parts, read)?
+        .into_iter()
+        .zip(&parts)
+        .map(|(c, (t, p))| {
+            c.map(|(end, meta)| {
+                Progress::decode(&meta, progress.name(), t, *p)
+                    .map(|d| (end, d))
+                    .map_err(|e| RestoreError::Refused(e.to_string()))
+            })
+            .transpose()
+        })
+        .collect()
+}
+
+/// Where each partition's records begin, refusing, unless `--append`, a target partition that
+/// holds committed records no earlier run of this restore wrote (records of aborted transactions
+/// do not count).
+fn check_targets(
+    opts: &RestoreOptions,
+    target: &Target,
+    plans: &[TopicPlan],
+    jobs: &mut [PartitionJob],
+    prior: &[Option<(i64, Progress)>],
+) -> Result<(), RestoreError> {
+    let mut seen = BTreeMap::new();
+    for j in jobs.iter() {
+        if let Some(other) = seen.insert((&j.target_topic, j.partition), &j.source_topic) {
+            return Err(RestoreError::Invalid(format!(
+                "archived topics {other} and {} would both be restored into {}: give one of them another --map",
+                j.source_topic, j.target_topic
+            )));
+        }
+    }
+    for (j, prior) in jobs.iter_mut().zip(prior) {
+        let exists = plans
+            .iter()
+            .any(|t| t.target == j.target_topic && t.action == "exists");
+        if !exists {
+            continue;
+        }
+        let (low, high) = target.watermarks(&j.target_topic, j.partition)?;
+        j.start = if opts.append { high } else { low };
+        if opts.append || prior.is_some() || high == low {
+            continue;
+        }
+        if let Some(o) = first_committed(&opts.kafka, &j.target_topic, j.partition, low, high)? {
+            return Err(RestoreError::Refused(format!(
+                "target topic {} partition {} already holds records (offsets {low}..{high}, committed from {o}); give --append to add to it, or --map {}=NEW",
+                j.target_topic, j.partition, j.source_topic
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A group's archived offsets as target offsets (the first restored record at or after each, the
+/// end of the restored records if none), committed unless the group has members on the target.
+fn restore_group(
+    target: &Target,
+    g: &GroupOffsets,
+    jobs: &[PartitionJob],
+    done: &[Option<(i64, Progress)>],
+) -> Result<GroupOutcome, RestoreError> {
+    let mut offsets = Vec::new();
+    let mut unknown = Vec::new();
+    for o in &g.offsets {
+        let Some((j, d)) = jobs
+            .iter()
+            .zip(done)
+            .find(|(j, _)| j.source_topic == o.topic && j.partition == o.partition)
+        else {
+            continue;
+        };
+        let k = j.group_offsets[&o.offset];
+        let at = match d {
+            Some((end, _)) if k >= j.records => Some(*end),
+            Some((_, p)) => p.offset_of(k),
+            None if j.records == 0 => Some(target.watermarks(&j.target_topic, j.partition)?.1),
+            None => None,
+        };
+        match at {
+            Some(t) => offsets.push((
+                j.target_topic.clone(),
+                o.partition,
+                o.offset,
+                t,
+                &o.metadata,
+            )),
+            None => unknown.push(format!(
+                "{}/{} (restored record {k})",
+                j.target_topic, j.partition
+            )),
+        }
+    }
+    let failed = !unknown.is_empty();
+    let skipped = if failed {
+        Some(format!(
+            "the target offsets of {} are not in the restore's committed progress (it holds a limited number a partition); nothing committed",
+            unknown.join(", ")
+        ))
+    } else if offsets.is_empty() {
+        Some("none of its partitions was restored".to_string())
+    } else if target.group_has_members(&g.group)? {
+        Some("the group has active members on the target".to_string())
+    } else {
+        let commit: Vec<(String, i32, i64, String)> = offsets
+            .iter()
+            .map(|(t, p, _, o, m)| (t.clone(), *p, *o, m.to_string()))
+            .collect();
+        target.commit(&g.group, &commit)?;
+        None
+    };
+    Ok(GroupOutcome {
+        group: g.group.clone(),
+        offsets: offsets
+            .into_iter()
+            .map(|(t, p, s, o, _)| (t, p, s, o))
+            .collect(),
+        skipped,
+        failed,
+    })
+}
+
+/// The archive's consumer groups but kar's own restore-progress groups: taken from another
+/// cluster (by a backup with a --groups that named them), they would tell a restore here that
+/// records are in that are not.
+fn restorable_groups(groups: Vec<GroupOffsets>) -> Vec<GroupOffsets> {
+    let (progress, groups): (Vec<_>, Vec<_>) = groups
+        .into_iter()
+        .partition(|g| g.group.starts_with(PROGRESS_GROUP_PREFIX));
+    for g in &progress {
+        tracing::warn!(
+            "the archive holds {}, a restore-progress group of the cluster it was taken from: not restored",
+            g.group
+        );
+    }
+    groups
+}
+
+/// A partition the run never began (it was stopped first) is reported, failed, so that the run
+/// is not taken for whole.
+fn not_started(jobs: &[PartitionJob], outcomes: &mut Vec<PartitionOutcome>) {
+    for j in jobs {
+        if !outcomes
+            .iter()
+            .any(|o| o.target_topic == j.target_topic && o.partition == j.partition)
+        {
+            outcomes.push(PartitionOutcome {
+                source_topic: j.source_topic.clone(),
+                target_topic: j.target_topic.clone(),
+                partition: j.partition,
+                records: j.records,
+                error: Some(
+                    "not begun: the restore was stopped; run the same command again to continue"
+                        .into(),
+                ),
+                ..Default::default()
+            });
+        }
+    }
+    outcomes.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
+}
