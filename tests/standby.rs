@@ -256,6 +256,8 @@ async fn a_registry_only_archive_restores_without_kafka() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A --state folder that is not there yet is made.
+    let state = dir.path().join("not/yet/there");
     let restore = |extra: &[&str]| {
         let mut args = vec![
             "restore",
@@ -263,7 +265,7 @@ async fn a_registry_only_archive_restores_without_kafka() {
             "--schema-ids",
             "keep",
             "--state",
-            dir.path().to_str().unwrap(),
+            state.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         kar(&args)

@@ -96,46 +96,80 @@ pub fn interpolate_with(
 }
 
 /// Reads a YAML config file into `T` (whose fields deny unknown keys), interpolating `${VAR}` in
-/// every string value first.
+/// every string value. The YAML is parsed first and only then are values substituted, so a value
+/// arrives byte for byte whatever it holds (` #`, `: `, quotes, a newline); substituted text
+/// would be parsed as YAML and could be cut or change the document.
 pub fn load_yaml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    load_yaml_with(path, &|k| std::env::var(k).ok())
+}
+
+fn load_yaml_with<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let text = interpolate_yaml_text(&text, path)?;
-    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+    let parse_error = |e: serde_saphyr::Error| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })
+    };
+    let tree: serde_json::Value = serde_saphyr::from_str(&text).map_err(parse_error)?;
+    let tree = match tree {
+        // An empty file: every setting at its default.
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        t => interpolate_tree(t, "", &text, path, env)?,
+    };
+    // JSON is YAML: every string quoted, so it reads back as the very string; the YAML reader
+    // still turns a quoted "8" into a number where the setting is one.
+    let json = serde_json::to_string(&tree).expect("a JSON value serializes");
+    serde_saphyr::from_str(&json).map_err(parse_error)
 }
 
-/// Interpolation on the text line by line, so an error can name the line (and not the value).
-fn interpolate_yaml_text(text: &str, path: &Path) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(text.len());
-    for (n, line) in text.lines().enumerate() {
-        let what = format!("{} line {}", path.display(), n + 1);
-        // Comments are left alone: an example may mention ${VAR} that is not set.
-        let (code, comment) = split_comment(line);
-        out.push_str(&interpolate(code, &what)?);
-        out.push_str(comment);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-fn split_comment(line: &str) -> (&str, &str) {
-    let (mut single, mut double) = (false, false);
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && (i == 0 || line[..i].ends_with(char::is_whitespace)) => {
-                return (&line[..i], &line[i..]);
-            }
-            _ => {}
+/// Interpolates every string value in the tree; errors name the setting by its key (and the
+/// line that holds the variable), never by its value, which may be a secret.
+fn interpolate_tree(
+    v: serde_json::Value,
+    key: &str,
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<serde_json::Value, ConfigError> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::String(s) if s.contains('$') => {
+            let line = s
+                .find("${")
+                .and_then(|i| s[i..].find('}').map(|e| &s[i..=i + e]))
+                .and_then(|var| text.lines().position(|l| l.contains(var)));
+            let what = match line {
+                Some(n) => format!("{} {key} (line {})", path.display(), n + 1),
+                None => format!("{} {key}", path.display()),
+            };
+            Value::String(interpolate_with(&s, &what, env)?)
         }
-    }
-    (line, "")
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| interpolate_tree(v, &format!("{key}[{i}]"), text, path, env))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let sub = if key.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    };
+                    Ok((k, interpolate_tree(v, &sub, text, path, env)?))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        ),
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -177,10 +211,56 @@ mod tests {
         assert_eq!(s.expose(), "hunter2");
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        out: Option<String>,
+        password: Option<Secret>,
+        count: Option<usize>,
+        list: Option<Vec<String>>,
+    }
+
+    fn load(yaml: &str, vars: &[(&str, &str)]) -> Result<Sample, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        load_yaml_with(&path, &env)
+    }
+
     #[test]
-    fn comments_are_not_interpolated() {
-        let out = interpolate_yaml_text("a: 1 # set ${UNSET_FOR_SURE_123}\n", Path::new("c.yaml"))
-            .unwrap();
-        assert_eq!(out, "a: 1 # set ${UNSET_FOR_SURE_123}\n");
+    fn substituted_values_arrive_byte_for_byte() {
+        let tricky = "my #1.kar: \"quoted\" 'single' *star &amp\nsecond line";
+        let c = load(
+            "out: ${KAR_CFG_T1_OUT}\npassword: \"${KAR_CFG_T1_PW}\"\ncount: ${KAR_CFG_T1_N} # a comment ${UNSET_FOR_SURE_123}\nlist: [\"${KAR_CFG_T1_OUT}\", b]\n",
+            &[
+                ("KAR_CFG_T1_OUT", tricky),
+                ("KAR_CFG_T1_PW", "p: w #0 \"x\""),
+                ("KAR_CFG_T1_N", "8"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.out.as_deref(), Some(tricky));
+        assert_eq!(c.password.unwrap().expose(), "p: w #0 \"x\"");
+        assert_eq!(c.count, Some(8));
+        assert_eq!(c.list.unwrap(), vec![tricky.to_string(), "b".into()]);
+    }
+
+    #[test]
+    fn an_unset_variable_names_the_setting_and_line_not_the_value() {
+        let e = load("out: x.kar\npassword: pre-${KAR_CFG_T2_UNSET}-post\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("password (line 2)") && e.contains("KAR_CFG_T2_UNSET is not set"),
+            "{e}"
+        );
+        let e = load("outt: x\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("outt"), "{e}");
+        assert!(load("", &[]).is_ok());
     }
 }

@@ -56,6 +56,13 @@ fn create(path: &Path, fingerprint: &str) -> Result<(), StateError> {
     let busy = || StateError::Busy {
         path: path.to_path_buf(),
     };
+    // `--state DIR` may name a folder that is not there yet.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Db {
+            path: path.to_path_buf(),
+            detail: format!("making the folder {}: {e}", dir.display()),
+        })?;
+    }
     // A leftover of a run killed while making it, unless another run is making it now.
     if let Ok(f) = std::fs::File::open(&tmp) {
         f.try_lock().map_err(|_| busy())?;
@@ -245,6 +252,14 @@ mod tests {
         assert!(!State::made_at(&path).exists());
         drop(s);
         assert!(State::open(&path, "fp").is_ok());
+    }
+
+    #[test]
+    fn a_state_folder_that_is_not_there_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not/yet/there/x.restore-state");
+        State::open(&path, "fp").unwrap();
+        assert!(path.exists());
     }
 
     #[test]
