@@ -316,3 +316,23 @@ async fn target_registry_accepts_explicit_ids_in_import_mode() {
         .await;
     assert_eq!(mode["mode"], json!("READWRITE"));
 }
+
+/// The broker's cluster ID is what Kafka makes one: 16 random bytes in unpadded base64url, 22
+/// characters (scripts/services once captured a log4j line with it).
+#[test]
+fn the_broker_has_a_real_cluster_id() {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .unwrap();
+    let id = c
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .expect("a cluster ID");
+    assert_eq!(id.len(), 22, "{id:?}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{id:?}"
+    );
+}
