@@ -288,6 +288,45 @@ fn the_cli_verifies_and_inspects_with_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.kar"));
 }
 
+/// A reader that goes away (`kar dump FILE | head`) ends the output quietly with the command's
+/// own exit code (it used to panic: "failed printing to stdout: Broken pipe", exit 101); a stdout
+/// that cannot take the report (a full device) is an error, exit 2, naming it.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_and_to_a_full_device_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.kar");
+    std::fs::write(&good, small_archive()).unwrap();
+    let kar = env!("CARGO_BIN_EXE_kar");
+    for args in [&["dump"][..], &["inspect", "--json"], &["verify"]] {
+        let mut child = Command::new(kar)
+            .args(args)
+            .arg(&good)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before kar writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(kar)
+        .arg("inspect")
+        .arg(&good)
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing the output to stdout"), "{err}");
+}
+
 /// Builds a well-hashed archive around `index` as its index frame (what the `wrapped` fuzz target
 /// does): hashes are not secrets, so a malicious archive can look intact frame by frame.
 fn archive_with_index(index: &[u8]) -> Vec<u8> {

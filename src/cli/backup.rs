@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use super::out::outln;
 use clap::Args;
 use serde::Deserialize;
 
@@ -374,7 +375,7 @@ pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
     let opts = options(&a, cancel)?;
     let report = backup(&opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
     }
@@ -386,14 +387,17 @@ pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(r: &BackupReport) {
-    println!(
+    outln!(
         "{:<40} {:>10} {:>12} {:>9}",
-        "topic", "partitions", "records", "complete"
+        "topic",
+        "partitions",
+        "records",
+        "complete"
     );
     for t in &r.topics {
         let records: u64 = t.partitions.iter().map(|p| p.records).sum();
         let complete = t.partitions.iter().filter(|p| p.complete).count();
-        println!(
+        outln!(
             "{:<40} {:>10} {:>12} {:>9}",
             t.name,
             t.partitions.len(),
@@ -401,7 +405,7 @@ fn print_summary(r: &BackupReport) {
             format!("{complete}/{}", t.partitions.len())
         );
         for p in t.partitions.iter().filter(|p| p.error.is_some()) {
-            println!(
+            outln!(
                 "  partition {}: {}",
                 p.partition,
                 p.error.as_deref().unwrap_or_default()
@@ -409,7 +413,7 @@ fn print_summary(r: &BackupReport) {
         }
     }
     let mb = r.record_bytes as f64 / 1e6;
-    println!(
+    outln!(
         "\n{} records ({mb:.1} MB) from {} topics, {} consumer groups, in {:.1}s ({:.1} MB/s); archive {} bytes",
         r.records,
         r.topics.len(),
@@ -419,27 +423,32 @@ fn print_summary(r: &BackupReport) {
         r.archive_bytes
     );
     if r.chunks_uncompressed > 0 {
-        println!(
+        outln!(
             "{} of {} record chunks stored uncompressed; `kar compact` compresses them",
-            r.chunks_uncompressed, r.chunks
+            r.chunks_uncompressed,
+            r.chunks
         );
     }
     if let Some(g) = &r.registry {
-        println!(
+        outln!(
             "schema registry {}: {} subjects, {} versions, {} distinct schema texts, {} requests",
-            g.source, g.subjects, g.versions, g.schema_texts, g.requests
+            g.source,
+            g.subjects,
+            g.versions,
+            g.schema_texts,
+            g.requests
         );
         if !g.pulled_in.is_empty() {
-            println!("  taken because referenced: {}", g.pulled_in.join(", "));
+            outln!("  taken because referenced: {}", g.pulled_in.join(", "));
         }
         if !g.order_complete {
-            println!("  WARNING: no complete restore order; restore will refuse it unless forced:");
+            outln!("  WARNING: no complete restore order; restore will refuse it unless forced:");
         }
         for p in &g.order_problems {
-            println!("  - {p}");
+            outln!("  - {p}");
         }
     }
-    println!("status  {:?}", r.status);
-    println!("archive {}", r.out.display());
-    println!("root    {}", r.root_hash);
+    outln!("status  {:?}", r.status);
+    outln!("archive {}", r.out.display());
+    outln!("root    {}", r.root_hash);
 }

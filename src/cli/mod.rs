@@ -6,6 +6,7 @@
 
 #[cfg(feature = "kafka")]
 mod backup;
+pub(crate) mod out;
 #[cfg(feature = "kafka")]
 mod restore;
 
@@ -13,6 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use out::{out, outln};
 
 use crate::archive::WriterOptions;
 use crate::archive::compact::compact_with_progress;
@@ -155,17 +158,25 @@ pub fn run(cli: Cli) -> ExitCode {
     // The process exits after this: no librdkafka client may still be closing then.
     #[cfg(feature = "kafka")]
     crate::kafka::closing::wait_for_closing();
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kar: error: {}", error_chain(&e));
             ExitCode::from(2)
         }
+    };
+    // The report was not delivered (a full disk under a redirection, say): that is a failure.
+    match out::failure() {
+        Some(e) => {
+            eprintln!("kar: error: writing the output to stdout: {e}");
+            ExitCode::from(2)
+        }
+        None => code,
     }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -196,33 +207,36 @@ fn print_verify(r: &VerifyReport) {
         VerifyLevel::Fast => "fast",
         VerifyLevel::Full => "full",
     };
-    println!("archive   {}", r.path.display());
-    println!("format    {}", r.format_version.as_deref().unwrap_or("?"));
-    println!(
+    outln!("archive   {}", r.path.display());
+    outln!("format    {}", r.format_version.as_deref().unwrap_or("?"));
+    outln!(
         "checked   {level}: {} frames, {} chunks, {} records, {} bytes",
-        r.frames, r.chunks, r.records, r.file_bytes
+        r.frames,
+        r.chunks,
+        r.records,
+        r.file_bytes
     );
-    println!(
+    outln!(
         "root      {}",
         r.root_hash.as_deref().unwrap_or("(no footer)")
     );
     if r.ok {
-        println!("result    OK: intact");
+        outln!("result    OK: intact");
         return;
     }
     if r.problems.is_empty() {
-        println!(
+        outln!(
             "result    NOT WHOLE: the file is intact, but {} offset range(s) are lost",
             r.gaps.len()
         );
     } else {
-        println!("result    DAMAGED: {} problem(s)", r.problems.len());
+        outln!("result    DAMAGED: {} problem(s)", r.problems.len());
         for p in &r.problems {
-            println!("  - {p}");
+            outln!("  - {p}");
         }
     }
     for g in &r.gaps {
-        println!("  - gap: {g}");
+        outln!("  - gap: {g}");
     }
 }
 
@@ -241,18 +255,22 @@ fn opt(v: Option<i64>) -> String {
 }
 
 fn print_inspect(r: &InspectReport) {
-    println!("archive   {}", r.path.display());
-    println!("format    {}   written by {}", r.format_version, r.writer);
-    println!("created   {}", r.created_at);
-    println!("status    {:?}", r.status);
-    println!("root      {}", r.root_hash);
-    println!(
+    outln!("archive   {}", r.path.display());
+    outln!("format    {}   written by {}", r.format_version, r.writer);
+    outln!("created   {}", r.created_at);
+    outln!("status    {:?}", r.status);
+    outln!("root      {}", r.root_hash);
+    outln!(
         "content   {} records in {} chunks, {} bytes raw, {} stored, file {} bytes",
-        r.records, r.chunks, r.raw_bytes, r.stored_bytes, r.file_bytes
+        r.records,
+        r.chunks,
+        r.raw_bytes,
+        r.stored_bytes,
+        r.file_bytes
     );
     if !r.topics.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
             "topic",
             "part",
@@ -271,7 +289,7 @@ fn print_inspect(r: &InspectReport) {
                     (Some(a), Some(b)) => format!("{a}..{b}"),
                     _ => "-".into(),
                 };
-                println!(
+                outln!(
                     "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
                     t.name,
                     p.partition,
@@ -287,26 +305,26 @@ fn print_inspect(r: &InspectReport) {
         }
     }
     if !r.metadata.is_empty() || r.blobs > 0 {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "metadata  {} document(s), {} blob(s)",
             r.metadata.len(),
             r.blobs
         );
         for m in &r.metadata {
-            println!("  {:<20} {}", m.kind, m.id);
+            outln!("  {:<20} {}", m.kind, m.id);
         }
     }
     if !r.schema_subjects.is_empty() {
-        println!();
+        outln!();
         let versions: usize = r.schema_subjects.iter().map(|s| s.versions).sum();
-        println!(
+        outln!(
             "schema subjects: {} ({versions} versions; `kar schemas` lists them)",
             r.schema_subjects.len()
         );
         for s in &r.schema_subjects {
             let ids: Vec<String> = s.ids.iter().map(u32::to_string).collect();
-            println!(
+            outln!(
                 "  {:<40} {} versions, ids {}",
                 s.subject,
                 s.versions,
@@ -315,14 +333,14 @@ fn print_inspect(r: &InspectReport) {
         }
     }
     if !r.groups.is_empty() {
-        println!();
-        println!("consumer groups: {}", r.groups.len());
+        outln!();
+        outln!("consumer groups: {}", r.groups.len());
         for g in &r.groups {
-            println!("  {:<40} {} partition offsets", g.group, g.partitions);
+            outln!("  {:<40} {} partition offsets", g.group, g.partitions);
         }
     }
     for n in &r.notes {
-        println!("note      {n}");
+        outln!("note      {n}");
     }
 }
 
@@ -343,7 +361,7 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         print_json(&r)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "input     {} ({})",
         r.input.display(),
         if r.input_finished {
@@ -352,8 +370,8 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
             "unfinished: no footer"
         }
     );
-    println!("output    {}", r.output.display());
-    println!(
+    outln!("output    {}", r.output.display());
+    outln!(
         "kept      {} chunks ({} records), {} blobs, {} metadata documents; manifest {}",
         r.kept_chunks,
         r.kept_records,
@@ -365,24 +383,24 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
             "lost (rebuilt from the chunks)"
         }
     );
-    println!(
+    outln!(
         "lost      {} bytes of torn tail, {} problem(s)",
         r.lost_tail_bytes,
         r.problems.len()
     );
     for p in &r.problems {
-        println!("  - {p}");
+        outln!("  - {p}");
     }
     for d in &r.dropped_chunks {
-        println!("dropped   {d}");
+        outln!("dropped   {d}");
     }
     for g in &r.gaps {
-        println!("gap       {g} (kept chunks after it: --keep-gaps)");
+        outln!("gap       {g} (kept chunks after it: --keep-gaps)");
     }
     for p in &r.incomplete_partitions {
-        println!("incomplete {p}");
+        outln!("incomplete {p}");
     }
-    println!("root      {}", r.root_hash);
+    outln!("root      {}", r.root_hash);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -403,24 +421,27 @@ fn run_compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         print_json(&r)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("input     {} ({} bytes)", r.input.display(), r.input_bytes);
-    println!(
+    outln!("input     {} ({} bytes)", r.input.display(), r.input_bytes);
+    outln!(
         "output    {} ({} bytes, {:.2}x smaller)",
         r.output.display(),
         r.output_bytes,
         r.input_bytes as f64 / r.output_bytes.max(1) as f64
     );
-    println!(
+    outln!(
         "frames    {} ({} record chunks; {} were uncompressed), zstd level {}",
-        r.frames, r.chunks, r.were_uncompressed, r.zstd_level
+        r.frames,
+        r.chunks,
+        r.were_uncompressed,
+        r.zstd_level
     );
-    println!("root      {} (unchanged)", r.root_hash);
+    outln!("root      {} (unchanged)", r.root_hash);
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
     let source = crate::archive::Source::map(&a.file)?;
-    print!("{}", crate::archive::dump::dump(&source));
+    out!("{}", crate::archive::dump::dump(&source));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -483,7 +504,7 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         if a.json {
             print_json(&r)?;
         } else {
-            println!(
+            outln!(
                 "exported {} subjects, {} versions into {} ({} files)",
                 r.subjects,
                 r.versions,
@@ -497,20 +518,25 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         print_json(&snap)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "registry  {} (captured {})",
         snap.source,
         crate::archive::inspect::utc(snap.captured_at_ms)
     );
-    println!(
+    outln!(
         "global    compatibility {}, mode {}",
         snap.global.compatibility.as_deref().unwrap_or("-"),
         snap.global.mode.as_deref().unwrap_or("-")
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
-        "subject", "version", "id", "type", "compatibility", "mode"
+        "subject",
+        "version",
+        "id",
+        "type",
+        "compatibility",
+        "mode"
     );
     for s in &snap.subjects {
         for v in &s.versions {
@@ -519,7 +545,7 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|r| format!("{} v{} as {}", r.subject, r.version, r.name))
                 .collect();
-            println!(
+            outln!(
                 "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} {}{}",
                 if s.deleted {
                     format!("{} (deleted)", s.subject)
@@ -536,9 +562,9 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    println!();
+    outln!();
     let order: Vec<String> = snap.restore_order.iter().map(|sv| sv.to_string()).collect();
-    println!(
+    outln!(
         "restore order ({}): {}",
         if snap.order_complete {
             "complete"
@@ -548,10 +574,10 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         order.join(", ")
     );
     for p in &snap.order_problems {
-        println!("  - {p}");
+        outln!("  - {p}");
     }
     if !snap.pulled_in.is_empty() {
-        println!("taken because referenced: {}", snap.pulled_in.join(", "));
+        outln!("taken because referenced: {}", snap.pulled_in.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

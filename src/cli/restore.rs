@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use super::out::outln;
 use clap::Args;
 use serde::Deserialize;
 
@@ -192,13 +193,13 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let opts = options(&a, cancel)?;
     let report = restore(&opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_plan(&report.plan);
         if !report.dry_run {
             print_summary(&report);
         } else {
-            println!("\ndry run: nothing was written");
+            outln!("\ndry run: nothing was written");
         }
     }
     Ok(if report.ok {
@@ -209,22 +210,25 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_plan(p: &RestorePlan) {
-    println!(
+    outln!(
         "plan for {} (root {})",
         p.archive.display(),
         &p.root_hash[..16]
     );
     if !p.schemas.is_empty() {
-        println!("\nschemas ({:?} IDs):", p.schema_ids);
+        outln!("\nschemas ({:?} IDs):", p.schema_ids);
         for s in &p.schemas {
             let t = s.target_id.map_or("new".to_string(), |t| t.to_string());
-            println!(
+            outln!(
                 "  {:<10} {:<40} v{:<4} id {} -> {t}",
-                s.action, s.subject, s.version, s.source_id
+                s.action,
+                s.subject,
+                s.version,
+                s.source_id
             );
         }
     }
-    println!("\ntopics:");
+    outln!("\ntopics:");
     for t in &p.topics {
         let name = if t.source == t.target {
             t.target.clone()
@@ -236,58 +240,67 @@ fn print_plan(p: &RestorePlan) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "  {:<7} {:<50} {} partitions, rf {}, {} records{restored}",
-            t.action, name, t.partitions, t.replication_factor, t.records
+            t.action,
+            name,
+            t.partitions,
+            t.replication_factor,
+            t.records
         );
         for w in &t.warnings {
-            println!("          warning: {w}");
+            outln!("          warning: {w}");
         }
     }
     if !p.groups.is_empty() {
-        println!("\nconsumer groups: {}", p.groups.join(", "));
+        outln!("\nconsumer groups: {}", p.groups.join(", "));
     }
-    println!("\nstate file: {}", p.state_file.display());
+    outln!("\nstate file: {}", p.state_file.display());
     if let Some(g) = &p.progress_group {
-        println!("progress:   consumer group {g} on the target");
+        outln!("progress:   consumer group {g} on the target");
     }
 }
 
 fn print_summary(r: &RestoreReport) {
-    println!("\nrestored:");
+    outln!("\nrestored:");
     for o in &r.partitions {
         let status = match &o.error {
             Some(e) => format!("FAILED: {e}"),
             None => "ok".to_string(),
         };
-        println!(
+        outln!(
             "  {}/{}: {} records ({} written now), {} schema IDs rewritten, {} unknown IDs left as they are: {status}",
-            o.target_topic, o.partition, o.records, o.written, o.rewritten_ids, o.unknown_ids
+            o.target_topic,
+            o.partition,
+            o.records,
+            o.written,
+            o.rewritten_ids,
+            o.unknown_ids
         );
         if let Some((from, to)) = o.aborted {
-            println!(
+            outln!(
                 "    offsets {from}..{to} hold an interrupted run's aborted transaction: read_committed consumers skip it, read_uncommitted ones see it"
             );
         }
     }
     if !r.id_map.is_empty() {
         let pairs: Vec<String> = r.id_map.iter().map(|(s, t)| format!("{s}->{t}")).collect();
-        println!("schema ID mapping: {}", pairs.join(", "));
+        outln!("schema ID mapping: {}", pairs.join(", "));
     }
     for g in &r.groups {
         match &g.skipped {
-            Some(why) => println!("group {}: not restored ({why})", g.group),
+            Some(why) => outln!("group {}: not restored ({why})", g.group),
             None => {
                 let offs: Vec<String> = g
                     .offsets
                     .iter()
                     .map(|(t, p, s, o)| format!("{t}/{p} {s}->{o}"))
                     .collect();
-                println!("group {}: {}", g.group, offs.join(", "));
+                outln!("group {}: {}", g.group, offs.join(", "));
             }
         }
     }
-    println!(
+    outln!(
         "{} records written in {:.1}s; {}",
         r.records_written,
         r.seconds,
