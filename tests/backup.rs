@@ -634,6 +634,62 @@ async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_com
     assert!(back[&0].iter().zip(&big).all(|(g, w)| g.value == w.value));
 }
 
+/// Selections that take nothing are named: a `--topics` pattern beside one that matches, a
+/// `--groups` and a `--subjects` pattern that match nothing end the backup with warnings on stderr
+/// and in `--json` (they ended "Complete", silently); a `--subjects` pattern that is no regex is
+/// an error naming the flag (it was dropped, which widened the selection to every subject).
+#[tokio::test(flavor = "multi_thread")]
+async fn selections_that_match_nothing_are_named() {
+    let topic = common::unique("select");
+    common::create_topic(&topic, 1, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kar"))
+            .args(["backup", "--json", "--bootstrap"])
+            .arg(common::bootstrap())
+            .args(["--registry", &common::source_registry(), "--topics", &topic])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        "a.kar",
+        &[
+            "--topics",
+            "kt-surely-no-such-topic-.*",
+            "--groups",
+            "kt-surely-no-such-group",
+            "--subjects",
+            "kt-surely-no-such-subject",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    for (flag, pattern) in [
+        ("--topics", "kt-surely-no-such-topic-.*"),
+        ("--groups", "kt-surely-no-such-group"),
+        ("--subjects", "kt-surely-no-such-subject"),
+    ] {
+        let w = warnings.iter().find(|w| w.starts_with(flag)).unwrap();
+        assert!(w.contains(pattern), "{w}");
+        assert!(err.contains(w), "{err}");
+    }
+    let out = run("b.kar", &["--subjects", "kt-(unclosed"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--subjects pattern \"kt-(unclosed\""), "{err}");
+}
+
 #[test]
 fn an_unreachable_broker_fails_clearly_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();

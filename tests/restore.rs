@@ -566,10 +566,20 @@ async fn a_topic_in_use_is_refused_or_appended_to_once() {
     // Restored elsewhere, an archived progress group is left out: it would say records are in.
     let elsewhere = format!("{p}-elsewhere");
     let again = dir.path().join("again-true.kar");
-    let o = restore_to(&again, &used, &elsewhere, dir.path(), None);
+    let mut o = restore_to(&again, &used, &elsewhere, dir.path(), None);
+    // Selections that take nothing are named.
+    o.topics = vec![used.clone(), "kt-surely-no-such-topic".into()];
+    o.groups = Some("kt-surely-no-such-group".into());
     let report = run_restore(o).await;
     assert!(report.ok, "{:?}", report.partitions);
     assert_eq!(report.records_written, 3_500);
+    assert_eq!(
+        report.plan.warnings,
+        vec![
+            "--topics \"kt-surely-no-such-topic\" matches no topic in the archive".to_string(),
+            "--groups \"kt-surely-no-such-group\" matches no consumer group in the archive".into()
+        ]
+    );
     assert!(report.groups.iter().all(|g| g.group != progress));
     assert_eq!(common::committed(&progress, &elsewhere, 0).await, None);
 }

@@ -158,6 +158,9 @@ pub struct BackupReport {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySummary>,
+    /// Selections that took nothing (`--topics`, `--groups`, `--subjects` patterns), named.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +235,8 @@ struct KafkaSnapshot {
     groups: Vec<GroupOffsets>,
     cluster_id: Option<String>,
     brokers: Vec<(i32, String)>,
+    /// Selections that took nothing, named.
+    warnings: Vec<String>,
 }
 
 /// Consumer groups whose committed offsets are read at the same time.
@@ -249,6 +254,10 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     if selected.is_empty() && !opts.topics.is_empty() {
         return Err(BackupError::NothingSelected(opts.topics.join(", ")));
     }
+    let mut warnings: Vec<String> = unmatched(&opts.topics, &names, "--topics")?
+        .into_iter()
+        .map(|p| format!("--topics {p:?} matches no topic on the cluster"))
+        .collect();
     let mut topics: Vec<TopicInfo> = all
         .into_iter()
         .filter(|t| selected.contains(&t.name))
@@ -298,14 +307,14 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         .map(|t| (t.topic.clone(), t.partition))
         .collect();
     let mut groups: Vec<GroupOffsets> = Vec::new();
+    let wanted: Vec<&String> = group_names
+        .iter()
+        .filter(|g| match &group_re {
+            Some(r) => r.is_match(g),
+            None => !g.starts_with(crate::kafka::txn::PROGRESS_GROUP_PREFIX),
+        })
+        .collect();
     if !partitions.is_empty() {
-        let wanted: Vec<&String> = group_names
-            .iter()
-            .filter(|g| match &group_re {
-                Some(r) => r.is_match(g),
-                None => !g.starts_with(crate::kafka::txn::PROGRESS_GROUP_PREFIX),
-            })
-            .collect();
         // Each group's offsets take a client of its own (its coordinator may be any broker):
         // read several groups at once, so a cluster with hundreds of groups is not read one
         // round trip after another.
@@ -329,6 +338,18 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         }
     }
     tracing::debug!(elapsed = ?t0.elapsed(), "group offsets read");
+    if let Some(g) = &opts.groups {
+        if wanted.is_empty() {
+            warnings.push(format!(
+                "--groups {g:?} matches no consumer group on the cluster"
+            ));
+        } else if groups.is_empty() {
+            warnings.push(format!(
+                "--groups {g:?} matches {} consumer group(s), none with offsets committed on the selected topics",
+                wanted.len()
+            ));
+        }
+    }
     let cluster_id = source.cluster_id();
     tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
     let brokers = source.brokers();
@@ -339,7 +360,23 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
         groups,
         cluster_id,
         brokers,
+        warnings,
     })
+}
+
+/// The include patterns that match none of `names`.
+fn unmatched<'a>(
+    patterns: &'a [String],
+    names: &[String],
+    flag: &str,
+) -> Result<Vec<&'a str>, BackupError> {
+    let res = anchored(patterns, flag)?;
+    Ok(patterns
+        .iter()
+        .zip(&res)
+        .filter(|(_, r)| !names.iter().any(|n| r.is_match(n)))
+        .map(|(p, _)| p.as_str())
+        .collect())
 }
 
 /// The registry's state, through its REST API.
@@ -368,6 +405,13 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     if with_kafka {
         opts.kafka.validate().map_err(BackupError::Invalid)?;
     }
+    // Every pattern is checked before anything is read.
+    anchored(&opts.topics, "--topics")?;
+    anchored(&opts.exclude, "--exclude")?;
+    if let Some(g) = &opts.groups {
+        anchored(std::slice::from_ref(g), "--groups")?;
+    }
+    opts.subjects.compile()?;
     if opts.out.exists() {
         return Err(ArchiveError::Exists {
             path: opts.out.clone(),
@@ -383,6 +427,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             groups: Vec::new(),
             cluster_id: None,
             brokers: Vec::new(),
+            warnings: Vec::new(),
         }
     };
     tracing::debug!(elapsed = ?started.elapsed(), "kafka snapshot taken");
@@ -394,7 +439,19 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         groups,
         cluster_id,
         brokers,
+        mut warnings,
     } = kafka;
+    if let Some(r) = &registry {
+        warnings.extend(r.unmatched.iter().map(|p| {
+            format!(
+                "--subjects {p:?} matches no subject on the registry {}",
+                r.snapshot.source
+            )
+        }));
+    }
+    for w in &warnings {
+        tracing::debug!("selection: {w}");
+    }
 
     // 2. The archive: metadata first, so even a killed backup keeps it.
     let writer_opts = WriterOptions {
@@ -608,6 +665,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
             order_problems: r.snapshot.order_problems.clone(),
             pulled_in: r.snapshot.pulled_in.clone(),
         }),
+        warnings,
     })
 }
 

@@ -318,9 +318,6 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
             a.exclude_subjects.clone()
         },
     };
-    for p in o.subjects.include.iter().chain(&o.subjects.exclude) {
-        regex::Regex::new(p).map_err(|e| anyhow::anyhow!("subject pattern {p:?}: {e}"))?;
-    }
     o.from_time = a
         .from_time
         .clone()
@@ -378,6 +375,9 @@ pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
+    }
+    for w in &report.warnings {
+        eprintln!("kar: warning: {w}");
     }
     Ok(if report.status == ArchiveStatus::Complete {
         ExitCode::SUCCESS

@@ -192,6 +192,9 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let opts = options(&a, cancel)?;
     let report = restore(&opts)?;
+    for w in &report.plan.warnings {
+        eprintln!("kar: warning: {w}");
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -95,12 +95,35 @@ pub struct Captured {
     pub snapshot: RegistrySnapshot,
     pub texts: BTreeMap<Hash, String>,
     pub requests: u64,
+    /// `--subjects` patterns that matched no subject of the registry.
+    pub unmatched: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct SubjectFilter {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+}
+
+impl SubjectFilter {
+    /// The include and exclude patterns, anchored. A pattern that does not compile is an error
+    /// naming it and its flag (dropped, an include pattern would widen the selection to every
+    /// subject).
+    pub fn compile(&self) -> Result<(Vec<Regex>, Vec<Regex>), RegistryError> {
+        let compile = |patterns: &[String], flag: &str| -> Result<Vec<Regex>, RegistryError> {
+            patterns
+                .iter()
+                .map(|p| {
+                    Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| RegistryError::Config(format!("{flag} pattern {p:?}: {e}")))
+                })
+                .collect()
+        };
+        Ok((
+            compile(&self.include, "--subjects")?,
+            compile(&self.exclude, "--exclude-subjects")?,
+        ))
+    }
 }
 
 /// One entry of `GET /schemas` or `GET /subjects/{s}/versions/{v}`.
@@ -230,15 +253,13 @@ pub async fn capture(
     }
 
     // The selection, and what it references, transitively.
-    let inc: Vec<Regex> = filter
+    let (inc, exc) = filter.compile()?;
+    let unmatched: Vec<String> = filter
         .include
         .iter()
-        .filter_map(|p| Regex::new(&format!("^(?:{p})$")).ok())
-        .collect();
-    let exc: Vec<Regex> = filter
-        .exclude
-        .iter()
-        .filter_map(|p| Regex::new(&format!("^(?:{p})$")).ok())
+        .zip(&inc)
+        .filter(|(_, r)| !all_subjects.iter().any(|s| r.is_match(s)))
+        .map(|(p, _)| p.clone())
         .collect();
     let chosen = |s: &str| {
         (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
@@ -343,6 +364,7 @@ pub async fn capture(
         .collect();
     let order = restore_order(&nodes);
     Ok(Captured {
+        unmatched,
         snapshot: RegistrySnapshot {
             kind: KIND.into(),
             source: client.base_url().to_string(),

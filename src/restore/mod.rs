@@ -203,6 +203,9 @@ pub struct RestorePlan {
     /// The consumer group on the target that holds the records' progress (none without Kafka).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_group: Option<String>,
+    /// Selections that took nothing (`--topics`, `--groups` patterns), named.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +294,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             .collect(),
         state_file: state_path.clone(),
         progress_group: kafka.as_ref().map(|k| k.progress_group().to_string()),
+        warnings: kafka.iter().flat_map(|k| k.warnings.clone()).collect(),
     };
     if opts.dry_run {
         return Ok(RestoreReport::planned(plan, started));

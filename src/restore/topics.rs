@@ -28,6 +28,8 @@ pub struct KafkaPlan {
     progress: ProgressGroup,
     /// The archived consumer groups to restore (`--groups`).
     pub groups: Vec<GroupOffsets>,
+    /// Selections that took nothing (`--topics`, `--groups` patterns), named.
+    pub warnings: Vec<String>,
 }
 
 /// What the Kafka side of a restore did.
@@ -75,11 +77,20 @@ impl KafkaPlan {
             Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
             None => None,
         };
-        let groups = groups_doc
+        let groups: Vec<GroupOffsets> = groups_doc
             .into_iter()
             .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(&g.group)))
             .collect();
+        let mut warnings = unmatched_topics(opts, archive)?;
+        if let Some(g) = &opts.groups
+            && groups.is_empty()
+        {
+            warnings.push(format!(
+                "--groups {g:?} matches no consumer group in the archive"
+            ));
+        }
         Ok(KafkaPlan {
+            warnings,
             target,
             topics_doc,
             topics,
@@ -155,6 +166,24 @@ impl KafkaPlan {
         crate::kafka::closing::close_in_background(self.target);
         crate::kafka::closing::close_in_background(self.progress);
     }
+}
+
+/// `--topics` patterns that match no topic of the archive, named.
+fn unmatched_topics(opts: &RestoreOptions, archive: &Archive) -> Result<Vec<String>, RestoreError> {
+    let res = anchored(&opts.topics, "--topics")?;
+    Ok(opts
+        .topics
+        .iter()
+        .zip(&res)
+        .filter(|(_, r)| {
+            !archive
+                .manifest()
+                .topics
+                .iter()
+                .any(|t| r.is_match(&t.name))
+        })
+        .map(|(p, _)| format!("--topics {p:?} matches no topic in the archive"))
+        .collect())
 }
 
 /// The archived topics to restore (`--topics`), each with its target (`--map`) and whether the
