@@ -328,3 +328,116 @@ async fn a_registry_only_archive_restores_without_kafka() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const WITH_X: &str =
+    r#"{"type":"record","name":"Order","namespace":"kar.s","fields":[{"name":"x","type":"int"}]}"#;
+
+/// A subject whose archived compatibility (NONE) is looser than the target's (BACKWARD), with
+/// versions the target's level would refuse: with rewritten IDs the restore registers them under
+/// the archived level and leaves the subject at it (the second version was refused with HTTP 409
+/// half-way through the restore, after the dry run said all was well).
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_are_registered_under_the_archived_compatibility() {
+    let p = common::unique("compat");
+    let (source, target) = (Registry::source(), Registry::target());
+    let subject = format!("{p}-orders-value");
+    source
+        .ok(
+            Method::PUT,
+            &format!("/config/{subject}"),
+            Some(json!({"compatibility": "NONE"})),
+        )
+        .await;
+    let v1 = source.register(&subject, json!({"schema": V1})).await as u32;
+    let v2 = source.register(&subject, json!({"schema": WITH_X})).await as u32;
+    let topic = format!("{p}-orders");
+    common::create_topic(&topic, 1, &[]).await;
+    let prod = producer(&[]);
+    send(
+        &prod,
+        &topic,
+        0,
+        &rec(1, None, Some(wire_value(v1, b"a")), &[]),
+    );
+    send(
+        &prod,
+        &topic,
+        0,
+        &rec(2, None, Some(wire_value(v2, b"b")), &[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+    assert_eq!(
+        target.get("/config").await["compatibilityLevel"],
+        "BACKWARD",
+        "the target checks BACKWARD by default"
+    );
+
+    let restored = format!("{topic}-r");
+    let o = restore_to(
+        &archive,
+        &topic,
+        &restored,
+        dir.path(),
+        Some(SchemaIds::Rewrite),
+    );
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    let versions = target.get(&format!("/subjects/{subject}/versions")).await;
+    assert_eq!(versions, json!([1, 2]));
+    let own = target
+        .get(&format!("/config/{subject}?defaultToGlobal=false"))
+        .await;
+    assert_eq!(own["compatibilityLevel"], "NONE");
+    // Every record's rewritten ID serves, on the target, the text its source ID served.
+    let got = consume_all(&restored, 1);
+    assert_eq!(got[&0].len(), 2);
+    for (r, source_id) in got[&0].iter().zip([v1, v2]) {
+        let id = kar::registry::wire::schema_id(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(report.id_map[&source_id], id);
+        let t = target.get(&format!("/schemas/ids/{id}")).await;
+        let s = source.get(&format!("/schemas/ids/{source_id}")).await;
+        assert_eq!(t["schema"], s["schema"], "{source_id} -> {id}");
+    }
+}
+
+/// A version the target would refuse (its subject there holds a schema the archived version is
+/// not compatible with, under the level the restore registers at) is named in pre-flight, every
+/// one of them, before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_the_target_would_refuse_is_named_before_any_write() {
+    let p = common::unique("refuse");
+    let (source, target) = (Registry::source(), Registry::target());
+    let subject = format!("{p}-orders-value");
+    source.register(&subject, json!({"schema": V1})).await;
+    target.register(&subject, json!({"schema": WITH_X})).await;
+    let topic = format!("{p}-orders");
+    common::create_topic(&topic, 1, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    let restored = format!("{topic}-r");
+    let o = restore_to(
+        &archive,
+        &topic,
+        &restored,
+        dir.path(),
+        Some(SchemaIds::Rewrite),
+    );
+    let e = tokio::task::spawn_blocking(move || kar::restore::restore(&o))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{subject} v1"))
+            && e.contains("BACKWARD")
+            && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert_eq!(
+        target.get(&format!("/subjects/{subject}/versions")).await,
+        json!([1])
+    );
+    assert!(!common::admin_topics().await.contains(&restored));
+}

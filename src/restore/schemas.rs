@@ -226,6 +226,146 @@ impl SchemaRestore<'_> {
         Ok(())
     }
 
+    /// The compatibility level the subject's versions were registered under at the source: its
+    /// own, else the source's global one.
+    fn archived_level(&self, subject: &str) -> Option<&str> {
+        self.snap
+            .subjects
+            .iter()
+            .find(|s| s.subject == subject)
+            .and_then(|s| s.compatibility.as_deref())
+            .or(self.snap.global.compatibility.as_deref())
+    }
+
+    /// The level the target applies to the subject now (its own, else the global one).
+    async fn target_level(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        let c: Option<Value> = self
+            .client
+            .get_opt(&format!("/config/{}?defaultToGlobal=true", enc(subject)))
+            .await?;
+        Ok(c.and_then(|c| {
+            c["compatibilityLevel"]
+                .as_str()
+                .or(c["compatibility"].as_str())
+                .map(str::to_string)
+        }))
+    }
+
+    /// Sets the subject to the level its versions were registered under at the source, where
+    /// the target would check them under another (the final level is set with the other
+    /// settings, at the end): a target stricter than the source would refuse versions the source
+    /// took. The target's own level is recorded first, to be put back.
+    async fn archived_compatibility(
+        &self,
+        subject: &str,
+        state: &State,
+    ) -> Result<(), RestoreError> {
+        let Some(want) = self.archived_level(subject) else {
+            return Ok(());
+        };
+        if self.target_level(subject).await?.as_deref() == Some(want) {
+            return Ok(());
+        }
+        let own: Option<Value> = self
+            .client
+            .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(subject)))
+            .await?;
+        let own = own.and_then(|c| {
+            c["compatibilityLevel"]
+                .as_str()
+                .or(c["compatibility"].as_str())
+                .map(str::to_string)
+        });
+        state.remember_before("config", subject, own.as_deref())?;
+        self.put_config(subject, Some(want)).await?;
+        Ok(())
+    }
+
+    /// Sets the subject's own compatibility level, or removes it (`None`).
+    async fn put_config(&self, subject: &str, level: Option<&str>) -> Result<(), RegistryError> {
+        let path = format!("/config/{}", enc(subject));
+        match level {
+            Some(c) => {
+                self.client
+                    .request::<Value>(Method::PUT, &path, Some(&json!({"compatibility": c})))
+                    .await?;
+            }
+            None => {
+                if let Err(e) = self
+                    .client
+                    .request::<Value>(Method::DELETE, &path, None)
+                    .await
+                    && e.status() != Some(404)
+                {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Versions the target would refuse, named, before anything is written: for each subject the
+    /// target already has versions of, the first archived version the restore would register,
+    /// checked against the target's latest (`POST /compatibility/subjects/{s}/versions/latest`)
+    /// when the target's level is the one the version is registered under (checked only then: the
+    /// answer is exact); with kept IDs none (IMPORT mode registers without checks).
+    pub async fn refusals(
+        &self,
+        actions: &[SchemaAction],
+        done: &BTreeMap<(String, i32), i32>,
+    ) -> Result<Vec<String>, RestoreError> {
+        let mut out = Vec::new();
+        if self.ids == SchemaIds::Keep {
+            return Ok(out);
+        }
+        let mut seen = BTreeSet::new();
+        for a in actions.iter().filter(|a| a.action == "register") {
+            if !seen.insert(a.subject.clone()) || !self.subject_has_versions(&a.subject).await? {
+                continue;
+            }
+            let level = match self.archived_level(&a.subject) {
+                Some(l) if l != "NONE" => l,
+                _ => continue,
+            };
+            if self.target_level(&a.subject).await?.as_deref() != Some(level) {
+                continue;
+            }
+            let Some(v) = self.snap.version(&crate::registry::graph::SubjectVersion {
+                subject: a.subject.clone(),
+                version: a.version,
+            }) else {
+                continue;
+            };
+            let path = format!(
+                "/compatibility/subjects/{}/versions/latest?verbose=true",
+                enc(&a.subject)
+            );
+            let answer: Value = match self
+                .client
+                .request(Method::POST, &path, Some(&self.body(v, done)))
+                .await
+            {
+                Ok(a) => a,
+                Err(e) if e.status() == Some(404) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if answer["is_compatible"] == Value::Bool(false) {
+                let why: Vec<&str> = answer["messages"]
+                    .as_array()
+                    .map(|m| m.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{} v{}: the target's latest version of {} is not {level}-compatible with it ({})",
+                    a.subject,
+                    a.version,
+                    a.subject,
+                    if why.is_empty() { "no reason given".to_string() } else { why.join("; ") }
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// What each version will get, without writing anything.
     pub async fn plan(
         &self,
@@ -274,7 +414,6 @@ impl SchemaRestore<'_> {
         let mut actions = Vec::new();
         let mut prepared: BTreeSet<String> = BTreeSet::new();
         let mut skipped: BTreeSet<String> = BTreeSet::new();
-        let mut modes_before: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (subject, v) in self.ordered() {
             let key = (subject.to_string(), v.version);
             if versions.contains_key(&key) {
@@ -302,8 +441,12 @@ impl SchemaRestore<'_> {
                         )
                         .await?;
                 }
+                if !skipped.contains(subject) {
+                    self.archived_compatibility(subject, state).await?;
+                }
                 if self.ids == SchemaIds::Keep && !skipped.contains(subject) {
-                    modes_before.insert(subject.to_string(), self.own_mode(subject).await?);
+                    let own = self.own_mode(subject).await?;
+                    state.remember_before("mode", subject, own.as_deref())?;
                     self.import_mode(subject).await?;
                 }
             }
@@ -370,7 +513,7 @@ impl SchemaRestore<'_> {
             });
         }
         if !state.is_done("schema-settings")? {
-            self.settings(&versions, &skipped, &modes_before, target_was_empty)
+            self.settings(&versions, &skipped, state, target_was_empty)
                 .await?;
             state.set_done("schema-settings")?;
         }
@@ -382,7 +525,7 @@ impl SchemaRestore<'_> {
         &self,
         versions: &BTreeMap<(String, i32), i32>,
         skipped: &BTreeSet<String>,
-        modes_before: &BTreeMap<String, Option<String>>,
+        state: &State,
         target_was_empty: bool,
     ) -> Result<(), RestoreError> {
         let restored: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
@@ -405,16 +548,14 @@ impl SchemaRestore<'_> {
                         .await;
                 }
             }
-            if let Some(c) = &st.compatibility {
-                self.client
-                    .request::<Value>(
-                        Method::PUT,
-                        &format!("/config/{s}"),
-                        Some(&json!({"compatibility": c})),
-                    )
-                    .await?;
+            // The archive's own settings; where it has none, the target's own, if this restore
+            // changed them (recorded in the state before the first change, whichever run).
+            match (&st.compatibility, state.before("config", &st.subject)?) {
+                (Some(c), _) => self.put_config(&st.subject, Some(c)).await?,
+                (None, Some(before)) => self.put_config(&st.subject, before.as_deref()).await?,
+                (None, None) => {}
             }
-            match (&st.mode, self.ids) {
+            match (&st.mode, state.before("mode", &st.subject)?) {
                 (Some(m), _) => {
                     self.client
                         .request::<Value>(
@@ -424,14 +565,8 @@ impl SchemaRestore<'_> {
                         )
                         .await?;
                 }
-                (None, SchemaIds::Keep) => {
-                    self.put_back_mode(
-                        &st.subject,
-                        modes_before.get(&st.subject).cloned().flatten().as_deref(),
-                    )
-                    .await?
-                }
-                (None, SchemaIds::Rewrite) => {}
+                (None, Some(before)) => self.put_back_mode(&st.subject, before.as_deref()).await?,
+                (None, None) => {}
             }
             if st.deleted {
                 let _ = self
@@ -499,6 +634,16 @@ impl SchemaPlan {
             }
         }
         let actions = block(sr.plan(done))?;
+        if opts.schemas != SchemaPolicy::Overwrite {
+            let refused = block(sr.refusals(&actions, done))?;
+            if !refused.is_empty() {
+                return Err(RestoreError::Refused(format!(
+                    "the target registry would refuse {} schema version(s); nothing was written:\n  {}\nrestore to a registry without these subjects, with --schemas skip-existing, or with --schemas overwrite",
+                    refused.len(),
+                    refused.join("\n  ")
+                )));
+            }
+        }
         if keep && !opts.dry_run && done.is_empty() {
             block(sr.probe_import())?;
         }

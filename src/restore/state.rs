@@ -222,6 +222,31 @@ impl State {
         self.read_all(VERSIONS, |(s, v), t| ((s.to_string(), v), t))
     }
 
+    /// What a subject's `kind` setting (`mode`, `config`) was on the target before this restore
+    /// first changed it: `Some(None)` = it had none of its own; `None` = never changed.
+    pub fn before(&self, kind: &str, subject: &str) -> Result<Option<Option<String>>, StateError> {
+        Ok(self
+            .meta(&format!("before:{kind}:{subject}"))?
+            .map(|v| v.strip_prefix('=').map(str::to_string)))
+    }
+
+    /// Records what a setting was before the first change (later calls keep the first value), so
+    /// that a resumed run puts back the target's own setting, not one an earlier run made.
+    pub fn remember_before(
+        &self,
+        kind: &str,
+        subject: &str,
+        value: Option<&str>,
+    ) -> Result<(), StateError> {
+        let key = format!("before:{kind}:{subject}");
+        if self.meta(&key)?.is_none() {
+            // "=" + value; a bare "-" for none (a value may be empty, never starts with "-").
+            let v = value.map_or("-".to_string(), |v| format!("={v}"));
+            self.set_meta(&key, &v)?;
+        }
+        Ok(())
+    }
+
     pub fn is_done(&self, step: &str) -> Result<bool, StateError> {
         Ok(self
             .read_all(DONE, |k, v| (k.to_string(), v))?
