@@ -36,6 +36,23 @@ async fn import(reg: &Registry, subject: &str, id: u32, version: i32, schema: &s
     .await;
 }
 
+/// Avro's binary encoding of a string: zig-zag varint length, then the bytes.
+fn avro_string(s: &str) -> Vec<u8> {
+    let mut n = (s.len() as u64) << 1;
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
 const V1: &str = r#"{"type":"record","name":"Order","namespace":"kar.s","fields":[{"name":"id","type":"string"}]}"#;
 const V2: &str = r#"{"type":"record","name":"Order","namespace":"kar.s","fields":[{"name":"id","type":"string"},{"name":"note","type":"string","default":""}]}"#;
 
@@ -68,12 +85,14 @@ async fn a_nightly_refresh_with_kept_ids_restores_into_subjects_that_have_versio
     let topic = format!("{p}-orders");
     common::create_topic(&topic, 1, &[]).await;
     let prod = producer(&[]);
+    // Real Avro, so that Confluent's own deserializer can read the restored records.
     for i in 0..3 {
+        let value = avro_string(&format!("o{i}"));
         send(
             &prod,
             &topic,
             0,
-            &rec(i, None, Some(wire_value(base, b"one")), &[]),
+            &rec(i, None, Some(wire_value(base, &value)), &[]),
         );
     }
 
@@ -96,11 +115,12 @@ async fn a_nightly_refresh_with_kept_ids_restores_into_subjects_that_have_versio
     // The day's change at the source: a new version, records written with it.
     import(&source, &subject, next, 2, V2).await;
     for i in 3..6 {
+        let value = [avro_string(&format!("o{i}")), avro_string("two")].concat();
         send(
             &prod,
             &topic,
             0,
-            &rec(i, None, Some(wire_value(next, b"two")), &[]),
+            &rec(i, None, Some(wire_value(next, &value)), &[]),
         );
     }
     let night2 = tempfile::tempdir().unwrap();
@@ -130,6 +150,15 @@ async fn a_nightly_refresh_with_kept_ids_restores_into_subjects_that_have_versio
         every_value_resolves(&format!("{topic}-2"), &target, &source).await,
         6
     );
+    // Confluent's Python client decodes every restored record against the target registry.
+    let decoded = common::decode_with_confluent(&format!("{topic}-2"), &common::target_registry());
+    let want: Vec<Value> = (0..6)
+        .map(|i| match i {
+            0..3 => json!({"id": format!("o{i}")}),
+            _ => json!({"id": format!("o{i}"), "note": "two"}),
+        })
+        .collect();
+    assert_eq!(decoded, want);
     // The subject's own mode is the source's again (READWRITE, set there), not IMPORT.
     let path = format!("/mode/{subject}?defaultToGlobal=false");
     let on_target = target.get(&path).await["mode"].clone();

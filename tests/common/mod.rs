@@ -505,3 +505,35 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// Reads every record of `topic` with Confluent's Python client (scripts/python/decode.py, in the
+/// environment scripts/python-deps makes; `KAR_TEST_PYTHON` names its python) and decodes each
+/// value with its AvroDeserializer against `registry`: the decoded values, in partition and
+/// offset order. Panics, naming the record, if one does not decode.
+pub fn decode_with_confluent(topic: &str, registry: &str) -> Vec<Value> {
+    let python = std::env::var("KAR_TEST_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/kar/venv/bin/python")
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "Confluent's Python client is not installed at {python}: run scripts/python-deps"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python/decode.py");
+    let out = std::process::Command::new(&python)
+        .args([script, &bootstrap(), topic, registry])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "decoding {topic} with Confluent's client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rows: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rows.sort_by_key(|r| (r["partition"].as_i64(), r["offset"].as_i64()));
+    rows.into_iter().map(|r| r["value"].clone()).collect()
+}
