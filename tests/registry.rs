@@ -569,3 +569,52 @@ async fn an_html_reply_names_the_registry_it_came_from() {
         "{err}"
     );
 }
+
+/// A registry that caps the pages of its bulk listing (Confluent: `schema.search.max.limit`,
+/// 1,000 by default; here a proxy in front of the real registry caps them at 100) is paged until
+/// an empty page: a subject with 1,050 versions comes out whole, none of them taken for
+/// soft-deleted. (The listing stopped at the first page shorter than the 500 asked for: the
+/// subject counted as covered, and every version after the first page was lost, silently.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_caps_its_pages_is_read_to_the_end() {
+    let p = common::unique("pages");
+    let reg = Registry::source();
+    let subject = format!("{p}-many-value");
+    reg.ok(
+        Method::PUT,
+        &format!("/config/{subject}"),
+        Some(json!({"compatibility": "NONE"})),
+    )
+    .await;
+    for k in 0..1050 {
+        let schema = format!(
+            r#"{{"type":"record","name":"R","fields":[{{"name":"n","type":"int","default":{k}}}]}}"#
+        );
+        reg.register(&subject, json!({ "schema": schema })).await;
+    }
+    let limit = regex::Regex::new(r"limit=\d+").unwrap();
+    let proxy = http_proxy(common::source_registry(), move |_, method, path, _| {
+        (method == "GET" && path.starts_with("/schemas?"))
+            .then(|| Fault::Rewrite(limit.replace(path, "limit=100").into_owned()))
+    })
+    .await;
+    let mut settings = RegistrySettings::new(&proxy.addr);
+    settings.rate_limit = 1000;
+    let filter = SubjectFilter {
+        include: vec![format!("{p}-.*")],
+        exclude: vec![],
+    };
+    let got = capture(
+        Arc::new(RegistryClient::new(&settings).unwrap()),
+        &filter,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(proxy.faults.lock().unwrap()["rewrite"] > 20, "pages of 100");
+    let s = &got.snapshot.subjects[0];
+    assert_eq!(s.subject, subject);
+    let versions: Vec<i32> = s.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=1050).collect::<Vec<_>>());
+    assert!(s.versions.iter().all(|v| !v.deleted));
+}

@@ -165,7 +165,10 @@ async fn bulk(
     requests: &mut u64,
 ) -> Result<Option<Vec<SchemaEntry>>, RegistryError> {
     let mut out = Vec::new();
+    let mut seen: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut offset = 0;
+    // Until an empty page: a registry may cap a page below what was asked (Confluent at
+    // `schema.search.max.limit`, 1,000 by default), so a short page is not the last one.
     loop {
         let path = format!("/schemas?deleted={deleted}&offset={offset}&limit={PAGE}");
         *requests += 1;
@@ -174,15 +177,18 @@ async fn bulk(
             None => return Ok(None),
         };
         let n = page.len();
-        out.extend(page);
-        // A registry that ignores offset/limit returns everything at once, then the same again.
-        if n < PAGE || (offset > 0 && n == 0) {
+        let mut new = 0;
+        for e in page {
+            if seen.insert((e.subject.clone(), e.version)) {
+                new += 1;
+                out.push(e);
+            }
+        }
+        // A registry that ignores offset/limit serves the same entries again: nothing new.
+        if n == 0 || new == 0 {
             break;
         }
         offset += n;
-        if offset > 10_000_000 {
-            break;
-        }
     }
     Ok(Some(out))
 }

@@ -19,6 +19,8 @@ pub enum Fault {
     Drop,
     /// This status and JSON body.
     Reply(u16, String),
+    /// Forwarded, with this path (and query) instead of the request's.
+    Rewrite(String),
 }
 
 impl Fault {
@@ -28,6 +30,7 @@ impl Fault {
             Fault::Unavailable => "503",
             Fault::Drop => "drop",
             Fault::Reply(..) => "reply",
+            Fault::Rewrite(..) => "rewrite",
         }
     }
 }
@@ -144,7 +147,11 @@ pub async fn http_proxy(
                         Some(Fault::Reply(status, body)) => {
                             response(status, "Refused", "", body.as_bytes())
                         }
-                        None => {
+                        forward @ (None | Some(Fault::Rewrite(_))) => {
+                            let path = match forward {
+                                Some(Fault::Rewrite(p)) => p,
+                                _ => path,
+                            };
                             let m = Method::from_bytes(method.as_bytes()).unwrap();
                             let mut req = http.request(m, format!("{target}{path}"));
                             if !body.is_empty() {
