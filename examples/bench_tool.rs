@@ -246,9 +246,12 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
         for t in 0..threads {
             let (recs, conn) = (&recs, &conn);
             handles.push(scope.spawn(move || -> Result<()> {
-                // kar's restore settings, without the transactions: the baseline is the
+                // kar's restore settings (lz4, its default for a topic without a codec),
+                // without the transactions: the baseline is the
                 // cheapest way to put the records in, and the ratio shows what exactly-once costs.
-                let producer: BaseProducer = kar::kafka::txn::producer_config(conn).create()?;
+                let producer: BaseProducer =
+                    kar::kafka::txn::producer_config(conn, kar::kafka::txn::Compression::Lz4)
+                        .create()?;
                 for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
                     let mut headers = OwnedHeaders::new_with_capacity(hs.len());
                     for (hk, hv) in hs {

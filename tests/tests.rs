@@ -9,6 +9,7 @@ mod archive;
 mod backup;
 mod common;
 mod compact;
+mod contracts;
 mod registry;
 mod repair;
 mod restore;

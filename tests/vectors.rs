@@ -357,3 +357,50 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
         check_contents(&committed, &input, &name);
     }
 }
+
+/// The `schemas` vector's registry document reads into kar's typed snapshot: the 2.1 members
+/// (whole configurations, data-contract settings, a member kar does not know) arrive as written.
+#[test]
+fn the_schemas_vector_reads_into_a_typed_snapshot_with_its_configurations() {
+    let a = Archive::open(vectors_dir().join("schemas/archive.kar")).unwrap();
+    let snap = kar::registry::snapshot::read_from_archive(&a)
+        .unwrap()
+        .unwrap();
+    let g = snap.global.own_config().unwrap();
+    assert_eq!(g.compatibility.as_deref(), Some("BACKWARD"));
+    assert_eq!(g.normalize, Some(true));
+    assert_eq!(
+        g.default_metadata,
+        Some(serde_json::json!({"properties": {"owner": "platform"}}))
+    );
+    let money = snap
+        .subjects
+        .iter()
+        .find(|s| s.subject == "common-money-value")
+        .unwrap();
+    let c = money.own_config().unwrap();
+    assert_eq!(c.compatibility_group.as_deref(), Some("app.major"));
+    assert_eq!(c.alias.as_deref(), Some("money"));
+    assert_eq!(
+        c.request()["futureMember"],
+        serde_json::json!({"kept": true}),
+        "a member kar does not know goes back to the registry as it came"
+    );
+    assert_eq!(
+        c.request()["overrideRuleSet"]["domainRules"][0]["name"],
+        "positive"
+    );
+    // A 2.0 subject (no `config`): the level alone.
+    let orders = snap
+        .subjects
+        .iter()
+        .find(|s| s.subject == "orders-value")
+        .unwrap();
+    assert_eq!(orders.own_config(), None);
+    let v = &orders.versions[0];
+    assert_eq!(v.metadata.as_ref().unwrap()["sensitive"][0], "units");
+    assert_eq!(
+        v.rule_set.as_ref().unwrap()["domainRules"][0]["name"],
+        "positive"
+    );
+}

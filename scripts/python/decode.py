@@ -1,6 +1,7 @@
 """Reads every record of a topic with Confluent's Python client, as a consumer on the target would,
-and decodes each value with its AvroDeserializer against a Schema Registry: the proof that restored
-records are readable. Prints one JSON line per record (partition, offset, decoded value); exits 1
+and decodes each value with its AvroDeserializer against a Schema Registry (the schema ID taken from
+the value's prefix or from its `__value_schema_id` header): the proof that restored records are
+readable. Prints one JSON line per record (partition, offset, decoded value); exits 1
 on the first record that does not decode, naming it.
 
     python decode.py BOOTSTRAP TOPIC REGISTRY_URL
@@ -39,7 +40,9 @@ def main():
                 open_partitions.discard(m.partition())
                 continue
             sys.exit(f"{topic}: {m.error()}")
-        ctx = SerializationContext(topic, MessageField.VALUE)
+        # With the headers: the deserializer takes the schema ID from `__value_schema_id` where
+        # a record has it (Confluent 8's header form), else from the payload prefix.
+        ctx = SerializationContext(topic, MessageField.VALUE, m.headers())
         try:
             value = deserialize(m.value(), ctx)
         except Exception as e:  # the message names what failed

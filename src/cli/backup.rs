@@ -148,7 +148,8 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Subjects to capture, as regular expressions matching whole names (repeatable) [default:
-    /// all]; subjects they reference are taken too
+    /// all]; subjects they reference are taken too, and a subject named literally that has a
+    /// configuration but no version (an alias), which no registry listing shows
     #[arg(long = "subjects", value_name = "REGEX")]
     pub subjects: Vec<String>,
     /// Subjects to leave out (repeatable)

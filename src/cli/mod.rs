@@ -528,6 +528,9 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         snap.global.compatibility.as_deref().unwrap_or("-"),
         snap.global.mode.as_deref().unwrap_or("-")
     );
+    if let Some(c) = snap.global.own_config().filter(data_contract) {
+        outln!("          configuration {}", c.request());
+    }
     outln!();
     outln!(
         "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
@@ -562,6 +565,19 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for s in &snap.subjects {
+        for v in &s.versions {
+            if let Some(m) = &v.metadata {
+                outln!("{} v{} metadata {m}", s.subject, v.version);
+            }
+            if let Some(r) = &v.rule_set {
+                outln!("{} v{} rule set {r}", s.subject, v.version);
+            }
+        }
+        if let Some(c) = s.own_config().filter(data_contract) {
+            outln!("{} configuration {}", s.subject, c.request());
+        }
+    }
     outln!();
     let order: Vec<String> = snap.restore_order.iter().map(|sv| sv.to_string()).collect();
     outln!(
@@ -580,4 +596,9 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         outln!("taken because referenced: {}", snap.pulled_in.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A configuration with more than a compatibility level: shown whole.
+fn data_contract(c: &crate::registry::snapshot::ConfigState) -> bool {
+    c.request().as_object().is_some_and(|m| m.len() > 1) || c.compatibility.is_none()
 }

@@ -15,7 +15,8 @@ use crate::config::load_yaml;
 use crate::kafka::KafkaConnection;
 use crate::registry::client::RegistrySettings;
 use crate::restore::{
-    PreflightCheck, RestoreOptions, RestorePlan, RestoreReport, SchemaIds, SchemaPolicy, restore,
+    GlobalConfigPolicy, PreflightCheck, RestoreOptions, RestorePlan, RestoreReport, SchemaIds,
+    SchemaPolicy, restore,
 };
 
 #[derive(Debug, Args)]
@@ -33,6 +34,11 @@ pub struct RestoreArgs {
     /// What to do with subjects the target already has [default: add-missing]
     #[arg(long, value_enum)]
     pub schemas: Option<SchemaPolicy>,
+    /// The target registry's global configuration and mode: `overwrite` sets the archive's,
+    /// `keep` leaves the target's [default: the archive's into a registry without subjects, else
+    /// keep and name what differs]
+    #[arg(long, value_enum)]
+    pub global_config: Option<GlobalConfigPolicy>,
     /// Source topics to restore (regular expressions on whole names; repeatable) [default: all]
     #[arg(long = "topics", value_name = "REGEX")]
     pub topics: Vec<String>,
@@ -65,6 +71,10 @@ pub struct RestoreArgs {
     /// run leaves at most this much per partition being written as aborted records [default: 64]
     #[arg(long, value_name = "MIB")]
     pub transaction_size: Option<usize>,
+    /// Codec of the restore producer's batches [default: each archived topic's compression.type
+    /// where it names a codec, else lz4]
+    #[arg(long, value_name = "CODEC", value_parser = ["none", "lz4", "zstd", "snappy", "gzip"])]
+    pub producer_compression: Option<String>,
     /// Restore schemas even when the archive's restore order is incomplete
     #[arg(long)]
     pub force: bool,
@@ -99,6 +109,7 @@ struct ConfigFile {
 struct RestoreSection {
     schema_ids: Option<SchemaIdsName>,
     schemas: Option<String>,
+    global_config: Option<GlobalConfigName>,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -108,6 +119,14 @@ struct RestoreSection {
     state: Option<PathBuf>,
     concurrency: Option<usize>,
     transaction_size: Option<usize>,
+    producer_compression: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum GlobalConfigName {
+    Keep,
+    Overwrite,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +159,10 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
             "restore.schemas {other:?} is not add-missing, overwrite or skip-existing"
         ),
     };
+    o.global_config = a.global_config.or(r.global_config.map(|g| match g {
+        GlobalConfigName::Keep => GlobalConfigPolicy::Keep,
+        GlobalConfigName::Overwrite => GlobalConfigPolicy::Overwrite,
+    }));
     o.topics = if a.topics.is_empty() {
         r.topics
     } else {
@@ -174,6 +197,16 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
             "--transaction-size must be 1 to 1024 (MiB)"
         );
         o.transaction_bytes = m << 20;
+    }
+    if let Some(c) = a
+        .producer_compression
+        .as_deref()
+        .or(r.producer_compression.as_deref())
+    {
+        o.producer_compression =
+            Some(crate::kafka::txn::Compression::parse(c).ok_or_else(|| {
+                anyhow::anyhow!("producer compression {c:?} is not none, lz4, zstd, snappy or gzip")
+            })?);
     }
     o.dry_run = a.dry_run;
     o.append = a.append;
@@ -231,6 +264,17 @@ fn print_plan(p: &RestorePlan) {
             );
         }
     }
+    if let Some(g) = &p.registry_global {
+        let what = match g.action.as_str() {
+            "set" => "the archive's is set",
+            "keep" => "the target's is kept",
+            _ => "the same on both",
+        };
+        outln!("\nglobal configuration and mode: {what}");
+        for d in &g.differences {
+            outln!("  {d}");
+        }
+    }
     outln!("\ntopics:");
     for t in &p.topics {
         let name = if t.source == t.target {
@@ -244,12 +288,13 @@ fn print_plan(p: &RestorePlan) {
             String::new()
         };
         outln!(
-            "  {:<7} {:<50} {} partitions, rf {}, {} records{restored}",
+            "  {:<7} {:<50} {} partitions, rf {}, {} records{restored}, {} batches",
             t.action,
             name,
             t.partitions,
             t.replication_factor,
-            t.records
+            t.records,
+            t.compression.name()
         );
         for w in &t.warnings {
             outln!("          warning: {w}");
@@ -272,19 +317,23 @@ fn print_summary(r: &RestoreReport) {
             None => "ok".to_string(),
         };
         outln!(
-            "  {}/{}: {} records ({} written now), {} schema IDs rewritten, {} unknown IDs left as they are: {status}",
+            "  {}/{}: {} records ({} written now), {} schema IDs rewritten, {} unknown IDs left as they are{}: {status}",
             o.target_topic,
             o.partition,
             o.records,
             o.written,
             o.rewritten_ids,
-            o.unknown_ids
+            o.unknown_ids,
+            header_ids(o)
         );
         if let Some((from, to)) = o.aborted {
             outln!(
                 "    offsets {from}..{to} hold an interrupted run's aborted transaction: read_committed consumers skip it, read_uncommitted ones see it"
             );
         }
+    }
+    for p in &r.schema_problems {
+        outln!("  schema: NOT WHOLE: {p}");
     }
     if !r.id_map.is_empty() {
         let pairs: Vec<String> = r.id_map.iter().map(|(s, t)| format!("{s}->{t}")).collect();
@@ -309,8 +358,23 @@ fn print_summary(r: &RestoreReport) {
         r.seconds,
         if r.ok {
             "OK"
+        } else if r.partitions.iter().all(|o| o.error.is_none())
+            && r.groups.iter().all(|g| !g.failed)
+        {
+            "NOT WHOLE: the target registry does not hold what is named above"
         } else {
             "INCOMPLETE: run the same command again to continue"
         }
     );
+}
+
+/// The schema ID headers of a partition, where it had any.
+fn header_ids(o: &crate::restore::records::PartitionOutcome) -> String {
+    if o.rewritten_header_ids == 0 && o.guid_headers == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} schema ID headers rewritten, {} GUID headers as they are",
+        o.rewritten_header_ids, o.guid_headers
+    )
 }

@@ -528,6 +528,30 @@ impl RecordAt {
     }
 }
 
+impl RecordAt {
+    /// Where the values of the headers named `name` lie in `raw` (the bytes the record was
+    /// located in), in header order; null values left out. Restore rewrites schema IDs there.
+    pub fn header_values(&self, raw: &[u8], name: &str) -> Vec<Range<usize>> {
+        let start = self.headers.start;
+        let mut c = Cursor::new(&raw[self.headers.clone()], 0, "record header");
+        let mut out = Vec::new();
+        for _ in 0..self.header_count {
+            // Validated when the record was decoded, so these cannot fail.
+            let Ok(n) = c.varint() else { break };
+            let Ok(len) = len_usize(&c, n) else { break };
+            let Ok(this) = c.take(len) else { break };
+            let matches = this == name.as_bytes();
+            let Ok(range) = read_nullable_range(&mut c) else {
+                break;
+            };
+            if let Some(r) = range.filter(|_| matches) {
+                out.push(start + r.start..start + r.end);
+            }
+        }
+        out
+    }
+}
+
 fn read_nullable_range(c: &mut Cursor<'_>) -> Result<Option<Range<usize>>, FormatError> {
     match c.varint()? {
         0 => Ok(None),

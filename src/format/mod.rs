@@ -21,7 +21,7 @@ pub use error::FormatError;
 pub const VERSION_MAJOR: u16 = 2;
 /// Minor version: a reader reads a newer minor version, skipping optional structures it does not
 /// know.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// The largest uncompressed size of one frame's content: bounds every allocation a reader makes
 /// from a length field.

@@ -119,8 +119,47 @@ pub struct PartitionWriter {
 
 /// A restore's producer settings but the transactions (which [`PartitionWriter`] adds): also the
 /// bench baseline's, so that it measures the same producer without them.
-pub fn producer_config(conn: &KafkaConnection) -> ClientConfig {
+/// The codec a restore producer compresses its batches with. The broker keeps a producer's
+/// batches as they come when the topic's `compression.type` is `producer` (the default), so
+/// uncompressed batches take several times the disk and network of the source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// A codec by its name (librdkafka's and the topic config's); `uncompressed` and `producer`
+    /// (topic configs that name no codec) are not codecs.
+    pub fn parse(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
+}
+
+pub fn producer_config(conn: &KafkaConnection, compression: Compression) -> ClientConfig {
     let mut c = conn.client_config();
+    c.set("compression.type", compression.name());
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
@@ -153,6 +192,7 @@ impl PartitionWriter {
         txn_id: &str,
         topic: &str,
         partition: i32,
+        compression: Compression,
         timeout: Duration,
     ) -> Result<PartitionWriter, WriteError> {
         let failed = |what: &str, detail: String| WriteError::Failed {
@@ -161,7 +201,7 @@ impl PartitionWriter {
             what: what.to_string(),
             detail,
         };
-        let producer: BaseProducer<Deliveries> = producer_config(conn)
+        let producer: BaseProducer<Deliveries> = producer_config(conn, compression)
             .set("transactional.id", txn_id)
             .set("transaction.timeout.ms", "300000")
             .create_with_context(Deliveries::new())

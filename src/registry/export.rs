@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! DIR/_manifest.json                      restore order, ID → subject/version index, counts
-//! DIR/_global_config.json                 global compatibility and mode
-//! DIR/subjects/<subject>/_metadata.json   the subject's config, mode, deleted flag and versions
+//! DIR/_global_config.json                 global configuration (data contracts too) and mode
+//! DIR/subjects/<subject>/_metadata.json   the subject's own configuration (whole), mode, deleted flag, versions
 //! DIR/subjects/<subject>/v<N>.json        each version in full, schema text included
 //! ```
 //!
@@ -161,6 +161,7 @@ pub fn export(
             "subject": s.subject,
             "deleted": s.deleted,
             "compatibility": s.compatibility,
+            "config": s.own_config().map(|c| c.request()),
             "mode": s.mode,
             "versions": s.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
             "deleted_versions": s.versions.iter().filter(|v| v.deleted).map(|v| v.version).collect::<Vec<_>>(),
@@ -170,7 +171,11 @@ pub fn export(
     }
     write(
         dir.join("_global_config.json"),
-        &json!({"compatibility": snap.global.compatibility, "mode": snap.global.mode}),
+        &json!({
+            "compatibility": snap.global.compatibility,
+            "config": snap.global.own_config().map(|c| c.request()),
+            "mode": snap.global.mode,
+        }),
     )?;
     let manifest = json!({
         "source": snap.source,

@@ -38,6 +38,9 @@ pub struct VersionState {
     pub metadata: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_set: Option<Value>,
+    /// The schema's GUID (format 2.1), where the registry serves one (Confluent 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,12 +52,161 @@ pub struct SubjectState {
     pub compatibility: Option<String>,
     pub mode: Option<String>,
     pub versions: Vec<VersionState>,
+    /// The subject's own configuration, every member (format 2.1; `None` = no override, or an
+    /// archive of 2.0, which held the level alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigState>,
+}
+
+impl SubjectState {
+    /// The subject's own configuration: the whole of it, or, from a 2.0 archive, the level.
+    pub fn own_config(&self) -> Option<ConfigState> {
+        self.config.clone().or_else(|| {
+            self.compatibility.as_ref().map(|c| ConfigState {
+                compatibility: Some(c.clone()),
+                ..ConfigState::default()
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GlobalState {
     pub compatibility: Option<String>,
     pub mode: Option<String>,
+    /// The global configuration, every member (format 2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigState>,
+}
+
+impl GlobalState {
+    pub fn own_config(&self) -> Option<ConfigState> {
+        self.config.clone().or_else(|| {
+            self.compatibility.as_ref().map(|c| ConfigState {
+                compatibility: Some(c.clone()),
+                ..ConfigState::default()
+            })
+        })
+    }
+}
+
+/// A configuration (global, or a subject's own) as the registry served it: the compatibility
+/// level and group, and the data-contract settings of Confluent's `ConfigValue`, which a
+/// registry applies to every version registered after (default and override metadata and rule
+/// sets) or to lookups (`normalize`, `alias`). Members this kar does not know are kept in
+/// `other`, as served, and restored as they are: nothing a newer registry adds is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_fields: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_rules: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_rule_set: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_rule_set: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// `GET /config` and `GET /config/{subject}` as Confluent serves them (`compatibilityLevel`;
+/// some registries answer `compatibility`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReply {
+    compatibility_level: Option<String>,
+    compatibility: Option<String>,
+    compatibility_group: Option<String>,
+    alias: Option<String>,
+    normalize: Option<bool>,
+    validate_fields: Option<bool>,
+    validate_rules: Option<bool>,
+    default_metadata: Option<Value>,
+    override_metadata: Option<Value>,
+    default_rule_set: Option<Value>,
+    override_rule_set: Option<Value>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
+}
+
+impl From<ConfigReply> for ConfigState {
+    fn from(r: ConfigReply) -> Self {
+        ConfigState {
+            compatibility: r.compatibility_level.or(r.compatibility),
+            compatibility_group: r.compatibility_group,
+            alias: r.alias,
+            normalize: r.normalize,
+            validate_fields: r.validate_fields,
+            validate_rules: r.validate_rules,
+            default_metadata: r.default_metadata,
+            override_metadata: r.override_metadata,
+            default_rule_set: r.default_rule_set,
+            override_rule_set: r.override_rule_set,
+            // A null member says nothing.
+            other: r.other.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        }
+    }
+}
+
+impl ConfigState {
+    /// The body of `PUT /config[/{subject}]` that sets exactly this configuration.
+    pub fn request(&self) -> Value {
+        let mut b = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                b.insert(k.to_string(), v);
+            }
+        };
+        put(
+            "compatibility",
+            self.compatibility.clone().map(Value::String),
+        );
+        put(
+            "compatibilityGroup",
+            self.compatibility_group.clone().map(Value::String),
+        );
+        put("alias", self.alias.clone().map(Value::String));
+        put("normalize", self.normalize.map(Value::Bool));
+        put("validateFields", self.validate_fields.map(Value::Bool));
+        put("validateRules", self.validate_rules.map(Value::Bool));
+        put("defaultMetadata", self.default_metadata.clone());
+        put("overrideMetadata", self.override_metadata.clone());
+        put("defaultRuleSet", self.default_rule_set.clone());
+        put("overrideRuleSet", self.override_rule_set.clone());
+        for (k, v) in &self.other {
+            b.insert(k.clone(), v.clone());
+        }
+        Value::Object(b)
+    }
+
+    /// What differs from another configuration, member by member, for a plan.
+    pub fn differences(&self, other: &ConfigState) -> Vec<String> {
+        let (a, b) = (self.request(), other.request());
+        let (a, b) = (a.as_object(), b.as_object());
+        let keys: BTreeSet<&String> = a.iter().chain(b.iter()).flat_map(|m| m.keys()).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let x = a.and_then(|m| m.get(k));
+                let y = b.and_then(|m| m.get(k));
+                (x != y).then(|| {
+                    let show = |v: Option<&Value>| v.map_or("unset".to_string(), |v| v.to_string());
+                    format!("{k} {} (archive) vs {} (target)", show(x), show(y))
+                })
+            })
+            .collect()
+    }
 }
 
 /// The `schema-registry` metadata document (format-spec §5.1).
@@ -142,13 +294,9 @@ struct SchemaEntry {
     metadata: Option<Value>,
     #[serde(default)]
     rule_set: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConfigReply {
-    compatibility_level: Option<String>,
-    compatibility: Option<String>,
+    /// Content-derived (Confluent 8); absent where the registry has none.
+    #[serde(default)]
+    guid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +341,67 @@ async fn bulk(
     Ok(Some(out))
 }
 
+/// Each version individually (`GET /subjects/{s}/versions/{v}?deleted=true`), concurrently (the
+/// client bounds concurrency and rate).
+async fn fetch_versions(
+    client: &Arc<RegistryClient>,
+    which: Vec<(String, i32)>,
+) -> Result<Vec<SchemaEntry>, RegistryError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (s, v) in which {
+        let c = client.clone();
+        tasks.spawn(async move {
+            c.get::<SchemaEntry>(&format!("/subjects/{}/versions/{v}?deleted=true", enc(&s)))
+                .await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.map_err(|e| {
+            RegistryError::Config(format!("a registry request task failed: {e}"))
+        })??);
+    }
+    Ok(out)
+}
+
+/// A bulk listing may leave out members a version has (AxonOps' `GET /schemas` serves no
+/// `metadata` or `ruleSet`; Confluent's does): each selected subject's latest version is read
+/// alone and compared, and where the listing lacked a member, every version is read alone.
+/// Returns the requests made.
+async fn complete_bulk(
+    client: &Arc<RegistryClient>,
+    entries: &mut BTreeMap<(String, i32), SchemaEntry>,
+) -> Result<u64, RegistryError> {
+    let mut latest: BTreeMap<String, i32> = BTreeMap::new();
+    for (s, v) in entries.keys() {
+        let l = latest.entry(s.clone()).or_insert(*v);
+        *l = (*l).max(*v);
+    }
+    let mut requests = latest.len() as u64;
+    let mut lacking = false;
+    for e in fetch_versions(client, latest.into_iter().collect()).await? {
+        let key = (e.subject.clone(), e.version);
+        if let Some(b) = entries.get(&key) {
+            lacking |= (!e.references.is_empty() && b.references.is_empty())
+                || (e.metadata.is_some() && b.metadata.is_none())
+                || (e.rule_set.is_some() && b.rule_set.is_none())
+                || (e.guid.is_some() && b.guid.is_none());
+        }
+        entries.insert(key, e);
+    }
+    if lacking {
+        tracing::debug!(
+            "the registry's bulk listing leaves out version members: reading each version"
+        );
+        let all: Vec<(String, i32)> = entries.keys().cloned().collect();
+        requests += all.len() as u64;
+        for e in fetch_versions(client, all).await? {
+            entries.insert((e.subject.clone(), e.version), e);
+        }
+    }
+    Ok(requests)
+}
+
 pub async fn capture(
     client: Arc<RegistryClient>,
     filter: &SubjectFilter,
@@ -202,9 +411,11 @@ pub async fn capture(
     requests += 2;
     let global_cfg: Option<ConfigReply> = client.get_opt("/config").await?;
     let global_mode: Option<ModeReply> = client.get_opt("/mode").await?;
+    let global_cfg: Option<ConfigState> = global_cfg.map(ConfigState::from);
     let global = GlobalState {
-        compatibility: global_cfg.and_then(|c| c.compatibility_level.or(c.compatibility)),
+        compatibility: global_cfg.as_ref().and_then(|c| c.compatibility.clone()),
         mode: global_mode.and_then(|m| m.mode),
+        config: global_cfg,
     };
 
     requests += 2;
@@ -219,6 +430,7 @@ pub async fn capture(
     let mut entries: BTreeMap<(String, i32), SchemaEntry> = BTreeMap::new();
     let mut live_versions: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut per_subject: Vec<String> = Vec::new();
+    let mut bulk_listed = false;
     match (
         bulk(&client, true, &mut requests).await?,
         bulk(&client, false, &mut requests).await?,
@@ -228,6 +440,7 @@ pub async fn capture(
             for e in all {
                 entries.insert((e.subject.clone(), e.version), e);
             }
+            bulk_listed = true;
             let covered: BTreeSet<&String> = entries.keys().map(|(s, _)| s).collect();
             per_subject.extend(
                 all_subjects
@@ -260,6 +473,33 @@ pub async fn capture(
 
     // The selection, and what it references, transitively.
     let (inc, exc) = filter.compile()?;
+    let chosen = |s: &str| {
+        (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
+    };
+    let mut selected: BTreeSet<String> =
+        all_subjects.iter().filter(|s| chosen(s)).cloned().collect();
+    // A subject with a configuration or mode and no version (an alias: `{"alias": "orders"}`)
+    // is in no listing a registry serves: it is taken when named literally.
+    let mut config_only = Vec::new();
+    for p in &filter.include {
+        if regex::escape(p) == *p && !all_subjects.contains(p) && chosen(p) {
+            requests += 2;
+            let cfg: Option<ConfigReply> = client
+                .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(p)))
+                .await?;
+            let mode: Option<ModeReply> = client
+                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(p)))
+                .await?;
+            if cfg.is_some() || mode.is_some() {
+                config_only.push(p.clone());
+            }
+        }
+    }
+    let all_subjects: Vec<String> = all_subjects
+        .into_iter()
+        .chain(config_only.iter().cloned())
+        .collect();
+    selected.extend(config_only.iter().cloned());
     let unmatched: Vec<String> = filter
         .include
         .iter()
@@ -267,11 +507,7 @@ pub async fn capture(
         .filter(|(_, r)| !all_subjects.iter().any(|s| r.is_match(s)))
         .map(|(p, _)| p.clone())
         .collect();
-    let chosen = |s: &str| {
-        (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
-    };
-    let mut selected: BTreeSet<String> =
-        all_subjects.iter().filter(|s| chosen(s)).cloned().collect();
+
     let mut pulled_in: BTreeSet<String> = BTreeSet::new();
     loop {
         let refs: BTreeSet<String> = entries
@@ -289,6 +525,11 @@ pub async fn capture(
         }
     }
 
+    if bulk_listed {
+        entries.retain(|(s, _), _| selected.contains(s));
+        requests += complete_bulk(&client, &mut entries).await?;
+    }
+
     // Per-subject overrides, concurrently (the client bounds concurrency and rate).
     let mut overrides = tokio::task::JoinSet::new();
     for s in selected.iter().filter(|s| all_subjects.contains(s)) {
@@ -300,14 +541,11 @@ pub async fn capture(
             let mode: Option<ModeReply> = c
                 .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
                 .await?;
-            Ok::<_, RegistryError>((
-                s,
-                cfg.and_then(|c| c.compatibility_level.or(c.compatibility)),
-                mode.and_then(|m| m.mode),
-            ))
+            Ok::<_, RegistryError>((s, cfg.map(ConfigState::from), mode.and_then(|m| m.mode)))
         });
     }
-    let mut subject_overrides: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
+    let mut subject_overrides: BTreeMap<String, (Option<ConfigState>, Option<String>)> =
+        BTreeMap::new();
     while let Some(r) = overrides.join_next().await {
         requests += 2;
         let (s, c, m) =
@@ -318,15 +556,16 @@ pub async fn capture(
     let mut texts = BTreeMap::new();
     let mut subjects: BTreeMap<String, SubjectState> = BTreeMap::new();
     for s in &selected {
-        let (compatibility, mode) = subject_overrides.remove(s).unwrap_or_default();
+        let (config, mode) = subject_overrides.remove(s).unwrap_or_default();
         subjects.insert(
             s.clone(),
             SubjectState {
                 subject: s.clone(),
-                deleted: !live_subjects.contains(s),
-                compatibility,
+                deleted: !live_subjects.contains(s) && !config_only.contains(s),
+                compatibility: config.as_ref().and_then(|c| c.compatibility.clone()),
                 mode,
                 versions: Vec::new(),
+                config,
             },
         );
     }
@@ -345,6 +584,7 @@ pub async fn capture(
             deleted: !live_versions.contains(&(s.clone(), v)),
             metadata: e.metadata,
             rule_set: e.rule_set,
+            guid: e.guid,
         });
     }
     let subjects: Vec<SubjectState> = subjects.into_values().collect();

@@ -6,6 +6,21 @@
 pub const MAGIC: u8 = 0x00;
 /// Length of the magic byte plus the schema ID.
 pub const HEADER_LEN: usize = 5;
+/// The magic byte of a schema GUID (Confluent 8): 0x01, then the GUID's 16 bytes.
+pub const GUID_MAGIC: u8 = 0x01;
+/// Record headers in which Confluent 8 serializers put the schema ID or GUID instead of the
+/// payload prefix (`header_schema_id_serializer`); the same ID form (0x00 + 4-byte ID) or GUID
+/// form (0x01 + 16 bytes), then Protobuf message indexes where present.
+pub const KEY_SCHEMA_ID_HEADER: &str = "__key_schema_id";
+pub const VALUE_SCHEMA_ID_HEADER: &str = "__value_schema_id";
+
+/// The GUID of a GUID-form schema ID header value.
+pub fn schema_guid(bytes: &[u8]) -> Option<[u8; 16]> {
+    match bytes {
+        [GUID_MAGIC, rest @ ..] if rest.len() >= 16 => rest[..16].try_into().ok(),
+        _ => None,
+    }
+}
 
 /// The schema ID of a wire-format key or value, or `None` when the bytes do not start with the
 /// magic byte or are too short to hold an ID.

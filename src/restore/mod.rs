@@ -86,6 +86,16 @@ pub enum SchemaPolicy {
     SkipExisting,
 }
 
+/// What a restore does with the target registry's global configuration and mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GlobalConfigPolicy {
+    /// Leave the target's global configuration and mode as they are.
+    Keep,
+    /// Set the archive's global configuration and mode on the target.
+    Overwrite,
+}
+
 /// What pre-flight checks of the archive before any write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -105,6 +115,9 @@ pub struct RestoreOptions {
     pub registry: Option<RegistrySettings>,
     pub schema_ids: SchemaIds,
     pub schemas: SchemaPolicy,
+    /// The global configuration and mode; `None`: the archive's into a target registry without
+    /// subjects, else the target's kept and what differs named in the plan.
+    pub global_config: Option<GlobalConfigPolicy>,
     /// Source topics to restore (anchored regexes); empty = all in the archive.
     pub topics: Vec<String>,
     /// Source topic → target topic renames.
@@ -126,6 +139,9 @@ pub struct RestoreOptions {
     pub allow_gaps: bool,
     /// How much of the archive is checked before anything is written.
     pub verify: PreflightCheck,
+    /// The codec of the restore's producer batches; `None`: each archived topic's
+    /// `compression.type` where it names a codec, else lz4.
+    pub producer_compression: Option<crate::kafka::txn::Compression>,
     /// Restore the Schema Registry snapshot alone, even from an archive with records.
     pub registry_only: bool,
     /// Each partition's records go in transactions of about this many bytes (ended at the first
@@ -144,6 +160,7 @@ impl RestoreOptions {
             registry: None,
             schema_ids: SchemaIds::Rewrite,
             schemas: SchemaPolicy::AddMissing,
+            global_config: None,
             topics: Vec::new(),
             map: BTreeMap::new(),
             until: None,
@@ -156,6 +173,7 @@ impl RestoreOptions {
             allow_gaps: false,
             verify: PreflightCheck::Full,
             registry_only: false,
+            producer_compression: None,
             transaction_bytes: 64 << 20,
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,
@@ -174,6 +192,8 @@ pub struct TopicPlan {
     pub records: u64,
     /// Of `records`, those already in: committed by an earlier run of this restore.
     pub restored: u64,
+    /// What the producer compresses the topic's batches with.
+    pub compression: crate::kafka::txn::Compression,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -197,6 +217,9 @@ pub struct RestorePlan {
     pub root_hash: String,
     pub schema_ids: SchemaIds,
     pub schemas: Vec<SchemaAction>,
+    /// The target registry's global configuration and mode (none without a registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_global: Option<schemas::GlobalPlan>,
     pub topics: Vec<TopicPlan>,
     pub groups: Vec<String>,
     pub state_file: PathBuf,
@@ -213,6 +236,10 @@ pub struct RestoreReport {
     pub plan: RestorePlan,
     pub dry_run: bool,
     pub schemas: Vec<SchemaAction>,
+    /// Archived version members (metadata, rule sets) the target does not hold, named: the run
+    /// is not OK.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_problems: Vec<String>,
     /// Source schema ID → target schema ID.
     pub id_map: BTreeMap<u32, u32>,
     pub partitions: Vec<PartitionOutcome>,
@@ -287,6 +314,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             .as_ref()
             .map(|s| s.actions.clone())
             .unwrap_or_default(),
+        registry_global: schemas.as_ref().map(|s| s.global.clone()),
         topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
         groups: kafka
             .iter()
@@ -294,7 +322,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             .collect(),
         state_file: state_path.clone(),
         progress_group: kafka.as_ref().map(|k| k.progress_group().to_string()),
-        warnings: kafka.iter().flat_map(|k| k.warnings.clone()).collect(),
+        warnings: kafka
+            .iter()
+            .flat_map(|k| k.warnings.clone())
+            .chain(schemas.iter().filter_map(|s| s.global_warning()))
+            .collect(),
     };
     if opts.dry_run {
         return Ok(RestoreReport::planned(plan, started));
@@ -309,9 +341,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     if let Some(k) = &kafka {
         k.create_topics_and_probe(opts)?;
     }
-    let taken = match (&schemas, &snap) {
+    let (taken, schema_problems) = match (&schemas, &snap) {
         (Some(p), Some(s)) => p.run(opts, s, &state)?,
-        _ => Vec::new(),
+        _ => (Vec::new(), Vec::new()),
     };
     tracing::debug!(elapsed = ?started.elapsed(), "topics and schemas restored");
     let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
@@ -332,11 +364,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     };
     tracing::debug!(elapsed = ?started.elapsed(), "records and consumer groups done");
     let ok = outcome.partitions.iter().all(|o| o.error.is_none())
-        && outcome.groups.iter().all(|g| !g.failed);
+        && outcome.groups.iter().all(|g| !g.failed)
+        && schema_problems.is_empty();
     Ok(RestoreReport {
         plan,
         dry_run: false,
         schemas: taken,
+        schema_problems,
         id_map,
         ok,
         records_written: outcome.partitions.iter().map(|o| o.written).sum(),
@@ -417,6 +451,7 @@ impl RestoreReport {
     fn planned(plan: RestorePlan, started: Instant) -> RestoreReport {
         RestoreReport {
             schemas: plan.schemas.clone(),
+            schema_problems: Vec::new(),
             plan,
             dry_run: true,
             id_map: BTreeMap::new(),

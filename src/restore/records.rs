@@ -17,7 +17,8 @@ use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::txn::{
-    PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError, first_committed,
+    Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
+    first_committed,
 };
 
 /// A transaction is committed at the first chunk boundary after this long, whatever its size, so
@@ -42,6 +43,8 @@ pub struct PartitionJob {
     /// Where a restore that has committed nothing yet expects the partition to end: nothing
     /// committed may lie at or after it, unless `--append`.
     pub start: i64,
+    /// What the producer compresses this partition's batches with.
+    pub compression: Compression,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,6 +59,10 @@ pub struct PartitionOutcome {
     pub written: u64,
     pub rewritten_ids: u64,
     pub unknown_ids: u64,
+    /// Schema ID headers (`__key_schema_id`, `__value_schema_id`) whose ID was rewritten.
+    pub rewritten_header_ids: u64,
+    /// Schema ID headers naming a schema by GUID: left as they are (a GUID is content-derived).
+    pub guid_headers: u64,
     /// The target offset after the last restored record (where the progress is committed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_offset: Option<i64>,
@@ -175,13 +182,20 @@ pub fn restore_partition(
         ..Default::default()
     };
     let (t, p) = (job.target_topic.as_str(), job.partition);
-    let result = PartitionWriter::open(s.conn, &transactional_id(t, p), t, p, TXN_CALL_TIMEOUT)
-        .map_err(|e| noted(&mut out, e))
-        .and_then(|w| {
-            let r = restore_inner(s, job, &w, progress, &mut out);
-            crate::kafka::closing::close_in_background(w);
-            r
-        });
+    let result = PartitionWriter::open(
+        s.conn,
+        &transactional_id(t, p),
+        t,
+        p,
+        job.compression,
+        TXN_CALL_TIMEOUT,
+    )
+    .map_err(|e| noted(&mut out, e))
+    .and_then(|w| {
+        let r = restore_inner(s, job, &w, progress, &mut out);
+        crate::kafka::closing::close_in_background(w);
+        r
+    });
     if let Err(e) = result {
         out.error = Some(e);
     }
@@ -419,6 +433,8 @@ fn produce_chunk(
     }
     out.rewritten_ids += stats.rewritten;
     out.unknown_ids += stats.unknown_ids;
+    out.rewritten_header_ids += stats.header_rewritten;
+    out.guid_headers += stats.header_guids;
     Ok(produced)
 }
 

@@ -1,6 +1,9 @@
 //! Schema ID rewriting: where the target registry gave a schema another ID, the 4-byte ID after
-//! the 0x00 magic byte of every wire-format key and value is rewritten in place, in the
-//! decompressed chunk, before the record is produced. Nothing else in the record changes.
+//! the 0x00 magic byte of every wire-format key and value, and of every `__key_schema_id` and
+//! `__value_schema_id` header in the ID form (Confluent 8 serializers that put the ID in a
+//! header), is rewritten in place, in the decompressed chunk, before the record is produced.
+//! GUID-form headers name the schema by content, which a restore does not change: they are
+//! counted. Nothing else in the record changes.
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,29 +47,50 @@ impl IdMap {
 pub struct RewriteStats {
     /// Keys and values whose schema ID was rewritten.
     pub rewritten: u64,
-    /// Keys and values that look like wire format but name an ID the archive does not hold; they
-    /// are left as they are.
+    /// Keys, values and ID headers that look like wire format but name an ID the archive does
+    /// not hold; they are left as they are.
     pub unknown_ids: u64,
+    /// Schema ID headers (ID form) whose ID was rewritten.
+    pub header_rewritten: u64,
+    /// Schema ID headers in the GUID form, left as they are.
+    pub header_guids: u64,
 }
 
 /// Rewrites, in place in the decompressed chunk `buf`, the schema IDs of one record's key and
-/// value where the mapping changes them.
+/// value, and of its schema ID headers, where the mapping changes them.
 pub fn rewrite_record(buf: &mut [u8], at: &RecordAt, ids: &IdMap, stats: &mut RewriteStats) {
     for range in [&at.key, &at.value].into_iter().flatten() {
-        let field = &mut buf[range.clone()];
-        let Some(id) = wire::schema_id(field) else {
-            continue;
-        };
-        match ids.get(id) {
-            Some(new) if new != id => {
-                wire::replace_schema_id(field, new);
-                stats.rewritten += 1;
-            }
-            Some(_) => {}
-            None if !ids.known.contains(&id) => stats.unknown_ids += 1,
-            None => {}
+        if rewrite_field(&mut buf[range.clone()], ids, stats) {
+            stats.rewritten += 1;
         }
     }
+    for name in [wire::KEY_SCHEMA_ID_HEADER, wire::VALUE_SCHEMA_ID_HEADER] {
+        for range in at.header_values(buf, name) {
+            let field = &mut buf[range];
+            if wire::schema_guid(field).is_some() {
+                stats.header_guids += 1;
+            } else if rewrite_field(field, ids, stats) {
+                stats.header_rewritten += 1;
+            }
+        }
+    }
+}
+
+/// Rewrites one wire-format field's ID where the mapping changes it; true if it did.
+fn rewrite_field(field: &mut [u8], ids: &IdMap, stats: &mut RewriteStats) -> bool {
+    let Some(id) = wire::schema_id(field) else {
+        return false;
+    };
+    match ids.get(id) {
+        Some(new) if new != id => {
+            wire::replace_schema_id(field, new);
+            return true;
+        }
+        Some(_) => {}
+        None if !ids.known.contains(&id) => stats.unknown_ids += 1,
+        None => {}
+    }
+    false
 }
 
 /// Rewrites the schema IDs of every record in a decompressed chunk in place.
@@ -117,7 +141,8 @@ mod tests {
             stats,
             RewriteStats {
                 rewritten: 1,
-                unknown_ids: 1
+                unknown_ids: 1,
+                ..Default::default()
             }
         );
         let recs: Vec<_> = ChunkRecords::new(&raw, 0)
@@ -136,9 +161,53 @@ mod tests {
         assert_eq!(
             recs[0].headers.iter().next().unwrap().1.unwrap(),
             wire::header(5),
-            "headers are not rewritten"
+            "other headers are not rewritten"
         );
         assert_eq!(recs[1].value.unwrap(), unknown);
         assert_eq!(recs[2].value.unwrap(), b"plain");
+    }
+
+    #[test]
+    fn rewrites_id_headers_and_counts_guid_headers() {
+        let mut e = ChunkEncoder::new("t", 0).unwrap();
+        let guid = [&[wire::GUID_MAGIC][..], &[0xab; 16], &[0x02, 0x04]].concat();
+        let id_form = [&wire::header(5)[..], &[0x00]].concat(); // then a Protobuf index
+        e.push(
+            0,
+            1,
+            TimestampType::CreateTime,
+            Some(b"plain key"),
+            Some(b"raw avro"),
+            [
+                ("__value_schema_id", Some(&id_form[..])),
+                ("other", Some(&wire::header(5)[..])),
+                ("__key_schema_id", Some(&guid[..])),
+                ("__value_schema_id", None),
+                ("__value_schema_id", Some(&wire::header(77)[..])),
+            ],
+        )
+        .unwrap();
+        let (_, mut raw) = e.finish(0..1).unwrap();
+        let stats = rewrite_chunk(&mut raw, &IdMap::new([(5, 500)], [5])).unwrap();
+        assert_eq!(
+            stats,
+            RewriteStats {
+                rewritten: 0,
+                unknown_ids: 1,
+                header_rewritten: 1,
+                header_guids: 1,
+            }
+        );
+        let recs: Vec<_> = ChunkRecords::new(&raw, 0)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let h: Vec<(&str, Option<&[u8]>)> = recs[0].headers.iter().collect();
+        assert_eq!(h[0].1.unwrap(), [&wire::header(500)[..], &[0x00]].concat());
+        assert_eq!(h[1].1.unwrap(), wire::header(5), "only schema ID headers");
+        assert_eq!(h[2].1.unwrap(), guid, "a GUID is left as it is");
+        assert_eq!(h[3].1, None);
+        assert_eq!(h[4].1.unwrap(), wire::header(77), "an unknown ID is left");
+        assert_eq!(recs[0].value.unwrap(), b"raw avro");
     }
 }

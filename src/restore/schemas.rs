@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::state::State;
-use super::{RestoreError, RestoreOptions, SchemaIds, SchemaPolicy, block};
+use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy, block};
 use crate::archive::Archive;
 use crate::registry::client::{
     RegistryClient, RegistryError, RegistrySettings, path_segment as enc,
 };
-use crate::registry::snapshot::{RegistrySnapshot, VersionState};
+use crate::registry::snapshot::{ConfigReply, ConfigState, RegistrySnapshot, VersionState};
 
 /// What will happen, or happened, to one schema version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,6 +50,7 @@ pub struct SchemaRestore<'a> {
     pub texts: &'a BTreeMap<String, String>,
     pub ids: SchemaIds,
     pub policy: SchemaPolicy,
+    pub global: GlobalPlan,
 }
 
 impl SchemaRestore<'_> {
@@ -229,79 +230,97 @@ impl SchemaRestore<'_> {
     /// The compatibility level the subject's versions were registered under at the source: its
     /// own, else the source's global one.
     fn archived_level(&self, subject: &str) -> Option<&str> {
-        self.snap
-            .subjects
-            .iter()
-            .find(|s| s.subject == subject)
+        self.archived_subject(subject)
             .and_then(|s| s.compatibility.as_deref())
             .or(self.snap.global.compatibility.as_deref())
     }
 
-    /// The level the target applies to the subject now (its own, else the global one).
-    async fn target_level(&self, subject: &str) -> Result<Option<String>, RegistryError> {
-        let c: Option<Value> = self
+    fn archived_subject(&self, subject: &str) -> Option<&crate::registry::snapshot::SubjectState> {
+        self.snap.subjects.iter().find(|s| s.subject == subject)
+    }
+
+    /// What the source checked the subject's versions under: the level and the compatibility
+    /// group (versions whose metadata property named by the group differs are not checked
+    /// against each other), each the subject's own, else the global one.
+    fn archived_checks(&self, subject: &str) -> ConfigState {
+        let own = self.archived_subject(subject).and_then(|s| s.own_config());
+        let global = self.snap.global.own_config();
+        let group = own
+            .as_ref()
+            .and_then(|c| c.compatibility_group.clone())
+            .or_else(|| global.as_ref().and_then(|g| g.compatibility_group.clone()));
+        ConfigState {
+            compatibility: self.archived_level(subject).map(str::to_string),
+            compatibility_group: group,
+            ..ConfigState::default()
+        }
+    }
+
+    /// What the target checks a version registered under the subject against now (its own
+    /// settings, else the global ones).
+    async fn target_checks(&self, subject: &str) -> Result<ConfigState, RegistryError> {
+        let c: Option<ConfigReply> = self
             .client
             .get_opt(&format!("/config/{}?defaultToGlobal=true", enc(subject)))
             .await?;
-        Ok(c.and_then(|c| {
-            c["compatibilityLevel"]
-                .as_str()
-                .or(c["compatibility"].as_str())
-                .map(str::to_string)
-        }))
+        let c = c.map(ConfigState::from).unwrap_or_default();
+        Ok(ConfigState {
+            compatibility: c.compatibility,
+            compatibility_group: c.compatibility_group,
+            ..ConfigState::default()
+        })
     }
 
-    /// Sets the subject to the level its versions were registered under at the source, where
-    /// the target would check them under another (the final level is set with the other
-    /// settings, at the end): a target stricter than the source would refuse versions the source
-    /// took. The target's own level is recorded first, to be put back.
+    /// Sets the subject to the level and group its versions were registered under at the
+    /// source, where the target would check them under others (the final configuration is set
+    /// with the other settings, at the end: its default and override metadata and rule sets
+    /// would change the versions registered after them): a target stricter than the source
+    /// would refuse versions the source took. The target's own configuration is recorded first,
+    /// to be put back.
     async fn archived_compatibility(
         &self,
         subject: &str,
         state: &State,
     ) -> Result<(), RestoreError> {
-        let Some(want) = self.archived_level(subject) else {
-            return Ok(());
-        };
-        if self.target_level(subject).await?.as_deref() == Some(want) {
+        let want = self.archived_checks(subject);
+        if want.compatibility.is_none() || self.target_checks(subject).await? == want {
             return Ok(());
         }
-        let own: Option<Value> = self
-            .client
-            .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(subject)))
-            .await?;
-        let own = own.and_then(|c| {
-            c["compatibilityLevel"]
-                .as_str()
-                .or(c["compatibility"].as_str())
-                .map(str::to_string)
-        });
+        let path = format!("/config/{}", enc(subject));
+        let own = self.own_config(&path).await?;
+        let own = own.map(|c| serde_json::to_string(&c).expect("a config serializes"));
         state.remember_before("config", subject, own.as_deref())?;
-        self.put_config(subject, Some(want)).await?;
+        self.client
+            .request::<Value>(Method::PUT, &path, Some(&want.request()))
+            .await?;
         Ok(())
     }
 
-    /// Sets the subject's own compatibility level, or removes it (`None`).
-    async fn put_config(&self, subject: &str, level: Option<&str>) -> Result<(), RegistryError> {
+    /// Puts back the subject's own configuration as recorded before this restore changed it:
+    /// none (removed), or the whole of it (a level alone from a state file of an older kar).
+    async fn put_back_config(
+        &self,
+        subject: &str,
+        before: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let path = format!("/config/{}", enc(subject));
-        match level {
-            Some(c) => {
-                self.client
-                    .request::<Value>(Method::PUT, &path, Some(&json!({"compatibility": c})))
-                    .await?;
+        match before {
+            Some(b) => {
+                let c = serde_json::from_str::<ConfigState>(b).unwrap_or_else(|_| ConfigState {
+                    compatibility: Some(b.to_string()),
+                    ..ConfigState::default()
+                });
+                self.put_whole_config(&path, &c).await
             }
-            None => {
-                if let Err(e) = self
-                    .client
-                    .request::<Value>(Method::DELETE, &path, None)
-                    .await
-                    && e.status() != Some(404)
-                {
-                    return Err(e);
-                }
-            }
+            None => match self
+                .client
+                .request::<Value>(Method::DELETE, &path, None)
+                .await
+            {
+                Err(e) if e.status() != Some(404) => Err(e),
+                _ => Ok(()),
+            },
         }
-        Ok(())
     }
 
     /// Versions the target would refuse, named, before anything is written: for each subject the
@@ -327,7 +346,7 @@ impl SchemaRestore<'_> {
                 Some(l) if l != "NONE" => l,
                 _ => continue,
             };
-            if self.target_level(&a.subject).await?.as_deref() != Some(level) {
+            if self.target_checks(&a.subject).await? != self.archived_checks(&a.subject) {
                 continue;
             }
             let Some(v) = self.snap.version(&crate::registry::graph::SubjectVersion {
@@ -407,8 +426,7 @@ impl SchemaRestore<'_> {
     pub async fn run(
         &self,
         state: &State,
-        target_was_empty: bool,
-    ) -> Result<Vec<SchemaAction>, RestoreError> {
+    ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
         let mut versions: BTreeMap<(String, i32), i32> =
             state.versions_done()?.into_iter().collect();
         let mut actions = Vec::new();
@@ -513,11 +531,58 @@ impl SchemaRestore<'_> {
             });
         }
         if !state.is_done("schema-settings")? {
-            self.settings(&versions, &skipped, state, target_was_empty)
-                .await?;
+            self.settings(&versions, &skipped, state).await?;
             state.set_done("schema-settings")?;
         }
-        Ok(actions)
+        let problems = self.members_kept(&versions, &skipped).await?;
+        Ok((actions, problems))
+    }
+
+    /// Every restored version whose archived metadata or rule set the target does not hold (a
+    /// registry may drop them: AxonOps v0.2.1 does for a version registered in IMPORT mode with
+    /// its ID; Confluent keeps them), named: checked on every run, a resumed one too.
+    async fn members_kept(
+        &self,
+        versions: &BTreeMap<(String, i32), i32>,
+        skipped: &BTreeSet<String>,
+    ) -> Result<Vec<String>, RestoreError> {
+        let mut out = Vec::new();
+        for (subject, v) in self.ordered() {
+            if (v.metadata.is_none() && v.rule_set.is_none()) || skipped.contains(subject) {
+                continue;
+            }
+            let Some(t) = versions.get(&(subject.to_string(), v.version)) else {
+                continue;
+            };
+            let got: Value = self
+                .client
+                .get(&format!(
+                    "/subjects/{}/versions/{t}?deleted=true",
+                    enc(subject)
+                ))
+                .await?;
+            let mut lost = Vec::new();
+            if !metadata_kept(v.metadata.as_ref(), got.get("metadata")) {
+                lost.push("metadata");
+            }
+            if v.rule_set.is_some() && v.rule_set.as_ref() != got.get("ruleSet") {
+                lost.push("rule set");
+            }
+            if !lost.is_empty() {
+                out.push(format!(
+                    "{subject} v{} (ID {}): the target holds its version {t} without the archived {}{}",
+                    v.version,
+                    v.id,
+                    lost.join(" and "),
+                    if self.ids == SchemaIds::Keep {
+                        " (AxonOps drops them from versions registered in IMPORT mode; Confluent keeps them; --schema-ids rewrite registers them on both)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Soft deletions, compatibility and modes, after every version is in.
@@ -526,15 +591,13 @@ impl SchemaRestore<'_> {
         versions: &BTreeMap<(String, i32), i32>,
         skipped: &BTreeSet<String>,
         state: &State,
-        target_was_empty: bool,
     ) -> Result<(), RestoreError> {
         let restored: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
-        for st in self
-            .snap
-            .subjects
-            .iter()
-            .filter(|s| restored.contains(s.subject.as_str()) && !skipped.contains(&s.subject))
-        {
+        for st in self.snap.subjects.iter().filter(|s| {
+            // A subject without versions (an alias) has its configuration and mode alone.
+            (restored.contains(s.subject.as_str()) || s.versions.is_empty())
+                && !skipped.contains(&s.subject)
+        }) {
             let s = enc(&st.subject);
             for v in st.versions.iter().filter(|v| v.deleted) {
                 if let Some(t) = versions.get(&(st.subject.clone(), v.version)) {
@@ -550,9 +613,11 @@ impl SchemaRestore<'_> {
             }
             // The archive's own settings; where it has none, the target's own, if this restore
             // changed them (recorded in the state before the first change, whichever run).
-            match (&st.compatibility, state.before("config", &st.subject)?) {
-                (Some(c), _) => self.put_config(&st.subject, Some(c)).await?,
-                (None, Some(before)) => self.put_config(&st.subject, before.as_deref()).await?,
+            match (st.own_config(), state.before("config", &st.subject)?) {
+                (Some(c), _) => self.put_whole_config(&format!("/config/{s}"), &c).await?,
+                (None, Some(before)) => {
+                    self.put_back_config(&st.subject, before.as_deref()).await?
+                }
                 (None, None) => {}
             }
             match (&st.mode, state.before("mode", &st.subject)?) {
@@ -575,13 +640,109 @@ impl SchemaRestore<'_> {
                     .await;
             }
         }
-        if target_was_empty && let Some(c) = &self.snap.global.compatibility {
-            self.client
-                .request::<Value>(Method::PUT, "/config", Some(&json!({"compatibility": c})))
-                .await?;
+        if self.global.apply {
+            if let Some(c) = self.snap.global.own_config() {
+                self.put_whole_config("/config", &c).await?;
+            }
+            if let Some(m) = &self.snap.global.mode {
+                self.client
+                    .request::<Value>(Method::PUT, "/mode?force=true", Some(&json!({"mode": m})))
+                    .await?;
+            }
         }
         Ok(())
     }
+
+    /// Sets a configuration (global or a subject's) to exactly the archived one: a registry
+    /// merges a `PUT` into what it had (Confluent's `ConfigUpdateRequest`, AxonOps likewise), so
+    /// where a member the archive lacks stays set, the configuration is removed and set again.
+    async fn put_whole_config(&self, path: &str, c: &ConfigState) -> Result<(), RegistryError> {
+        let body = c.request();
+        self.client
+            .request::<Value>(Method::PUT, path, Some(&body))
+            .await?;
+        let now = self.own_config(path).await?;
+        if now.as_ref().is_some_and(|n| n.differences(c).is_empty()) {
+            return Ok(());
+        }
+        if let Err(e) = self
+            .client
+            .request::<Value>(Method::DELETE, path, None)
+            .await
+            && e.status() != Some(404)
+        {
+            return Err(e);
+        }
+        self.client
+            .request::<Value>(Method::PUT, path, Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// A configuration as the target holds it (`path`: `/config` or `/config/{subject}`), the
+    /// subject's own only.
+    async fn own_config(&self, path: &str) -> Result<Option<ConfigState>, RegistryError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r: Option<ConfigReply> = self
+            .client
+            .get_opt(&format!("{path}{sep}defaultToGlobal=false"))
+            .await?;
+        Ok(r.map(ConfigState::from))
+    }
+
+    /// The target's global configuration and mode against the archive's, and whether the
+    /// restore sets the archive's: with `--global-config overwrite`, or by default into a target
+    /// that had no subject (a registry in use keeps its own, and the plan names what differs).
+    pub async fn global_plan(
+        &self,
+        policy: Option<GlobalConfigPolicy>,
+        target_was_empty: bool,
+    ) -> Result<GlobalPlan, RestoreError> {
+        let target = self.own_config("/config").await?.unwrap_or_default();
+        let mode: Option<Value> = self.client.get_opt("/mode").await?;
+        let target_mode = mode.and_then(|m| m["mode"].as_str().map(str::to_string));
+        let mut differences = match self.snap.global.own_config() {
+            Some(a) => a.differences(&target),
+            None => Vec::new(),
+        };
+        if let Some(m) = &self.snap.global.mode
+            && target_mode.as_ref() != Some(m)
+        {
+            differences.push(format!(
+                "mode {m:?} (archive) vs {} (target)",
+                target_mode.map_or("unset".to_string(), |t| format!("{t:?}"))
+            ));
+        }
+        let apply = match policy {
+            Some(GlobalConfigPolicy::Overwrite) => true,
+            Some(GlobalConfigPolicy::Keep) => false,
+            None => target_was_empty,
+        } && !differences.is_empty();
+        Ok(GlobalPlan {
+            action: if differences.is_empty() {
+                "same"
+            } else if apply {
+                "set"
+            } else {
+                "keep"
+            }
+            .into(),
+            apply,
+            differences,
+        })
+    }
+}
+
+/// What the restore does to the target's global configuration and mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GlobalPlan {
+    /// `same` (nothing differs), `set` (the archive's are set at the end), `keep` (the target's
+    /// stay; `differences` names what the archive's would change).
+    pub action: String,
+    #[serde(skip)]
+    pub apply: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
 }
 
 /// The schema side of a restore, planned: a client of the target registry, the archived schema
@@ -591,7 +752,7 @@ pub struct SchemaPlan {
     /// Content ID (hex) → schema text.
     texts: BTreeMap<String, String>,
     pub actions: Vec<SchemaAction>,
-    target_was_empty: bool,
+    pub global: GlobalPlan,
 }
 
 impl SchemaPlan {
@@ -613,16 +774,18 @@ impl SchemaPlan {
         }
         let client = Arc::new(RegistryClient::new(settings)?);
         let texts = texts(archive, snap)?;
-        let sr = SchemaRestore {
+        let mut sr = SchemaRestore {
             client: client.clone(),
             snap,
             texts: &texts,
             ids: opts.schema_ids,
             policy: opts.schemas,
+            global: GlobalPlan::default(),
         };
         let target_was_empty = block(async {
             Ok::<_, RestoreError>(client.get_list::<String>("/subjects").await?.is_empty())
         })?;
+        sr.global = block(sr.global_plan(opts.global_config, target_was_empty))?;
         let keep = opts.schema_ids == SchemaIds::Keep;
         if keep && opts.schemas != SchemaPolicy::Overwrite && done.is_empty() {
             let clashes = block(sr.clashes())?;
@@ -647,29 +810,32 @@ impl SchemaPlan {
         if keep && !opts.dry_run && done.is_empty() {
             block(sr.probe_import())?;
         }
+        let global = sr.global;
         Ok(SchemaPlan {
             client,
             texts,
             actions,
-            target_was_empty,
+            global,
         })
     }
 
-    /// Registers what the plan says, then configs, modes and soft deletions.
+    /// Registers what the plan says, then configs, modes and soft deletions; returns what was
+    /// done and every archived member the target does not hold.
     pub fn run(
         &self,
         opts: &RestoreOptions,
         snap: &RegistrySnapshot,
         state: &State,
-    ) -> Result<Vec<SchemaAction>, RestoreError> {
+    ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
         let sr = SchemaRestore {
             client: self.client.clone(),
             snap,
             texts: &self.texts,
             ids: opts.schema_ids,
             policy: opts.schemas,
+            global: self.global.clone(),
         };
-        block(sr.run(state, self.target_was_empty))
+        block(sr.run(state))
     }
 }
 
@@ -707,4 +873,40 @@ fn import_refused(subject: &str, e: &RegistryError) -> RestoreError {
     RestoreError::Refused(format!(
         "the target registry refuses IMPORT mode on subject {subject}: {cause} ({e}); keeping schema IDs needs IMPORT mode, or restore with --schema-ids rewrite"
     ))
+}
+
+impl SchemaPlan {
+    /// A registry in use keeps its global configuration; where the archive's differs, say so.
+    pub fn global_warning(&self) -> Option<String> {
+        (self.global.action == "keep").then(|| {
+            format!(
+                "the target registry keeps its global configuration, which differs from the archive's: {}; --global-config overwrite sets the archive's",
+                self.global.differences.join(", ")
+            )
+        })
+    }
+}
+
+/// Whether the target's metadata holds every archived member: the property `confluent:version`
+/// apart (a registry sets it to the version it assigned).
+fn metadata_kept(archived: Option<&Value>, target: Option<&Value>) -> bool {
+    let Some(a) = archived else {
+        return true;
+    };
+    let strip = |v: Option<&Value>| {
+        let mut v = v.cloned().unwrap_or(Value::Null);
+        if let Some(p) = v.get_mut("properties").and_then(Value::as_object_mut) {
+            p.remove("confluent:version");
+            if p.is_empty() {
+                v.as_object_mut().map(|o| o.remove("properties"));
+            }
+        }
+        v
+    };
+    let (a, t) = (strip(Some(a)), strip(target));
+    match (a.as_object(), t.as_object()) {
+        (Some(a), Some(t)) => a.iter().all(|(k, v)| t.get(k) == Some(v)),
+        (Some(a), None) => a.is_empty(),
+        _ => a == t,
+    }
 }

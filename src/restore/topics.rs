@@ -17,7 +17,7 @@ use crate::archive::verify;
 use crate::format::hex;
 use crate::kafka::sink::Target;
 use crate::kafka::source::{GroupOffsets, TopicInfo};
-use crate::kafka::txn::{PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
+use crate::kafka::txn::{Compression, PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
 
 /// What a restore will do on the Kafka side, and the clients it does it with.
 pub struct KafkaPlan {
@@ -186,6 +186,19 @@ fn unmatched_topics(opts: &RestoreOptions, archive: &Archive) -> Result<Vec<Stri
         .collect())
 }
 
+/// The codec the restore compresses a topic's batches with: `--producer-compression`, else the
+/// archived topic's `compression.type` where it names one, else lz4 (a topic set to `producer`,
+/// the default, or `uncompressed` at the source: the broker keeps batches as produced).
+fn producer_compression(opts: &RestoreOptions, info: Option<&TopicInfo>) -> Compression {
+    opts.producer_compression
+        .or_else(|| {
+            info.and_then(|i| i.configs.get("compression.type"))
+                .and_then(|c| Compression::parse(c))
+                .filter(|c| *c != Compression::None)
+        })
+        .unwrap_or(Compression::Lz4)
+}
+
 /// The archived topics to restore (`--topics`), each with its target (`--map`) and whether the
 /// target has it, and one job per partition.
 fn plan_topics(
@@ -232,6 +245,7 @@ fn plan_topics(
         } else {
             rf_wanted
         };
+        let compression = producer_compression(opts, info);
         let mut records = 0;
         for p in &entry.partitions {
             let n = records::planned_records(archive, src, p.partition, opts.until)?;
@@ -244,6 +258,7 @@ fn plan_topics(
                 group_offsets: BTreeMap::new(),
                 wanted: BTreeSet::new(),
                 start: 0,
+                compression,
             });
         }
         let action = match existing.get(&dst) {
@@ -264,6 +279,7 @@ fn plan_topics(
             replication_factor: rf,
             records,
             restored: 0,
+            compression,
             warnings,
         });
     }
@@ -436,6 +452,7 @@ fn probe_transactions(
         &id,
         &j.target_topic,
         j.partition,
+        j.compression,
         std::time::Duration::from_secs(30),
     )
     .and_then(|w| {

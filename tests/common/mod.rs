@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http_proxy;
+pub mod own_registry;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -536,4 +537,55 @@ pub fn decode_with_confluent(topic: &str, registry: &str) -> Vec<Value> {
         .collect();
     rows.sort_by_key(|r| (r["partition"].as_i64(), r["offset"].as_i64()));
     rows.into_iter().map(|r| r["value"].clone()).collect()
+}
+
+/// The codecs of the record batches (control batches, the transaction markers, left out) of one
+/// partition of the local broker, as Apache Kafka's own `DumpLogSegments` (kafka-dump-log.sh)
+/// reads them from the broker's log directory.
+pub fn batch_codecs(topic: &str, partition: i32) -> std::collections::BTreeSet<String> {
+    let run = std::env::var("KAR_RUN_DIR").unwrap_or_else(|_| "/tmp/kar-services".into());
+    let dir = std::path::PathBuf::from(run).join(format!("kafka/data/{topic}-{partition}"));
+    let logs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let home = std::env::var("KAR_CACHE_DIR")
+        .unwrap_or_else(|_| format!("{}/.cache/kar", std::env::var("HOME").unwrap_or_default()));
+    let pom = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/kafka/pom.xml"
+    ))
+    .unwrap();
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|v| v.split('<').next())
+        .expect("scripts/kafka/pom.xml names the Kafka version")
+        .to_string();
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{home}/kafka-{version}/libs/*"))
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}/scripts/kafka/log4j2-quiet.properties",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg("kafka.tools.DumpLogSegments")
+        .arg("--files")
+        .arg(logs.join(","))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "DumpLogSegments: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("baseOffset:") && l.contains("isControl: false"))
+        .filter_map(|l| l.split("compresscodec: ").nth(1))
+        .map(|c| c.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
 }
