@@ -8,7 +8,10 @@
 # kar's default --concurrency, 4), (b) `kar restore` without
 # a registry (records as archived), (c) `kar restore --schema-ids rewrite` into the target
 # registry, where the schema gets another ID, so every value's ID is rewritten. Each run writes a
-# new topic. Prints medians and ratios. Release builds.
+# new topic. Prints medians and ratios. Then the effect of the producer's compression: one more
+# restore with --producer-compression none, and the bytes each restored topic takes in the broker's
+# log directory (default lz4 vs none; the source topic, produced with lz4, for reference). Release
+# builds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -78,4 +81,14 @@ awk -v r="$ROUNDS" -v b="$b" -v k="$k" -v w="$w" -v kr="$kr" -v wr="$wr" -v n="$
   printf "\nmedian of %d: bare producer %.2fs (%.0f records/s), kar restore %.2fs (%.0f records/s), with rewrite %.2fs\n", r, b, n / b, k, n / k, w
   printf "kar / bare throughput ratio: %.2f\n", b / k
   printf "rewrite cost: %+.1f%% for the whole restore (registry phase included), %+.1f%% for the record phase (%.2fs vs %.2fs)\n", (w / k - 1) * 100, (wr / kr - 1) * 100, wr, kr
+}'
+
+# Compression: what the restored topics take on the broker's disk, and what none costs in time.
+none_secs=$(elapsed "$KAR" restore "$ARCHIVE" --bootstrap "$BOOTSTRAP" --producer-compression none \
+  --map "$TOPIC=kar-bench-none-$run" --state "$(mktemp -d)" --json)
+DATA=${KAR_RUN_DIR:-${TMPDIR:-/tmp}/kar-services}/kafka/data
+topic_bytes() { du -sbc "$DATA/$1"-* | tail -1 | cut -f1; }
+src_b=$(topic_bytes "$TOPIC"); lz4_b=$(topic_bytes "kar-bench-plain-$run-1"); none_b=$(topic_bytes "kar-bench-none-$run")
+awk -v s="$src_b" -v l="$lz4_b" -v n="$none_b" -v nt="$none_secs" -v lt="${plain[0]}" 'BEGIN {
+  printf "\non the broker'"'"'s disk: source (lz4) %.0f MiB, restored with lz4 (default) %.0f MiB, with --producer-compression none %.0f MiB (%.2fx); restore time none %.2fs vs lz4 %.2fs (round 1)\n", s / 1048576, l / 1048576, n / 1048576, n / l, nt, lt
 }'

@@ -618,3 +618,63 @@ async fn a_registry_that_caps_its_pages_is_read_to_the_end() {
     assert_eq!(versions, (1..=1050).collect::<Vec<_>>());
     assert!(s.versions.iter().all(|v| !v.deleted));
 }
+
+/// Offset paging over a registry in use skips entries: a subject registered meanwhile that sorts
+/// before the page shifts every later one. Here a proxy in front of a registry of the test's own
+/// shifts each page after the first by one entry, as such a registration would (and caps pages at
+/// 50): every one of 250 versions is still captured, none taken for soft-deleted. (The skipped
+/// versions were lost, silently, and a version missing from the live listing was restored as
+/// soft-deleted.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_shifts_under_a_registry_in_use_loses_nothing() {
+    let own = common::own_registry::OwnRegistry::start();
+    let reg = Registry::new(&own.url);
+    let subject = "shifting-value";
+    reg.ok(
+        Method::PUT,
+        &format!("/config/{subject}"),
+        Some(json!({"compatibility": "NONE"})),
+    )
+    .await;
+    for k in 0..250 {
+        let schema = format!(
+            r#"{{"type":"record","name":"R","fields":[{{"name":"n","type":"int","default":{k}}}]}}"#
+        );
+        reg.register(subject, json!({ "schema": schema })).await;
+    }
+    let (limit, offset) = (
+        regex::Regex::new(r"limit=\d+").unwrap(),
+        regex::Regex::new(r"offset=(\d+)").unwrap(),
+    );
+    let proxy = http_proxy(own.url.clone(), move |_, method, path, _| {
+        if method != "GET" || !path.starts_with("/schemas?") {
+            return None;
+        }
+        let at: u64 = offset.captures(path)?[1].parse().ok()?;
+        let shifted = if at > 0 { at + 1 } else { at };
+        let path = offset.replace(path, format!("offset={shifted}"));
+        Some(Fault::Rewrite(
+            limit.replace(&path, "limit=50").into_owned(),
+        ))
+    })
+    .await;
+    let mut settings = RegistrySettings::new(&proxy.addr);
+    settings.rate_limit = 1000;
+    let got = capture(
+        Arc::new(RegistryClient::new(&settings).unwrap()),
+        &SubjectFilter::default(),
+        0,
+    )
+    .await
+    .unwrap();
+    let s = &got.snapshot.subjects[0];
+    let versions: Vec<i32> = s.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=250).collect::<Vec<_>>());
+    let deleted: Vec<i32> = s
+        .versions
+        .iter()
+        .filter(|v| v.deleted)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(deleted, Vec::<i32>::new());
+}

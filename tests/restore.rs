@@ -2096,3 +2096,149 @@ async fn the_restore_producer_compresses_as_the_source_topic_did_or_with_lz4() {
         }
     }
 }
+
+/// Records the target would delete or refuse are named before any write. Records 30 days old, kept
+/// at the source (retention.ms=-1), restored into a topic created with retention.ms of one day:
+/// refused, exit 2, naming topic, partition, config and count, nothing created; with
+/// `--accept-retention-loss` restored, the loss named in the plan; with `--topic-config
+/// TOPIC:retention.ms=-1` restored and kept. Records stamped two days ahead (the source allowed
+/// it) into a topic created with the Kafka 4 default message.timestamp.after.max.ms (1 h):
+/// refused before any write. Before, all of these started and the broker deleted or refused
+/// records after the restore had begun.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_the_target_would_delete_or_refuse_are_named_before_any_write() {
+    common::require_kafka();
+    let p = common::unique("keep");
+    let (old, ahead) = (format!("{p}-old"), format!("{p}-ahead"));
+    common::create_topic(&old, 1, &[("retention.ms", "-1")]).await;
+    common::create_topic(
+        &ahead,
+        1,
+        &[
+            ("retention.ms", "-1"),
+            ("message.timestamp.after.max.ms", "31536000000"),
+        ],
+    )
+    .await;
+    let day = 86_400_000;
+    let prod = producer(&[]);
+    for i in 0..20 {
+        let r = rec(
+            now_ms() - 30 * day + i,
+            Some(b"k".to_vec()),
+            Some(format!("old {i}").into_bytes()),
+            &[],
+        );
+        send(&prod, &old, 0, &r);
+    }
+    for i in 0..5 {
+        let r = rec(
+            now_ms() + 2 * day + i,
+            None,
+            Some(format!("ahead {i}").into_bytes()),
+            &[],
+        );
+        send(&prod, &ahead, 0, &r);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &format!("{p}-.*"), None).await;
+    let run = |map: &str, extra: &[&str], state: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+        c.args([
+            "restore",
+            "--json",
+            "--bootstrap",
+            &common::bootstrap(),
+            "--map",
+            map,
+            "--topics",
+        ])
+        .arg(map.split('=').next().unwrap())
+        .arg("--state")
+        .arg(dir.path().join(state))
+        .args(extra)
+        .arg(&archive);
+        c.output().unwrap()
+    };
+    let to = format!("{old}-r");
+    let map = format!("{old}={to}");
+    let tc = format!("{to}:retention.ms={day}");
+    let out = run(&map, &["--topic-config", &tc], "s1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{to}/0: 20 records are older than the target's retention.ms={day}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--accept-retention-loss"), "{err}");
+    assert!(
+        !common::admin_topics().await.contains(&to),
+        "nothing was created"
+    );
+
+    let out = run(
+        &map,
+        &["--topic-config", &tc, "--accept-retention-loss"],
+        "s2",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["plan"]["topics"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("accepted: ") && warnings.contains("retention.ms=86400000"),
+        "{warnings}"
+    );
+    assert_eq!(
+        common::describe_topic_configs(&to).await["retention.ms"],
+        day.to_string()
+    );
+
+    let kept = format!("{old}-kept");
+    let out = run(
+        &format!("{old}={kept}"),
+        &["--topic-config", &format!("{kept}:retention.ms=-1")],
+        "s3",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(consume_all(&kept, 1)[&0].len(), 20);
+
+    // A --topic-config for a topic the restore does not create is an error.
+    let out = run(
+        &format!("{old}={kept}"),
+        &["--topic-config", &format!("{kept}:retention.ms=1")],
+        "s4",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a topic this restore creates"));
+
+    let to = format!("{ahead}-r");
+    let out = run(
+        &format!("{ahead}={to}"),
+        &["--topic-config", "message.timestamp.after.max.ms=3600000"],
+        "s5",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{to}/0: 5 records are stamped after")),
+        "{err}"
+    );
+    assert!(
+        err.contains("message.timestamp.after.max.ms=3600000"),
+        "{err}"
+    );
+    assert!(
+        !common::admin_topics().await.contains(&to),
+        "nothing was created"
+    );
+}

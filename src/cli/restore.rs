@@ -71,6 +71,14 @@ pub struct RestoreArgs {
     /// run leaves at most this much per partition being written as aborted records [default: 64]
     #[arg(long, value_name = "MIB")]
     pub transaction_size: Option<usize>,
+    /// A config for the topics the restore creates, over the archived ones: KEY=VALUE for every
+    /// one, TOPIC:KEY=VALUE for the target topic TOPIC (repeatable)
+    #[arg(long = "topic-config", value_name = "[TOPIC:]KEY=VALUE")]
+    pub topic_config: Vec<String>,
+    /// Restore even where the target's retention.ms or retention.bytes would delete restored
+    /// records soon after (named in the plan); without it, such a restore stops before any write
+    #[arg(long)]
+    pub accept_retention_loss: bool,
     /// Codec of the restore producer's batches [default: each archived topic's compression.type
     /// where it names a codec, else lz4]
     #[arg(long, value_name = "CODEC", value_parser = ["none", "lz4", "zstd", "snappy", "gzip"])]
@@ -120,6 +128,10 @@ struct RestoreSection {
     concurrency: Option<usize>,
     transaction_size: Option<usize>,
     producer_compression: Option<String>,
+    #[serde(default)]
+    topic_config: Vec<String>,
+    #[serde(default)]
+    accept_retention_loss: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +220,10 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
                 anyhow::anyhow!("producer compression {c:?} is not none, lz4, zstd, snappy or gzip")
             })?);
     }
+    for c in r.topic_config.iter().chain(&a.topic_config) {
+        o.topic_configs.push(topic_config(c)?);
+    }
+    o.accept_retention_loss = a.accept_retention_loss || r.accept_retention_loss;
     o.dry_run = a.dry_run;
     o.append = a.append;
     o.force = a.force;
@@ -217,6 +233,23 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     o.cancel = cancel;
     o.progress = !a.json;
     Ok(o)
+}
+
+/// `[TOPIC:]KEY=VALUE`: topic names cannot hold `:`.
+fn topic_config(c: &str) -> anyhow::Result<(Option<String>, String, String)> {
+    let (kv, topic) = match c.split_once(':') {
+        Some((t, kv)) if !t.contains('=') => (kv, Some(t.to_string())),
+        _ => (c, None),
+    };
+    let (k, v) = kv
+        .split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--topic-config {c:?} is not [TOPIC:]KEY=VALUE"))?;
+    anyhow::ensure!(
+        topic.as_ref().is_none_or(|t| !t.is_empty()),
+        "--topic-config {c:?} names an empty topic"
+    );
+    Ok((topic, k.trim().to_string(), v.to_string()))
 }
 
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -112,6 +112,67 @@ impl Target {
                 }
             }
         }
+    }
+
+    /// Every config of each topic with the value in force (topic, broker or default), by name.
+    pub fn topic_configs(
+        &self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, SourceError> {
+        let specs: Vec<ResourceSpecifier<'_>> =
+            topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        self.describe(&specs, topics)
+    }
+
+    /// The configs of the first broker the metadata names, with the values in force: where a
+    /// topic created without a config takes it from (`log.retention.ms` for `retention.ms`...).
+    pub fn broker_configs(&self) -> Result<BTreeMap<String, String>, SourceError> {
+        let md = self
+            .consumer
+            .fetch_metadata(None, TIMEOUT)
+            .map_err(self.req("fetching metadata"))?;
+        let Some(b) = md.brokers().first() else {
+            return Ok(BTreeMap::new());
+        };
+        let name = format!("broker {}", b.id());
+        Ok(self
+            .describe(&[ResourceSpecifier::Broker(b.id())], &[name])?
+            .into_values()
+            .next()
+            .unwrap_or_default())
+    }
+
+    fn describe(
+        &self,
+        specs: &[ResourceSpecifier<'_>],
+        names: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, SourceError> {
+        if specs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let results = self
+            .rt
+            .block_on(
+                self.admin
+                    .describe_configs(specs, &AdminOptions::new().request_timeout(Some(TIMEOUT))),
+            )
+            .map_err(self.req("describing configs"))?;
+        let mut out = BTreeMap::new();
+        for (name, r) in names.iter().zip(results) {
+            let r = r.map_err(|e| SourceError::Configs {
+                bootstrap: self.conn.bootstrap.clone(),
+                topic: name.clone(),
+                message: e.to_string(),
+            })?;
+            let values = r
+                .entries
+                .into_iter()
+                .filter(|e| !e.is_sensitive)
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect();
+            out.insert(name.clone(), values);
+        }
+        Ok(out)
     }
 
     pub fn create_topic(

@@ -364,20 +364,80 @@ async fn fetch_versions(
     Ok(out)
 }
 
-/// A bulk listing may leave out members a version has (AxonOps' `GET /schemas` serves no
-/// `metadata` or `ruleSet`; Confluent's does): each selected subject's latest version is read
-/// alone and compared, and where the listing lacked a member, every version is read alone.
-/// Returns the requests made.
+/// Each subject's version numbers, all (soft-deleted too) and live, concurrently.
+async fn version_lists(
+    client: &Arc<RegistryClient>,
+    subjects: &BTreeSet<String>,
+) -> Result<Vec<(String, Vec<i32>, Vec<i32>)>, RegistryError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in subjects {
+        let (c, s) = (client.clone(), s.clone());
+        tasks.spawn(async move {
+            let all: Vec<i32> = c
+                .get_list_opt(&format!("/subjects/{}/versions?deleted=true", enc(&s)))
+                .await?
+                .unwrap_or_default();
+            let live: Vec<i32> = c
+                .get_list_opt(&format!("/subjects/{}/versions", enc(&s)))
+                .await?
+                .unwrap_or_default();
+            Ok::<_, RegistryError>((s, all, live))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.map_err(|e| {
+            RegistryError::Config(format!("a registry request task failed: {e}"))
+        })??);
+    }
+    Ok(out)
+}
+
+/// Makes what the bulk listing gave exact for the selected subjects. Offset paging over a
+/// registry in use skips entries (a subject registered meanwhile that sorts before the page
+/// shifts every later one; seen in this project's tests), and one missing from the live listing
+/// would be taken for soft-deleted: each subject's version lists are the authority, and a version
+/// they name that the listing lacked is read alone. A listing may also leave out members a
+/// version has (AxonOps' `GET /schemas` serves no `metadata` or `ruleSet`; Confluent's does):
+/// each subject's latest version is read alone and compared, and where the listing lacked a
+/// member, every version is read alone. Returns the requests made.
 async fn complete_bulk(
     client: &Arc<RegistryClient>,
+    selected: &BTreeSet<String>,
     entries: &mut BTreeMap<(String, i32), SchemaEntry>,
+    live_versions: &mut BTreeSet<(String, i32)>,
 ) -> Result<u64, RegistryError> {
+    let listed: BTreeSet<String> = entries.keys().map(|(s, _)| s.clone()).collect();
+    let subjects: BTreeSet<String> = selected.intersection(&listed).cloned().collect();
+    let mut requests = 2 * subjects.len() as u64;
+    let mut all: BTreeSet<(String, i32)> = BTreeSet::new();
+    for (s, versions, live) in version_lists(client, &subjects).await? {
+        live_versions.retain(|(x, _)| *x != s);
+        live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
+        all.extend(versions.into_iter().map(|v| (s.clone(), v)));
+    }
+    entries.retain(|k, _| all.contains(k));
+    let missed: Vec<(String, i32)> = all
+        .iter()
+        .filter(|k| !entries.contains_key(*k))
+        .cloned()
+        .collect();
+    if !missed.is_empty() {
+        tracing::debug!(
+            missed = missed.len(),
+            "versions the bulk listing skipped: read alone"
+        );
+    }
+    requests += missed.len() as u64;
+    for e in fetch_versions(client, missed).await? {
+        entries.insert((e.subject.clone(), e.version), e);
+    }
     let mut latest: BTreeMap<String, i32> = BTreeMap::new();
     for (s, v) in entries.keys() {
         let l = latest.entry(s.clone()).or_insert(*v);
         *l = (*l).max(*v);
     }
-    let mut requests = latest.len() as u64;
+    requests += latest.len() as u64;
     let mut lacking = false;
     for e in fetch_versions(client, latest.into_iter().collect()).await? {
         let key = (e.subject.clone(), e.version);
@@ -527,7 +587,7 @@ pub async fn capture(
 
     if bulk_listed {
         entries.retain(|(s, _), _| selected.contains(s));
-        requests += complete_bulk(&client, &mut entries).await?;
+        requests += complete_bulk(&client, &selected, &mut entries, &mut live_versions).await?;
     }
 
     // Per-subject overrides, concurrently (the client bounds concurrency and rate).

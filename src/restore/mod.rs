@@ -6,6 +6,7 @@
 //! killed restore continues without duplicates and two restores of one partition fence each other;
 //! the schema phase keeps its progress in a state file.
 
+pub mod keep;
 pub mod progress;
 pub mod records;
 pub mod rewrite;
@@ -139,6 +140,11 @@ pub struct RestoreOptions {
     pub allow_gaps: bool,
     /// How much of the archive is checked before anything is written.
     pub verify: PreflightCheck,
+    /// Configs for the topics the restore creates (`--topic-config [TOPIC:]KEY=VALUE`): for the
+    /// target topic named, or (`None`) for every one; over the archived configs.
+    pub topic_configs: Vec<(Option<String>, String, String)>,
+    /// Restore even where the target's retention would delete restored records soon after.
+    pub accept_retention_loss: bool,
     /// The codec of the restore's producer batches; `None`: each archived topic's
     /// `compression.type` where it names a codec, else lz4.
     pub producer_compression: Option<crate::kafka::txn::Compression>,
@@ -174,6 +180,8 @@ impl RestoreOptions {
             verify: PreflightCheck::Full,
             registry_only: false,
             producer_compression: None,
+            topic_configs: Vec::new(),
+            accept_retention_loss: false,
             transaction_bytes: 64 << 20,
             cancel: Arc::new(AtomicBool::new(false)),
             progress: false,

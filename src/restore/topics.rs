@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::keep;
 use super::progress::{self, Progress, ids_tag, progress_group};
 use super::records::{self, PartitionJob, PartitionOutcome, Shared};
 use super::rewrite::IdMap;
@@ -73,6 +74,7 @@ impl KafkaPlan {
                 .sum();
         }
         check_targets(opts, &target, &topics, &mut jobs, &prior)?;
+        check_kept(opts, archive, &target, &topics_doc, &mut topics, &jobs)?;
         let group_re = match &opts.groups {
             Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
             None => None,
@@ -108,12 +110,7 @@ impl KafkaPlan {
     /// [`probe_transactions`]).
     pub fn create_topics_and_probe(&self, opts: &RestoreOptions) -> Result<(), RestoreError> {
         for tp in self.topics.iter().filter(|t| t.action == "create") {
-            let configs = self
-                .topics_doc
-                .iter()
-                .find(|t| t.name == tp.source)
-                .map(|t| t.configs.clone())
-                .unwrap_or_default();
+            let configs = given_configs(opts, &self.topics_doc, tp);
             self.target
                 .create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
         }
@@ -184,6 +181,103 @@ fn unmatched_topics(opts: &RestoreOptions, archive: &Archive) -> Result<Vec<Stri
         })
         .map(|(p, _)| format!("--topics {p:?} matches no topic in the archive"))
         .collect())
+}
+
+/// The configs a topic the restore creates is given: the archived topic's, then `--topic-config`
+/// for every topic, then for this one.
+fn given_configs(
+    opts: &RestoreOptions,
+    topics_doc: &[TopicInfo],
+    tp: &TopicPlan,
+) -> BTreeMap<String, String> {
+    let mut c = topics_doc
+        .iter()
+        .find(|t| t.name == tp.source)
+        .map(|t| t.configs.clone())
+        .unwrap_or_default();
+    for only_this in [false, true] {
+        for (topic, k, v) in &opts.topic_configs {
+            if topic.is_some() == only_this && topic.as_ref().is_none_or(|t| *t == tp.target) {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    c
+}
+
+/// Whether the target keeps every record ([`super::keep`]), before any write: records its
+/// timestamp limits refuse stop the restore; records its retention would delete soon after do
+/// too, unless `--accept-retention-loss` (then each is a warning of its topic). A
+/// `--topic-config` for a topic the restore does not create is an error.
+fn check_kept(
+    opts: &RestoreOptions,
+    archive: &Archive,
+    target: &Target,
+    topics_doc: &[TopicInfo],
+    topics: &mut [TopicPlan],
+    jobs: &[PartitionJob],
+) -> Result<(), RestoreError> {
+    for (t, k, _) in &opts.topic_configs {
+        if let Some(t) = t
+            && !topics
+                .iter()
+                .any(|p| p.target == *t && p.action == "create")
+        {
+            return Err(RestoreError::Invalid(format!(
+                "--topic-config {t}:{k}: {t} is not a topic this restore creates (configs of topics that exist are left alone)"
+            )));
+        }
+    }
+    let existing: Vec<String> = topics
+        .iter()
+        .filter(|t| t.action == "exists")
+        .map(|t| t.target.clone())
+        .collect();
+    let mut effective = target.topic_configs(&existing)?;
+    if topics.iter().any(|t| t.action == "create") {
+        let broker = target.broker_configs()?;
+        for tp in topics.iter().filter(|t| t.action == "create") {
+            let given = given_configs(opts, topics_doc, tp);
+            effective.insert(tp.target.clone(), keep::created_configs(&given, &broker));
+        }
+    }
+    let now = crate::archive::writer::now_ms();
+    let (mut losses, mut refusals) = (Vec::new(), Vec::new());
+    for j in jobs {
+        let limits = keep::Limits::of(&effective.get(&j.target_topic).cloned().unwrap_or_default());
+        let chunks = archive.chunks_of(&j.source_topic, j.partition)?;
+        let f = keep::check_partition(
+            &j.target_topic,
+            j.partition,
+            &chunks,
+            j.records,
+            &limits,
+            now,
+        );
+        let tp = topics.iter_mut().find(|t| t.target == j.target_topic);
+        if let Some(tp) = tp {
+            tp.warnings.extend(f.warnings);
+            if opts.accept_retention_loss {
+                tp.warnings
+                    .extend(f.losses.iter().map(|l| format!("accepted: {l}")));
+            }
+        }
+        losses.extend(f.losses);
+        refusals.extend(f.refusals);
+    }
+    if !refusals.is_empty() {
+        return Err(RestoreError::Refused(format!(
+            "the target would refuse records for their timestamps; nothing was written:\n  {}\nfor a topic the restore creates, --topic-config [TOPIC:]message.timestamp.after.max.ms=N (or before.max.ms) widens the bound; a topic that exists needs its config changed",
+            refusals.join("\n  ")
+        )));
+    }
+    if !losses.is_empty() && !opts.accept_retention_loss {
+        return Err(RestoreError::Refused(format!(
+            "the target would delete restored records soon after the restore; nothing was written:\n  {}\nfor a topic the restore creates, --topic-config [TOPIC:]retention.ms=-1 (or a longer one) keeps them; --accept-retention-loss restores anyway",
+            losses.join("\n  ")
+        )));
+    }
+    Ok(())
 }
 
 /// The codec the restore compresses a topic's batches with: `--producer-compression`, else the
@@ -463,11 +557,14 @@ fn probe_transactions(
         crate::kafka::closing::close_in_background(w);
         r
     });
-    tried.map_err(|e| {
-        RestoreError::Refused(format!(
+    match tried {
+        // Another restore took the partition's transactional ID meanwhile (two restores at once):
+        // the cluster takes transactions; which run keeps the partition is settled as it writes.
+        Ok(()) | Err(crate::kafka::txn::WriteError::Fenced { .. }) => Ok(()),
+        Err(e) => Err(RestoreError::Refused(format!(
             "the target cluster does not take the transactions a restore writes with ({e}); no schema or record was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.*, READ on the group kar-restore.*, and READ (besides CREATE, WRITE, DESCRIBE) on the target topics"
-        ))
-    })
+        ))),
+    }
 }
 
 /// For each partition, the indexes of the records that archived consumer-group offsets point at
