@@ -345,3 +345,151 @@ async fn a_registry_in_use_keeps_its_global_configuration_unless_told() {
     ok(out, "restore --global-config keep");
     assert_eq!((e.get("/config").await, e.get("/mode").await), before);
 }
+
+/// Contexts: three subjects named alike in the default context and two others, each holding
+/// schema ID 1 for a different schema, one referencing another in its context, a context-level
+/// configuration. Backed up, each context arrives in its own context with its IDs (kept), and
+/// with `--context-map` in another context (IDs rewritten); `kar schemas` names them qualified.
+/// (Only the default context was captured before: the others were lost, silently.)
+#[tokio::test(flavor = "multi_thread")]
+async fn contexts_whose_ids_overlap_arrive_each_in_its_context() {
+    let src = OwnRegistry::start();
+    let source = Registry::new(&src.url);
+    let money = r#"{"type":"record","name":"Money","namespace":"kar.x","fields":[{"name":"units","type":"long"}]}"#;
+    let order = r#"{"type":"record","name":"Order","namespace":"kar.x","fields":[{"name":"total","type":"kar.x.Money"}]}"#;
+    assert_eq!(
+        source
+            .register("orders-value", json!({"schema": OTHER}))
+            .await,
+        1
+    );
+    let a = Registry::new(format!("{}/contexts/.ctxa", src.url));
+    assert_eq!(a.register("money-value", json!({"schema": money})).await, 1);
+    let refs = json!([{"name": "kar.x.Money", "subject": "money-value", "version": 1}]);
+    assert_eq!(
+        a.register("orders-value", json!({"schema": order, "references": refs}))
+            .await,
+        2
+    );
+    a.ok(
+        Method::PUT,
+        "/config",
+        Some(json!({"compatibility": "NONE"})),
+    )
+    .await;
+    let b = Registry::new(format!("{}/contexts/.ctxb", src.url));
+    assert_eq!(b.register("orders-value", json!({"schema": V1})).await, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("contexts.kar");
+    ok(
+        kar(&[
+            "backup",
+            "--registry",
+            &src.url,
+            "--out",
+            archive.to_str().unwrap(),
+        ]),
+        "backup",
+    );
+    let shown = ok(kar(&["schemas", archive.to_str().unwrap()]), "schemas");
+    for needle in [
+        ":.ctxa:orders-value",
+        ":.ctxa:money-value",
+        ":.ctxb:orders-value",
+        "context .ctxa: compatibility NONE",
+    ] {
+        assert!(shown.contains(needle), "{needle} not in:\n{shown}");
+    }
+
+    // What a context holds: each subject's versions with ID, schema and references.
+    async fn holds(r: &Registry) -> Value {
+        let mut out = serde_json::Map::new();
+        let subjects = r.get("/subjects").await;
+        for s in subjects.as_array().unwrap() {
+            let s = s.as_str().unwrap();
+            let mut v = r.get(&format!("/subjects/{s}/versions/1")).await;
+            v.as_object_mut().unwrap().remove("metadata");
+            out.insert(s.to_string(), v);
+        }
+        Value::Object(out)
+    }
+    let want = (holds(&source).await, holds(&a).await, holds(&b).await);
+    assert_eq!(want.1.as_object().unwrap().len(), 2);
+
+    let dst = OwnRegistry::start();
+    ok(
+        kar(&[
+            "restore",
+            archive.to_str().unwrap(),
+            "--registry",
+            &dst.url,
+            "--schema-ids",
+            "keep",
+            "--state",
+            dir.path().join("s1").to_str().unwrap(),
+        ]),
+        "restore, IDs kept",
+    );
+    let (t, ta, tb) = (
+        Registry::new(&dst.url),
+        Registry::new(format!("{}/contexts/.ctxa", dst.url)),
+        Registry::new(format!("{}/contexts/.ctxb", dst.url)),
+    );
+    assert_eq!((holds(&t).await, holds(&ta).await, holds(&tb).await), want);
+    assert_eq!(ta.get("/config").await["compatibilityLevel"], "NONE");
+    for (r, schema) in [(&t, OTHER), (&ta, money), (&tb, V1)] {
+        assert_eq!(
+            r.get("/schemas/ids/1").await["schema"]
+                .as_str()
+                .map(|s| s.contains(&schema[30..50])),
+            Some(true)
+        );
+    }
+
+    let dst2 = OwnRegistry::start();
+    Registry::new(format!("{}/contexts/.moved", dst2.url))
+        .register("unrelated-value", json!({"schema": OTHER}))
+        .await;
+    let out = kar(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--registry",
+        &dst2.url,
+        "--schema-ids",
+        "rewrite",
+        "--context-map",
+        ".ctxa=.moved",
+        "--state",
+        dir.path().join("s2").to_str().unwrap(),
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&ok(out, "restore --context-map")).unwrap();
+    let subjects: Vec<&str> = report["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["subject"].as_str().unwrap())
+        .collect();
+    assert!(
+        subjects.contains(&":.moved:orders-value") && subjects.contains(&":.ctxb:orders-value"),
+        "{subjects:?}"
+    );
+    let moved = holds(&Registry::new(format!("{}/contexts/.moved", dst2.url))).await;
+    assert_eq!(
+        moved["orders-value"]["schema"],
+        want.1["orders-value"]["schema"]
+    );
+    assert_eq!(
+        moved["orders-value"]["references"],
+        want.1["orders-value"]["references"]
+    );
+    assert_ne!(
+        moved["orders-value"]["id"], want.1["orders-value"]["id"],
+        "IDs rewritten in a context in use"
+    );
+    assert_eq!(
+        holds(&Registry::new(format!("{}/contexts/.ctxb", dst2.url))).await,
+        want.2
+    );
+}

@@ -532,51 +532,8 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
         outln!("          configuration {}", c.request());
     }
     outln!();
-    outln!(
-        "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
-        "subject",
-        "version",
-        "id",
-        "type",
-        "compatibility",
-        "mode"
-    );
-    for s in &snap.subjects {
-        for v in &s.versions {
-            let refs: Vec<String> = v
-                .references
-                .iter()
-                .map(|r| format!("{} v{} as {}", r.subject, r.version, r.name))
-                .collect();
-            outln!(
-                "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} {}{}",
-                if s.deleted {
-                    format!("{} (deleted)", s.subject)
-                } else {
-                    s.subject.clone()
-                },
-                v.version,
-                v.id,
-                v.schema_type,
-                s.compatibility.as_deref().unwrap_or("-"),
-                s.mode.as_deref().unwrap_or("-"),
-                refs.join(", "),
-                if v.deleted { "  [soft-deleted]" } else { "" }
-            );
-        }
-    }
-    for s in &snap.subjects {
-        for v in &s.versions {
-            if let Some(m) = &v.metadata {
-                outln!("{} v{} metadata {m}", s.subject, v.version);
-            }
-            if let Some(r) = &v.rule_set {
-                outln!("{} v{} rule set {r}", s.subject, v.version);
-            }
-        }
-        if let Some(c) = s.own_config().filter(data_contract) {
-            outln!("{} configuration {}", s.subject, c.request());
-        }
+    for snap in std::iter::once(&snap).chain(&snap.contexts) {
+        print_subjects(snap);
     }
     outln!();
     let order: Vec<String> = snap.restore_order.iter().map(|sv| sv.to_string()).collect();
@@ -601,4 +558,65 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
 /// A configuration with more than a compatibility level: shown whole.
 fn data_contract(c: &crate::registry::snapshot::ConfigState) -> bool {
     c.request().as_object().is_some_and(|m| m.len() > 1) || c.compatibility.is_none()
+}
+
+/// One context's subjects and versions (qualified names outside the default context).
+fn print_subjects(snap: &crate::registry::snapshot::RegistrySnapshot) {
+    if let Some(c) = &snap.context {
+        outln!(
+            "\ncontext {c}: compatibility {}, mode {}",
+            snap.global.compatibility.as_deref().unwrap_or("-"),
+            snap.global.mode.as_deref().unwrap_or("-")
+        );
+    }
+    outln!(
+        "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
+        "subject",
+        "version",
+        "id",
+        "type",
+        "compatibility",
+        "mode"
+    );
+    for s in &snap.subjects {
+        for v in &s.versions {
+            let refs: Vec<String> = v
+                .references
+                .iter()
+                .map(|r| format!("{} v{} as {}", r.subject, r.version, r.name))
+                .collect();
+            outln!(
+                "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} {}{}",
+                if s.deleted {
+                    format!("{} (deleted)", snap.qualified(&s.subject))
+                } else {
+                    snap.qualified(&s.subject)
+                },
+                v.version,
+                v.id,
+                v.schema_type,
+                s.compatibility.as_deref().unwrap_or("-"),
+                s.mode.as_deref().unwrap_or("-"),
+                refs.join(", "),
+                if v.deleted { "  [soft-deleted]" } else { "" }
+            );
+        }
+    }
+    for s in &snap.subjects {
+        for v in &s.versions {
+            if let Some(m) = &v.metadata {
+                outln!("{} v{} metadata {m}", snap.qualified(&s.subject), v.version);
+            }
+            if let Some(r) = &v.rule_set {
+                outln!("{} v{} rule set {r}", snap.qualified(&s.subject), v.version);
+            }
+        }
+        if let Some(c) = s.own_config().filter(data_contract) {
+            outln!(
+                "{} configuration {}",
+                snap.qualified(&s.subject),
+                c.request()
+            );
+        }
+    }
 }

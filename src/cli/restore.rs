@@ -39,6 +39,10 @@ pub struct RestoreArgs {
     /// keep and name what differs]
     #[arg(long, value_enum)]
     pub global_config: Option<GlobalConfigPolicy>,
+    /// Restore the registry context SRC (e.g. .staging) into the context DST (repeatable); other
+    /// contexts go to the context of the same name
+    #[arg(long = "context-map", value_name = "SRC=DST")]
+    pub context_map: Vec<String>,
     /// Source topics to restore (regular expressions on whole names; repeatable) [default: all]
     #[arg(long = "topics", value_name = "REGEX")]
     pub topics: Vec<String>,
@@ -175,6 +179,17 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
         GlobalConfigName::Keep => GlobalConfigPolicy::Keep,
         GlobalConfigName::Overwrite => GlobalConfigPolicy::Overwrite,
     }));
+    for m in &a.context_map {
+        let (s, d) = m
+            .split_once('=')
+            .filter(|(s, d)| s.starts_with('.') && d.starts_with('.') && s.len() > 1 && d.len() > 1)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--context-map {m:?} is not SRC=DST with context names such as .staging"
+                )
+            })?;
+        o.context_map.insert(s.to_string(), d.to_string());
+    }
     o.topics = if a.topics.is_empty() {
         r.topics
     } else {

@@ -136,12 +136,14 @@ impl RegistrySettings {
     }
 }
 
+#[derive(Clone)]
 enum Auth {
     None,
     Basic(String, Secret),
     Bearer(Secret),
 }
 
+#[derive(Clone)]
 pub struct RegistryClient {
     base: reqwest::Url,
     http: reqwest::Client,
@@ -241,6 +243,20 @@ impl RegistryClient {
             max_attempts: s.max_attempts.max(1),
             deadline: Duration::from_secs(s.deadline_secs.max(1)),
         })
+    }
+
+    /// The same registry seen through one context's base path (`/contexts/{context}`, Confluent's
+    /// and AxonOps'): subjects, IDs, configs and modes of that context. Rate limit and
+    /// concurrency are shared with this client.
+    pub fn in_context(&self, context: &str) -> RegistryClient {
+        let mut c = self.clone();
+        let path = format!(
+            "{}/contexts/{}",
+            self.base.path().trim_end_matches('/'),
+            path_segment(context)
+        );
+        c.base.set_path(&path);
+        c
     }
 
     /// The base URL, without credentials.

@@ -6,6 +6,7 @@
 //! DIR/_global_config.json                 global configuration (data contracts too) and mode
 //! DIR/subjects/<subject>/_metadata.json   the subject's own configuration (whole), mode, deleted flag, versions
 //! DIR/subjects/<subject>/v<N>.json        each version in full, schema text included
+//! DIR/contexts/<context>/…                 every other registry context, the same tree
 //! ```
 //!
 //! Subject names become file names reversibly and safely on FAT, NTFS and case-insensitive file
@@ -191,10 +192,19 @@ pub fn export(
     });
     write(dir.join("_manifest.json"), &manifest)?;
     files += 2;
+    let (mut subjects, mut versions) = (snap.subjects.len(), snap.version_count());
+    // Every other context as a tree of its own: IDs are scoped per context.
+    for c in &snap.contexts {
+        let name = c.context.as_deref().unwrap_or(".");
+        let r = export(a, c, &dir.join("contexts").join(file_name(name)))?;
+        subjects += r.subjects;
+        versions += r.versions;
+        files += r.files;
+    }
     Ok(ExportReport {
         dir: dir.to_path_buf(),
-        subjects: snap.subjects.len(),
-        versions: snap.version_count(),
+        subjects,
+        versions,
         files,
     })
 }

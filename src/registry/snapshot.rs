@@ -224,6 +224,15 @@ pub struct RegistrySnapshot {
     /// Subjects outside the filter that were taken because a selected schema references them.
     #[serde(default)]
     pub pulled_in: Vec<String>,
+    /// The context this snapshot is of (format 2.1): `None` for the default context (`.`), whose
+    /// snapshot is the document itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Every other context (format 2.1), each a snapshot of its own: subjects, versions, IDs,
+    /// configurations and modes are scoped per context; subject names are as the context's base
+    /// path (`/contexts/{context}`) serves them, unqualified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<RegistrySnapshot>,
 }
 
 impl RegistrySnapshot {
@@ -239,7 +248,23 @@ impl RegistrySnapshot {
     pub fn version_count(&self) -> usize {
         self.subjects.iter().map(|s| s.versions.len()).sum()
     }
+
+    /// A subject's name qualified with this snapshot's context (`:.ctx:subject`), as patterns
+    /// and reports name it.
+    pub fn qualified(&self, subject: &str) -> String {
+        qualify(self.context.as_deref(), subject)
+    }
 }
+
+/// `subject` in `context` (`None` or `.`: the default context, unqualified).
+pub fn qualify(context: Option<&str>, subject: &str) -> String {
+    match context {
+        None | Some(".") => subject.to_string(),
+        Some(c) => format!(":{c}:{subject}"),
+    }
+}
+
+impl RegistrySnapshot {}
 
 /// A snapshot and the schema texts it names.
 #[derive(Debug, Clone)]
@@ -462,10 +487,35 @@ async fn complete_bulk(
     Ok(requests)
 }
 
+/// The registry's whole state: the default context, then every other context `GET /contexts`
+/// names, each through its base path. `--subjects` patterns match qualified names
+/// (`:.ctx:subject`) in other contexts.
 pub async fn capture(
     client: Arc<RegistryClient>,
     filter: &SubjectFilter,
     captured_at_ms: i64,
+) -> Result<Captured, RegistryError> {
+    let mut top = capture_one(client.clone(), filter, captured_at_ms, None).await?;
+    top.requests += 1;
+    let contexts: Vec<String> = client.get_list_opt("/contexts").await?.unwrap_or_default();
+    for ctx in contexts.iter().filter(|c| c.as_str() != ".") {
+        let c = Arc::new(client.in_context(ctx));
+        let got = capture_one(c, filter, captured_at_ms, Some(ctx)).await?;
+        top.requests += got.requests;
+        top.texts.extend(got.texts);
+        top.unmatched.retain(|p| got.unmatched.contains(p));
+        if !got.snapshot.subjects.is_empty() {
+            top.snapshot.contexts.push(got.snapshot);
+        }
+    }
+    Ok(top)
+}
+
+async fn capture_one(
+    client: Arc<RegistryClient>,
+    filter: &SubjectFilter,
+    captured_at_ms: i64,
+    context: Option<&str>,
 ) -> Result<Captured, RegistryError> {
     let mut requests = 0u64;
     requests += 2;
@@ -479,7 +529,14 @@ pub async fn capture(
     };
 
     requests += 2;
-    let all_subjects: Vec<String> = client.get_list("/subjects?deleted=true").await?;
+    // A registry that lists other contexts' subjects here too, qualified (`:.ctx:subject`), has
+    // them captured through their context's base path instead.
+    let all_subjects: Vec<String> = client
+        .get_list::<String>("/subjects?deleted=true")
+        .await?
+        .into_iter()
+        .filter(|s| !s.starts_with(":."))
+        .collect();
     let live_subjects: BTreeSet<String> = client
         .get_list::<String>("/subjects")
         .await?
@@ -534,6 +591,7 @@ pub async fn capture(
     // The selection, and what it references, transitively.
     let (inc, exc) = filter.compile()?;
     let chosen = |s: &str| {
+        let s = &qualify(context, s);
         (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
     };
     let mut selected: BTreeSet<String> =
@@ -541,7 +599,7 @@ pub async fn capture(
     // A subject with a configuration or mode and no version (an alias: `{"alias": "orders"}`)
     // is in no listing a registry serves: it is taken when named literally.
     let mut config_only = Vec::new();
-    for p in &filter.include {
+    for p in filter.include.iter().filter(|_| context.is_none()) {
         if regex::escape(p) == *p && !all_subjects.contains(p) && chosen(p) {
             requests += 2;
             let cfg: Option<ConfigReply> = client
@@ -564,7 +622,11 @@ pub async fn capture(
         .include
         .iter()
         .zip(&inc)
-        .filter(|(_, r)| !all_subjects.iter().any(|s| r.is_match(s)))
+        .filter(|(_, r)| {
+            !all_subjects
+                .iter()
+                .any(|s| r.is_match(&qualify(context, s)))
+        })
         .map(|(p, _)| p.clone())
         .collect();
 
@@ -681,6 +743,8 @@ pub async fn capture(
             order_complete: order.complete,
             order_problems: order.problems,
             pulled_in: pulled_in.into_iter().collect(),
+            context: context.map(str::to_string),
+            contexts: Vec::new(),
         },
         texts,
         requests,

@@ -116,6 +116,9 @@ pub struct RestoreOptions {
     pub registry: Option<RegistrySettings>,
     pub schema_ids: SchemaIds,
     pub schemas: SchemaPolicy,
+    /// Source registry context → target context (`--context-map SRC=DST`); others are restored
+    /// into the context of the same name.
+    pub context_map: BTreeMap<String, String>,
     /// The global configuration and mode; `None`: the archive's into a target registry without
     /// subjects, else the target's kept and what differs named in the plan.
     pub global_config: Option<GlobalConfigPolicy>,
@@ -167,6 +170,7 @@ impl RestoreOptions {
             schema_ids: SchemaIds::Rewrite,
             schemas: SchemaPolicy::AddMissing,
             global_config: None,
+            context_map: BTreeMap::new(),
             topics: Vec::new(),
             map: BTreeMap::new(),
             until: None,
@@ -292,10 +296,6 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     } else {
         None
     };
-    let done_versions: BTreeMap<(String, i32), i32> = match &prior_state {
-        Some(s) => s.versions_done()?.into_iter().collect(),
-        None => BTreeMap::new(),
-    };
     // Pre-flight, before any write: the Kafka side first (read-only), then the schemas, whose
     // last check (IMPORT mode, with kept IDs) is tried and put back.
     let kafka = if with_kafka {
@@ -304,25 +304,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         None
     };
     tracing::debug!(elapsed = ?started.elapsed(), "Kafka side planned, chunks checked");
-    let schemas = match (&opts.registry, &snap) {
-        (Some(r), Some(s)) => Some(SchemaPlan::prepare(opts, r, &archive, s, &done_versions)?),
+    let schemas: Vec<ContextPlan<'_>> = match (&opts.registry, &snap) {
+        (Some(r), Some(s)) => plan_contexts(opts, r, &archive, s, prior_state.as_ref())?,
         (Some(_), None) => {
             return Err(RestoreError::Invalid(
                 "--registry was given but the archive holds no Schema Registry snapshot".into(),
             ));
         }
-        (None, _) => None,
+        (None, _) => Vec::new(),
     };
     tracing::debug!(elapsed = ?started.elapsed(), "pre-flight done");
     let plan = RestorePlan {
         archive: opts.archive.clone(),
         root_hash: hex(&archive.root()),
         schema_ids: opts.schema_ids,
-        schemas: schemas
-            .as_ref()
-            .map(|s| s.actions.clone())
-            .unwrap_or_default(),
-        registry_global: schemas.as_ref().map(|s| s.global.clone()),
+        schemas: schemas.iter().flat_map(ContextPlan::actions).collect(),
+        registry_global: schemas.first().map(|c| c.plan.global.clone()),
         topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
         groups: kafka
             .iter()
@@ -333,7 +330,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         warnings: kafka
             .iter()
             .flat_map(|k| k.warnings.clone())
-            .chain(schemas.iter().filter_map(|s| s.global_warning()))
+            .chain(schemas.iter().filter_map(ContextPlan::global_warning))
             .collect(),
     };
     if opts.dry_run {
@@ -349,10 +346,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     if let Some(k) = &kafka {
         k.create_topics_and_probe(opts)?;
     }
-    let (taken, schema_problems) = match (&schemas, &snap) {
-        (Some(p), Some(s)) => p.run(opts, s, &state)?,
-        _ => (Vec::new(), Vec::new()),
-    };
+    let (mut taken, mut schema_problems) = (Vec::new(), Vec::new());
+    for c in &schemas {
+        let (t, p) = c.run(opts, &state)?;
+        taken.extend(t);
+        schema_problems.extend(p);
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "topics and schemas restored");
     let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
     let known = snap.iter().flat_map(|s| {
@@ -387,6 +386,107 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         seconds: started.elapsed().as_secs_f64(),
         records_seconds: outcome.records_seconds,
     })
+}
+
+/// The schema side of one registry context: the default context's, then each other one's,
+/// restored into the same context or the one `--context-map` names.
+struct ContextPlan<'a> {
+    /// The target context (`None`: the default one).
+    target: Option<String>,
+    snap: &'a RegistrySnapshot,
+    plan: SchemaPlan,
+}
+
+impl ContextPlan<'_> {
+    fn qualified(&self, subject: &str) -> String {
+        crate::registry::snapshot::qualify(self.target.as_deref(), subject)
+    }
+
+    fn actions(&self) -> Vec<SchemaAction> {
+        let mut a = self.plan.actions.clone();
+        for x in &mut a {
+            x.subject = self.qualified(&x.subject);
+        }
+        a
+    }
+
+    fn global_warning(&self) -> Option<String> {
+        let w = self.plan.global_warning()?;
+        Some(match &self.target {
+            None => w,
+            Some(c) => format!("context {c}: {w}"),
+        })
+    }
+
+    fn run(
+        &self,
+        opts: &RestoreOptions,
+        state: &State,
+    ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
+        let scoped = state::Scoped::new(state, self.target.as_deref());
+        let (mut taken, problems) = self.plan.run(opts, self.snap, &scoped)?;
+        for x in &mut taken {
+            x.subject = self.qualified(&x.subject);
+        }
+        let problems = match &self.target {
+            None => problems,
+            Some(c) => problems
+                .into_iter()
+                .map(|p| format!("context {c}: {p}"))
+                .collect(),
+        };
+        Ok((taken, problems))
+    }
+}
+
+/// Every context's schema plan, each checked before anything is written.
+fn plan_contexts<'a>(
+    opts: &RestoreOptions,
+    settings: &RegistrySettings,
+    archive: &Archive,
+    snap: &'a RegistrySnapshot,
+    prior: Option<&State>,
+) -> Result<Vec<ContextPlan<'a>>, RestoreError> {
+    for src in opts.context_map.keys() {
+        if !snap
+            .contexts
+            .iter()
+            .any(|c| c.context.as_deref() == Some(src))
+        {
+            return Err(RestoreError::Invalid(format!(
+                "--context-map {src}=…: the archive holds no context {src}"
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for s in std::iter::once(snap).chain(&snap.contexts) {
+        let target = s
+            .context
+            .as_ref()
+            .map(|c| opts.context_map.get(c).unwrap_or(c).clone());
+        let mut settings = settings.clone();
+        if let Some(t) = &target {
+            settings.url = format!(
+                "{}/contexts/{}",
+                settings.url.trim_end_matches('/'),
+                crate::registry::client::path_segment(t)
+            );
+        }
+        let done: BTreeMap<(String, i32), i32> = match prior {
+            Some(p) => state::Scoped::new(p, target.as_deref())
+                .versions_done()?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let plan = SchemaPlan::prepare(opts, &settings, archive, s, &done)?;
+        out.push(ContextPlan {
+            target,
+            snap: s,
+            plan,
+        });
+    }
+    Ok(out)
 }
 
 /// The archive, after the quick verify (footer, manifest, index, root); each chunk is checked
@@ -476,8 +576,13 @@ impl RestoreReport {
 /// What makes two runs "the same restore": archive, target and the options that change what is
 /// written.
 fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
+    let contexts = if opts.context_map.is_empty() {
+        String::new()
+    } else {
+        format!(", contexts {:?}", opts.context_map)
+    };
     format!(
-        "archive root {}, target {}, registry {}, schema ids {:?}, topics {:?}, map {:?}, until {:?}",
+        "archive root {}, target {}, registry {}, schema ids {:?}, topics {:?}, map {:?}, until {:?}{contexts}",
         hex(&a.root()),
         opts.kafka.bootstrap,
         opts.registry

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::state::State;
+use super::state::Scoped;
 use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy, block};
 use crate::archive::Archive;
 use crate::registry::client::{
@@ -280,7 +280,7 @@ impl SchemaRestore<'_> {
     async fn archived_compatibility(
         &self,
         subject: &str,
-        state: &State,
+        state: &Scoped<'_>,
     ) -> Result<(), RestoreError> {
         let want = self.archived_checks(subject);
         if want.compatibility.is_none() || self.target_checks(subject).await? == want {
@@ -425,7 +425,7 @@ impl SchemaRestore<'_> {
     /// soft deletions. Returns the actions taken.
     pub async fn run(
         &self,
-        state: &State,
+        state: &Scoped<'_>,
     ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
         let mut versions: BTreeMap<(String, i32), i32> =
             state.versions_done()?.into_iter().collect();
@@ -590,7 +590,7 @@ impl SchemaRestore<'_> {
         &self,
         versions: &BTreeMap<(String, i32), i32>,
         skipped: &BTreeSet<String>,
-        state: &State,
+        state: &Scoped<'_>,
     ) -> Result<(), RestoreError> {
         let restored: BTreeSet<&str> = self.ordered().into_iter().map(|(s, _)| s).collect();
         for st in self.snap.subjects.iter().filter(|s| {
@@ -825,7 +825,7 @@ impl SchemaPlan {
         &self,
         opts: &RestoreOptions,
         snap: &RegistrySnapshot,
-        state: &State,
+        state: &Scoped<'_>,
     ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
         let sr = SchemaRestore {
             client: self.client.clone(),

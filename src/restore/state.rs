@@ -217,6 +217,21 @@ impl State {
         })
     }
 
+    /// Records that the subject/version was restored as target version `target_version`, its
+    /// ID not going into the ID map (a version of another registry context).
+    pub fn version_done(
+        &self,
+        subject: &str,
+        version: i32,
+        target_version: i32,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            tx.open_table(VERSIONS)?
+                .insert((subject, version), target_version)?;
+            Ok(())
+        })
+    }
+
     /// Source subject/version → target version, for every version already restored.
     pub fn versions_done(&self) -> Result<Vec<(SubjectVersionKey, i32)>, StateError> {
         self.read_all(VERSIONS, |(s, v), t| ((s.to_string(), v), t))
@@ -259,6 +274,90 @@ impl State {
             tx.open_table(DONE)?.insert(step, true)?;
             Ok(())
         })
+    }
+}
+
+/// One registry context's part of the state: its subjects are kept qualified (`:.ctx:subject`),
+/// its steps suffixed with the context, and only the default context's IDs go into the ID map
+/// the records are rewritten with (a record's ID names a schema of the default context).
+pub struct Scoped<'a> {
+    pub state: &'a State,
+    context: Option<String>,
+}
+
+impl<'a> Scoped<'a> {
+    pub fn new(state: &'a State, context: Option<&str>) -> Self {
+        Scoped {
+            state,
+            context: context.map(str::to_string),
+        }
+    }
+
+    fn key(&self, subject: &str) -> String {
+        crate::registry::snapshot::qualify(self.context.as_deref(), subject)
+    }
+
+    pub fn schema_done(
+        &self,
+        subject: &str,
+        version: i32,
+        target_version: i32,
+        source_id: u32,
+        target_id: u32,
+    ) -> Result<(), StateError> {
+        match &self.context {
+            None => self
+                .state
+                .schema_done(subject, version, target_version, source_id, target_id),
+            Some(_) => self
+                .state
+                .version_done(&self.key(subject), version, target_version),
+        }
+    }
+
+    /// This context's versions already restored, by unqualified subject.
+    pub fn versions_done(&self) -> Result<Vec<(SubjectVersionKey, i32)>, StateError> {
+        let all = self.state.versions_done()?;
+        Ok(match &self.context {
+            None => all
+                .into_iter()
+                .filter(|((s, _), _)| !s.starts_with(":."))
+                .collect(),
+            Some(c) => {
+                let prefix = format!(":{c}:");
+                all.into_iter()
+                    .filter_map(|((s, v), t)| Some(((s.strip_prefix(&prefix)?.to_string(), v), t)))
+                    .collect()
+            }
+        })
+    }
+
+    pub fn before(&self, kind: &str, subject: &str) -> Result<Option<Option<String>>, StateError> {
+        self.state.before(kind, &self.key(subject))
+    }
+
+    pub fn remember_before(
+        &self,
+        kind: &str,
+        subject: &str,
+        value: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.state.remember_before(kind, &self.key(subject), value)
+    }
+
+    fn step(&self, step: &str) -> String {
+        match &self.context {
+            None => step.to_string(),
+            Some(c) => format!("{step}:{c}"),
+        }
+    }
+
+    pub fn is_done(&self, step: &str) -> Result<bool, StateError> {
+        self.state.is_done(&self.step(step))
+    }
+
+    pub fn set_done(&self, step: &str) -> Result<(), StateError> {
+        self.state.set_done(&self.step(step))
     }
 }
 
