@@ -441,6 +441,7 @@ fn a_reference_cycle_is_stored_as_an_incomplete_order_and_shown() {
         pulled_in: vec![],
         context: None,
         contexts: vec![],
+        dek_registry: None,
     };
     let mut w = kar::archive::ArchiveWriter::new(Vec::new(), "mem", Default::default()).unwrap();
     w.add_metadata("schema-registry", &serde_json::to_vec(&snap).unwrap())

@@ -535,6 +535,25 @@ fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
     for snap in std::iter::once(&snap).chain(&snap.contexts) {
         print_subjects(snap);
     }
+    for k in snap.dek_registry.iter().flatten() {
+        outln!(
+            "\nKEK {}{}: KMS {} key {}, shared {}",
+            k.name,
+            if k.deleted { " (deleted)" } else { "" },
+            k.kms_type,
+            k.kms_key_id,
+            k.shared
+        );
+        for d in &k.deks {
+            outln!(
+                "  DEK {} v{} {}{}",
+                d.subject,
+                d.version,
+                d.algorithm,
+                if d.deleted { "  [soft-deleted]" } else { "" }
+            );
+        }
+    }
     outln!();
     let order: Vec<String> = snap.restore_order.iter().map(|sv| sv.to_string()).collect();
     outln!(

@@ -323,6 +323,16 @@ fn print_plan(p: &RestorePlan) {
             outln!("  {d}");
         }
     }
+    if let Some(d) = &p.dek_registry {
+        let new = |v: &mut dyn Iterator<Item = &str>| v.filter(|a| *a == "create").count();
+        outln!(
+            "\nDEK registry: {} KEKs ({} to create), {} DEKs ({} to create)",
+            d.keks.len(),
+            new(&mut d.keks.iter().map(|k| k.1.as_str())),
+            d.deks.len(),
+            new(&mut d.deks.iter().map(|k| k.4.as_str()))
+        );
+    }
     outln!("\ntopics:");
     for t in &p.topics {
         let name = if t.source == t.target {

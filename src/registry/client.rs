@@ -351,7 +351,9 @@ impl RegistryClient {
                             endpoint: endpoint.clone(),
                             detail: format!("reading the body: {e}"),
                         })?;
-                        return serde_json::from_slice(&bytes).map_err(|e| {
+                        // 204 No Content (Confluent's DEK deletions): a JSON null.
+                        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+                        return serde_json::from_slice(bytes).map_err(|e| {
                             RegistryError::BadReply {
                                 method: method.clone(),
                                 endpoint: endpoint.clone(),

@@ -2,6 +2,7 @@
 //! ID. (The REST client, snapshot and restore of the registry build on this module.)
 
 pub mod client;
+pub mod dek;
 pub mod export;
 pub mod graph;
 pub mod snapshot;

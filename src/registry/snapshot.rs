@@ -233,6 +233,10 @@ pub struct RegistrySnapshot {
     /// path (`/contexts/{context}`) serves them, unqualified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contexts: Vec<RegistrySnapshot>,
+    /// The DEK registry (format 2.1): every KEK and its DEKs, soft-deleted ones too; `None` where
+    /// the registry has none. Registry-wide: on the default context's snapshot only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dek_registry: Option<Vec<super::dek::Kek>>,
 }
 
 impl RegistrySnapshot {
@@ -496,6 +500,7 @@ pub async fn capture(
     captured_at_ms: i64,
 ) -> Result<Captured, RegistryError> {
     let mut top = capture_one(client.clone(), filter, captured_at_ms, None).await?;
+    top.snapshot.dek_registry = super::dek::capture(&client, &mut top.requests).await?;
     top.requests += 1;
     let contexts: Vec<String> = client.get_list_opt("/contexts").await?.unwrap_or_default();
     for ctx in contexts.iter().filter(|c| c.as_str() != ".") {
@@ -745,6 +750,7 @@ async fn capture_one(
             pulled_in: pulled_in.into_iter().collect(),
             context: context.map(str::to_string),
             contexts: Vec::new(),
+            dek_registry: None,
         },
         texts,
         requests,

@@ -232,6 +232,9 @@ pub struct RestorePlan {
     /// The target registry's global configuration and mode (none without a registry).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_global: Option<schemas::GlobalPlan>,
+    /// The KEKs and DEKs of the archive's DEK registry, each `create` or `exists`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dek_registry: Option<crate::registry::dek::DekPlan>,
     pub topics: Vec<TopicPlan>,
     pub groups: Vec<String>,
     pub state_file: PathBuf,
@@ -320,6 +323,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         schema_ids: opts.schema_ids,
         schemas: schemas.iter().flat_map(ContextPlan::actions).collect(),
         registry_global: schemas.first().map(|c| c.plan.global.clone()),
+        dek_registry: schemas.first().and_then(|c| c.plan.deks.clone()),
         topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
         groups: kafka
             .iter()

@@ -753,6 +753,8 @@ pub struct SchemaPlan {
     texts: BTreeMap<String, String>,
     pub actions: Vec<SchemaAction>,
     pub global: GlobalPlan,
+    /// KEKs and DEKs to create (none where the archive holds no DEK registry).
+    pub deks: Option<crate::registry::dek::DekPlan>,
 }
 
 impl SchemaPlan {
@@ -807,6 +809,21 @@ impl SchemaPlan {
                 )));
             }
         }
+        let deks = match &snap.dek_registry {
+            Some(keks) => {
+                let (plan, conflicts) = block(async {
+                    Ok::<_, RestoreError>(crate::registry::dek::plan(&client, keks).await?)
+                })?;
+                if !conflicts.is_empty() {
+                    return Err(RestoreError::Refused(format!(
+                        "the target's DEK registry holds other keys under the archive's names; nothing was written:\n  {}",
+                        conflicts.join("\n  ")
+                    )));
+                }
+                Some(plan)
+            }
+            None => None,
+        };
         if keep && !opts.dry_run && done.is_empty() {
             block(sr.probe_import())?;
         }
@@ -816,6 +833,7 @@ impl SchemaPlan {
             texts,
             actions,
             global,
+            deks,
         })
     }
 
@@ -835,6 +853,14 @@ impl SchemaPlan {
             policy: opts.schemas,
             global: self.global.clone(),
         };
+        if let Some(keks) = &snap.dek_registry
+            && !state.is_done("dek-registry")?
+        {
+            block(async {
+                Ok::<_, RestoreError>(crate::registry::dek::restore(&self.client, keks).await?)
+            })?;
+            state.set_done("dek-registry")?;
+        }
         block(sr.run(state))
     }
 }
