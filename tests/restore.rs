@@ -2242,3 +2242,116 @@ async fn records_the_target_would_delete_or_refuse_are_named_before_any_write() 
         "nothing was created"
     );
 }
+
+/// `kar restore` through the broker's SASL_SSL listener (SCRAM-SHA-512) set up by a `--config`
+/// file (the password from the environment through `${...}`, restore keys in the file: map, state,
+/// producer compression, a topic config), and through its mutual-TLS listener set up by flags:
+/// every record arrives, the file's settings hold, and the password is in neither the state
+/// folder nor the output. (Only backups had been run through these listeners.)
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_through_sasl_ssl_from_a_config_file_and_through_mutual_tls() {
+    common::require_kafka();
+    let topic = common::unique("secrestore");
+    common::create_topic(&topic, 2, &[]).await;
+    let prod = producer(&[]);
+    let records: Vec<Rec> = (0..30)
+        .map(|i| {
+            rec(
+                now_ms(),
+                Some(format!("k{i}").into_bytes()),
+                Some(format!("v{i}").into_bytes()),
+                &[("h", Some(b"x"))],
+            )
+        })
+        .collect();
+    for (i, r) in records.iter().enumerate() {
+        send(&prod, &topic, (i % 2) as i32, r);
+    }
+    let truth = consume_all(&topic, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let tls = common::tls_dir();
+    let (via_sasl, via_mtls) = (format!("{topic}-sasl"), format!("{topic}-mtls"));
+    let state = dir.path().join("state");
+    let config = dir.path().join("restore.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  bootstrap: {}\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n  sasl_username: {}\n  sasl_password: ${{KAR_TEST_RESTORE_PASSWORD}}\n  ssl_ca_location: {}\nrestore:\n  map:\n    {topic}: {via_sasl}\n  state: {}\n  producer_compression: zstd\n  topic_config:\n    - retention.ms=-1\n",
+            common::sasl_bootstrap(),
+            common::SCRAM_USER,
+            tls.join("ca.pem").display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(["restore", "--json", "--config"])
+        .arg(&config)
+        .arg(&archive)
+        .env("KAR_TEST_RESTORE_PASSWORD", common::SCRAM_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["plan"]["topics"][0]["target"], via_sasl.as_str());
+    assert_eq!(report["plan"]["topics"][0]["compression"], "zstd");
+    assert_eq!(
+        common::describe_topic_configs(&via_sasl).await["retention.ms"],
+        "-1"
+    );
+    let text = [&out.stdout[..], &out.stderr[..]].concat();
+    assert!(!String::from_utf8_lossy(&text).contains(common::SCRAM_PASSWORD));
+    for f in std::fs::read_dir(&state).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(
+            !bytes
+                .windows(common::SCRAM_PASSWORD.len())
+                .any(|w| w == common::SCRAM_PASSWORD.as_bytes())
+        );
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args([
+            "restore",
+            "--json",
+            "--bootstrap",
+            &common::mtls_bootstrap(),
+            "--security-protocol",
+            "SSL",
+        ])
+        .arg("--ssl-ca")
+        .arg(tls.join("ca.pem"))
+        .arg("--ssl-cert")
+        .arg(tls.join("client.pem"))
+        .arg("--ssl-key")
+        .arg(tls.join("client.key"))
+        .args(["--map", &format!("{topic}={via_mtls}"), "--state"])
+        .arg(dir.path().join("state-mtls"))
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for t in [&via_sasl, &via_mtls] {
+        let got = consume_all(t, 2);
+        for p in 0..2 {
+            let (g, w) = (&got[&p], &truth[&p]);
+            assert_eq!(g.len(), w.len(), "{t}/{p}");
+            for (a, b) in g.iter().zip(w) {
+                assert_eq!(
+                    (&a.key, &a.value, &a.headers, a.timestamp),
+                    (&b.key, &b.value, &b.headers, b.timestamp),
+                    "{t}/{p}"
+                );
+            }
+        }
+    }
+}

@@ -277,7 +277,10 @@ mod tests {
             deleted: r.deleted,
         };
         let doc = serde_json::to_string(&kept).unwrap();
-        assert!(!doc.contains("UExBSU4tU0VDUkVU") && !doc.contains("keyMaterial\""), "{doc}");
+        assert!(
+            !doc.contains("UExBSU4tU0VDUkVU") && !doc.contains("keyMaterial\""),
+            "{doc}"
+        );
         assert!(doc.contains("d3JhcHBlZA=="));
     }
 }
