@@ -659,3 +659,73 @@ async fn the_dek_registry_arrives_whole_and_a_conflicting_kek_is_refused() {
         .await;
     assert_eq!(kek, json!(["kek-a"]));
 }
+
+/// Schema GUIDs (Confluent 8 serves a content-derived `guid` with each version; AxonOps v0.2.1
+/// serves none, so a proxy in front of the source registry adds one to its version replies, as
+/// Confluent would): the GUID is captured, and a restore into a target that does not resolve it
+/// (`GET /schemas/guids/{guid}`) names the version and is NOT WHOLE, exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_guid_is_captured_and_one_the_target_does_not_resolve_is_named() {
+    use crate::common::http_proxy::{Fault, http_proxy};
+    let src = OwnRegistry::start();
+    let source = Registry::new(&src.url);
+    source.register("g-value", json!({"schema": OTHER})).await;
+    let mut reply = source.get("/subjects/g-value/versions/1").await;
+    let guid = "0b7f8e2a-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+    reply["guid"] = json!(guid);
+    let body = reply.to_string();
+    let proxy = http_proxy(src.url.clone(), move |_, method, path, _| {
+        (method == "GET" && path.starts_with("/subjects/g-value/versions/1"))
+            .then(|| Fault::Reply(200, body.clone()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("guid.kar");
+    ok(
+        kar(&[
+            "backup",
+            "--registry",
+            &proxy.addr,
+            "--out",
+            archive.to_str().unwrap(),
+        ]),
+        "backup",
+    );
+    let snap: Value = serde_json::from_str(&ok(
+        kar(&["schemas", archive.to_str().unwrap(), "--json"]),
+        "schemas",
+    ))
+    .unwrap();
+    assert_eq!(snap["subjects"][0]["versions"][0]["guid"], guid, "{snap}");
+
+    let dst = OwnRegistry::start();
+    let out = kar(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--registry",
+        &dst.url,
+        "--state",
+        dir.path().join("s").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["schema_problems"].to_string();
+    assert!(
+        problems.contains("g-value v1 (ID 1)")
+            && problems.contains("GUID (it does not resolve there)"),
+        "{problems}"
+    );
+    // The version itself arrived.
+    assert_eq!(
+        Registry::new(&dst.url)
+            .get("/subjects/g-value/versions")
+            .await,
+        json!([1])
+    );
+}

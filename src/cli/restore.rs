@@ -393,6 +393,13 @@ fn print_summary(r: &RestoreReport) {
     for p in &r.schema_problems {
         outln!("  schema: NOT WHOLE: {p}");
     }
+    if !r.unresolved_guids.is_empty() {
+        outln!(
+            "  NOT WHOLE: schema ID headers name {} GUID(s) the target registry does not resolve (its consumers cannot read those records): {}",
+            r.unresolved_guids.len(),
+            r.unresolved_guids.join(", ")
+        );
+    }
     if !r.id_map.is_empty() {
         let pairs: Vec<String> = r.id_map.iter().map(|(s, t)| format!("{s}->{t}")).collect();
         outln!("schema ID mapping: {}", pairs.join(", "));

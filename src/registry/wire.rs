@@ -14,6 +14,19 @@ pub const GUID_MAGIC: u8 = 0x01;
 pub const KEY_SCHEMA_ID_HEADER: &str = "__key_schema_id";
 pub const VALUE_SCHEMA_ID_HEADER: &str = "__value_schema_id";
 
+/// A GUID as the registry names it (`GET /schemas/guids/{guid}`): 8-4-4-4-12 lower-case hex.
+pub fn guid_text(g: &[u8; 16]) -> String {
+    let h: String = g.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// The GUID of a GUID-form schema ID header value.
 pub fn schema_guid(bytes: &[u8]) -> Option<[u8; 16]> {
     match bytes {

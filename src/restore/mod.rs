@@ -255,6 +255,10 @@ pub struct RestoreReport {
     /// is not OK.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schema_problems: Vec<String>,
+    /// GUIDs named by records' schema ID headers that the target registry does not resolve: a
+    /// consumer cannot read those records there; the run is not OK.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_guids: Vec<String>,
     /// Source schema ID → target schema ID.
     pub id_map: BTreeMap<u32, u32>,
     pub partitions: Vec<PartitionOutcome>,
@@ -374,7 +378,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         None => KafkaOutcome::default(),
     };
     tracing::debug!(elapsed = ?started.elapsed(), "records and consumer groups done");
-    let ok = outcome.partitions.iter().all(|o| o.error.is_none())
+    let guids: std::collections::BTreeSet<[u8; 16]> = outcome
+        .partitions
+        .iter()
+        .flat_map(|o| o.guids.iter().copied())
+        .collect();
+    let unresolved_guids = match schemas.first() {
+        Some(c) if !guids.is_empty() => c.plan.unresolved_guids(&guids)?,
+        _ => Vec::new(),
+    };
+    let ok = unresolved_guids.is_empty()
+        && outcome.partitions.iter().all(|o| o.error.is_none())
         && outcome.groups.iter().all(|g| !g.failed)
         && schema_problems.is_empty();
     Ok(RestoreReport {
@@ -382,6 +396,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         dry_run: false,
         schemas: taken,
         schema_problems,
+        unresolved_guids,
         id_map,
         ok,
         records_written: outcome.partitions.iter().map(|o| o.written).sum(),
@@ -564,6 +579,7 @@ impl RestoreReport {
         RestoreReport {
             schemas: plan.schemas.clone(),
             schema_problems: Vec::new(),
+            unresolved_guids: Vec::new(),
             plan,
             dry_run: true,
             id_map: BTreeMap::new(),

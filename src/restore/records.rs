@@ -63,6 +63,9 @@ pub struct PartitionOutcome {
     pub rewritten_header_ids: u64,
     /// Schema ID headers naming a schema by GUID: left as they are (a GUID is content-derived).
     pub guid_headers: u64,
+    /// The distinct GUIDs they name (up to 1,000 a partition), checked on the target registry.
+    #[serde(skip)]
+    pub guids: std::collections::BTreeSet<[u8; 16]>,
     /// The target offset after the last restored record (where the progress is committed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_offset: Option<i64>,
@@ -435,6 +438,7 @@ fn produce_chunk(
     out.unknown_ids += stats.unknown_ids;
     out.rewritten_header_ids += stats.header_rewritten;
     out.guid_headers += stats.header_guids;
+    out.guids.extend(stats.guids);
     Ok(produced)
 }
 

@@ -5,7 +5,7 @@
 //! GUID-form headers name the schema by content, which a restore does not change: they are
 //! counted. Nothing else in the record changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::format::FormatError;
 use crate::format::chunk::{RecordAt, RecordPositions};
@@ -43,7 +43,10 @@ impl IdMap {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// At most this many distinct GUIDs are kept per partition for the check on the target.
+pub const GUIDS_KEPT: usize = 1000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewriteStats {
     /// Keys and values whose schema ID was rewritten.
     pub rewritten: u64,
@@ -54,6 +57,8 @@ pub struct RewriteStats {
     pub header_rewritten: u64,
     /// Schema ID headers in the GUID form, left as they are.
     pub header_guids: u64,
+    /// The distinct GUIDs they name (the first [`GUIDS_KEPT`]), to check on the target.
+    pub guids: BTreeSet<[u8; 16]>,
 }
 
 /// Rewrites, in place in the decompressed chunk `buf`, the schema IDs of one record's key and
@@ -67,8 +72,11 @@ pub fn rewrite_record(buf: &mut [u8], at: &RecordAt, ids: &IdMap, stats: &mut Re
     for name in [wire::KEY_SCHEMA_ID_HEADER, wire::VALUE_SCHEMA_ID_HEADER] {
         for range in at.header_values(buf, name) {
             let field = &mut buf[range];
-            if wire::schema_guid(field).is_some() {
+            if let Some(g) = wire::schema_guid(field) {
                 stats.header_guids += 1;
+                if stats.guids.len() < GUIDS_KEPT {
+                    stats.guids.insert(g);
+                }
             } else if rewrite_field(field, ids, stats) {
                 stats.header_rewritten += 1;
             }
@@ -196,6 +204,7 @@ mod tests {
                 unknown_ids: 1,
                 header_rewritten: 1,
                 header_guids: 1,
+                guids: [[0xab; 16]].into(),
             }
         );
         let recs: Vec<_> = ChunkRecords::new(&raw, 0)

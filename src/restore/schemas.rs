@@ -538,6 +538,15 @@ impl SchemaRestore<'_> {
         Ok((actions, problems))
     }
 
+    /// Whether `GET /schemas/guids/{guid}` finds a schema on the target.
+    async fn guid_resolves(&self, guid: &str) -> Result<bool, RegistryError> {
+        Ok(self
+            .client
+            .get_opt::<Value>(&format!("/schemas/guids/{}", enc(guid)))
+            .await?
+            .is_some())
+    }
+
     /// Every restored version whose archived metadata or rule set the target does not hold (a
     /// registry may drop them: AxonOps v0.2.1 does for a version registered in IMPORT mode with
     /// its ID; Confluent keeps them), named: checked on every run, a resumed one too.
@@ -548,7 +557,9 @@ impl SchemaRestore<'_> {
     ) -> Result<Vec<String>, RestoreError> {
         let mut out = Vec::new();
         for (subject, v) in self.ordered() {
-            if (v.metadata.is_none() && v.rule_set.is_none()) || skipped.contains(subject) {
+            if (v.metadata.is_none() && v.rule_set.is_none() && v.guid.is_none())
+                || skipped.contains(subject)
+            {
                 continue;
             }
             let Some(t) = versions.get(&(subject.to_string(), v.version)) else {
@@ -567,6 +578,11 @@ impl SchemaRestore<'_> {
             }
             if v.rule_set.is_some() && v.rule_set.as_ref() != got.get("ruleSet") {
                 lost.push("rule set");
+            }
+            if let Some(g) = &v.guid
+                && !self.guid_resolves(g).await?
+            {
+                lost.push("GUID (it does not resolve there)");
             }
             if !lost.is_empty() {
                 out.push(format!(
@@ -934,5 +950,27 @@ fn metadata_kept(archived: Option<&Value>, target: Option<&Value>) -> bool {
         (Some(a), Some(t)) => a.iter().all(|(k, v)| t.get(k) == Some(v)),
         (Some(a), None) => a.is_empty(),
         _ => a == t,
+    }
+}
+
+impl SchemaPlan {
+    /// The GUIDs (of schema ID headers) the target does not resolve (`GET /schemas/guids/{guid}`),
+    /// as text.
+    pub fn unresolved_guids(
+        &self,
+        guids: &BTreeSet<[u8; 16]>,
+    ) -> Result<Vec<String>, RestoreError> {
+        block(async {
+            let mut out = Vec::new();
+            for g in guids {
+                let g = crate::registry::wire::guid_text(g);
+                let found: Option<Value> =
+                    self.client.get_opt(&format!("/schemas/guids/{g}")).await?;
+                if found.is_none() {
+                    out.push(g);
+                }
+            }
+            Ok(out)
+        })
     }
 }
