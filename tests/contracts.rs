@@ -15,6 +15,20 @@ fn kar(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `kar backup --registry URL` (no Kafka) into DIR/NAME.kar.
+fn backup(url: &str, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let archive = dir.join(format!("{name}.kar"));
+    let out = kar(&[
+        "backup",
+        "--registry",
+        url,
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    ok(out, "backup");
+    archive
+}
+
 fn ok(out: std::process::Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -251,17 +265,7 @@ async fn a_registry_in_use_keeps_its_global_configuration_unless_told() {
     let source = Registry::new(&src.url);
     seed(&source).await;
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("global.kar");
-    ok(
-        kar(&[
-            "backup",
-            "--registry",
-            &src.url,
-            "--out",
-            archive.to_str().unwrap(),
-        ]),
-        "backup",
-    );
+    let archive = backup(&src.url, dir.path(), "global");
     let dst = OwnRegistry::start();
     let target = Registry::new(&dst.url);
     target
@@ -381,17 +385,7 @@ async fn contexts_whose_ids_overlap_arrive_each_in_its_context() {
     assert_eq!(b.register("orders-value", json!({"schema": V1})).await, 1);
 
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("contexts.kar");
-    ok(
-        kar(&[
-            "backup",
-            "--registry",
-            &src.url,
-            "--out",
-            archive.to_str().unwrap(),
-        ]),
-        "backup",
-    );
+    let archive = backup(&src.url, dir.path(), "contexts");
     let shown = ok(kar(&["schemas", archive.to_str().unwrap()]), "schemas");
     for needle in [
         ":.ctxa:orders-value",
@@ -590,17 +584,7 @@ async fn the_dek_registry_arrives_whole_and_a_conflicting_kek_is_refused() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("deks.kar");
-    ok(
-        kar(&[
-            "backup",
-            "--registry",
-            &src.url,
-            "--out",
-            archive.to_str().unwrap(),
-        ]),
-        "backup",
-    );
+    let archive = backup(&src.url, dir.path(), "deks");
     let shown = ok(kar(&["schemas", archive.to_str().unwrap()]), "schemas");
     assert!(
         shown.contains("KEK kek-gone (deleted): KMS local-kms key key-2"),
@@ -680,17 +664,7 @@ async fn a_schema_guid_is_captured_and_one_the_target_does_not_resolve_is_named(
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("guid.kar");
-    ok(
-        kar(&[
-            "backup",
-            "--registry",
-            &proxy.addr,
-            "--out",
-            archive.to_str().unwrap(),
-        ]),
-        "backup",
-    );
+    let archive = backup(&proxy.addr, dir.path(), "guid");
     let snap: Value = serde_json::from_str(&ok(
         kar(&["schemas", archive.to_str().unwrap(), "--json"]),
         "schemas",

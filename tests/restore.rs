@@ -1885,23 +1885,6 @@ async fn a_restore_needs_the_acls_readme_lists_and_names_the_missing_one() {
     assert_restored_exactly(&archive, &topic, &restored, 2);
 }
 
-/// Avro's binary encoding of a record with one string field: zig-zag varint length, then bytes.
-fn avro_one_string(s: &str) -> Vec<u8> {
-    let mut n = (s.len() as u64) << 1;
-    let mut out = Vec::new();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(s.as_bytes());
-    out
-}
-
 /// Records whose schema ID is in a header (Confluent 8 serializers: `__value_schema_id` /
 /// `__key_schema_id`, 0x00 + 4-byte ID or 0x01 + 16-byte GUID) and whose value is bare Avro:
 /// with IDs rewritten, every ID-form header gets the target's ID (the value, the GUID-form
@@ -1917,26 +1900,7 @@ async fn schema_ids_in_record_headers_are_rewritten_and_confluent_reads_them() {
     let subject = format!("{p}-value");
     let schema = r#"{"type":"record","name":"Note","namespace":"kar.h","fields":[{"name":"text","type":"string"}]}"#;
     let src_id = common::unique_id() as u32;
-    source
-        .ok(
-            Method::PUT,
-            &format!("/mode/{subject}?force=true"),
-            Some(json!({"mode": "IMPORT"})),
-        )
-        .await;
-    source
-        .register(
-            &subject,
-            json!({"schema": schema, "id": src_id, "version": 1}),
-        )
-        .await;
-    source
-        .ok(
-            Method::PUT,
-            &format!("/mode/{subject}"),
-            Some(json!({"mode": "READWRITE"})),
-        )
-        .await;
+    common::import(&source, &subject, src_id, 1, schema).await;
     let topic = format!("{p}-notes");
     common::create_topic(&topic, 1, &[]).await;
     let guid = [&[wire::GUID_MAGIC][..], &[0x5a; 16]].concat();
@@ -1954,7 +1918,7 @@ async fn schema_ids_in_record_headers_are_rewritten_and_confluent_reads_them() {
             rec(
                 now_ms(),
                 Some(format!("k{i}").into_bytes()),
-                Some(avro_one_string(&text)),
+                Some(common::avro_string(&text)),
                 &headers,
             )
         })

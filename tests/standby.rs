@@ -12,46 +12,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::{self, Registry, consume_all, producer, send};
+use crate::common::{avro_string, import};
 use crate::restore::{backup_to, rec, restore_to, run_restore, wire_value};
-
-/// Registers `schema` under `subject` with an explicit ID and version (IMPORT mode, forced, as the
-/// subject may have versions), then puts the subject back in READWRITE.
-async fn import(reg: &Registry, subject: &str, id: u32, version: i32, schema: &str) {
-    reg.ok(
-        Method::PUT,
-        &format!("/mode/{subject}?force=true"),
-        Some(json!({"mode": "IMPORT"})),
-    )
-    .await;
-    reg.register(
-        subject,
-        json!({"schema": schema, "id": id, "version": version}),
-    )
-    .await;
-    reg.ok(
-        Method::PUT,
-        &format!("/mode/{subject}"),
-        Some(json!({"mode": "READWRITE"})),
-    )
-    .await;
-}
-
-/// Avro's binary encoding of a string: zig-zag varint length, then the bytes.
-fn avro_string(s: &str) -> Vec<u8> {
-    let mut n = (s.len() as u64) << 1;
-    let mut out = Vec::new();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(s.as_bytes());
-    out
-}
 
 const V1: &str = r#"{"type":"record","name":"Order","namespace":"kar.s","fields":[{"name":"id","type":"string"}]}"#;
 const V2: &str = r#"{"type":"record","name":"Order","namespace":"kar.s","fields":[{"name":"id","type":"string"},{"name":"note","type":"string","default":""}]}"#;

@@ -61,12 +61,7 @@ pub struct SubjectState {
 impl SubjectState {
     /// The subject's own configuration: the whole of it, or, from a 2.0 archive, the level.
     pub fn own_config(&self) -> Option<ConfigState> {
-        self.config.clone().or_else(|| {
-            self.compatibility.as_ref().map(|c| ConfigState {
-                compatibility: Some(c.clone()),
-                ..ConfigState::default()
-            })
-        })
+        whole_or_level(&self.config, &self.compatibility)
     }
 }
 
@@ -81,13 +76,18 @@ pub struct GlobalState {
 
 impl GlobalState {
     pub fn own_config(&self) -> Option<ConfigState> {
-        self.config.clone().or_else(|| {
-            self.compatibility.as_ref().map(|c| ConfigState {
-                compatibility: Some(c.clone()),
-                ..ConfigState::default()
-            })
-        })
+        whole_or_level(&self.config, &self.compatibility)
     }
+}
+
+/// The configuration held whole (2.1), else the level alone (2.0).
+fn whole_or_level(config: &Option<ConfigState>, level: &Option<String>) -> Option<ConfigState> {
+    config.clone().or_else(|| {
+        level.as_ref().map(|c| ConfigState {
+            compatibility: Some(c.clone()),
+            ..ConfigState::default()
+        })
+    })
 }
 
 /// A configuration (global, or a subject's own) as the registry served it: the compatibility

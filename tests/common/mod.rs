@@ -589,3 +589,42 @@ pub fn batch_codecs(topic: &str, partition: i32) -> std::collections::BTreeSet<S
         .map(|c| c.split_whitespace().next().unwrap_or("").to_string())
         .collect()
 }
+
+/// Registers `schema` under `subject` with an explicit ID and version (IMPORT mode, forced, as the
+/// subject may have versions), then puts the subject back in READWRITE.
+pub async fn import(reg: &Registry, subject: &str, id: u32, version: i32, schema: &str) {
+    reg.ok(
+        reqwest::Method::PUT,
+        &format!("/mode/{subject}?force=true"),
+        Some(serde_json::json!({"mode": "IMPORT"})),
+    )
+    .await;
+    reg.register(
+        subject,
+        serde_json::json!({"schema": schema, "id": id, "version": version}),
+    )
+    .await;
+    reg.ok(
+        reqwest::Method::PUT,
+        &format!("/mode/{subject}"),
+        Some(serde_json::json!({"mode": "READWRITE"})),
+    )
+    .await;
+}
+
+/// Avro's binary encoding of a string: zig-zag varint length, then the bytes.
+pub fn avro_string(s: &str) -> Vec<u8> {
+    let mut n = (s.len() as u64) << 1;
+    let mut out = Vec::new();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(s.as_bytes());
+    out
+}
