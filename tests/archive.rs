@@ -208,3 +208,60 @@ fn a_full_disk_is_a_clear_error_naming_the_path() {
         "{err}"
     );
 }
+
+/// An index whose `content` entry for one blob names another blob's frame (hashes are not
+/// secrets: such an archive looks intact frame by frame, and a quick verify does not read the
+/// blobs) must not hand out the other blob's bytes as this one's: `read_content` checks the frame
+/// it reads holds the content asked for. (It returned the other blob, so a restore could register
+/// the wrong schema text.)
+#[test]
+fn an_index_that_points_a_content_id_at_another_frame_is_an_error() {
+    use kar::format::footer::{Footer, LEN};
+    use kar::format::frame::{Compression, FrameHeader, FrameKind};
+    let mut w = kar::archive::ArchiveWriter::new(Vec::new(), "mem", Default::default()).unwrap();
+    let a = w.add_blob(b"{\"type\":\"string\"}").unwrap();
+    let b = w.add_blob(b"{\"type\":\"long\"}").unwrap();
+    let bytes = w
+        .finish(kar::format::manifest::ArchiveStatus::Complete, vec![])
+        .unwrap()
+        .0;
+    let footer = Footer::decode(&bytes).unwrap();
+    let h =
+        FrameHeader::decode(&bytes[footer.index_offset as usize..], footer.index_offset).unwrap();
+    let start = footer.index_offset as usize + kar::format::frame::HEADER_LEN;
+    let index = &bytes[start..bytes.len() - LEN];
+    assert_eq!(index.len() as u64, h.stored_len);
+
+    // The same index with a's entry pointing at b's frame.
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("index.redb");
+    std::fs::write(&db_path, index).unwrap();
+    {
+        use redb::ReadableTable;
+        let db = redb::Database::open(&db_path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(kar::archive::index::CONTENT).unwrap();
+            let at_b = t.get(b).unwrap().unwrap().value();
+            t.insert(a, at_b).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let index = std::fs::read(&db_path).unwrap();
+    let mut out = bytes[..footer.index_offset as usize].to_vec();
+    out.extend_from_slice(
+        &FrameHeader::for_content(FrameKind::Index, Compression::None, &index, &index).encode(),
+    );
+    out.extend_from_slice(&index);
+    out.extend_from_slice(&footer.encode());
+    let path = dir.path().join("pointed.kar");
+    std::fs::write(&path, &out).unwrap();
+
+    let arch = Archive::open(&path).unwrap();
+    assert_eq!(arch.read_content(&b).unwrap(), b"{\"type\":\"long\"}");
+    let err = arch.read_content(&a).unwrap_err().to_string();
+    assert!(
+        err.contains("index") && err.contains(&kar::format::hex(&a)[..16]),
+        "{err}"
+    );
+}
