@@ -265,3 +265,23 @@ fn an_index_that_points_a_content_id_at_another_frame_is_an_error() {
         "{err}"
     );
 }
+
+/// A `consumer-groups` document that does not read is an error of `inspect`, naming the document;
+/// it was shown as "no groups".
+#[test]
+fn an_unreadable_groups_document_is_an_error_not_no_groups() {
+    let mut w = kar::archive::ArchiveWriter::new(Vec::new(), "mem", Default::default()).unwrap();
+    w.add_metadata(
+        "consumer-groups",
+        br#"{"kind":"consumer-groups","groups":"none"}"#,
+    )
+    .unwrap();
+    let bytes = w.finish(ArchiveStatus::Complete, vec![]).unwrap().0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("groups.kar");
+    std::fs::write(&path, bytes).unwrap();
+    let err = kar::archive::inspect::inspect(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("consumer-groups document"), "{err}");
+}

@@ -703,3 +703,38 @@ async fn a_schema_guid_is_captured_and_one_the_target_does_not_resolve_is_named(
         json!([1])
     );
 }
+
+/// A registration reply without an ID (a proxy in front of the target answers `{}`) stops the
+/// restore naming the endpoint; it became ID 0 in the mapping the records are rewritten with.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_reply_without_an_id_is_an_error_not_id_0() {
+    use crate::common::http_proxy::{Fault, http_proxy};
+    let src = OwnRegistry::start();
+    Registry::new(&src.url)
+        .register("r-value", json!({"schema": OTHER}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup(&src.url, dir.path(), "reply");
+    let dst = OwnRegistry::start();
+    let proxy = http_proxy(dst.url.clone(), |_, method, path, _| {
+        (method == "POST" && path.starts_with("/subjects/r-value/versions"))
+            .then(|| Fault::Reply(200, "{}".into()))
+    })
+    .await;
+    let out = kar(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--registry",
+        &proxy.addr,
+        "--schema-ids",
+        "rewrite",
+        "--state",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("POST") && err.contains("/subjects/r-value/versions") && err.contains("id"),
+        "{err}"
+    );
+}

@@ -92,21 +92,32 @@ fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
     else {
         return Ok(Vec::new());
     };
-    let Some(id) = crate::format::parse_hex(&m.id) else {
-        return Ok(Vec::new());
+    let unreadable = |what: String| ArchiveError::Missing {
+        path: a.path().to_path_buf(),
+        what: format!("a readable consumer-groups document ({what})"),
     };
-    let doc: serde_json::Value = serde_json::from_slice(&a.read_content(&id)?).unwrap_or_default();
-    Ok(doc["groups"]
-        .as_array()
-        .map(|gs| {
-            gs.iter()
-                .map(|g| GroupSummary {
-                    group: g["group"].as_str().unwrap_or_default().to_string(),
-                    partitions: g["offsets"].as_array().map_or(0, Vec::len),
-                })
-                .collect()
+    let id = crate::format::parse_hex(&m.id)
+        .ok_or_else(|| unreadable(format!("content ID {:?}", m.id)))?;
+    // Typed: a document that does not read is an error, not "no groups".
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        groups: Vec<Group>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Group {
+        group: String,
+        offsets: Vec<serde_json::Value>,
+    }
+    let doc: Doc =
+        serde_json::from_slice(&a.read_content(&id)?).map_err(|e| unreadable(e.to_string()))?;
+    Ok(doc
+        .groups
+        .into_iter()
+        .map(|g| GroupSummary {
+            group: g.group,
+            partitions: g.offsets.len(),
         })
-        .unwrap_or_default())
+        .collect())
 }
 
 pub fn inspect_archive(a: &Archive) -> Result<InspectReport, ArchiveError> {

@@ -382,15 +382,17 @@ impl Archive {
         // The index is not covered by the root: the frame it names must hold this content, and
         // be a blob or a document (a chunk is read with `read_chunk`).
         if h.content_id != *id || !matches!(h.kind, FrameKind::Blob | FrameKind::Metadata) {
-            return Err(ArchiveError::format(&self.path, ctx)(FormatError::Corrupt {
-                structure: "index",
-                offset,
-                detail: format!(
-                    "the index points to a {} frame holding content {}, not this content",
-                    h.kind.name(),
-                    &hex(&h.content_id)[..16]
-                ),
-            }));
+            return Err(ArchiveError::format(&self.path, ctx)(
+                FormatError::Corrupt {
+                    structure: "index",
+                    offset,
+                    detail: format!(
+                        "the index points to a {} frame holding content {}, not this content",
+                        h.kind.name(),
+                        &hex(&h.content_id)[..16]
+                    ),
+                },
+            ));
         }
         let mut out = Vec::new();
         ContentDecoder::new()

@@ -30,6 +30,13 @@ pub struct SchemaAction {
     pub target_id: Option<u32>,
 }
 
+/// `POST /subjects/{s}/versions`: a reply without an ID is an error naming the endpoint (it
+/// became ID 0 in the mapping the records are rewritten with).
+#[derive(Deserialize)]
+struct Registered {
+    id: u32,
+}
+
 #[derive(Deserialize)]
 struct Lookup {
     id: u32,
@@ -489,7 +496,7 @@ impl SchemaRestore<'_> {
                 let mut b = body.clone();
                 b["id"] = json!(v.id);
                 b["version"] = json!(v.version);
-                let r: Value = self
+                let Registered { id } = self
                     .client
                     .request(
                         Method::POST,
@@ -497,7 +504,6 @@ impl SchemaRestore<'_> {
                         Some(&b),
                     )
                     .await?;
-                let id = r["id"].as_u64().unwrap_or_default() as u32;
                 if id != v.id {
                     return Err(RestoreError::Refused(format!(
                         "{subject} v{} was registered with ID {id}, not its original {}",
@@ -506,7 +512,7 @@ impl SchemaRestore<'_> {
                 }
                 ("register", id, v.version)
             } else {
-                let r: Value = self
+                let Registered { id } = self
                     .client
                     .request(
                         Method::POST,
@@ -514,7 +520,6 @@ impl SchemaRestore<'_> {
                         Some(&body),
                     )
                     .await?;
-                let id = r["id"].as_u64().unwrap_or_default() as u32;
                 let l = self.lookup(subject, &body).await?.ok_or_else(|| {
                     RestoreError::Refused(format!("{subject} v{} was registered (ID {id}) but the registry cannot find it again", v.version))
                 })?;
