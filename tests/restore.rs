@@ -2326,3 +2326,30 @@ async fn restores_through_sasl_ssl_from_a_config_file_and_through_mutual_tls() {
         }
     }
 }
+
+/// Creating a topic that someone else made meanwhile with another partition count is an error
+/// naming both counts; it was taken as created after a 10-second wait, and records went on to
+/// partitions that do not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_made_meanwhile_with_other_partitions_is_not_taken_as_created() {
+    common::require_kafka();
+    let topic = common::unique("raced");
+    common::create_topic(&topic, 1, &[]).await;
+    let t = topic.clone();
+    let err = tokio::task::spawn_blocking(move || {
+        let target =
+            kar::kafka::sink::Target::connect(&KafkaConnection::plaintext(common::bootstrap()))
+                .unwrap();
+        target.create_topic(&t, 3, 1, &BTreeMap::new())
+    })
+    .await
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!(
+            "creating topic {topic} with 3 partitions: the topic exists with 1"
+        )),
+        "{err}"
+    );
+}

@@ -205,17 +205,30 @@ impl Target {
             }
         }
         // Metadata is eventually consistent: wait until the topic is visible with its partitions.
+        // One that shows another partition count (made meanwhile by someone else) or never shows
+        // is an error: records would go to partitions that do not exist.
+        let mut seen = None;
         for _ in 0..100 {
-            if self
-                .topics()?
-                .get(name)
-                .is_some_and(|t| t.partitions == partitions)
-            {
-                return Ok(());
+            seen = self.topics()?.get(name).map(|t| t.partitions);
+            match seen {
+                Some(p) if p == partitions => return Ok(()),
+                Some(p) if p > 0 && p != partitions => break,
+                _ => std::thread::sleep(Duration::from_millis(100)),
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
+        Err(SourceError::Request {
+            bootstrap: self.conn.bootstrap.clone(),
+            what: format!(
+                "creating topic {name} with {partitions} partitions: {}",
+                match seen {
+                    Some(p) => format!("the topic exists with {p}"),
+                    None => "it does not appear in the cluster's metadata after 10 s".into(),
+                }
+            ),
+            source: Box::new(rdkafka::error::KafkaError::AdminOp(
+                rdkafka::types::RDKafkaErrorCode::InvalidPartitions,
+            )),
+        })
     }
 
     /// Whether a consumer group has members on the target.
