@@ -68,7 +68,9 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
     let a = Archive::open(path)?;
     let mut r = inspect_archive(&a)?;
     r.groups = groups(&a)?;
-    if let Some(snap) = crate::registry::snapshot::read_from_archive(&a)? {
+    let snap: Option<crate::format::schema_registry::RegistrySnapshot> =
+        a.document(crate::format::schema_registry::KIND)?;
+    if let Some(snap) = snap {
         r.schema_subjects = snap
             .subjects
             .iter()
@@ -82,23 +84,9 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
     Ok(r)
 }
 
-/// The groups listed in the archive's `consumer-groups` document (none when it has none).
+/// The groups listed in the archive's `consumer-groups` document (none when it has none; one
+/// that does not read is an error, not "no groups").
 fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
-    let Some(m) = a
-        .manifest()
-        .metadata
-        .iter()
-        .find(|m| m.kind == "consumer-groups")
-    else {
-        return Ok(Vec::new());
-    };
-    let unreadable = |what: String| ArchiveError::Missing {
-        path: a.path().to_path_buf(),
-        what: format!("a readable consumer-groups document ({what})"),
-    };
-    let id = crate::format::parse_hex(&m.id)
-        .ok_or_else(|| unreadable(format!("content ID {:?}", m.id)))?;
-    // Typed: a document that does not read is an error, not "no groups".
     #[derive(serde::Deserialize)]
     struct Doc {
         groups: Vec<Group>,
@@ -108,8 +96,9 @@ fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
         group: String,
         offsets: Vec<serde_json::Value>,
     }
-    let doc: Doc =
-        serde_json::from_slice(&a.read_content(&id)?).map_err(|e| unreadable(e.to_string()))?;
+    let Some(doc) = a.document::<Doc>("consumer-groups")? else {
+        return Ok(Vec::new());
+    };
     Ok(doc
         .groups
         .into_iter()

@@ -402,6 +402,27 @@ impl Archive {
         Ok(out)
     }
 
+    /// The metadata document of `kind` the manifest lists, typed; `None` when the archive has
+    /// none. One that does not read as `T` is an error naming the document.
+    pub fn document<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Option<T>, ArchiveError> {
+        let Some(m) = self.manifest().metadata.iter().find(|m| m.kind == kind) else {
+            return Ok(None);
+        };
+        let unreadable = |what: String| ArchiveError::Missing {
+            path: self.path.clone(),
+            what: format!("a readable {kind} document ({what})"),
+        };
+        let id = crate::format::parse_hex(&m.id)
+            .ok_or_else(|| unreadable(format!("content ID {:?}", m.id)))?;
+        let bytes = self.read_content(&id)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| unreadable(e.to_string()))
+    }
+
     /// Calls `f` for every record of a partition, in offset order, chunk by chunk.
     pub fn for_each_record(
         &self,

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod kafka_topics;
 pub mod manifest;
 pub mod root;
+pub mod schema_registry;
 pub mod varint;
 
 pub use error::FormatError;

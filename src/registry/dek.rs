@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::format::schema_registry::{Dek, Kek};
 use serde_json::{Value, json};
 
 use super::client::{RegistryClient, RegistryError, path_segment as enc};
@@ -15,32 +17,6 @@ use super::client::{RegistryClient, RegistryError, path_segment as enc};
 /// Confluent's DEK algorithms: a subject's DEKs are listed per algorithm.
 pub const ALGORITHMS: [&str; 3] = ["AES128_GCM", "AES256_GCM", "AES256_SIV"];
 const BASE: &str = "/dek-registry/v1/keks";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Kek {
-    pub name: String,
-    pub kms_type: String,
-    pub kms_key_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kms_props: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub doc: Option<String>,
-    pub shared: bool,
-    pub deleted: bool,
-    pub deks: Vec<Dek>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dek {
-    pub subject: String,
-    pub version: i32,
-    pub algorithm: String,
-    /// Base64, as served: the key wrapped by the KEK's KMS key. None where the registry holds
-    /// none (a shared KEK whose registry makes the key on demand).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encrypted_key_material: Option<String>,
-    pub deleted: bool,
-}
 
 /// `GET /dek-registry/v1/keks/{name}` as served (unknown members, `ts` among them, ignored).
 #[derive(Deserialize)]

@@ -4,19 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SubjectVersion {
-    pub subject: String,
-    pub version: i32,
-}
-
-impl std::fmt::Display for SubjectVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} v{}", self.subject, self.version)
-    }
-}
+pub use crate::format::schema_registry::SubjectVersion;
 
 /// A node: a schema version, its global ID (to break ties: lower IDs first, as the source
 /// registry assigned them) and what it references.

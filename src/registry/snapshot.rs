@@ -8,118 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{RegistryClient, RegistryError, path_segment as enc};
 use super::graph::{Node, SubjectVersion, restore_order};
+pub use crate::format::schema_registry::{
+    ConfigState, GlobalState, KIND, Reference, RegistrySnapshot, SubjectState, VersionState,
+    qualify,
+};
 use crate::format::{Hash, hex};
-
-pub const KIND: &str = "schema-registry";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reference {
-    pub name: String,
-    pub subject: String,
-    pub version: i32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionState {
-    pub version: i32,
-    pub id: u32,
-    pub schema_type: String,
-    /// Content ID (hex) of the blob holding the schema text.
-    pub schema: String,
-    #[serde(default)]
-    pub references: Vec<Reference>,
-    pub deleted: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule_set: Option<Value>,
-    /// The schema's GUID (format 2.1), where the registry serves one (Confluent 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guid: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubjectState {
-    pub subject: String,
-    pub deleted: bool,
-    /// The subject's own compatibility override; `None` = no override (distinct from an override
-    /// equal to the global level).
-    pub compatibility: Option<String>,
-    pub mode: Option<String>,
-    pub versions: Vec<VersionState>,
-    /// The subject's own configuration, every member (format 2.1; `None` = no override, or an
-    /// archive of 2.0, which held the level alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ConfigState>,
-}
-
-impl SubjectState {
-    /// The subject's own configuration: the whole of it, or, from a 2.0 archive, the level.
-    pub fn own_config(&self) -> Option<ConfigState> {
-        whole_or_level(&self.config, &self.compatibility)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GlobalState {
-    pub compatibility: Option<String>,
-    pub mode: Option<String>,
-    /// The global configuration, every member (format 2.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ConfigState>,
-}
-
-impl GlobalState {
-    pub fn own_config(&self) -> Option<ConfigState> {
-        whole_or_level(&self.config, &self.compatibility)
-    }
-}
-
-/// The configuration held whole (2.1), else the level alone (2.0).
-fn whole_or_level(config: &Option<ConfigState>, level: &Option<String>) -> Option<ConfigState> {
-    config.clone().or_else(|| {
-        level.as_ref().map(|c| ConfigState {
-            compatibility: Some(c.clone()),
-            ..ConfigState::default()
-        })
-    })
-}
-
-/// A configuration (global, or a subject's own) as the registry served it: the compatibility
-/// level and group, and the data-contract settings of Confluent's `ConfigValue`, which a
-/// registry applies to every version registered after (default and override metadata and rule
-/// sets) or to lookups (`normalize`, `alias`). Members this kar does not know are kept in
-/// `other`, as served, and restored as they are: nothing a newer registry adds is dropped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConfigState {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compatibility: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compatibility_group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub normalize: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validate_fields: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validate_rules: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_metadata: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_metadata: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_rule_set: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_rule_set: Option<Value>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub other: BTreeMap<String, Value>,
-}
 
 /// `GET /config` and `GET /config/{subject}` as Confluent serves them (`compatibilityLevel`;
 /// some registries answer `compatibility`).
@@ -208,67 +106,6 @@ impl ConfigState {
             .collect()
     }
 }
-
-/// The `schema-registry` metadata document (format-spec §5.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegistrySnapshot {
-    pub kind: String,
-    pub source: String,
-    pub captured_at_ms: i64,
-    pub global: GlobalState,
-    pub subjects: Vec<SubjectState>,
-    pub restore_order: Vec<SubjectVersion>,
-    pub order_complete: bool,
-    #[serde(default)]
-    pub order_problems: Vec<String>,
-    /// Subjects outside the filter that were taken because a selected schema references them.
-    #[serde(default)]
-    pub pulled_in: Vec<String>,
-    /// The context this snapshot is of (format 2.1): `None` for the default context (`.`), whose
-    /// snapshot is the document itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<String>,
-    /// Every other context (format 2.1), each a snapshot of its own: subjects, versions, IDs,
-    /// configurations and modes are scoped per context; subject names are as the context's base
-    /// path (`/contexts/{context}`) serves them, unqualified.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub contexts: Vec<RegistrySnapshot>,
-    /// The DEK registry (format 2.1): every KEK and its DEKs, soft-deleted ones too; `None` where
-    /// the registry has none. Registry-wide: on the default context's snapshot only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dek_registry: Option<Vec<super::dek::Kek>>,
-}
-
-impl RegistrySnapshot {
-    pub fn version(&self, sv: &SubjectVersion) -> Option<&VersionState> {
-        self.subjects
-            .iter()
-            .find(|s| s.subject == sv.subject)?
-            .versions
-            .iter()
-            .find(|v| v.version == sv.version)
-    }
-
-    pub fn version_count(&self) -> usize {
-        self.subjects.iter().map(|s| s.versions.len()).sum()
-    }
-
-    /// A subject's name qualified with this snapshot's context (`:.ctx:subject`), as patterns
-    /// and reports name it.
-    pub fn qualified(&self, subject: &str) -> String {
-        qualify(self.context.as_deref(), subject)
-    }
-}
-
-/// `subject` in `context` (`None` or `.`: the default context, unqualified).
-pub fn qualify(context: Option<&str>, subject: &str) -> String {
-    match context {
-        None | Some(".") => subject.to_string(),
-        Some(c) => format!(":{c}:{subject}"),
-    }
-}
-
-impl RegistrySnapshot {}
 
 /// A snapshot and the schema texts it names.
 #[derive(Debug, Clone)]
@@ -782,22 +619,5 @@ pub fn write_to_archive<W: std::io::Write>(
 pub fn read_from_archive(
     a: &crate::archive::Archive,
 ) -> Result<Option<RegistrySnapshot>, crate::archive::ArchiveError> {
-    let Some(m) = a.manifest().metadata.iter().find(|m| m.kind == KIND) else {
-        return Ok(None);
-    };
-    let id =
-        crate::format::parse_hex(&m.id).ok_or_else(|| crate::archive::ArchiveError::Missing {
-            path: a.path().to_path_buf(),
-            what: format!(
-                "a valid content ID for the {KIND} document (got {:?})",
-                m.id
-            ),
-        })?;
-    let bytes = a.read_content(&id)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| crate::archive::ArchiveError::Missing {
-            path: a.path().to_path_buf(),
-            what: format!("a readable {KIND} document ({e})"),
-        })
+    a.document(KIND)
 }

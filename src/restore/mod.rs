@@ -270,18 +270,6 @@ pub struct RestoreReport {
     pub ok: bool,
 }
 
-fn doc<T: serde::de::DeserializeOwned>(a: &Archive, kind: &str) -> Result<Option<T>, RestoreError> {
-    let Some(m) = a.manifest().metadata.iter().find(|m| m.kind == kind) else {
-        return Ok(None);
-    };
-    let id = crate::format::parse_hex(&m.id)
-        .ok_or_else(|| RestoreError::Invalid(format!("bad content ID for {kind}")))?;
-    let bytes = a.read_content(&id)?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        RestoreError::Invalid(format!("the archive's {kind} document is unreadable: {e}"))
-    })
-}
-
 fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError> {
     patterns
         .iter()

@@ -11,7 +11,7 @@ use super::keep;
 use super::progress::{self, Progress, ids_tag, progress_group};
 use super::records::{self, PartitionJob, PartitionOutcome, Shared};
 use super::rewrite::IdMap;
-use super::{GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicPlan, anchored, doc};
+use super::{GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicPlan, anchored};
 use crate::archive::Archive;
 use crate::archive::coverage;
 use crate::archive::verify;
@@ -50,13 +50,15 @@ impl KafkaPlan {
         opts.kafka.validate().map_err(RestoreError::Invalid)?;
         let target = Target::connect(&opts.kafka)?;
         check_map(opts, archive)?;
-        let topics_doc: Vec<TopicInfo> = doc::<TopicsDoc>(archive, "kafka-topics")?
+        let topics_doc: Vec<TopicInfo> = archive
+            .document::<TopicsDoc>("kafka-topics")?
             .map(|d| d.topics)
             .unwrap_or_default();
         let (mut topics, mut jobs) = plan_topics(opts, archive, &target, &topics_doc)?;
         check_partitions(opts, archive, &jobs)?;
         let groups_doc = restorable_groups(
-            doc::<GroupsDoc>(archive, "consumer-groups")?
+            archive
+                .document::<GroupsDoc>("consumer-groups")?
                 .map(|d| d.groups)
                 .unwrap_or_default(),
         );
