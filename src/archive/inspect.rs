@@ -87,16 +87,10 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
 /// The groups listed in the archive's `consumer-groups` document (none when it has none; one
 /// that does not read is an error, not "no groups").
 fn groups(a: &Archive) -> Result<Vec<GroupSummary>, ArchiveError> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        groups: Vec<Group>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Group {
-        group: String,
-        offsets: Vec<serde_json::Value>,
-    }
-    let Some(doc) = a.document::<Doc>("consumer-groups")? else {
+    let Some(doc) = a.document::<crate::format::consumer_groups::ConsumerGroupsDoc>(
+        crate::format::consumer_groups::KIND,
+    )?
+    else {
         return Ok(Vec::new());
     };
     Ok(doc

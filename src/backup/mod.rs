@@ -23,8 +23,11 @@ use thiserror::Error;
 
 use crate::archive::writer::{BackgroundSync, now_ms, sync_file};
 use crate::archive::{ArchiveError, ArchiveWriter, WriterOptions};
+use crate::format::consumer_groups::ConsumerGroupsDoc;
 use crate::format::hex;
+use crate::format::kafka_topics::{Broker, DeclaredRange, KafkaTopicsDoc};
 use crate::format::manifest::ArchiveStatus;
+use crate::format::provenance::Provenance;
 use crate::kafka::KafkaConnection;
 use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_internal};
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
@@ -465,21 +468,39 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
     };
     let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
         .map_err(ArchiveError::io("sync", &opts.out))?;
-    let topics_doc = serde_json::json!({
-        "kind": "kafka-topics",
-        "cluster_id": cluster_id,
-        "brokers": brokers.iter().map(|(id, addr)| serde_json::json!({"id": id, "address": addr})).collect::<Vec<_>>(),
-        "captured_at_ms": started_ms,
-        "topics": topics,
-        "partitions": tasks.iter().map(|t| serde_json::json!({"topic": t.topic, "partition": t.partition, "start_offset": t.start, "end_offset": t.end})).collect::<Vec<_>>(),
-    });
+    let topics_doc = KafkaTopicsDoc {
+        kind: crate::format::kafka_topics::KIND.into(),
+        cluster_id: cluster_id.clone(),
+        brokers: brokers
+            .iter()
+            .map(|(id, address)| Broker {
+                id: *id,
+                address: address.clone(),
+            })
+            .collect(),
+        captured_at_ms: started_ms,
+        topics: topics.clone(),
+        partitions: tasks
+            .iter()
+            .map(|t| DeclaredRange {
+                topic: t.topic.clone(),
+                partition: t.partition,
+                start_offset: t.start,
+                end_offset: t.end,
+            })
+            .collect(),
+    };
     if with_kafka {
         w.add_metadata(
             "kafka-topics",
             &serde_json::to_vec(&topics_doc).expect("json"),
         )
         .map_err(unfinished)?;
-        let groups_doc = serde_json::json!({"kind": "consumer-groups", "captured_at_ms": started_ms, "groups": groups});
+        let groups_doc = ConsumerGroupsDoc {
+            kind: crate::format::consumer_groups::KIND.into(),
+            captured_at_ms: started_ms,
+            groups: groups.clone(),
+        };
         w.add_metadata(
             "consumer-groups",
             &serde_json::to_vec(&groups_doc).expect("json"),
@@ -593,16 +614,16 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
 
     // 4. Provenance and the tail of the file.
     let complete = results.values().all(|r| r.complete);
-    let provenance = serde_json::json!({
-        "kind": "provenance",
-        "kar_version": env!("CARGO_PKG_VERSION"),
-        "command_line": opts.command_line,
-        "started_at_ms": started_ms,
-        "finished_at_ms": now_ms(),
-        "cluster_id": cluster_id,
-        "bootstrap": opts.kafka.bootstrap,
-        "interrupted": opts.cancel.load(Ordering::SeqCst),
-    });
+    let provenance = Provenance {
+        kind: crate::format::provenance::KIND.into(),
+        kar_version: env!("CARGO_PKG_VERSION").into(),
+        command_line: opts.command_line.clone(),
+        started_at_ms: started_ms,
+        finished_at_ms: now_ms(),
+        cluster_id: cluster_id.clone(),
+        bootstrap: opts.kafka.bootstrap.clone(),
+        interrupted: opts.cancel.load(Ordering::SeqCst),
+    };
     w.add_metadata(
         "provenance",
         &serde_json::to_vec(&provenance).expect("json"),

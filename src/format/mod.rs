@@ -6,12 +6,14 @@
 //! that are really there and against the limits below before anything is allocated.
 
 pub mod chunk;
+pub mod consumer_groups;
 pub mod error;
 pub mod file_header;
 pub mod footer;
 pub mod frame;
 pub mod kafka_topics;
 pub mod manifest;
+pub mod provenance;
 pub mod root;
 pub mod schema_registry;
 pub mod varint;

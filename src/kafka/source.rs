@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+
 use thiserror::Error;
 
 use super::KafkaConnection;
@@ -39,33 +39,8 @@ pub enum SourceError {
     },
 }
 
-/// A topic as the cluster describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicInfo {
-    pub name: String,
-    pub partitions: i32,
-    pub replication_factor: i32,
-    /// Configs set on the topic itself (not broker or static defaults).
-    pub configs: BTreeMap<String, String>,
-    /// Configs the broker marks sensitive: names only, values are never read.
-    #[serde(default)]
-    pub sensitive_configs: Vec<String>,
-}
-
-/// The committed offsets of one consumer group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupOffsets {
-    pub group: String,
-    pub offsets: Vec<CommittedOffset>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedOffset {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub metadata: String,
-}
+pub use crate::format::consumer_groups::{CommittedOffset, GroupOffsets};
+pub use crate::format::kafka_topics::TopicInfo;
 
 /// Internal topics are left out of a backup unless named exactly.
 pub fn is_internal(topic: &str) -> bool {

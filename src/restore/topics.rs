@@ -15,9 +15,10 @@ use super::{GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicPla
 use crate::archive::Archive;
 use crate::archive::coverage;
 use crate::archive::verify;
+use crate::format::consumer_groups::{ConsumerGroupsDoc, GroupOffsets};
 use crate::format::hex;
+use crate::format::kafka_topics::{KafkaTopicsDoc, TopicInfo};
 use crate::kafka::sink::Target;
-use crate::kafka::source::{GroupOffsets, TopicInfo};
 use crate::kafka::txn::{Compression, PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
 
 /// What a restore will do on the Kafka side, and the clients it does it with.
@@ -51,14 +52,14 @@ impl KafkaPlan {
         let target = Target::connect(&opts.kafka)?;
         check_map(opts, archive)?;
         let topics_doc: Vec<TopicInfo> = archive
-            .document::<TopicsDoc>("kafka-topics")?
+            .document::<KafkaTopicsDoc>(crate::format::kafka_topics::KIND)?
             .map(|d| d.topics)
             .unwrap_or_default();
         let (mut topics, mut jobs) = plan_topics(opts, archive, &target, &topics_doc)?;
         check_partitions(opts, archive, &jobs)?;
         let groups_doc = restorable_groups(
             archive
-                .document::<GroupsDoc>("consumer-groups")?
+                .document::<ConsumerGroupsDoc>(crate::format::consumer_groups::KIND)?
                 .map(|d| d.groups)
                 .unwrap_or_default(),
         );
@@ -380,16 +381,6 @@ fn plan_topics(
         });
     }
     Ok((plans, jobs))
-}
-
-#[derive(serde::Deserialize)]
-struct TopicsDoc {
-    topics: Vec<TopicInfo>,
-}
-
-#[derive(serde::Deserialize)]
-struct GroupsDoc {
-    groups: Vec<GroupOffsets>,
 }
 
 /// Kafka's rule for topic names: 1 to 249 characters from `a-z A-Z 0-9 . _ -`, not `.` or `..`.
