@@ -263,13 +263,13 @@ impl StorageBackend for MemoryBackend {
 /// A read-only redb backend over a range of the archive's memory map: the index is used where it
 /// lies in the file.
 pub struct SliceBackend {
-    map: Arc<super::reader::Source>,
+    map: Arc<super::source::Source>,
     start: usize,
     len: usize,
 }
 
 impl SliceBackend {
-    pub fn new(map: Arc<super::reader::Source>, start: usize, len: usize) -> Self {
+    pub fn new(map: Arc<super::source::Source>, start: usize, len: usize) -> Self {
         assert!(start + len <= map.len());
         SliceBackend { map, start, len }
     }
@@ -322,7 +322,7 @@ impl StorageBackend for SliceBackend {
 
 /// Opens the index that lies at `start..start + len` of the map.
 pub fn open(
-    map: Arc<super::reader::Source>,
+    map: Arc<super::source::Source>,
     start: usize,
     len: usize,
 ) -> Result<redb::ReadOnlyDatabase, redb::DatabaseError> {

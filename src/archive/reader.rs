@@ -2,8 +2,6 @@
 //! place, and chunks are decompressed one at a time into a reused buffer, with records handed out
 //! as slices of it.
 
-use std::fs::File;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,48 +14,7 @@ use crate::format::{FormatError, Hash, hex};
 
 use super::error::ArchiveError;
 use super::index::{self, ChunkEntry, IndexContent};
-
-/// The bytes of an archive: a memory map of the file, or bytes already in memory (tests, fuzzing).
-pub enum Source {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Source {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Source::Mapped(m) => m,
-            Source::Owned(v) => v,
-        }
-    }
-}
-
-impl Source {
-    /// Maps a file read-only, with clear errors for what is not an archive file.
-    pub fn map(path: &Path) -> Result<Source, ArchiveError> {
-        let meta = std::fs::metadata(path).map_err(ArchiveError::io("open", path))?;
-        if meta.is_dir() {
-            return Err(ArchiveError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        if meta.len() == 0 {
-            return Err(ArchiveError::Empty {
-                path: path.to_path_buf(),
-            });
-        }
-        let file = File::open(path).map_err(ArchiveError::io("open", path))?;
-        // SAFETY: the map is read-only and kar never writes to a file it reads. The contract is
-        // that nobody truncates or rewrites the archive while it is open: archives are written
-        // once and then immutable. If another process changed the bytes anyway, every read is
-        // still checked against blake3 hashes, so the damage shows as a verification error
-        // (a truncation could still fault the process; that is the cost of reading in place).
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(ArchiveError::io("memory-map", path))?;
-        Ok(Source::Mapped(map))
-    }
-}
+pub use super::source::Source;
 
 /// Reads one frame at `offset` of `bytes` (header checked, stored bytes bounded by the file).
 pub(crate) fn frame_at(
