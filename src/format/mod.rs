@@ -37,23 +37,13 @@ pub type Hash = [u8; 32];
 
 /// Lower-case hex of a hash, as printed and as stored in the manifest.
 pub fn hex(h: &Hash) -> String {
-    use std::fmt::Write;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    blake3::Hash::from_bytes(*h).to_hex().to_string()
 }
 
-/// Parses 64 hex digits into a hash.
+/// Parses 64 hex digits (either case) into a hash; anything else is `None` (blake3's parser:
+/// the hand-written one took a `+` sign as a digit).
 pub fn parse_hex(s: &str) -> Option<Hash> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    blake3::Hash::from_hex(s).ok().map(|h| *h.as_bytes())
 }
 
 /// The first 8 bytes of blake3 over `bytes`: the check field that closes each fixed-size header.
@@ -165,5 +155,27 @@ impl<'a> Cursor<'a> {
             offset: at,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ids_print_and_parse_as_64_hex_digits_only() {
+        let h = *blake3::hash(b"kar").as_bytes();
+        let text = hex(&h);
+        assert_eq!(text.len(), 64);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(parse_hex(&text), Some(h));
+        assert_eq!(parse_hex(&text.to_uppercase()), Some(h));
+        assert_eq!(parse_hex(&"+f".repeat(32)), None, "a sign is not a digit");
+        assert_eq!(parse_hex(&text[..63]), None);
+        assert_eq!(parse_hex(&format!("{text}0")), None);
+        assert_eq!(parse_hex(&"é".repeat(32)), None);
     }
 }
