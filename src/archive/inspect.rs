@@ -151,28 +151,13 @@ pub fn inspect_archive(a: &Archive) -> Result<InspectReport, ArchiveError> {
     })
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, by jiff); a time outside
+/// the years -9999..=9999 (a record may carry any i64) as the number itself.
 pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => format!("{ms} ms since the epoch"),
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +168,6 @@ mod tests {
         assert_eq!(super::utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(super::utc(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(super::utc(i64::MIN), format!("{} ms since the epoch", i64::MIN));
     }
 }
