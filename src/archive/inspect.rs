@@ -168,6 +168,9 @@ mod tests {
         assert_eq!(super::utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(super::utc(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(super::utc(i64::MIN), format!("{} ms since the epoch", i64::MIN));
+        assert_eq!(
+            super::utc(i64::MIN),
+            format!("{} ms since the epoch", i64::MIN)
+        );
     }
 }

@@ -17,6 +17,48 @@ use crate::kafka::{KafkaConnection, SaslMechanism, SecurityProtocol};
 use crate::registry::client::RegistrySettings;
 use crate::registry::snapshot::SubjectFilter;
 
+/// `--security-protocol` values (clap stays in the CLI layer; the library's enum has none of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocolArg {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl From<SecurityProtocolArg> for SecurityProtocol {
+    fn from(a: SecurityProtocolArg) -> Self {
+        match a {
+            SecurityProtocolArg::Plaintext => SecurityProtocol::Plaintext,
+            SecurityProtocolArg::Ssl => SecurityProtocol::Ssl,
+            SecurityProtocolArg::SaslPlaintext => SecurityProtocol::SaslPlaintext,
+            SecurityProtocolArg::SaslSsl => SecurityProtocol::SaslSsl,
+        }
+    }
+}
+
+/// `--sasl-mechanism` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanismArg {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl From<SaslMechanismArg> for SaslMechanism {
+    fn from(a: SaslMechanismArg) -> Self {
+        match a {
+            SaslMechanismArg::Plain => SaslMechanism::Plain,
+            SaslMechanismArg::ScramSha256 => SaslMechanism::ScramSha256,
+            SaslMechanismArg::ScramSha512 => SaslMechanism::ScramSha512,
+        }
+    }
+}
+
 /// Kafka connection flags shared by backup and restore; each overrides the config file.
 #[derive(Debug, Clone, Default, Args)]
 pub struct KafkaArgs {
@@ -24,9 +66,9 @@ pub struct KafkaArgs {
     #[arg(long)]
     pub bootstrap: Option<String>,
     #[arg(long, value_enum)]
-    pub security_protocol: Option<SecurityProtocol>,
+    pub security_protocol: Option<SecurityProtocolArg>,
     #[arg(long, value_enum)]
-    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_mechanism: Option<SaslMechanismArg>,
     #[arg(long)]
     pub sasl_username: Option<String>,
     /// SASL password (better from the environment than on the command line)
@@ -51,10 +93,10 @@ impl KafkaArgs {
             c.bootstrap = v.clone();
         }
         if let Some(v) = self.security_protocol {
-            c.security_protocol = v;
+            c.security_protocol = v.into();
         }
         if let Some(v) = self.sasl_mechanism {
-            c.sasl_mechanism = Some(v);
+            c.sasl_mechanism = Some(v.into());
         }
         if let Some(v) = &self.sasl_username {
             c.sasl_username = Some(v.clone());

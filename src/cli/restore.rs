@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::out::outln;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use super::backup::{KafkaArgs, RegistryArgs, parse_time};
@@ -30,15 +30,15 @@ pub struct RestoreArgs {
     /// keep: register schemas under their original IDs (IMPORT mode); rewrite: let the target
     /// assign IDs and rewrite the IDs inside the records [default: keep]
     #[arg(long, value_enum)]
-    pub schema_ids: Option<SchemaIds>,
+    pub schema_ids: Option<SchemaIdsArg>,
     /// What to do with subjects the target already has [default: add-missing]
     #[arg(long, value_enum)]
-    pub schemas: Option<SchemaPolicy>,
+    pub schemas: Option<SchemaPolicyArg>,
     /// The target registry's global configuration and mode: `overwrite` sets the archive's,
     /// `keep` leaves the target's [default: the archive's into a registry without subjects, else
     /// keep and name what differs]
     #[arg(long, value_enum)]
-    pub global_config: Option<GlobalConfigPolicy>,
+    pub global_config: Option<GlobalConfigArg>,
     /// Restore the registry context SRC (e.g. .staging) into the context DST (repeatable); other
     /// contexts go to the context of the same name
     #[arg(long = "context-map", value_name = "SRC=DST")]
@@ -97,7 +97,7 @@ pub struct RestoreArgs {
     /// What is checked before anything is written: `full` checks every chunk to restore, `quick`
     /// only footer, manifest, index and root (chunks are then checked as they are restored)
     #[arg(long, value_enum, default_value = "full")]
-    pub verify: PreflightCheck,
+    pub verify: PreflightArg,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -119,9 +119,9 @@ struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestoreSection {
-    schema_ids: Option<SchemaIdsName>,
-    schemas: Option<String>,
-    global_config: Option<GlobalConfigName>,
+    schema_ids: Option<SchemaIdsArg>,
+    schemas: Option<SchemaPolicyArg>,
+    global_config: Option<GlobalConfigArg>,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -138,18 +138,81 @@ struct RestoreSection {
     accept_retention_loss: bool,
 }
 
-#[derive(Debug, Deserialize)]
+// The flags' and the config file's values for the library's enums: clap and serde names live
+// here, in the CLI layer; the library's types stay free of both.
+
+#[derive(Debug, Clone, Copy, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-enum GlobalConfigName {
+pub enum SchemaIdsArg {
+    /// Register every schema under its original ID (IMPORT mode)
     Keep,
+    /// Let the target assign IDs and rewrite the IDs in the records
+    Rewrite,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemaPolicyArg {
+    /// Add only versions the target lacks
+    AddMissing,
+    /// Replace each subject's versions with the archive's
+    Overwrite,
+    /// Leave any subject that already has versions alone
+    SkipExisting,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GlobalConfigArg {
+    /// Leave the target's global configuration and mode as they are
+    Keep,
+    /// Set the archive's global configuration and mode on the target
     Overwrite,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum SchemaIdsName {
-    Keep,
-    Rewrite,
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PreflightArg {
+    /// Footer, manifest, index and root hash, and every chunk to be restored
+    Full,
+    /// Footer, manifest, index and root hash only; each chunk checked as it is restored
+    Quick,
+}
+
+impl From<SchemaIdsArg> for SchemaIds {
+    fn from(a: SchemaIdsArg) -> Self {
+        match a {
+            SchemaIdsArg::Keep => SchemaIds::Keep,
+            SchemaIdsArg::Rewrite => SchemaIds::Rewrite,
+        }
+    }
+}
+
+impl From<SchemaPolicyArg> for SchemaPolicy {
+    fn from(a: SchemaPolicyArg) -> Self {
+        match a {
+            SchemaPolicyArg::AddMissing => SchemaPolicy::AddMissing,
+            SchemaPolicyArg::Overwrite => SchemaPolicy::Overwrite,
+            SchemaPolicyArg::SkipExisting => SchemaPolicy::SkipExisting,
+        }
+    }
+}
+
+impl From<GlobalConfigArg> for GlobalConfigPolicy {
+    fn from(a: GlobalConfigArg) -> Self {
+        match a {
+            GlobalConfigArg::Keep => GlobalConfigPolicy::Keep,
+            GlobalConfigArg::Overwrite => GlobalConfigPolicy::Overwrite,
+        }
+    }
+}
+
+impl From<PreflightArg> for PreflightCheck {
+    fn from(a: PreflightArg) -> Self {
+        match a {
+            PreflightArg::Full => PreflightCheck::Full,
+            PreflightArg::Quick => PreflightCheck::Quick,
+        }
+    }
 }
 
 pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<RestoreOptions> {
@@ -162,23 +225,15 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     let r = file.restore;
     let mut o = RestoreOptions::new(&a.file, kafka);
     o.registry = a.registry.settings(file.registry);
-    o.schema_ids = a.schema_ids.unwrap_or(match r.schema_ids {
-        Some(SchemaIdsName::Rewrite) => SchemaIds::Rewrite,
-        _ => SchemaIds::Keep,
-    });
-    o.schemas = match (a.schemas, r.schemas.as_deref()) {
-        (Some(p), _) => p,
-        (None, None | Some("add-missing")) => SchemaPolicy::AddMissing,
-        (None, Some("overwrite")) => SchemaPolicy::Overwrite,
-        (None, Some("skip-existing")) => SchemaPolicy::SkipExisting,
-        (None, Some(other)) => anyhow::bail!(
-            "restore.schemas {other:?} is not add-missing, overwrite or skip-existing"
-        ),
-    };
-    o.global_config = a.global_config.or(r.global_config.map(|g| match g {
-        GlobalConfigName::Keep => GlobalConfigPolicy::Keep,
-        GlobalConfigName::Overwrite => GlobalConfigPolicy::Overwrite,
-    }));
+    o.schema_ids = a
+        .schema_ids
+        .or(r.schema_ids)
+        .map_or(SchemaIds::Keep, SchemaIds::from);
+    o.schemas = a
+        .schemas
+        .or(r.schemas)
+        .map_or(SchemaPolicy::AddMissing, SchemaPolicy::from);
+    o.global_config = a.global_config.or(r.global_config).map(Into::into);
     for m in &a.context_map {
         let (s, d) = m
             .split_once('=')
@@ -244,7 +299,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     o.force = a.force;
     o.allow_gaps = a.allow_gaps;
     o.registry_only = a.registry_only;
-    o.verify = a.verify;
+    o.verify = a.verify.into();
     o.cancel = cancel;
     o.progress = !a.json;
     Ok(o)

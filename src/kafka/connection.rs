@@ -8,9 +8,8 @@ use serde::Deserialize;
 
 use crate::config::Secret;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
@@ -30,16 +29,13 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SaslMechanism {
     #[serde(rename = "PLAIN")]
-    #[value(name = "PLAIN")]
     Plain,
     #[serde(rename = "SCRAM-SHA-256")]
-    #[value(name = "SCRAM-SHA-256")]
     ScramSha256,
     #[serde(rename = "SCRAM-SHA-512")]
-    #[value(name = "SCRAM-SHA-512")]
     ScramSha512,
 }
 

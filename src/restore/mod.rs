@@ -67,7 +67,7 @@ impl From<RegistryError> for RestoreError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchemaIds {
     /// Register every schema under its original ID (IMPORT mode).
@@ -76,7 +76,7 @@ pub enum SchemaIds {
     Rewrite,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchemaPolicy {
     /// Add only versions the target lacks.
@@ -88,7 +88,7 @@ pub enum SchemaPolicy {
 }
 
 /// What a restore does with the target registry's global configuration and mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GlobalConfigPolicy {
     /// Leave the target's global configuration and mode as they are.
@@ -98,7 +98,7 @@ pub enum GlobalConfigPolicy {
 }
 
 /// What pre-flight checks of the archive before any write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PreflightCheck {
     /// Footer, manifest, index and root hash, and every chunk to be restored: content against its
