@@ -406,7 +406,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         ));
     }
     if with_kafka {
-        opts.kafka.validate().map_err(BackupError::Invalid)?;
+        opts.kafka
+            .validate()
+            .map_err(|e| BackupError::Invalid(e.to_string()))?;
     }
     // Every pattern is checked before anything is read.
     anchored(&opts.topics, "--topics")?;

@@ -49,6 +49,23 @@ impl SaslMechanism {
     }
 }
 
+/// Connection settings that cannot work, found before anything is contacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(
+        "no Kafka bootstrap address: give --bootstrap HOST:PORT (or kafka.bootstrap in the config file)"
+    )]
+    NoBootstrap,
+    #[error("security protocol {protocol} needs a SASL mechanism, username and password")]
+    SaslIncomplete { protocol: String },
+    #[error("SASL settings are given but the security protocol is not SASL_PLAINTEXT or SASL_SSL")]
+    SaslWithoutProtocol,
+    #[error("mutual TLS needs both a client certificate and its key")]
+    HalfMutualTls,
+    #[error("TLS file {} does not exist or is not a file", path.display())]
+    TlsFile { path: PathBuf },
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConnection {
@@ -79,9 +96,9 @@ impl KafkaConnection {
     }
 
     /// Checks that the settings fit together; the message names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConnectionError> {
         if self.bootstrap.trim().is_empty() {
-            return Err("no Kafka bootstrap address: give --bootstrap HOST:PORT (or kafka.bootstrap in the config file)".into());
+            return Err(ConnectionError::NoBootstrap);
         }
         let sasl = matches!(
             self.security_protocol,
@@ -92,16 +109,15 @@ impl KafkaConnection {
                 || self.sasl_username.is_none()
                 || self.sasl_password.is_none())
         {
-            return Err(format!(
-                "security protocol {} needs a SASL mechanism, username and password",
-                self.security_protocol.as_str().to_uppercase()
-            ));
+            return Err(ConnectionError::SaslIncomplete {
+                protocol: self.security_protocol.as_str().to_uppercase(),
+            });
         }
         if !sasl && (self.sasl_mechanism.is_some() || self.sasl_username.is_some()) {
-            return Err("SASL settings are given but the security protocol is not SASL_PLAINTEXT or SASL_SSL".into());
+            return Err(ConnectionError::SaslWithoutProtocol);
         }
         if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
-            return Err("mutual TLS needs both a client certificate and its key".into());
+            return Err(ConnectionError::HalfMutualTls);
         }
         for p in [
             &self.ssl_ca_location,
@@ -112,10 +128,7 @@ impl KafkaConnection {
         .flatten()
         {
             if !p.is_file() {
-                return Err(format!(
-                    "TLS file {} does not exist or is not a file",
-                    p.display()
-                ));
+                return Err(ConnectionError::TlsFile { path: p.clone() });
             }
         }
         Ok(())
@@ -152,5 +165,46 @@ impl KafkaConnection {
             c.set("ssl.endpoint.identification.algorithm", "none");
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings that cannot work are named before anything is contacted.
+    #[test]
+    fn impossible_settings_are_named() {
+        let ok = KafkaConnection::plaintext("127.0.0.1:9092");
+        assert!(ok.validate().is_ok());
+        let err = |c: KafkaConnection| c.validate().unwrap_err().to_string();
+        assert!(err(KafkaConnection::plaintext(" ")).contains("--bootstrap HOST:PORT"));
+        let sasl = KafkaConnection {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            ..ok.clone()
+        };
+        assert_eq!(
+            err(sasl),
+            "security protocol SASL_SSL needs a SASL mechanism, username and password"
+        );
+        let stray = KafkaConnection {
+            sasl_username: Some("kar".into()),
+            ..ok.clone()
+        };
+        assert!(err(stray).contains("not SASL_PLAINTEXT or SASL_SSL"));
+        let half = KafkaConnection {
+            ssl_certificate_location: Some("/etc/hosts".into()),
+            ..ok.clone()
+        };
+        assert!(err(half).contains("both a client certificate and its key"));
+        let missing = KafkaConnection {
+            ssl_ca_location: Some("/nonexistent/ca.pem".into()),
+            ..ok
+        };
+        assert_eq!(
+            err(missing),
+            "TLS file /nonexistent/ca.pem does not exist or is not a file"
+        );
     }
 }

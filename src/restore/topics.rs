@@ -48,7 +48,9 @@ impl KafkaPlan {
     /// chunks check out, the target partitions hold nothing they should not, the progress of
     /// earlier runs.
     pub fn prepare(opts: &RestoreOptions, archive: &Archive) -> Result<KafkaPlan, RestoreError> {
-        opts.kafka.validate().map_err(RestoreError::Invalid)?;
+        opts.kafka
+            .validate()
+            .map_err(|e| RestoreError::Invalid(e.to_string()))?;
         let target = Target::connect(&opts.kafka)?;
         check_map(opts, archive)?;
         let topics_doc: Vec<TopicInfo> = archive
