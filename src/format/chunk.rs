@@ -529,9 +529,10 @@ impl RecordAt {
 }
 
 impl RecordAt {
-    /// Where the values of the headers named `name` lie in `raw` (the bytes the record was
-    /// located in), in header order; null values left out. Restore rewrites schema IDs there.
-    pub fn header_values(&self, raw: &[u8], name: &str) -> Vec<Range<usize>> {
+    /// Where the values of the headers named any of `names` lie in `raw` (the bytes the record
+    /// was located in), in header order, in one pass; null values left out. Restore rewrites
+    /// schema IDs there.
+    pub fn header_values(&self, raw: &[u8], names: &[&str]) -> Vec<Range<usize>> {
         let start = self.headers.start;
         let mut c = Cursor::new(&raw[self.headers.clone()], 0, "record header");
         let mut out = Vec::new();
@@ -540,7 +541,7 @@ impl RecordAt {
             let Ok(n) = c.varint() else { break };
             let Ok(len) = len_usize(&c, n) else { break };
             let Ok(this) = c.take(len) else { break };
-            let matches = this == name.as_bytes();
+            let matches = names.iter().any(|n| n.as_bytes() == this);
             let Ok(range) = read_nullable_range(&mut c) else {
                 break;
             };

@@ -2,8 +2,8 @@
 //! encryption keys (KEKs: a name for a key in a KMS, never the key) and the data encryption keys
 //! (DEKs) wrapped by them, every version, soft-deleted ones too. Without them field-encrypted
 //! data is unreadable after a restore. The archive holds what the registry serves of a DEK, its
-//! `encryptedKeyMaterial` (wrapped by the KMS key); a `keyMaterial` member (the plain key, which
-//! Confluent serves for a shared KEK it can unwrap) is never read, kept or logged.
+//! `encryptedKeyMaterial` (wrapped by the KMS key); a `keyMaterial` member (the plain key, a
+//! member of Confluent's DEK reply for a shared KEK) is never read, kept or logged.
 
 use std::sync::Arc;
 
@@ -237,7 +237,7 @@ pub async fn restore(c: &RegistryClient, keks: &[Kek]) -> Result<u64, RegistryEr
 mod tests {
     use super::*;
 
-    /// Confluent serves a shared KEK's DEK with its plain key (`keyMaterial`): it is never kept.
+    /// A DEK reply with its plain key (`keyMaterial`, Confluent's member): it is never kept.
     #[test]
     fn a_plain_key_served_is_not_kept() {
         let r: DekReply = serde_json::from_str(

@@ -207,19 +207,19 @@ async fn bulk(
     Ok(Some(out))
 }
 
-/// Each version individually (`GET /subjects/{s}/versions/{v}?deleted=true`), concurrently (the
-/// client bounds concurrency and rate).
-async fn fetch_versions(
-    client: &Arc<RegistryClient>,
-    which: Vec<(String, i32)>,
-) -> Result<Vec<SchemaEntry>, RegistryError> {
+/// `f` for every item, concurrently (the client bounds concurrency and rate); the results in
+/// the order they came.
+async fn each<I, T, Fut>(
+    items: impl IntoIterator<Item = I>,
+    f: impl Fn(I) -> Fut,
+) -> Result<Vec<T>, RegistryError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RegistryError>> + Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
-    for (s, v) in which {
-        let c = client.clone();
-        tasks.spawn(async move {
-            c.get::<SchemaEntry>(&format!("/subjects/{}/versions/{v}?deleted=true", enc(&s)))
-                .await
-        });
+    for i in items {
+        tasks.spawn(f(i));
     }
     let mut out = Vec::new();
     while let Some(r) = tasks.join_next().await {
@@ -230,15 +230,31 @@ async fn fetch_versions(
     Ok(out)
 }
 
-/// Each subject's version numbers, all (soft-deleted too) and live, concurrently.
+/// Each version alone (`GET /subjects/{s}/versions/{v}?deleted=true`), by what was asked.
+async fn fetch_versions(
+    client: &Arc<RegistryClient>,
+    which: Vec<(String, i32)>,
+) -> Result<Vec<((String, i32), SchemaEntry)>, RegistryError> {
+    each(which, |(s, v)| {
+        let c = client.clone();
+        async move {
+            let e = c
+                .get::<SchemaEntry>(&format!("/subjects/{}/versions/{v}?deleted=true", enc(&s)))
+                .await?;
+            Ok(((s, v), e))
+        }
+    })
+    .await
+}
+
+/// Each subject's version numbers, all (soft-deleted too) and live.
 async fn version_lists(
     client: &Arc<RegistryClient>,
     subjects: &BTreeSet<String>,
 ) -> Result<Vec<(String, Vec<i32>, Vec<i32>)>, RegistryError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for s in subjects {
-        let (c, s) = (client.clone(), s.clone());
-        tasks.spawn(async move {
+    each(subjects.iter().cloned(), |s| {
+        let c = client.clone();
+        async move {
             let all: Vec<i32> = c
                 .get_list_opt(&format!("/subjects/{}/versions?deleted=true", enc(&s)))
                 .await?
@@ -247,16 +263,10 @@ async fn version_lists(
                 .get_list_opt(&format!("/subjects/{}/versions", enc(&s)))
                 .await?
                 .unwrap_or_default();
-            Ok::<_, RegistryError>((s, all, live))
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        out.push(r.map_err(|e| {
-            RegistryError::Config(format!("a registry request task failed: {e}"))
-        })??);
-    }
-    Ok(out)
+            Ok((s, all, live))
+        }
+    })
+    .await
 }
 
 /// Makes what the bulk listing gave exact for the selected subjects. Offset paging over a
@@ -264,25 +274,23 @@ async fn version_lists(
 /// shifts every later one; seen in this project's tests), and one missing from the live listing
 /// would be taken for soft-deleted: each subject's version lists are the authority, and a version
 /// they name that the listing lacked is read alone. A listing may also leave out members a
-/// version has (AxonOps' `GET /schemas` serves no `metadata` or `ruleSet`; Confluent's does):
+/// version has (AxonOps' `GET /schemas` serves no `metadata` or `ruleSet`):
 /// each subject's latest version is read alone and compared, and where the listing lacked a
 /// member, every version is read alone. Returns the requests made.
 async fn complete_bulk(
     client: &Arc<RegistryClient>,
-    selected: &BTreeSet<String>,
+    subjects: &BTreeSet<String>,
     entries: &mut BTreeMap<(String, i32), SchemaEntry>,
     live_versions: &mut BTreeSet<(String, i32)>,
 ) -> Result<u64, RegistryError> {
-    let listed: BTreeSet<String> = entries.keys().map(|(s, _)| s.clone()).collect();
-    let subjects: BTreeSet<String> = selected.intersection(&listed).cloned().collect();
     let mut requests = 2 * subjects.len() as u64;
     let mut all: BTreeSet<(String, i32)> = BTreeSet::new();
-    for (s, versions, live) in version_lists(client, &subjects).await? {
+    for (s, versions, live) in version_lists(client, subjects).await? {
         live_versions.retain(|(x, _)| *x != s);
         live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
         all.extend(versions.into_iter().map(|v| (s.clone(), v)));
     }
-    entries.retain(|k, _| all.contains(k));
+    entries.retain(|k, _| !subjects.contains(&k.0) || all.contains(k));
     let missed: Vec<(String, i32)> = all
         .iter()
         .filter(|k| !entries.contains_key(*k))
@@ -295,18 +303,16 @@ async fn complete_bulk(
         );
     }
     requests += missed.len() as u64;
-    for e in fetch_versions(client, missed).await? {
-        entries.insert((e.subject.clone(), e.version), e);
-    }
+    entries.extend(fetch_versions(client, missed).await?);
     let mut latest: BTreeMap<String, i32> = BTreeMap::new();
-    for (s, v) in entries.keys() {
+    for (s, v) in entries.keys().filter(|(s, _)| subjects.contains(s)) {
         let l = latest.entry(s.clone()).or_insert(*v);
         *l = (*l).max(*v);
     }
     requests += latest.len() as u64;
+    let latest: BTreeSet<(String, i32)> = latest.into_iter().collect();
     let mut lacking = false;
-    for e in fetch_versions(client, latest.into_iter().collect()).await? {
-        let key = (e.subject.clone(), e.version);
+    for (key, e) in fetch_versions(client, latest.iter().cloned().collect()).await? {
         if let Some(b) = entries.get(&key) {
             lacking |= (!e.references.is_empty() && b.references.is_empty())
                 || (e.metadata.is_some() && b.metadata.is_none())
@@ -319,11 +325,14 @@ async fn complete_bulk(
         tracing::debug!(
             "the registry's bulk listing leaves out version members: reading each version"
         );
-        let all: Vec<(String, i32)> = entries.keys().cloned().collect();
-        requests += all.len() as u64;
-        for e in fetch_versions(client, all).await? {
-            entries.insert((e.subject.clone(), e.version), e);
-        }
+        // The latest ones were just read alone.
+        let rest: Vec<(String, i32)> = entries
+            .keys()
+            .filter(|k| subjects.contains(&k.0) && !latest.contains(k))
+            .cloned()
+            .collect();
+        requests += rest.len() as u64;
+        entries.extend(fetch_versions(client, rest).await?);
     }
     Ok(requests)
 }
@@ -389,7 +398,8 @@ async fn capture_one(
     let mut entries: BTreeMap<(String, i32), SchemaEntry> = BTreeMap::new();
     let mut live_versions: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut per_subject: Vec<String> = Vec::new();
-    let mut bulk_listed = false;
+    // The subjects the bulk listing covered (the others are read subject by subject).
+    let mut bulk_listed: BTreeSet<String> = BTreeSet::new();
     match (
         bulk(&client, true, &mut requests).await?,
         bulk(&client, false, &mut requests).await?,
@@ -399,36 +409,26 @@ async fn capture_one(
             for e in all {
                 entries.insert((e.subject.clone(), e.version), e);
             }
-            bulk_listed = true;
-            let covered: BTreeSet<&String> = entries.keys().map(|(s, _)| s).collect();
+            bulk_listed = entries.keys().map(|(s, _)| s.clone()).collect();
+            let covered = &bulk_listed;
             per_subject.extend(
                 all_subjects
                     .iter()
-                    .filter(|s| !covered.contains(s))
+                    .filter(|s| !covered.contains(*s))
                     .cloned(),
             );
         }
         _ => per_subject.extend(all_subjects.iter().cloned()),
     }
-    for s in &per_subject {
-        requests += 2;
-        let all: Vec<i32> = client
-            .get_list_opt(&format!("/subjects/{}/versions?deleted=true", enc(s)))
-            .await?
-            .unwrap_or_default();
-        let live: Vec<i32> = client
-            .get_list_opt(&format!("/subjects/{}/versions", enc(s)))
-            .await?
-            .unwrap_or_default();
+    let per_subject: BTreeSet<String> = per_subject.into_iter().collect();
+    requests += 2 * per_subject.len() as u64;
+    let mut wanted = Vec::new();
+    for (s, all, live) in version_lists(&client, &per_subject).await? {
         live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
-        for v in all {
-            requests += 1;
-            let e: SchemaEntry = client
-                .get(&format!("/subjects/{}/versions/{v}?deleted=true", enc(s)))
-                .await?;
-            entries.insert((s.clone(), v), e);
-        }
+        wanted.extend(all.into_iter().map(|v| (s.clone(), v)));
     }
+    requests += wanted.len() as u64;
+    entries.extend(fetch_versions(&client, wanted).await?);
 
     // The selection, and what it references, transitively.
     let (inc, exc) = filter.compile()?;
@@ -489,33 +489,35 @@ async fn capture_one(
         }
     }
 
-    if bulk_listed {
-        entries.retain(|(s, _), _| selected.contains(s));
-        requests += complete_bulk(&client, &selected, &mut entries, &mut live_versions).await?;
+    entries.retain(|(s, _), _| selected.contains(s));
+    if !bulk_listed.is_empty() {
+        let listed: BTreeSet<String> = selected.intersection(&bulk_listed).cloned().collect();
+        requests += complete_bulk(&client, &listed, &mut entries, &mut live_versions).await?;
     }
 
     // Per-subject overrides, concurrently (the client bounds concurrency and rate).
-    let mut overrides = tokio::task::JoinSet::new();
-    for s in selected.iter().filter(|s| all_subjects.contains(s)) {
-        let (c, s) = (client.clone(), s.clone());
-        overrides.spawn(async move {
-            let cfg: Option<ConfigReply> = c
-                .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(&s)))
-                .await?;
-            let mode: Option<ModeReply> = c
-                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
-                .await?;
-            Ok::<_, RegistryError>((s, cfg.map(ConfigState::from), mode.and_then(|m| m.mode)))
-        });
-    }
+    let overridden: Vec<String> = selected
+        .iter()
+        .filter(|s| all_subjects.contains(s))
+        .cloned()
+        .collect();
+    requests += 2 * overridden.len() as u64;
     let mut subject_overrides: BTreeMap<String, (Option<ConfigState>, Option<String>)> =
-        BTreeMap::new();
-    while let Some(r) = overrides.join_next().await {
-        requests += 2;
-        let (s, c, m) =
-            r.map_err(|e| RegistryError::Config(format!("a registry request task failed: {e}")))??;
-        subject_overrides.insert(s, (c, m));
-    }
+        each(overridden, |s| {
+            let c = client.clone();
+            async move {
+                let cfg: Option<ConfigReply> = c
+                    .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(&s)))
+                    .await?;
+                let mode: Option<ModeReply> = c
+                    .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
+                    .await?;
+                Ok((s, (cfg.map(ConfigState::from), mode.and_then(|m| m.mode))))
+            }
+        })
+        .await?
+        .into_iter()
+        .collect();
 
     let mut texts = BTreeMap::new();
     let mut subjects: BTreeMap<String, SubjectState> = BTreeMap::new();

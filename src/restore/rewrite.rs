@@ -69,17 +69,16 @@ pub fn rewrite_record(buf: &mut [u8], at: &RecordAt, ids: &IdMap, stats: &mut Re
             stats.rewritten += 1;
         }
     }
-    for name in [wire::KEY_SCHEMA_ID_HEADER, wire::VALUE_SCHEMA_ID_HEADER] {
-        for range in at.header_values(buf, name) {
-            let field = &mut buf[range];
-            if let Some(g) = wire::schema_guid(field) {
-                stats.header_guids += 1;
-                if stats.guids.len() < GUIDS_KEPT {
-                    stats.guids.insert(g);
-                }
-            } else if rewrite_field(field, ids, stats) {
-                stats.header_rewritten += 1;
+    let names = [wire::KEY_SCHEMA_ID_HEADER, wire::VALUE_SCHEMA_ID_HEADER];
+    for range in at.header_values(buf, &names) {
+        let field = &mut buf[range];
+        if let Some(g) = wire::schema_guid(field) {
+            stats.header_guids += 1;
+            if stats.guids.len() < GUIDS_KEPT {
+                stats.guids.insert(g);
             }
+        } else if rewrite_field(field, ids, stats) {
+            stats.header_rewritten += 1;
         }
     }
 }

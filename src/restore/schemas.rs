@@ -554,7 +554,7 @@ impl SchemaRestore<'_> {
 
     /// Every restored version whose archived metadata or rule set the target does not hold (a
     /// registry may drop them: AxonOps v0.2.1 does for a version registered in IMPORT mode with
-    /// its ID; Confluent keeps them), named: checked on every run, a resumed one too.
+    /// its ID), named: checked on every run, a resumed one too.
     async fn members_kept(
         &self,
         versions: &BTreeMap<(String, i32), i32>,
@@ -596,7 +596,7 @@ impl SchemaRestore<'_> {
                     v.id,
                     lost.join(" and "),
                     if self.ids == SchemaIds::Keep {
-                        " (AxonOps drops them from versions registered in IMPORT mode; Confluent keeps them; --schema-ids rewrite registers them on both)"
+                        " (AxonOps v0.2.1 drops them from versions registered in IMPORT mode; --schema-ids rewrite registers them)"
                     } else {
                         ""
                     }
