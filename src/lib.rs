@@ -12,6 +12,7 @@ pub mod config;
 pub mod format;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod progress;
 pub mod registry;
 #[cfg(feature = "kafka")]
 pub mod restore;

@@ -424,7 +424,11 @@ async fn the_drill_with_kept_ids_reproduces_ids_versions_configs_and_modes() {
         run_restore(o).await
     };
     assert!(
-        again.plan.schemas.iter().all(|s| s.action == "exists"),
+        again
+            .plan
+            .schemas
+            .iter()
+            .all(|s| s.action.name() == "exists"),
         "{:?}",
         again.plan.schemas
     );
@@ -1495,7 +1499,7 @@ async fn existing_subjects_are_skipped_or_overwritten_as_asked() {
 
     let skipped = run_restore(run(SchemaPolicy::SkipExisting, "skip")).await;
     assert!(skipped.ok);
-    assert_eq!(skipped.plan.schemas[0].action, "skip");
+    assert_eq!(skipped.plan.schemas[0].action.name(), "skip");
     assert_eq!(
         target.get(&format!("/subjects/{subject}/versions")).await,
         json!([1])
@@ -1514,7 +1518,7 @@ async fn existing_subjects_are_skipped_or_overwritten_as_asked() {
 
     let overwritten = run_restore(run(SchemaPolicy::Overwrite, "over")).await;
     assert!(overwritten.ok);
-    assert_eq!(overwritten.plan.schemas[0].action, "overwrite");
+    assert_eq!(overwritten.plan.schemas[0].action.name(), "overwrite");
     let versions = target.get(&format!("/subjects/{subject}/versions")).await;
     assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
     let latest = target
@@ -2352,4 +2356,63 @@ async fn a_topic_made_meanwhile_with_other_partitions_is_not_taken_as_created() 
         )),
         "{err}"
     );
+}
+
+/// What a sink passed in with the options was told, event by event.
+#[derive(Default)]
+struct Told {
+    begun: std::sync::Mutex<Vec<Vec<(String, u64)>>>,
+    /// part → (units, records)
+    advanced: std::sync::Mutex<BTreeMap<String, (u64, u64)>>,
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+impl kar::progress::ProgressSink for Told {
+    fn begin(&self, parts: &[(String, u64)]) {
+        self.begun.lock().unwrap().push(parts.to_vec());
+    }
+    fn advance(&self, part: &str, units: u64, records: u64, _bytes: u64) {
+        let mut a = self.advanced.lock().unwrap();
+        let e = a.entry(part.to_string()).or_default();
+        e.0 += units;
+        e.1 += records;
+    }
+    fn end(&self) {
+        self.ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_and_restore_tell_their_progress_to_the_sink_passed_in() {
+    let topic = common::unique("told");
+    common::create_topic(&topic, 3, &[]).await;
+    common::fill(&topic, 3, 300, 40).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = dir.path().join("told.kar");
+    let mut o = BackupOptions::new(KafkaConnection::plaintext(common::bootstrap()), &out);
+    o.topics = vec![topic.clone()];
+    o.writer = WriterOptions {
+        chunk_target_bytes: 2 * 1024,
+        ..Default::default()
+    };
+    let told = std::sync::Arc::new(Told::default());
+    o.progress = kar::progress::Progress::to(told.clone());
+    tokio::task::spawn_blocking(move || backup(&o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*told.begun.lock().unwrap(), [vec![(topic.clone(), 300)]]);
+    assert_eq!(told.advanced.lock().unwrap()[&topic], (300, 300));
+    assert_eq!(told.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let to = common::unique("told-back");
+    let mut o = restore_to(&out, &topic, &to, &dir.path().join("state"), None);
+    let told = std::sync::Arc::new(Told::default());
+    o.progress = kar::progress::Progress::to(told.clone());
+    let r = run_restore(o).await;
+    assert!(r.ok);
+    assert_eq!(*told.begun.lock().unwrap(), [vec![(to.clone(), 300)]]);
+    assert_eq!(told.advanced.lock().unwrap()[&to], (300, 300));
+    assert_eq!(told.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -99,7 +99,7 @@ async fn a_nightly_refresh_with_kept_ids_restores_into_subjects_that_have_versio
     let actions: Vec<(&str, i32)> = report
         .schemas
         .iter()
-        .map(|a| (a.action.as_str(), a.version))
+        .map(|a| (a.action.name(), a.version))
         .collect();
     assert_eq!(actions, vec![("exists", 1), ("register", 2)]);
     for (version, id) in [(1, base), (2, next)] {

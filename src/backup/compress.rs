@@ -5,9 +5,10 @@
 //! bounds a backup's speed, and `kar compact` can compress an archive later, elsewhere.
 
 use std::str::FromStr;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +57,7 @@ struct Job {
 /// The workers' handle on the stage.
 #[derive(Clone)]
 pub(crate) struct Stage {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<Sender<Job>>,
     tx: SyncSender<Event>,
 }
 
@@ -76,8 +77,7 @@ impl Stage {
         let threads = threads.max(1);
         // Two waiting chunks per thread: enough that a thread never waits for a worker, small
         // enough that memory stays a few chunk sizes.
-        let (jobs, rx) = sync_channel::<Job>(threads * 2);
-        let rx = Arc::new(Mutex::new(rx));
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(threads * 2);
         let handles = (0..threads)
             .map(|_| {
                 let (rx, tx) = (rx.clone(), tx.clone());
@@ -111,15 +111,10 @@ fn store(job: Job, tx: &SyncSender<Event>) -> Result<(), ()> {
     tx.send(Event::Chunk(sealed, job.bytes)).map_err(|_| ())
 }
 
-fn compress_loop(level: i32, rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Event>) {
+fn compress_loop(level: i32, rx: &Receiver<Job>, tx: &SyncSender<Event>) {
     let mut zstd = zstd::bulk::Compressor::new(level).ok();
-    loop {
-        // The lock is held only while waiting for the next job, not while compressing.
-        let job = match rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
+    // Every thread takes the next job from one queue (crossbeam's channel has many receivers).
+    while let Ok(job) = rx.recv() {
         let sealed = match zstd.as_mut() {
             Some(z) => SealedChunk::compress_with(job.header.clone(), &job.raw, z).ok(),
             None => None,

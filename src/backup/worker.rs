@@ -3,14 +3,11 @@
 //! partition from its snapshot start to its snapshot end, encodes records into chunks and hands
 //! finished chunks to the compression stage.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -19,6 +16,7 @@ use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use super::compress::Stage;
 use super::{BackupOptions, Event};
 use crate::format::chunk::{ChunkEncoder, TimestampType};
+use crate::progress::Progress;
 
 /// One partition's share of a snapshot: offsets `start..end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,67 +27,14 @@ pub struct PartitionTask {
     pub end: i64,
 }
 
-/// Per-topic progress bars, drawn only on a terminal.
-#[derive(Clone)]
-pub(crate) struct Progress {
-    bars: Arc<HashMap<String, ProgressBar>>,
-    multi: Option<MultiProgress>,
-}
-
-impl Progress {
-    pub(crate) fn new(enabled: bool, tasks: &[PartitionTask]) -> Progress {
-        if !enabled {
-            return Progress {
-                bars: Arc::new(HashMap::new()),
-                multi: None,
-            };
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{prefix:<30} {bar:30} {percent:>3}% {msg}")
-            .expect("template");
-        let mut totals: HashMap<String, u64> = HashMap::new();
-        for t in tasks {
-            *totals.entry(t.topic.clone()).or_default() += (t.end - t.start).max(0) as u64;
-        }
-        let mut names: Vec<_> = totals.into_iter().collect();
-        names.sort();
-        let bars = names
-            .into_iter()
-            .map(|(topic, total)| {
-                let b = multi.add(
-                    ProgressBar::new(total.max(1))
-                        .with_style(style.clone())
-                        .with_prefix(topic.clone()),
-                );
-                (topic, b)
-            })
-            .collect();
-        Progress {
-            bars: Arc::new(bars),
-            multi: Some(multi),
-        }
+/// What a backup reads of each topic: its partitions' snapshot ranges, in offsets (a topic's
+/// progress total).
+pub(crate) fn offsets_per_topic(tasks: &[PartitionTask]) -> Vec<(String, u64)> {
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in tasks {
+        *totals.entry(t.topic.clone()).or_default() += (t.end - t.start).max(0) as u64;
     }
-
-    fn advance(&self, topic: &str, offsets: u64, records: u64, bytes: u64, since: Instant) {
-        if let Some(b) = self.bars.get(topic) {
-            b.inc(offsets);
-            let secs = since.elapsed().as_secs_f64().max(0.001);
-            b.set_message(format!(
-                "{:.0} records/s {:.1} MB/s",
-                records as f64 / secs,
-                bytes as f64 / secs / 1e6
-            ));
-        }
-    }
-
-    pub(crate) fn finish(&self) {
-        for b in self.bars.values() {
-            b.finish();
-        }
-        if let Some(m) = &self.multi {
-            let _ = m.clear();
-        }
-    }
+    totals.into_iter().collect()
 }
 
 /// Groups tasks so that no group holds two partitions with the same number; groups are spread
@@ -125,7 +70,6 @@ pub(crate) fn spawn(
     tasks: &[PartitionTask],
     tx: SyncSender<Event>,
     stage: Stage,
-    progress: Progress,
 ) -> Vec<JoinHandle<()>> {
     let (empty, work): (Vec<_>, Vec<_>) = tasks.iter().cloned().partition(|t| t.start >= t.end);
     let mut handles = Vec::new();
@@ -151,8 +95,7 @@ pub(crate) fn spawn(
         if groups.is_empty() {
             continue;
         }
-        let (tx, stage, opts, progress) =
-            (tx.clone(), stage.clone(), opts.clone(), progress.clone());
+        let (tx, stage, opts) = (tx.clone(), stage.clone(), opts.clone());
         handles.push(
             std::thread::Builder::new()
                 .name("kar-backup-worker".into())
@@ -166,7 +109,7 @@ pub(crate) fn spawn(
                             );
                             continue;
                         }
-                        consume_group(&opts, g, &tx, &stage, &progress);
+                        consume_group(&opts, g, &tx, &stage);
                     }
                 })
                 .expect("spawning a backup worker"),
@@ -208,8 +151,8 @@ fn consume_group(
     group: Vec<PartitionTask>,
     tx: &SyncSender<Event>,
     stage: &Stage,
-    progress: &Progress,
 ) {
+    let progress = &opts.progress;
     // librdkafka needs fetch.max.bytes ≤ its queue; records larger than it are still fetched.
     let fetch_bytes = (opts.fetch_buffer_bytes / 2).clamp(1024, 50 * 1024 * 1024);
     let consumer: BaseConsumer = match opts
@@ -250,7 +193,6 @@ fn consume_group(
     if let Err(e) = consumer.assign(&tpl) {
         return fail_all(&group, tx, &format!("cannot assign: {e}"));
     }
-    let started = Instant::now();
     let mut states: Vec<State> = group
         .into_iter()
         .map(|task| State {
@@ -278,7 +220,7 @@ fn consume_group(
         if opts.cancel.load(Ordering::SeqCst) {
             for st in states.iter_mut().filter(|s| !s.done) {
                 // What was read is good: keep it, but the partition is not complete.
-                if flush(st, None, stage, progress, started).is_err() {
+                if flush(st, None, stage, progress).is_err() {
                     return;
                 }
                 let _ = tx.send(Event::Failed {
@@ -304,7 +246,7 @@ fn consume_group(
                 }
                 let offset = m.offset();
                 if offset >= st.task.end {
-                    if finish(st, tx, stage, progress, started).is_err() {
+                    if finish(st, tx, stage, progress).is_err() {
                         return;
                     }
                     left -= 1;
@@ -319,7 +261,7 @@ fn consume_group(
                 // chunk of the partition then accounts for the snapshot range up to its end
                 // (transaction markers there leave no record to close it on).
                 if st.enc.as_ref().is_some_and(|e| e.encoded_len() >= target)
-                    && flush(st, None, stage, progress, started).is_err()
+                    && flush(st, None, stage, progress).is_err()
                 {
                     return;
                 }
@@ -365,7 +307,7 @@ fn consume_group(
                 st.bytes +=
                     (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
                 if offset + 1 >= st.task.end {
-                    if finish(st, tx, stage, progress, started).is_err() {
+                    if finish(st, tx, stage, progress).is_err() {
                         return;
                     }
                     left -= 1;
@@ -375,7 +317,7 @@ fn consume_group(
                 // Everything up to the partition's current end was delivered, and that end is at
                 // or past the snapshot end: the partition is complete.
                 if let Some(st) = states.iter_mut().find(|s| s.task.partition == p && !s.done) {
-                    if finish(st, tx, stage, progress, started).is_err() {
+                    if finish(st, tx, stage, progress).is_err() {
                         return;
                     }
                     left -= 1;
@@ -399,7 +341,7 @@ fn consume_group(
                 st.records_at_check = st.records;
                 st.last_progress = now;
             } else if now.duration_since(st.last_progress) > opts.stall_timeout {
-                if flush(st, None, stage, progress, started).is_err() {
+                if flush(st, None, stage, progress).is_err() {
                     return;
                 }
                 let why = format!(
@@ -429,13 +371,7 @@ fn consume_group(
 /// Closes the open chunk, if any, and hands it to the compression stage; the chunk accounts for
 /// the offsets from the previous chunk's end to `to` (the snapshot end, once the partition is read
 /// to it), or to just after its last record. Err when the writer has gone away.
-fn flush(
-    st: &mut State,
-    to: Option<i64>,
-    stage: &Stage,
-    progress: &Progress,
-    started: Instant,
-) -> Result<(), ()> {
+fn flush(st: &mut State, to: Option<i64>, stage: &Stage, progress: &Progress) -> Result<(), ()> {
     if let Some(enc) = st.enc.take() {
         let n = u64::from(enc.len());
         let (_, last) = enc.offsets();
@@ -454,7 +390,6 @@ fn flush(
             (last + 1 - st.reported_to).max(0) as u64,
             n,
             bytes,
-            started,
         );
         st.reported_to = last + 1;
     }
@@ -466,15 +401,13 @@ fn finish(
     tx: &SyncSender<Event>,
     stage: &Stage,
     progress: &Progress,
-    started: Instant,
 ) -> Result<(), ()> {
-    flush(st, Some(st.task.end), stage, progress, started)?;
+    flush(st, Some(st.task.end), stage, progress)?;
     progress.advance(
         &st.task.topic,
         (st.task.end - st.reported_to).max(0) as u64,
         0,
         0,
-        started,
     );
     st.done = true;
     tx.send(Event::Done {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::out::outln;
+use super::out::{self, outln};
 use clap::Args;
 use serde::Deserialize;
 
@@ -403,7 +403,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     }
     o.command_line = redacted_command_line();
     o.cancel = cancel;
-    o.progress = !a.json;
+    o.progress = super::progress::bars_unless(a.json, super::progress::TopicBars::default());
     Ok(o)
 }
 
@@ -430,26 +430,23 @@ pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(r: &BackupReport) {
-    outln!(
-        "{:<40} {:>10} {:>12} {:>9}",
-        "topic",
-        "partitions",
-        "records",
-        "complete"
-    );
+    let mut table = out::table(&["topic", "partitions", "records", "complete"], &[1, 2, 3]);
     for t in &r.topics {
         let records: u64 = t.partitions.iter().map(|p| p.records).sum();
         let complete = t.partitions.iter().filter(|p| p.complete).count();
-        outln!(
-            "{:<40} {:>10} {:>12} {:>9}",
-            t.name,
-            t.partitions.len(),
-            records,
-            format!("{complete}/{}", t.partitions.len())
-        );
+        table.add_row(vec![
+            t.name.clone(),
+            t.partitions.len().to_string(),
+            records.to_string(),
+            format!("{complete}/{}", t.partitions.len()),
+        ]);
+    }
+    out::print_table(&table, "");
+    for t in &r.topics {
         for p in t.partitions.iter().filter(|p| p.error.is_some()) {
             outln!(
-                "  partition {}: {}",
+                "{} partition {}: {}",
+                t.name,
                 p.partition,
                 p.error.as_deref().unwrap_or_default()
             );

@@ -7,6 +7,7 @@
 #[cfg(feature = "kafka")]
 mod backup;
 pub(crate) mod out;
+mod progress;
 #[cfg(feature = "kafka")]
 mod restore;
 
@@ -270,17 +271,19 @@ fn print_inspect(r: &InspectReport) {
     );
     if !r.topics.is_empty() {
         outln!();
-        outln!(
-            "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
-            "topic",
-            "part",
-            "records",
-            "first offset",
-            "last offset",
-            "time range (ms)",
-            "raw",
-            "stored",
-            "complete"
+        let mut table = out::table(
+            &[
+                "topic",
+                "part",
+                "records",
+                "first offset",
+                "last offset",
+                "time range (ms)",
+                "raw",
+                "stored",
+                "complete",
+            ],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
         );
         for t in &r.topics {
             for ps in &t.partitions {
@@ -289,20 +292,20 @@ fn print_inspect(r: &InspectReport) {
                     (Some(a), Some(b)) => format!("{a}..{b}"),
                     _ => "-".into(),
                 };
-                outln!(
-                    "{:<32} {:>4} {:>9} {:>14} {:>14} {:>26} {:>10} {:>10} {:>8}",
-                    t.name,
-                    p.partition,
-                    p.records,
+                table.add_row(vec![
+                    t.name.clone(),
+                    p.partition.to_string(),
+                    p.records.to_string(),
                     opt(p.first_offset),
                     opt(p.last_offset),
                     times,
-                    p.raw_bytes,
-                    ps.stored_bytes,
-                    if p.complete { "yes" } else { "NO" }
-                );
+                    p.raw_bytes.to_string(),
+                    ps.stored_bytes.to_string(),
+                    if p.complete { "yes" } else { "NO" }.to_string(),
+                ]);
             }
         }
+        out::print_table(&table, "");
     }
     if !r.metadata.is_empty() || r.blobs > 0 {
         outln!();
@@ -588,14 +591,17 @@ fn print_subjects(snap: &crate::registry::snapshot::RegistrySnapshot) {
             snap.global.mode.as_deref().unwrap_or("-")
         );
     }
-    outln!(
-        "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} references",
-        "subject",
-        "version",
-        "id",
-        "type",
-        "compatibility",
-        "mode"
+    let mut table = out::table(
+        &[
+            "subject",
+            "version",
+            "id",
+            "type",
+            "compatibility",
+            "mode",
+            "references",
+        ],
+        &[1, 2],
     );
     for s in &snap.subjects {
         for v in &s.versions {
@@ -604,23 +610,26 @@ fn print_subjects(snap: &crate::registry::snapshot::RegistrySnapshot) {
                 .iter()
                 .map(|r| format!("{} v{} as {}", r.subject, r.version, r.name))
                 .collect();
-            outln!(
-                "{:<40} {:>7} {:>8} {:<9} {:<14} {:<12} {}{}",
+            let mut refs = refs.join(", ");
+            if v.deleted {
+                refs.push_str("  [soft-deleted]");
+            }
+            table.add_row(vec![
                 if s.deleted {
                     format!("{} (deleted)", snap.qualified(&s.subject))
                 } else {
                     snap.qualified(&s.subject)
                 },
-                v.version,
-                v.id,
-                v.schema_type,
-                s.compatibility.as_deref().unwrap_or("-"),
-                s.mode.as_deref().unwrap_or("-"),
-                refs.join(", "),
-                if v.deleted { "  [soft-deleted]" } else { "" }
-            );
+                v.version.to_string(),
+                v.id.to_string(),
+                v.schema_type.to_string(),
+                s.compatibility.as_deref().unwrap_or("-").to_string(),
+                s.mode.as_deref().unwrap_or("-").to_string(),
+                refs,
+            ]);
         }
     }
+    out::print_table(&table, "");
     for s in &snap.subjects {
         for v in &s.versions {
             if let Some(m) = &v.metadata {

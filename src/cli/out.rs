@@ -41,3 +41,54 @@ pub fn write(args: fmt::Arguments<'_>) {
 pub fn failure() -> Option<String> {
     FAILED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
+
+/// A report table without borders: each column as wide as its widest cell, so a long topic or
+/// subject name widens its column instead of pushing the rest of its row out of line. Columns
+/// named in `right` (numbers) are right-aligned. Print it with [`print_table`].
+pub fn table(header: &[&str], right: &[usize]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_header(header.to_vec());
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, 2));
+        if right.contains(&i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// Prints a [`table`], with `indent` before each line and no trailing blanks.
+pub fn print_table(t: &comfy_table::Table, indent: &str) {
+    for line in t.lines() {
+        write(format_args!("{indent}{}\n", line.trim_end()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_name_widens_its_column_and_keeps_the_others_in_line() {
+        let long = "a-topic-name-much-longer-than-any-fixed-width-column-would-allow";
+        let mut t = super::table(&["topic", "records", "complete"], &[1]);
+        t.add_row(vec!["t", "7", "yes"]);
+        t.add_row(vec![long, "123456", "NO"]);
+        let lines: Vec<String> = t.lines().map(|l| l.trim_end().to_string()).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        // The records column ends at one place (right-aligned), complete starts at one place.
+        let ends: Vec<usize> = ["records", "7", "123456"]
+            .iter()
+            .zip(&lines)
+            .map(|(cell, l)| l.find(&format!("{cell} ")).unwrap() + cell.len())
+            .collect();
+        assert!(ends.iter().all(|e| *e == ends[0]), "{lines:#?}");
+        let starts: Vec<usize> = ["complete", "yes", "NO"]
+            .iter()
+            .zip(&lines)
+            .map(|(cell, l)| l.rfind(cell).unwrap())
+            .collect();
+        assert!(starts.iter().all(|s| *s == starts[0]), "{lines:#?}");
+        assert!(lines[2].starts_with(long), "{lines:#?}");
+        assert!(ends[0] > long.len(), "{lines:#?}");
+    }
+}

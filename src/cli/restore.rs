@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::out::outln;
+use super::out::{self, outln};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
@@ -14,6 +14,7 @@ use super::backup::{KafkaArgs, RegistryArgs, parse_time};
 use crate::config::load_yaml;
 use crate::kafka::KafkaConnection;
 use crate::registry::client::RegistrySettings;
+use crate::restore::schemas::GlobalAction;
 use crate::restore::{
     GlobalConfigPolicy, PreflightCheck, RestoreOptions, RestorePlan, RestoreReport, SchemaIds,
     SchemaPolicy, restore,
@@ -301,7 +302,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     o.registry_only = a.registry_only;
     o.verify = a.verify.into();
     o.cancel = cancel;
-    o.progress = !a.json;
+    o.progress = super::progress::bars_unless(a.json, super::progress::TotalBar::default());
     Ok(o)
 }
 
@@ -356,22 +357,26 @@ fn print_plan(p: &RestorePlan) {
     );
     if !p.schemas.is_empty() {
         outln!("\nschemas ({:?} IDs):", p.schema_ids);
+        let mut table = out::table(
+            &["action", "subject", "version", "id", "target id"],
+            &[2, 3, 4],
+        );
         for s in &p.schemas {
-            let t = s.target_id.map_or("new".to_string(), |t| t.to_string());
-            outln!(
-                "  {:<10} {:<40} v{:<4} id {} -> {t}",
-                s.action,
-                s.subject,
-                s.version,
-                s.source_id
-            );
+            table.add_row(vec![
+                s.action.name().to_string(),
+                s.subject.clone(),
+                s.version.to_string(),
+                s.source_id.to_string(),
+                s.target_id.map_or("new".to_string(), |t| t.to_string()),
+            ]);
         }
+        out::print_table(&table, "  ");
     }
     if let Some(g) = &p.registry_global {
-        let what = match g.action.as_str() {
-            "set" => "the archive's is set",
-            "keep" => "the target's is kept",
-            _ => "the same on both",
+        let what = match g.action {
+            GlobalAction::Set => "the archive's is set",
+            GlobalAction::Keep => "the target's is kept",
+            GlobalAction::Same => "the same on both",
         };
         outln!("\nglobal configuration and mode: {what}");
         for d in &g.differences {
@@ -379,38 +384,49 @@ fn print_plan(p: &RestorePlan) {
         }
     }
     if let Some(d) = &p.dek_registry {
-        let new = |v: &mut dyn Iterator<Item = &str>| v.filter(|a| *a == "create").count();
+        let (keks, deks) = d.to_create();
         outln!(
-            "\nDEK registry: {} KEKs ({} to create), {} DEKs ({} to create)",
+            "\nDEK registry: {} KEKs ({keks} to create), {} DEKs ({deks} to create)",
             d.keks.len(),
-            new(&mut d.keks.iter().map(|k| k.1.as_str())),
             d.deks.len(),
-            new(&mut d.deks.iter().map(|k| k.4.as_str()))
         );
     }
     outln!("\ntopics:");
+    let mut table = out::table(
+        &[
+            "action",
+            "topic",
+            "partitions",
+            "rf",
+            "records",
+            "already in",
+            "batches",
+        ],
+        &[2, 3, 4, 5],
+    );
     for t in &p.topics {
         let name = if t.source == t.target {
             t.target.clone()
         } else {
             format!("{} -> {}", t.source, t.target)
         };
-        let restored = if t.restored > 0 {
-            format!(" ({} already in, committed by an earlier run)", t.restored)
-        } else {
-            String::new()
-        };
-        outln!(
-            "  {:<7} {:<50} {} partitions, rf {}, {} records{restored}, {} batches",
-            t.action,
+        table.add_row(vec![
+            t.action.name().to_string(),
             name,
-            t.partitions,
-            t.replication_factor,
-            t.records,
-            t.compression.name()
-        );
+            t.partitions.to_string(),
+            t.replication_factor.to_string(),
+            t.records.to_string(),
+            t.restored.to_string(),
+            t.compression.name().to_string(),
+        ]);
+    }
+    out::print_table(&table, "  ");
+    if p.topics.iter().any(|t| t.restored > 0) {
+        outln!("  (already in: committed by an earlier run of this restore)");
+    }
+    for t in &p.topics {
         for w in &t.warnings {
-            outln!("          warning: {w}");
+            outln!("  warning: {}: {w}", t.target);
         }
     }
     if !p.groups.is_empty() {

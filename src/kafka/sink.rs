@@ -95,23 +95,16 @@ impl Target {
 
     /// `(low, high)` offsets of a target partition (read_uncommitted: every record appended).
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), SourceError> {
-        // A new topic's partitions have no leader for a moment: retry those answers briefly.
-        let mut tries = 0;
-        loop {
-            match self.consumer.fetch_watermarks(topic, partition, TIMEOUT) {
-                Ok(w) => return Ok(w),
-                Err(e) if tries < 50 && transient(&e) => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => {
-                    return Err(self
-                        .req(format!("reading the offsets of {topic}/{partition}"))(
-                        e
-                    ));
-                }
-            }
-        }
+        use backon::{BlockingRetryable, ConstantBuilder};
+        // A new topic's partitions have no leader for a moment: retry those answers for ~10 s.
+        let leader_moves = ConstantBuilder::default()
+            .with_delay(Duration::from_millis(200))
+            .with_max_times(50);
+        (|| self.consumer.fetch_watermarks(topic, partition, TIMEOUT))
+            .retry(leader_moves)
+            .when(transient)
+            .call()
+            .map_err(self.req(format!("reading the offsets of {topic}/{partition}")))
     }
 
     /// Every config of each topic with the value in force (topic, broker or default), by name.
@@ -207,15 +200,25 @@ impl Target {
         // Metadata is eventually consistent: wait until the topic is visible with its partitions.
         // One that shows another partition count (made meanwhile by someone else) or never shows
         // is an error: records would go to partitions that do not exist.
-        let mut seen = None;
-        for _ in 0..100 {
-            seen = self.topics()?.get(name).map(|t| t.partitions);
-            match seen {
-                Some(p) if p == partitions => return Ok(()),
-                Some(p) if p > 0 && p != partitions => break,
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
+        use backon::{BlockingRetryable, ConstantBuilder};
+        enum Seen {
+            Failed(SourceError),
+            Partitions(Option<i32>),
         }
+        let visible = || match self.topics().map(|t| t.get(name).map(|t| t.partitions)) {
+            Ok(Some(p)) if p == partitions => Ok(()),
+            Ok(seen) => Err(Seen::Partitions(seen)),
+            Err(e) => Err(Seen::Failed(e)),
+        };
+        let not_yet = |s: &Seen| matches!(s, Seen::Partitions(None | Some(0)));
+        let up_to_10s = ConstantBuilder::default()
+            .with_delay(Duration::from_millis(100))
+            .with_max_times(100);
+        let seen = match visible.retry(up_to_10s).when(not_yet).call() {
+            Ok(()) => return Ok(()),
+            Err(Seen::Failed(e)) => return Err(e),
+            Err(Seen::Partitions(seen)) => seen,
+        };
         Err(SourceError::Request {
             bootstrap: self.conn.bootstrap.clone(),
             what: format!(

@@ -185,6 +185,15 @@ fn is_fencing(code: RDKafkaErrorCode) -> bool {
 }
 
 impl PartitionWriter {
+    /// The partition this writer owns.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     /// Makes the producer and takes ownership of the partition: any older producer with the same
     /// transactional ID is fenced and its open transaction aborted before this returns.
     pub fn open(

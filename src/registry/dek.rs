@@ -109,10 +109,43 @@ pub async fn capture(
 /// What a restore will do with each KEK and DEK.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DekPlan {
-    /// `create`, or `exists` (the same on the target), per KEK name.
-    pub keks: Vec<(String, String)>,
-    /// (KEK, subject, version, algorithm, `create` or `exists`).
-    pub deks: Vec<(String, String, i32, String, String)>,
+    pub keks: Vec<KekAction>,
+    pub deks: Vec<DekAction>,
+}
+
+/// What a restore does with one KEK or DEK version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAction {
+    Create,
+    /// The same is on the target already.
+    Exists,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KekAction {
+    pub name: String,
+    pub action: KeyAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DekAction {
+    pub kek: String,
+    pub subject: String,
+    pub version: i32,
+    pub algorithm: String,
+    pub action: KeyAction,
+}
+
+impl DekPlan {
+    /// How many KEKs and DEK versions the restore creates.
+    pub fn to_create(&self) -> (usize, usize) {
+        let create = |a: &KeyAction| *a == KeyAction::Create;
+        (
+            self.keks.iter().filter(|k| create(&k.action)).count(),
+            self.deks.iter().filter(|d| create(&d.action)).count(),
+        )
+    }
 }
 
 async fn target_kek(c: &RegistryClient, name: &str) -> Result<Option<KekReply>, RegistryError> {
@@ -145,8 +178,10 @@ pub async fn plan(
     let (mut plan, mut conflicts) = (DekPlan::default(), Vec::new());
     for k in keks {
         let action = match target_kek(c, &k.name).await? {
-            None => "create",
-            Some(t) if t.kms_type == k.kms_type && t.kms_key_id == k.kms_key_id => "exists",
+            None => KeyAction::Create,
+            Some(t) if t.kms_type == k.kms_type && t.kms_key_id == k.kms_key_id => {
+                KeyAction::Exists
+            }
             Some(t) => {
                 conflicts.push(format!(
                     "KEK {} exists on the target with KMS {} key {} (the archive's: {} key {})",
@@ -155,11 +190,16 @@ pub async fn plan(
                 continue;
             }
         };
-        plan.keks.push((k.name.clone(), action.into()));
+        plan.keks.push(KekAction {
+            name: k.name.clone(),
+            action,
+        });
         for d in &k.deks {
             let action = match target_dek(c, &k.name, d).await? {
-                None => "create",
-                Some(t) if t.encrypted_key_material == d.encrypted_key_material => "exists",
+                None => KeyAction::Create,
+                Some(t) if t.encrypted_key_material == d.encrypted_key_material => {
+                    KeyAction::Exists
+                }
                 Some(_) => {
                     conflicts.push(format!(
                         "DEK {} v{} ({}) of KEK {} exists on the target wrapping other key material",
@@ -168,13 +208,13 @@ pub async fn plan(
                     continue;
                 }
             };
-            plan.deks.push((
-                k.name.clone(),
-                d.subject.clone(),
-                d.version,
-                d.algorithm.clone(),
-                action.into(),
-            ));
+            plan.deks.push(DekAction {
+                kek: k.name.clone(),
+                subject: d.subject.clone(),
+                version: d.version,
+                algorithm: d.algorithm.clone(),
+                action,
+            });
         }
     }
     Ok((plan, conflicts))

@@ -158,7 +158,8 @@ pub struct RestoreOptions {
     /// much per partition being written.
     pub transaction_bytes: usize,
     pub cancel: Arc<AtomicBool>,
-    pub progress: bool,
+    /// Told of the records written, per target topic, as the restore goes.
+    pub progress: crate::progress::Progress,
 }
 
 impl RestoreOptions {
@@ -188,7 +189,26 @@ impl RestoreOptions {
             accept_retention_loss: false,
             transaction_bytes: 64 << 20,
             cancel: Arc::new(AtomicBool::new(false)),
-            progress: false,
+            progress: Default::default(),
+        }
+    }
+}
+
+/// What a restore does with a target topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopicAction {
+    /// Created with the archived partition count and configs.
+    Create,
+    /// Already on the target, with at least the archived partition count.
+    Exists,
+}
+
+impl TopicAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicAction::Create => "create",
+            TopicAction::Exists => "exists",
         }
     }
 }
@@ -197,8 +217,7 @@ impl RestoreOptions {
 pub struct TopicPlan {
     pub source: String,
     pub target: String,
-    /// `create` or `exists`.
-    pub action: String,
+    pub action: TopicAction,
     pub partitions: i32,
     pub replication_factor: i32,
     pub records: u64,

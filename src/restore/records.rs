@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use thiserror::Error;
 
-use super::progress::{Progress, transactional_id};
+use super::progress::{Progress, ProgressError, transactional_id};
 use super::rewrite::{IdMap, RewriteStats, rewrite_record};
-use crate::archive::Archive;
+use crate::archive::{Archive, ArchiveError};
+use crate::format::FormatError;
 use crate::format::chunk::{ChunkRecords, RecordPositions};
 use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
+use crate::kafka::source::SourceError;
 use crate::kafka::txn::{
     Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
     first_committed,
@@ -24,6 +27,103 @@ use crate::kafka::txn::{
 /// A transaction is committed at the first chunk boundary after this long, whatever its size, so
 /// that it stays far from the transaction timeout on a slow link.
 const TXN_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Why one partition's restore stopped. What it committed before stays committed, and a later run
+/// continues from there.
+#[derive(Debug, Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Kafka(Box<SourceError>),
+    #[error(transparent)]
+    Progress(#[from] ProgressError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A chunk that fails its check when read (quick pre-flight): nothing of it was produced.
+    #[error("{0}; nothing from this chunk was produced")]
+    DamagedChunk(ArchiveError),
+    #[error("{topic}/{partition}: a chunk of the archive: {source}")]
+    Records {
+        topic: String,
+        partition: i32,
+        source: FormatError,
+    },
+    #[error("zstd: {0}")]
+    Zstd(std::io::Error),
+    #[error(
+        "{topic}/{partition} already holds {holds} records of this archive, more than the {planned} this run restores (a later --until than this one's?)"
+    )]
+    MoreThanPlanned {
+        topic: String,
+        partition: i32,
+        holds: u64,
+        planned: u64,
+    },
+    #[error(
+        "{topic}/{partition} ends at offset {end}, but this restore committed records up to offset {from} there (group {group}): was the topic deleted and re-created, or truncated? Delete the group {group} to restore it from the start"
+    )]
+    Shortened {
+        topic: String,
+        partition: i32,
+        end: i64,
+        from: i64,
+        group: String,
+    },
+    #[error(
+        "{topic}/{partition}: offset {offset} holds a record this restore did not write (it expected nothing committed from offset {from}); nothing else may write to a partition being restored, unless --append"
+    )]
+    Foreign {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        from: i64,
+    },
+    #[error(
+        "{topic}/{partition} holds records of archived topic {found} from an earlier restore of this archive, not of {expected}"
+    )]
+    OtherSourceTopic {
+        topic: String,
+        partition: i32,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{topic}/{partition}: the records an earlier run restored there carry schema IDs {found}, this run would write them {this}: run it with the first run's --schema-ids and registry, or restore to another topic"
+    )]
+    OtherSchemaIds {
+        topic: String,
+        partition: i32,
+        found: String,
+        this: String,
+    },
+    #[error("the restore was stopped; run the same command again to continue")]
+    Stopped,
+    #[error("{topic}/{partition}: a transaction with no record delivered")]
+    NothingDelivered { topic: String, partition: i32 },
+    #[error(
+        "{topic}/{partition}: {restored} of {planned} records restored: the archive's chunks hold fewer than planned"
+    )]
+    FewerThanPlanned {
+        topic: String,
+        partition: i32,
+        restored: u64,
+        planned: u64,
+    },
+}
+
+impl From<SourceError> for PartitionError {
+    fn from(e: SourceError) -> Self {
+        PartitionError::Kafka(Box::new(e))
+    }
+}
+
+impl PartitionError {
+    /// Kafka fenced this run's producer: another restore took the partition over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PartitionError::Write(WriteError::Fenced { .. }))
+    }
+}
 
 /// One partition to restore.
 #[derive(Debug, Clone)]
@@ -193,24 +293,17 @@ pub fn restore_partition(
         job.compression,
         TXN_CALL_TIMEOUT,
     )
-    .map_err(|e| noted(&mut out, e))
+    .map_err(PartitionError::from)
     .and_then(|w| {
         let r = restore_inner(s, job, &w, progress, &mut out);
         crate::kafka::closing::close_in_background(w);
         r
     });
     if let Err(e) = result {
-        out.error = Some(e);
+        out.fenced = e.is_fenced();
+        out.error = Some(e.to_string());
     }
     out
-}
-
-/// The message of a write error, noting in `out` when Kafka fenced this run.
-fn noted(out: &mut PartitionOutcome, e: WriteError) -> String {
-    if matches!(e, WriteError::Fenced { .. }) {
-        out.fenced = true;
-    }
-    e.to_string()
 }
 
 /// The committed progress of the partition, read once this restore owns it, and checked: it is
@@ -220,19 +313,18 @@ fn resume_point(
     s: &Shared<'_>,
     job: &PartitionJob,
     out: &mut PartitionOutcome,
-) -> Result<Progress, String> {
+) -> Result<Progress, PartitionError> {
     let (t, p) = (job.target_topic.as_str(), job.partition);
     let group = s.progress.name();
     let committed = s
         .progress
-        .committed(&[(t.to_string(), p)], Read::Stable)
-        .map_err(|e| e.to_string())?
+        .committed(&[(t.to_string(), p)], Read::Stable)?
         .pop()
         .flatten();
     let read_end = committed.as_ref().map(|(end, _)| *end);
     let (doc, from) = match committed {
         Some((end, meta)) => {
-            let doc = Progress::decode(&meta, group, t, p).map_err(|e| e.to_string())?;
+            let doc = Progress::decode(&meta, group, t, p)?;
             check_same_restore(&doc, s, job)?;
             out.end_offset = Some(end);
             (doc, end)
@@ -240,10 +332,12 @@ fn resume_point(
         None => (Progress::new(&job.source_topic, &s.ids_tag), job.start),
     };
     if doc.records > job.records {
-        return Err(format!(
-            "{t}/{p} already holds {} records of this archive, more than the {} this run restores (a later --until than this one's?)",
-            doc.records, job.records
-        ));
+        return Err(PartitionError::MoreThanPlanned {
+            topic: t.to_string(),
+            partition: p,
+            holds: doc.records,
+            planned: job.records,
+        });
     }
     // A partition already whole is left alone, whatever was written to it since.
     if doc.records < job.records {
@@ -261,38 +355,41 @@ fn check_nothing_follows(
     from: i64,
     read_end: Option<i64>,
     out: &mut PartitionOutcome,
-) -> Result<(), String> {
+) -> Result<(), PartitionError> {
     let (t, p) = (job.target_topic.as_str(), job.partition);
-    let group = s.progress.name();
-    let end = s.target.watermarks(t, p).map_err(|e| e.to_string())?.1;
+    let end = s.target.watermarks(t, p)?.1;
     if end < from {
-        return Err(format!(
-            "{t}/{p} ends at offset {end}, but this restore committed records up to offset {from} there (group {group}): was the topic deleted and re-created, or truncated? Delete the group {group} to restore it from the start"
-        ));
+        return Err(PartitionError::Shortened {
+            topic: t.to_string(),
+            partition: p,
+            end,
+            from,
+            group: s.progress.name().to_string(),
+        });
     }
     if end > from && !s.append {
-        if let Some(o) = first_committed(s.conn, t, p, from, end).map_err(|e| e.to_string())? {
+        if let Some(o) = first_committed(s.conn, t, p, from, end)? {
             // Another run of this restore may have taken the partition over since this one read
             // its progress (and committed that record): then this one is fenced, not wronged.
             let now = s
                 .progress
-                .committed(&[(t.to_string(), p)], Read::Stable)
-                .map_err(|e| e.to_string())?
+                .committed(&[(t.to_string(), p)], Read::Stable)?
                 .pop()
                 .flatten();
             if now.map(|(e, _)| e) != read_end {
-                return Err(noted(
-                    out,
-                    WriteError::Fenced {
-                        topic: t.to_string(),
-                        partition: p,
-                        txn_id: transactional_id(t, p),
-                    },
-                ));
+                return Err(WriteError::Fenced {
+                    topic: t.to_string(),
+                    partition: p,
+                    txn_id: transactional_id(t, p),
+                }
+                .into());
             }
-            return Err(format!(
-                "{t}/{p}: offset {o} holds a record this restore did not write (it expected nothing committed from offset {from}); nothing else may write to a partition being restored, unless --append"
-            ));
+            return Err(PartitionError::Foreign {
+                topic: t.to_string(),
+                partition: p,
+                offset: o,
+                from,
+            });
         }
         // The last commit's marker sits at `from`; more than that is an interrupted run's.
         if end > from + i64::from(read_end.is_some()) {
@@ -302,19 +399,27 @@ fn check_nothing_follows(
     Ok(())
 }
 
-fn check_same_restore(doc: &Progress, s: &Shared<'_>, job: &PartitionJob) -> Result<(), String> {
-    let (t, p) = (&job.target_topic, job.partition);
+fn check_same_restore(
+    doc: &Progress,
+    s: &Shared<'_>,
+    job: &PartitionJob,
+) -> Result<(), PartitionError> {
+    let (topic, partition) = (job.target_topic.clone(), job.partition);
     if doc.source != job.source_topic {
-        return Err(format!(
-            "{t}/{p} holds records of archived topic {} from an earlier restore of this archive, not of {}",
-            doc.source, job.source_topic
-        ));
+        return Err(PartitionError::OtherSourceTopic {
+            topic,
+            partition,
+            found: doc.source.clone(),
+            expected: job.source_topic.clone(),
+        });
     }
     if doc.ids != s.ids_tag {
-        return Err(format!(
-            "{t}/{p}: the records an earlier run restored there carry schema IDs {}, this run would write them {}: run it with the first run's --schema-ids and registry, or restore to another topic",
-            doc.ids, s.ids_tag
-        ));
+        return Err(PartitionError::OtherSchemaIds {
+            topic,
+            partition,
+            found: doc.ids.clone(),
+            this: s.ids_tag.clone(),
+        });
     }
     Ok(())
 }
@@ -331,22 +436,18 @@ fn restore_inner(
     w: &PartitionWriter,
     progress: &dyn Fn(u64),
     out: &mut PartitionOutcome,
-) -> Result<(), String> {
+) -> Result<(), PartitionError> {
     let total = job.records;
     let mut doc = resume_point(s, job, out)?;
     let already = doc.records;
     if already == total {
         return Ok(());
     }
-    let mut dec = ContentDecoder::new().map_err(|e| format!("zstd: {e}"))?;
+    let mut dec = ContentDecoder::new().map_err(PartitionError::Zstd)?;
     let mut buf = Vec::new();
     let mut index = 0u64;
     let mut txn: Option<Txn> = None;
-    for c in s
-        .archive
-        .chunks_of(&job.source_topic, job.partition)
-        .map_err(|e| e.to_string())?
-    {
+    for c in s.archive.chunks_of(&job.source_topic, job.partition)? {
         if index >= total {
             break;
         }
@@ -356,7 +457,7 @@ fn restore_inner(
         }
         // The whole chunk is verified (content ID) before any of its records is produced.
         if let Err(e) = s.archive.read_chunk(&c, &mut dec, &mut buf) {
-            let e = format!("{e}; nothing from this chunk was produced");
+            let e = PartitionError::DamagedChunk(e);
             return match txn.take() {
                 // What came before the damaged chunk is committed.
                 Some(_) => commit(w, s, &mut doc, index, out).and(Err(e)),
@@ -364,7 +465,7 @@ fn restore_inner(
             };
         }
         if txn.is_none() {
-            w.begin().map_err(|e| noted(out, e))?;
+            w.begin()?;
             txn = Some(Txn {
                 began: Instant::now(),
                 bytes: 0,
@@ -389,10 +490,12 @@ fn restore_inner(
         commit(w, s, &mut doc, index, out)?;
     }
     if doc.records != total {
-        return Err(format!(
-            "{}/{}: {} of {total} records restored: the archive's chunks hold fewer than planned",
-            job.target_topic, job.partition, doc.records
-        ));
+        return Err(PartitionError::FewerThanPlanned {
+            topic: job.target_topic.clone(),
+            partition: job.partition,
+            restored: doc.records,
+            planned: total,
+        });
     }
     Ok(())
 }
@@ -407,12 +510,17 @@ fn produce_chunk(
     index: &mut u64,
     already: u64,
     out: &mut PartitionOutcome,
-) -> Result<u64, String> {
-    let mut positions = RecordPositions::new(buf, 0).map_err(|e| e.to_string())?;
+) -> Result<u64, PartitionError> {
+    let records = |source| PartitionError::Records {
+        topic: job.source_topic.clone(),
+        partition: job.partition,
+        source,
+    };
+    let mut positions = RecordPositions::new(buf, 0).map_err(records)?;
     let mut stats = RewriteStats::default();
     let mut produced = 0;
     while let Some(at) = positions.next_in(buf) {
-        let at = at.map_err(|e| e.to_string())?;
+        let at = at.map_err(records)?;
         if *index >= job.records {
             break;
         }
@@ -421,13 +529,13 @@ fn produce_chunk(
             continue;
         }
         if s.cancel.load(Ordering::SeqCst) {
-            return Err("the restore was stopped; run the same command again to continue".into());
+            return Err(PartitionError::Stopped);
         }
         if s.rewrite {
             rewrite_record(buf, &at, s.ids, &mut stats);
         }
         let report = job.wanted.contains(index).then_some(*index);
-        w.send(&at.record(buf), report).map_err(|e| noted(out, e))?;
+        w.send(&at.record(buf), report)?;
         *index += 1;
         produced += 1;
         if w.failing() {
@@ -451,27 +559,30 @@ fn commit(
     doc: &mut Progress,
     index: u64,
     out: &mut PartitionOutcome,
-) -> Result<(), String> {
-    let abort_with = |e: WriteError, out: &mut PartitionOutcome| {
+) -> Result<(), PartitionError> {
+    let abort_with = |e: WriteError| {
         if !matches!(e, WriteError::Fenced { .. }) {
             let _ = w.abort();
         }
-        Err(noted(out, e))
+        Err(e.into())
     };
     let d = match w.flush() {
         Ok(d) => d,
-        Err(e) => return abort_with(e, out),
+        Err(e) => return abort_with(e),
     };
     let Some(end) = d.end else {
         let _ = w.abort();
-        return Err("a transaction with no record delivered".into());
+        return Err(PartitionError::NothingDelivered {
+            topic: w.topic().to_string(),
+            partition: w.partition(),
+        });
     };
     let mut next = doc.clone();
     next.records = index;
     next.at.extend(d.wanted);
     next.at.sort_unstable();
     if let Err(e) = w.commit(s.progress, end, &next.encode()) {
-        return abort_with(e, out);
+        return abort_with(e);
     }
     out.written += next.records - doc.records;
     *doc = next;

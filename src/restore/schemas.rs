@@ -23,11 +23,34 @@ pub struct SchemaAction {
     pub subject: String,
     pub version: i32,
     pub source_id: u32,
-    /// `register`, `exists` (identical schema already there), `skip` (subject left alone),
-    /// `overwrite` (subject replaced).
-    pub action: String,
+    pub action: VersionAction,
     /// Known before registering for `exists` and with kept IDs.
     pub target_id: Option<u32>,
+}
+
+/// What a restore does with one archived schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionAction {
+    /// Registered (under its original ID when IDs are kept).
+    Register,
+    /// An identical schema is in the subject already: its ID is used.
+    Exists,
+    /// The subject has versions on the target and `--schemas skip-existing` leaves it alone.
+    Skip,
+    /// The subject's versions on the target are deleted and the archive's registered.
+    Overwrite,
+}
+
+impl VersionAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            VersionAction::Register => "register",
+            VersionAction::Exists => "exists",
+            VersionAction::Skip => "skip",
+            VersionAction::Overwrite => "overwrite",
+        }
+    }
 }
 
 /// `POST /subjects/{s}/versions`: a reply without an ID is an error naming the endpoint (it
@@ -345,7 +368,10 @@ impl SchemaRestore<'_> {
             return Ok(out);
         }
         let mut seen = BTreeSet::new();
-        for a in actions.iter().filter(|a| a.action == "register") {
+        for a in actions
+            .iter()
+            .filter(|a| a.action == VersionAction::Register)
+        {
             if !seen.insert(a.subject.clone()) || !self.subject_has_versions(&a.subject).await? {
                 continue;
             }
@@ -410,18 +436,24 @@ impl SchemaRestore<'_> {
             };
             let found = self.lookup(subject, &self.body(v, state_versions)).await?;
             let (action, target_id) = match (self.policy, has, &found) {
-                (SchemaPolicy::SkipExisting, true, _) => ("skip", found.as_ref().map(|l| l.id)),
-                (SchemaPolicy::Overwrite, true, _) => {
-                    ("overwrite", (self.ids == SchemaIds::Keep).then_some(v.id))
+                (SchemaPolicy::SkipExisting, true, _) => {
+                    (VersionAction::Skip, found.as_ref().map(|l| l.id))
                 }
-                (_, _, Some(l)) => ("exists", Some(l.id)),
-                _ => ("register", (self.ids == SchemaIds::Keep).then_some(v.id)),
+                (SchemaPolicy::Overwrite, true, _) => (
+                    VersionAction::Overwrite,
+                    (self.ids == SchemaIds::Keep).then_some(v.id),
+                ),
+                (_, _, Some(l)) => (VersionAction::Exists, Some(l.id)),
+                _ => (
+                    VersionAction::Register,
+                    (self.ids == SchemaIds::Keep).then_some(v.id),
+                ),
             };
             out.push(SchemaAction {
                 subject: subject.to_string(),
                 version: v.version,
                 source_id: v.id,
-                action: action.into(),
+                action,
                 target_id,
             });
         }
@@ -482,13 +514,13 @@ impl SchemaRestore<'_> {
                 self.lookup(subject, &body).await?
             };
             let (action, target_id, target_version) = if let Some(l) = found {
-                ("exists", l.id, l.version)
+                (VersionAction::Exists, l.id, l.version)
             } else if skipped.contains(subject) {
                 actions.push(SchemaAction {
                     subject: subject.into(),
                     version: v.version,
                     source_id: v.id,
-                    action: "skip".into(),
+                    action: VersionAction::Skip,
                     target_id: None,
                 });
                 continue;
@@ -510,7 +542,7 @@ impl SchemaRestore<'_> {
                         v.version, v.id
                     )));
                 }
-                ("register", id, v.version)
+                (VersionAction::Register, id, v.version)
             } else {
                 let Registered { id } = self
                     .client
@@ -523,7 +555,7 @@ impl SchemaRestore<'_> {
                 let l = self.lookup(subject, &body).await?.ok_or_else(|| {
                     RestoreError::Refused(format!("{subject} v{} was registered (ID {id}) but the registry cannot find it again", v.version))
                 })?;
-                ("register", id, l.version)
+                (VersionAction::Register, id, l.version)
             };
             state.schema_done(subject, v.version, target_version, v.id, target_id)?;
             versions.insert(key, target_version);
@@ -531,7 +563,7 @@ impl SchemaRestore<'_> {
                 subject: subject.into(),
                 version: v.version,
                 source_id: v.id,
-                action: action.into(),
+                action,
                 target_id: Some(target_id),
             });
         }
@@ -741,25 +773,35 @@ impl SchemaRestore<'_> {
         } && !differences.is_empty();
         Ok(GlobalPlan {
             action: if differences.is_empty() {
-                "same"
+                GlobalAction::Same
             } else if apply {
-                "set"
+                GlobalAction::Set
             } else {
-                "keep"
-            }
-            .into(),
+                GlobalAction::Keep
+            },
             apply,
             differences,
         })
     }
 }
 
+/// What the restore does with the target's global configuration and mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GlobalAction {
+    /// Nothing differs.
+    #[default]
+    Same,
+    /// The archive's are set, at the end of the schema phase.
+    Set,
+    /// The target's stay; `differences` names what the archive's would change.
+    Keep,
+}
+
 /// What the restore does to the target's global configuration and mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GlobalPlan {
-    /// `same` (nothing differs), `set` (the archive's are set at the end), `keep` (the target's
-    /// stay; `differences` names what the archive's would change).
-    pub action: String,
+    pub action: GlobalAction,
     #[serde(skip)]
     pub apply: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -925,7 +967,7 @@ fn import_refused(subject: &str, e: &RegistryError) -> RestoreError {
 impl SchemaPlan {
     /// A registry in use keeps its global configuration; where the archive's differs, say so.
     pub fn global_warning(&self) -> Option<String> {
-        (self.global.action == "keep").then(|| {
+        (self.global.action == GlobalAction::Keep).then(|| {
             format!(
                 "the target registry keeps its global configuration, which differs from the archive's: {}; --global-config overwrite sets the archive's",
                 self.global.differences.join(", ")

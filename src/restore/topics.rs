@@ -3,7 +3,6 @@
 //! consumer-group offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -11,7 +10,9 @@ use super::keep;
 use super::progress::{self, Progress, ids_tag, progress_group};
 use super::records::{self, PartitionJob, PartitionOutcome, Shared};
 use super::rewrite::IdMap;
-use super::{GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicPlan, anchored};
+use super::{
+    GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicAction, TopicPlan, anchored,
+};
 use crate::archive::Archive;
 use crate::archive::coverage;
 use crate::archive::verify;
@@ -114,7 +115,11 @@ impl KafkaPlan {
     /// Creates the topics the target lacks, then tries a transaction like the records' (see
     /// [`probe_transactions`]).
     pub fn create_topics_and_probe(&self, opts: &RestoreOptions) -> Result<(), RestoreError> {
-        for tp in self.topics.iter().filter(|t| t.action == "create") {
+        for tp in self
+            .topics
+            .iter()
+            .filter(|t| t.action == TopicAction::Create)
+        {
             let configs = given_configs(opts, &self.topics_doc, tp);
             self.target
                 .create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
@@ -226,7 +231,7 @@ fn check_kept(
         if let Some(t) = t
             && !topics
                 .iter()
-                .any(|p| p.target == *t && p.action == "create")
+                .any(|p| p.target == *t && p.action == TopicAction::Create)
         {
             return Err(RestoreError::Invalid(format!(
                 "--topic-config {t}:{k}: {t} is not a topic this restore creates (configs of topics that exist are left alone)"
@@ -235,13 +240,13 @@ fn check_kept(
     }
     let existing: Vec<String> = topics
         .iter()
-        .filter(|t| t.action == "exists")
+        .filter(|t| t.action == TopicAction::Exists)
         .map(|t| t.target.clone())
         .collect();
     let mut effective = target.topic_configs(&existing)?;
-    if topics.iter().any(|t| t.action == "create") {
+    if topics.iter().any(|t| t.action == TopicAction::Create) {
         let broker = target.broker_configs()?;
-        for tp in topics.iter().filter(|t| t.action == "create") {
+        for tp in topics.iter().filter(|t| t.action == TopicAction::Create) {
             let given = given_configs(opts, topics_doc, tp);
             effective.insert(tp.target.clone(), keep::created_configs(&given, &broker));
         }
@@ -367,13 +372,13 @@ fn plan_topics(
                     t.partitions
                 )));
             }
-            Some(_) => "exists",
-            None => "create",
+            Some(_) => TopicAction::Exists,
+            None => TopicAction::Create,
         };
         plans.push(TopicPlan {
             source: src.clone(),
             target: dst,
-            action: action.into(),
+            action,
             partitions,
             replication_factor: rf,
             records,
@@ -475,39 +480,24 @@ fn run_partitions(
     shared: &Shared<'_>,
     jobs: Vec<PartitionJob>,
 ) -> Result<Vec<PartitionOutcome>, RestoreError> {
-    let queue = Mutex::new(jobs);
-    let results = Mutex::new(Vec::new());
-    let workers = opts.concurrency.max(1);
-    let bar = if opts.progress {
-        let total: u64 = shared
-            .archive
-            .manifest()
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .map(|p| p.records)
-            .sum();
-        let b = indicatif::ProgressBar::with_draw_target(
-            Some(total),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        if let Ok(s) = indicatif::ProgressStyle::with_template(
-            "restore {bar:40} {pos}/{len} records {per_sec} {eta}",
-        ) {
-            b.set_style(s);
-        }
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for j in &jobs {
+        *totals.entry(j.target_topic.clone()).or_default() += j.records;
+    }
+    opts.progress.begin(&totals.into_iter().collect::<Vec<_>>());
+    let (queue, jobs_rx) = crossbeam_channel::unbounded();
+    for j in jobs {
+        let _ = queue.send(j);
+    }
+    drop(queue);
+    let (results, done) = crossbeam_channel::unbounded();
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                    let Some(job) = job else { break };
-                    let out = records::restore_partition(shared, &job, &|n| bar.inc(n));
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push(out);
+        for _ in 0..opts.concurrency.max(1) {
+            let (jobs_rx, results) = (jobs_rx.clone(), results.clone());
+            scope.spawn(move || {
+                for job in jobs_rx {
+                    let wrote = |n| opts.progress.advance(&job.target_topic, n, n, 0);
+                    let _ = results.send(records::restore_partition(shared, &job, &wrote));
                     if opts.cancel.load(Ordering::SeqCst) {
                         break;
                     }
@@ -515,8 +505,9 @@ fn run_partitions(
             });
         }
     });
-    bar.finish_and_clear();
-    let mut out = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    drop(results);
+    opts.progress.end();
+    let mut out: Vec<PartitionOutcome> = done.into_iter().collect();
     out.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
     Ok(out)
 }
@@ -634,7 +625,7 @@ fn check_targets(
     for (j, prior) in jobs.iter_mut().zip(prior) {
         let exists = plans
             .iter()
-            .any(|t| t.target == j.target_topic && t.action == "exists");
+            .any(|t| t.target == j.target_topic && t.action == TopicAction::Exists);
         if !exists {
             continue;
         }
