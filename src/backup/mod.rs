@@ -104,6 +104,40 @@ pub struct BackupOptions {
 }
 
 impl BackupOptions {
+    /// Every numeric option within what works; the error names the flag.
+    pub fn check_ranges(&self) -> Result<(), BackupError> {
+        let w = &self.writer;
+        let problems = [
+            (
+                !(1024..=64 << 20).contains(&w.chunk_target_bytes),
+                format!(
+                    "--chunk-size {} is not between 1 KiB and 64 MiB",
+                    w.chunk_target_bytes
+                ),
+            ),
+            (
+                !(1..=22).contains(&w.zstd_level),
+                format!("--zstd-level {} is not between 1 and 22", w.zstd_level),
+            ),
+            (
+                self.concurrency < 1,
+                "--concurrency must be at least 1".to_string(),
+            ),
+            (
+                self.fetch_buffer_bytes < 64 * 1024,
+                format!("--fetch-buffer {} is below 64 KiB", self.fetch_buffer_bytes),
+            ),
+            (
+                self.stall_timeout.is_zero(),
+                "--stall-timeout must be at least 1 second".to_string(),
+            ),
+        ];
+        match problems.into_iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(BackupError::Invalid(why)),
+            None => Ok(()),
+        }
+    }
+
     pub fn new(kafka: KafkaConnection, out: impl Into<PathBuf>) -> Self {
         BackupOptions {
             kafka,
@@ -271,8 +305,34 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     source.describe_configs(&mut topics)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "configs described");
 
+    let tasks = partition_ranges(opts, &source, &topics)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "ranges fixed");
+    let (groups, group_warnings) = group_offsets(opts, &source, &tasks)?;
+    warnings.extend(group_warnings);
+    tracing::debug!(elapsed = ?t0.elapsed(), "group offsets read");
+    let cluster_id = source.cluster_id();
+    tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
+    let brokers = source.brokers();
+    crate::kafka::closing::close_in_background(source);
+    Ok(KafkaSnapshot {
+        topics,
+        tasks,
+        groups,
+        cluster_id,
+        brokers,
+        warnings,
+    })
+}
+
+/// Each selected partition's range: from its log start (or `--from-time`) to its last stable
+/// offset (or `--until-time`), fixed now, whatever is produced meanwhile.
+fn partition_ranges(
+    opts: &BackupOptions,
+    source: &Source,
+    topics: &[TopicInfo],
+) -> Result<Vec<PartitionTask>, BackupError> {
     let mut tasks = Vec::new();
-    for t in &topics {
+    for t in topics {
         let from = match opts.from_time {
             Some(ts) => Some(source.offsets_for_time(&t.name, t.partitions, ts)?),
             None => None,
@@ -300,10 +360,17 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
             });
         }
     }
+    Ok(tasks)
+}
 
-    tracing::debug!(elapsed = ?t0.elapsed(), "ranges fixed");
+/// The committed offsets of the selected groups (`--groups`, or every group but restores'
+/// progress groups) on the partitions backed up, and warnings for a selection that took none.
+fn group_offsets(
+    opts: &BackupOptions,
+    source: &Source,
+    tasks: &[PartitionTask],
+) -> Result<(Vec<GroupOffsets>, Vec<String>), BackupError> {
     let group_names = source.groups()?;
-    tracing::debug!(elapsed = ?t0.elapsed(), "groups listed");
     let group_re = match &opts.groups {
         Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
         None => None,
@@ -343,7 +410,7 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
             }
         }
     }
-    tracing::debug!(elapsed = ?t0.elapsed(), "group offsets read");
+    let mut warnings = Vec::new();
     if let Some(g) = &opts.groups {
         if wanted.is_empty() {
             warnings.push(format!(
@@ -356,18 +423,7 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
             ));
         }
     }
-    let cluster_id = source.cluster_id();
-    tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
-    let brokers = source.brokers();
-    crate::kafka::closing::close_in_background(source);
-    Ok(KafkaSnapshot {
-        topics,
-        tasks,
-        groups,
-        cluster_id,
-        brokers,
-        warnings,
-    })
+    Ok((groups, warnings))
 }
 
 /// The include patterns that match none of `names`.
@@ -631,6 +687,7 @@ type Writer = ArchiveWriter<std::io::BufWriter<std::fs::File>>;
 
 /// Every check of the options before anything is read; whether the backup reads Kafka.
 fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
+    opts.check_ranges()?;
     let with_kafka = !opts.kafka.bootstrap.trim().is_empty();
     if !with_kafka && opts.registry.is_none() {
         return Err(BackupError::Invalid(
@@ -656,4 +713,23 @@ fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
         .into());
     }
     Ok(with_kafka)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_library_caller_gets_the_flags_checks() {
+        let ok = super::BackupOptions::new(crate::kafka::KafkaConnection::default(), "o.kar");
+        assert!(ok.check_ranges().is_ok());
+        let err = |f: &dyn Fn(&mut super::BackupOptions)| {
+            let mut o = ok.clone();
+            f(&mut o);
+            o.check_ranges().unwrap_err().to_string()
+        };
+        assert!(err(&|o| o.writer.chunk_target_bytes = 100).contains("--chunk-size"));
+        assert!(err(&|o| o.writer.zstd_level = 23).contains("--zstd-level"));
+        assert!(err(&|o| o.concurrency = 0).contains("--concurrency"));
+        assert!(err(&|o| o.fetch_buffer_bytes = 1000).contains("--fetch-buffer"));
+        assert!(err(&|o| o.stall_timeout = std::time::Duration::ZERO).contains("--stall-timeout"));
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
 use super::compress::Stage;
@@ -152,10 +152,76 @@ fn consume_group(
     tx: &SyncSender<Event>,
     stage: &Stage,
 ) {
-    let progress = &opts.progress;
+    let consumer = match assigned_consumer(opts, &group) {
+        Ok(c) => c,
+        Err(e) => return fail_all(&group, tx, &e),
+    };
+    // Closing a consumer waits for librdkafka's threads (up to ~100 ms); the backup need not.
+    let closer = Closer(Some(consumer));
+    let consumer = closer.0.as_ref().expect("set above");
+    let mut g = Group {
+        opts,
+        tx,
+        stage,
+        left: group.len(),
+        states: group
+            .into_iter()
+            .map(|task| State {
+                covered_to: task.start,
+                reported_to: task.start,
+                task,
+                enc: None,
+                records: 0,
+                chunks: 0,
+                bytes: 0,
+                done: false,
+                last_progress: Instant::now(),
+                records_at_check: 0,
+            })
+            .collect(),
+        last_error: None,
+    };
+    let (mut polls, mut idle) = (0u64, false);
+    while g.left > 0 {
+        if opts.cancel.load(Ordering::SeqCst) {
+            return g.stop();
+        }
+        let went_on = match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => g.record(&m),
+            Some(Err(KafkaError::PartitionEOF(p))) => g.partition_end(p),
+            Some(Err(e)) => {
+                g.last_error = Some(e.to_string());
+                Ok(())
+            }
+            None => {
+                idle = true;
+                Ok(())
+            }
+        };
+        if went_on.is_err() {
+            return;
+        }
+        // Stalls are looked for every so many records, or when the consumer is idle: reading the
+        // clock for every record costs more than the check is worth.
+        polls += 1;
+        if !idle && polls % 4096 != 0 {
+            continue;
+        }
+        idle = false;
+        if g.fail_stalled().is_err() {
+            return;
+        }
+    }
+}
+
+/// A consumer for the group's partitions, each assigned at its snapshot start.
+fn assigned_consumer(
+    opts: &BackupOptions,
+    group: &[PartitionTask],
+) -> Result<BaseConsumer, String> {
     // librdkafka needs fetch.max.bytes ≤ its queue; records larger than it are still fetched.
     let fetch_bytes = (opts.fetch_buffer_bytes / 2).clamp(1024, 50 * 1024 * 1024);
-    let consumer: BaseConsumer = match opts
+    let consumer: BaseConsumer = opts
         .kafka
         .client_config()
         .set("group.id", "kar-backup")
@@ -180,192 +246,180 @@ fn consume_group(
             fetch_bytes.min(1024 * 1024).to_string(),
         )
         .create()
-    {
-        Ok(c) => c,
-        Err(e) => return fail_all(&group, tx, &format!("cannot create a consumer: {e}")),
-    };
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let mut tpl = TopicPartitionList::new();
-    for t in &group {
-        if let Err(e) = tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(t.start)) {
-            return fail_all(&group, tx, &format!("cannot assign: {e}"));
-        }
+    for t in group {
+        tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(t.start))
+            .map_err(|e| format!("cannot assign: {e}"))?;
     }
-    if let Err(e) = consumer.assign(&tpl) {
-        return fail_all(&group, tx, &format!("cannot assign: {e}"));
-    }
-    let mut states: Vec<State> = group
-        .into_iter()
-        .map(|task| State {
-            covered_to: task.start,
-            reported_to: task.start,
-            task,
-            enc: None,
-            records: 0,
-            chunks: 0,
-            bytes: 0,
-            done: false,
-            last_progress: Instant::now(),
-            records_at_check: 0,
-        })
-        .collect();
-    let target = opts.writer.chunk_target_bytes;
-    let mut last_error: Option<String> = None;
-    let mut left = states.len();
-    let (mut polls, mut idle) = (0u64, false);
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("cannot assign: {e}"))?;
+    Ok(consumer)
+}
 
-    // Closing a consumer waits for librdkafka's threads (up to ~100 ms); the backup need not.
-    let closer = Closer(Some(consumer));
-    let consumer = closer.0.as_ref().expect("set above");
-    while left > 0 {
-        if opts.cancel.load(Ordering::SeqCst) {
-            for st in states.iter_mut().filter(|s| !s.done) {
-                // What was read is good: keep it, but the partition is not complete.
-                if flush(st, None, stage, progress).is_err() {
-                    return;
-                }
-                let _ = tx.send(Event::Failed {
-                    topic: st.task.topic.clone(),
-                    partition: st.task.partition,
-                    records: st.records,
-                    error: "the backup was stopped".into(),
-                });
-                st.done = true;
+/// One worker's partitions being read. Its methods return Err only when the writer has gone
+/// away, which ends the worker.
+struct Group<'a> {
+    opts: &'a BackupOptions,
+    tx: &'a SyncSender<Event>,
+    stage: &'a Stage,
+    states: Vec<State>,
+    /// Partitions not done yet.
+    left: usize,
+    last_error: Option<String>,
+}
+
+impl Group<'_> {
+    /// The backup was stopped: what was read is good and kept, but no partition left is complete.
+    fn stop(&mut self) {
+        for st in self.states.iter_mut().filter(|s| !s.done) {
+            if flush(st, None, self.stage, &self.opts.progress).is_err() {
+                return;
             }
-            return;
+            let _ = self.tx.send(Event::Failed {
+                topic: st.task.topic.clone(),
+                partition: st.task.partition,
+                records: st.records,
+                error: "the backup was stopped".into(),
+            });
+            st.done = true;
         }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let Some(st) = states
-                    .iter_mut()
-                    .find(|s| s.task.partition == m.partition() && s.task.topic == m.topic())
-                else {
-                    continue;
-                };
-                if st.done {
-                    continue;
-                }
-                let offset = m.offset();
-                if offset >= st.task.end {
-                    if finish(st, tx, stage, progress).is_err() {
-                        return;
-                    }
-                    left -= 1;
-                    continue;
-                }
-                let (ts, ts_type) = match m.timestamp() {
-                    Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
-                    Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
-                    Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
-                };
-                // A full chunk is closed when the next record comes, not when it fills: the last
-                // chunk of the partition then accounts for the snapshot range up to its end
-                // (transaction markers there leave no record to close it on).
-                if st.enc.as_ref().is_some_and(|e| e.encoded_len() >= target)
-                    && flush(st, None, stage, progress).is_err()
-                {
-                    return;
-                }
-                let enc = match &mut st.enc {
-                    Some(e) => e,
-                    None => match ChunkEncoder::new(&st.task.topic, st.task.partition) {
-                        Ok(e) => st.enc.insert(e),
-                        Err(e) => {
-                            return fail_all(std::slice::from_ref(&st.task), tx, &e.to_string());
-                        }
-                    },
-                };
-                let key = m.key();
-                let value = m.payload();
-                let headers = m.headers();
-                let mut hbytes = 0;
-                let pushed = match headers {
-                    Some(h) => enc.push(
-                        offset,
-                        ts,
-                        ts_type,
-                        key,
-                        value,
-                        h.iter().map(|h| {
-                            hbytes += h.key.len() + h.value.map_or(0, <[u8]>::len);
-                            (h.key, h.value)
-                        }),
-                    ),
-                    None => enc.push(offset, ts, ts_type, key, value, std::iter::empty()),
-                };
-                if let Err(e) = pushed {
-                    let _ = tx.send(Event::Failed {
-                        topic: st.task.topic.clone(),
-                        partition: st.task.partition,
-                        records: st.records,
-                        error: format!("record at offset {offset}: {e}"),
-                    });
-                    st.done = true;
-                    left -= 1;
-                    continue;
-                }
-                st.records += 1;
-                st.bytes +=
-                    (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
-                if offset + 1 >= st.task.end {
-                    if finish(st, tx, stage, progress).is_err() {
-                        return;
-                    }
-                    left -= 1;
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // Everything up to the partition's current end was delivered, and that end is at
-                // or past the snapshot end: the partition is complete.
-                if let Some(st) = states.iter_mut().find(|s| s.task.partition == p && !s.done) {
-                    if finish(st, tx, stage, progress).is_err() {
-                        return;
-                    }
-                    left -= 1;
-                }
-            }
-            Some(Err(e)) => {
-                last_error = Some(e.to_string());
-            }
-            None => idle = true,
+    }
+
+    fn record(&mut self, m: &BorrowedMessage<'_>) -> Result<(), ()> {
+        let (progress, stage, tx) = (&self.opts.progress, self.stage, self.tx);
+        let Some(st) = self
+            .states
+            .iter_mut()
+            .find(|s| s.task.partition == m.partition() && s.task.topic == m.topic())
+        else {
+            return Ok(());
+        };
+        if st.done {
+            return Ok(());
         }
-        // Stalls are looked for every so many records, or when the consumer is idle: reading the
-        // clock for every record costs more than the check is worth.
-        polls += 1;
-        if !idle && polls % 4096 != 0 {
-            continue;
+        let offset = m.offset();
+        if offset >= st.task.end {
+            finish(st, tx, stage, progress)?;
+            self.left -= 1;
+            return Ok(());
         }
-        idle = false;
+        // A full chunk is closed when the next record comes, not when it fills: the last chunk
+        // of the partition then accounts for the snapshot range up to its end (transaction
+        // markers there leave no record to close it on).
+        if st
+            .enc
+            .as_ref()
+            .is_some_and(|e| e.encoded_len() >= self.opts.writer.chunk_target_bytes)
+        {
+            flush(st, None, stage, progress)?;
+        }
+        if let Err(error) = push(st, m) {
+            let _ = tx.send(Event::Failed {
+                topic: st.task.topic.clone(),
+                partition: st.task.partition,
+                records: st.records,
+                error,
+            });
+            st.done = true;
+            self.left -= 1;
+            return Ok(());
+        }
+        if offset + 1 >= st.task.end {
+            finish(st, tx, stage, progress)?;
+            self.left -= 1;
+        }
+        Ok(())
+    }
+
+    /// Everything up to partition `p`'s current end was delivered, and that end is at or past
+    /// the snapshot end: the partition is complete.
+    fn partition_end(&mut self, p: i32) -> Result<(), ()> {
+        if let Some(st) = self
+            .states
+            .iter_mut()
+            .find(|s| s.task.partition == p && !s.done)
+        {
+            finish(st, self.tx, self.stage, &self.opts.progress)?;
+            self.left -= 1;
+        }
+        Ok(())
+    }
+
+    /// Fails each partition that made no progress for the stall timeout, keeping what it read.
+    fn fail_stalled(&mut self) -> Result<(), ()> {
         let now = Instant::now();
-        for st in states.iter_mut().filter(|s| !s.done) {
+        let timeout = self.opts.stall_timeout;
+        for st in self.states.iter_mut().filter(|s| !s.done) {
             if st.records != st.records_at_check {
                 st.records_at_check = st.records;
                 st.last_progress = now;
-            } else if now.duration_since(st.last_progress) > opts.stall_timeout {
-                if flush(st, None, stage, progress).is_err() {
-                    return;
-                }
-                let why = format!(
-                    "no progress for {}s at offset {} of {}..{}{}",
-                    opts.stall_timeout.as_secs(),
-                    st.reported_to,
-                    st.task.start,
-                    st.task.end,
-                    last_error
-                        .as_ref()
-                        .map(|e| format!(" (last consumer error: {e})"))
-                        .unwrap_or_default()
-                );
-                let _ = tx.send(Event::Failed {
-                    topic: st.task.topic.clone(),
-                    partition: st.task.partition,
-                    records: st.records,
-                    error: why,
-                });
-                st.done = true;
-                left -= 1;
+                continue;
             }
+            if now.duration_since(st.last_progress) <= timeout {
+                continue;
+            }
+            flush(st, None, self.stage, &self.opts.progress)?;
+            let why = format!(
+                "no progress for {}s at offset {} of {}..{}{}",
+                timeout.as_secs(),
+                st.reported_to,
+                st.task.start,
+                st.task.end,
+                self.last_error
+                    .as_ref()
+                    .map(|e| format!(" (last consumer error: {e})"))
+                    .unwrap_or_default()
+            );
+            let _ = self.tx.send(Event::Failed {
+                topic: st.task.topic.clone(),
+                partition: st.task.partition,
+                records: st.records,
+                error: why,
+            });
+            st.done = true;
+            self.left -= 1;
         }
+        Ok(())
     }
+}
+
+/// Adds a record to the partition's open chunk (opening one if none is). Err names what makes
+/// the record unfit for a chunk.
+fn push(st: &mut State, m: &BorrowedMessage<'_>) -> Result<(), String> {
+    let offset = m.offset();
+    let (ts, ts_type) = match m.timestamp() {
+        Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
+        Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
+        Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
+    };
+    let enc = match &mut st.enc {
+        Some(e) => e,
+        None => st.enc.insert(
+            ChunkEncoder::new(&st.task.topic, st.task.partition).map_err(|e| e.to_string())?,
+        ),
+    };
+    let (key, value) = (m.key(), m.payload());
+    let mut hbytes = 0;
+    let pushed = match m.headers() {
+        Some(h) => enc.push(
+            offset,
+            ts,
+            ts_type,
+            key,
+            value,
+            h.iter().map(|h| {
+                hbytes += h.key.len() + h.value.map_or(0, <[u8]>::len);
+                (h.key, h.value)
+            }),
+        ),
+        None => enc.push(offset, ts, ts_type, key, value, std::iter::empty()),
+    };
+    pushed.map_err(|e| format!("record at offset {offset}: {e}"))?;
+    st.records += 1;
+    st.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
+    Ok(())
 }
 
 /// Closes the open chunk, if any, and hands it to the compression stage; the chunk accounts for

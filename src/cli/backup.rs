@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::out::{self, outln};
+use super::settings::{Merge, settings};
 use clap::Args;
 use serde::Deserialize;
 
@@ -189,53 +190,8 @@ pub struct BackupArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// Subjects to capture, as regular expressions matching whole names (repeatable) [default:
-    /// all]; subjects they reference are taken too, and a subject named literally that has a
-    /// configuration but no version (an alias), which no registry listing shows
-    #[arg(long = "subjects", value_name = "REGEX")]
-    pub subjects: Vec<String>,
-    /// Subjects to leave out (repeatable)
-    #[arg(long = "exclude-subjects", value_name = "REGEX")]
-    pub exclude_subjects: Vec<String>,
-    /// The archive to write (must not exist)
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Topics to back up, as regular expressions matching whole names (repeatable) [default: all
-    /// but internal topics]
-    #[arg(long = "topics", value_name = "REGEX")]
-    pub topics: Vec<String>,
-    /// Topics to leave out (repeatable)
-    #[arg(long = "exclude", value_name = "REGEX")]
-    pub exclude: Vec<String>,
-    /// Consumer groups whose offsets to capture [default: all but kar's restore-progress groups,
-    /// kar-restore.*]
-    #[arg(long, value_name = "REGEX")]
-    pub groups: Option<String>,
-    /// Back up only records from this time on (RFC 3339, or ms since the epoch)
-    #[arg(long, value_name = "TS")]
-    pub from_time: Option<String>,
-    /// Back up only records before this time (RFC 3339, or ms since the epoch)
-    #[arg(long, value_name = "TS")]
-    pub until_time: Option<String>,
-    /// Target uncompressed chunk size in bytes [default: 2097152]
-    #[arg(long)]
-    pub chunk_size: Option<usize>,
-    /// zstd level [default: 3]
-    #[arg(long)]
-    pub zstd_level: Option<i32>,
-    /// How record chunks are stored: `zstd`, or `none` for the fastest backup when CPU is short
-    /// (`kar compact` compresses the archive later) [default: zstd]
-    #[arg(long, value_name = "MODE")]
-    pub compression: Option<CompressionMode>,
-    /// Partitions consumed at once, each worker with its own consumer [default: 4]
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Seconds a partition may make no progress before it fails [default: 60]
-    #[arg(long)]
-    pub stall_timeout: Option<u64>,
-    /// Bytes each worker's consumer may prefetch [default: 33554432]
-    #[arg(long)]
-    pub fetch_buffer: Option<usize>,
+    #[command(flatten)]
+    pub settings: BackupSettings,
     /// YAML config file; command-line flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -244,7 +200,60 @@ pub struct BackupArgs {
     pub json: bool,
 }
 
-/// The config file: `kafka:` (connection) and `backup:` (everything else).
+settings! {
+    /// What to back up and how: the flags, and the config file's `backup:` section.
+    pub struct BackupSettings {
+        /// Subjects to capture, as regular expressions matching whole names (repeatable)
+        /// [default: all]; subjects they reference are taken too, and a subject named literally
+        /// that has a configuration but no version (an alias), which no registry listing shows
+        #[arg(long = "subjects", value_name = "REGEX")]
+        pub subjects: Vec<String>,
+        /// Subjects to leave out (repeatable)
+        #[arg(long = "exclude-subjects", value_name = "REGEX")]
+        pub exclude_subjects: Vec<String>,
+        /// The archive to write (must not exist)
+        #[arg(long)]
+        pub out: Option<PathBuf>,
+        /// Topics to back up, as regular expressions matching whole names (repeatable) [default:
+        /// all but internal topics]
+        #[arg(long = "topics", value_name = "REGEX")]
+        pub topics: Vec<String>,
+        /// Topics to leave out (repeatable)
+        #[arg(long = "exclude", value_name = "REGEX")]
+        pub exclude: Vec<String>,
+        /// Consumer groups whose offsets to capture [default: all but kar's restore-progress
+        /// groups, kar-restore.*]
+        #[arg(long, value_name = "REGEX")]
+        pub groups: Option<String>,
+        /// Back up only records from this time on (RFC 3339, or ms since the epoch)
+        #[arg(long, value_name = "TS")]
+        pub from_time: Option<String>,
+        /// Back up only records before this time (RFC 3339, or ms since the epoch)
+        #[arg(long, value_name = "TS")]
+        pub until_time: Option<String>,
+        /// Target uncompressed chunk size in bytes, 1 KiB to 64 MiB [default: 2097152]
+        #[arg(long)]
+        pub chunk_size: Option<usize>,
+        /// zstd level, 1 to 22 [default: 3]
+        #[arg(long)]
+        pub zstd_level: Option<i32>,
+        /// How record chunks are stored: `zstd`, or `none` for the fastest backup when CPU is
+        /// short (`kar compact` compresses the archive later) [default: zstd]
+        #[arg(long, value_name = "MODE")]
+        pub compression: Option<CompressionMode>,
+        /// Partitions consumed at once, each worker with its own consumer [default: 4]
+        #[arg(long)]
+        pub concurrency: Option<usize>,
+        /// Seconds a partition may make no progress before it fails [default: 60]
+        #[arg(long)]
+        pub stall_timeout: Option<u64>,
+        /// Bytes each worker's consumer may prefetch, at least 64 KiB [default: 33554432]
+        #[arg(long)]
+        pub fetch_buffer: Option<usize>,
+    }
+}
+
+/// The config file: `kafka:` (connection), `registry:` and `backup:` (everything else).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -252,30 +261,7 @@ pub struct ConfigFile {
     pub kafka: KafkaConnection,
     pub registry: Option<RegistrySettings>,
     #[serde(default)]
-    pub backup: BackupSection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupSection {
-    pub out: Option<PathBuf>,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    #[serde(default)]
-    pub subjects: Vec<String>,
-    #[serde(default)]
-    pub exclude_subjects: Vec<String>,
-    pub groups: Option<String>,
-    pub from_time: Option<String>,
-    pub until_time: Option<String>,
-    pub chunk_size: Option<usize>,
-    pub zstd_level: Option<i32>,
-    pub compression: Option<CompressionMode>,
-    pub concurrency: Option<usize>,
-    pub stall_timeout: Option<u64>,
-    pub fetch_buffer: Option<usize>,
+    pub backup: BackupSettings,
 }
 
 /// Parses RFC 3339 (`2026-11-27T10:00:00Z`) or milliseconds since the epoch.
@@ -332,73 +318,39 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     };
     let mut kafka = file.kafka;
     a.kafka.apply(&mut kafka);
-    let b = file.backup;
-    let out = a.out.clone().or(b.out).ok_or_else(|| {
+    let b = a.settings.clone().over(file.backup);
+    let out = b.out.ok_or_else(|| {
         anyhow::anyhow!("no output file: give --out FILE (or backup.out in the config file)")
     })?;
     let mut o = BackupOptions::new(kafka, out);
-    o.topics = if a.topics.is_empty() {
-        b.topics
-    } else {
-        a.topics.clone()
-    };
-    o.exclude = if a.exclude.is_empty() {
-        b.exclude
-    } else {
-        a.exclude.clone()
-    };
-    o.groups = a.groups.clone().or(b.groups);
+    o.topics = b.topics;
+    o.exclude = b.exclude;
+    o.groups = b.groups;
     o.registry = a.registry.settings(file.registry);
     o.subjects = SubjectFilter {
-        include: if a.subjects.is_empty() {
-            b.subjects
-        } else {
-            a.subjects.clone()
-        },
-        exclude: if a.exclude_subjects.is_empty() {
-            b.exclude_subjects
-        } else {
-            a.exclude_subjects.clone()
-        },
+        include: b.subjects,
+        exclude: b.exclude_subjects,
     };
-    o.from_time = a
-        .from_time
-        .clone()
-        .or(b.from_time)
-        .map(|s| parse_time(&s, "--from-time"))
-        .transpose()?;
-    o.until_time = a
-        .until_time
-        .clone()
-        .or(b.until_time)
-        .map(|s| parse_time(&s, "--until-time"))
-        .transpose()?;
-    if let Some(v) = a.chunk_size.or(b.chunk_size) {
-        anyhow::ensure!(
-            (1024..=64 * 1024 * 1024).contains(&v),
-            "--chunk-size {v} is not between 1 KiB and 64 MiB"
-        );
+    let time = |s: Option<String>, flag| s.map(|s| parse_time(&s, flag)).transpose();
+    o.from_time = time(b.from_time, "--from-time")?;
+    o.until_time = time(b.until_time, "--until-time")?;
+    // Ranges are checked by the library (BackupOptions::check), for every caller.
+    if let Some(v) = b.chunk_size {
         o.writer.chunk_target_bytes = v;
     }
-    if let Some(v) = a.zstd_level.or(b.zstd_level) {
-        anyhow::ensure!(
-            (1..=22).contains(&v),
-            "--zstd-level {v} is not between 1 and 22"
-        );
+    if let Some(v) = b.zstd_level {
         o.writer.zstd_level = v;
     }
-    if let Some(v) = a.compression.or(b.compression) {
+    if let Some(v) = b.compression {
         o.compression = v;
     }
-    if let Some(v) = a.concurrency.or(b.concurrency) {
-        anyhow::ensure!(v >= 1, "--concurrency must be at least 1");
+    if let Some(v) = b.concurrency {
         o.concurrency = v;
     }
-    if let Some(v) = a.stall_timeout.or(b.stall_timeout) {
+    if let Some(v) = b.stall_timeout {
         o.stall_timeout = Duration::from_secs(v);
     }
-    if let Some(v) = a.fetch_buffer.or(b.fetch_buffer) {
-        anyhow::ensure!(v >= 64 * 1024, "--fetch-buffer {v} is below 64 KiB");
+    if let Some(v) = b.fetch_buffer {
         o.fetch_buffer_bytes = v;
     }
     o.command_line = redacted_command_line();

@@ -10,6 +10,7 @@ pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
 mod restore;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

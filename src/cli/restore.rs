@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::out::{self, outln};
+use super::settings::{Merge, settings};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
@@ -28,83 +29,104 @@ pub struct RestoreArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// keep: register schemas under their original IDs (IMPORT mode); rewrite: let the target
-    /// assign IDs and rewrite the IDs inside the records [default: keep]
-    #[arg(long, value_enum)]
-    pub schema_ids: Option<SchemaIdsArg>,
-    /// What to do with subjects the target already has [default: add-missing]
-    #[arg(long, value_enum)]
-    pub schemas: Option<SchemaPolicyArg>,
-    /// The target registry's global configuration and mode: `overwrite` sets the archive's,
-    /// `keep` leaves the target's [default: the archive's into a registry without subjects, else
-    /// keep and name what differs]
-    #[arg(long, value_enum)]
-    pub global_config: Option<GlobalConfigArg>,
-    /// Restore the registry context SRC (e.g. .staging) into the context DST (repeatable); other
-    /// contexts go to the context of the same name
-    #[arg(long = "context-map", value_name = "SRC=DST")]
-    pub context_map: Vec<String>,
-    /// Source topics to restore (regular expressions on whole names; repeatable) [default: all]
-    #[arg(long = "topics", value_name = "REGEX")]
-    pub topics: Vec<String>,
-    /// Restore topic SRC under the name DST (repeatable)
-    #[arg(long = "map", value_name = "SRC=DST")]
-    pub map: Vec<String>,
-    /// Restore, per partition, the records before the first one stamped after TS (RFC 3339 or ms)
-    #[arg(long, value_name = "TS")]
-    pub until: Option<String>,
-    /// Consumer groups whose offsets to restore [default: all in the archive]
-    #[arg(long, value_name = "REGEX")]
-    pub groups: Option<String>,
-    /// Print the plan and stop; nothing is written
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Allow adding records to target topics that already hold some
-    #[arg(long)]
-    pub append: bool,
-    /// Restore the archive's Schema Registry snapshot alone, without Kafka (what happens anyway
-    /// to an archive without topics when no --bootstrap is given)
-    #[arg(long)]
-    pub registry_only: bool,
-    /// Folder for the restore's state file [default: next to the archive]
-    #[arg(long, value_name = "DIR")]
-    pub state: Option<PathBuf>,
-    /// Partitions restored at once [default: 4]
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// Size of each partition's transactions in MiB (ended at a chunk boundary); an interrupted
-    /// run leaves at most this much per partition being written as aborted records [default: 64]
-    #[arg(long, value_name = "MIB")]
-    pub transaction_size: Option<usize>,
-    /// A config for the topics the restore creates, over the archived ones: KEY=VALUE for every
-    /// one, TOPIC:KEY=VALUE for the target topic TOPIC (repeatable)
-    #[arg(long = "topic-config", value_name = "[TOPIC:]KEY=VALUE")]
-    pub topic_config: Vec<String>,
-    /// Restore even where the target's retention.ms or retention.bytes would delete restored
-    /// records soon after (named in the plan); without it, such a restore stops before any write
-    #[arg(long)]
-    pub accept_retention_loss: bool,
-    /// Codec of the restore producer's batches [default: each archived topic's compression.type
-    /// where it names a codec, else lz4]
-    #[arg(long, value_name = "CODEC", value_parser = ["none", "lz4", "zstd", "snappy", "gzip"])]
-    pub producer_compression: Option<String>,
-    /// Restore schemas even when the archive's restore order is incomplete
-    #[arg(long)]
-    pub force: bool,
-    /// Restore partitions whose archived offsets have a hole (records missing from the archive),
-    /// around the hole
-    #[arg(long)]
-    pub allow_gaps: bool,
-    /// What is checked before anything is written: `full` checks every chunk to restore, `quick`
-    /// only footer, manifest, index and root (chunks are then checked as they are restored)
-    #[arg(long, value_enum, default_value = "full")]
-    pub verify: PreflightArg,
+    #[command(flatten)]
+    pub settings: RestoreSettings,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Print the plan and the summary as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+settings! {
+    /// What to restore and how: the flags, and the config file's `restore:` section.
+    pub struct RestoreSettings {
+        /// keep: register schemas under their original IDs (IMPORT mode); rewrite: let the target
+        /// assign IDs and rewrite the IDs inside the records [default: keep]
+        #[arg(long, value_enum)]
+        pub schema_ids: Option<SchemaIdsArg>,
+        /// What to do with subjects the target already has [default: add-missing]
+        #[arg(long, value_enum)]
+        pub schemas: Option<SchemaPolicyArg>,
+        /// The target registry's global configuration and mode: `overwrite` sets the archive's,
+        /// `keep` leaves the target's [default: the archive's into a registry without subjects,
+        /// else keep and name what differs]
+        #[arg(long, value_enum)]
+        pub global_config: Option<GlobalConfigArg>,
+        /// Restore the registry context SRC (e.g. .staging) into the context DST (repeatable);
+        /// other contexts go to the context of the same name
+        #[arg(long = "context-map", value_name = "SRC=DST")]
+        pub context_map: Vec<String>,
+        /// Source topics to restore (regular expressions on whole names; repeatable) [default:
+        /// all]
+        #[arg(long = "topics", value_name = "REGEX")]
+        pub topics: Vec<String>,
+        /// Restore topic SRC under the name DST (repeatable; in the config file a mapping
+        /// SRC: DST)
+        #[arg(long = "map", value_name = "SRC=DST")]
+        #[serde(deserialize_with = "renames")]
+        pub map: Vec<String>,
+        /// Restore, per partition, the records before the first one stamped after TS (RFC 3339
+        /// or ms)
+        #[arg(long, value_name = "TS")]
+        pub until: Option<String>,
+        /// Consumer groups whose offsets to restore [default: all in the archive]
+        #[arg(long, value_name = "REGEX")]
+        pub groups: Option<String>,
+        /// Print the plan and stop; nothing is written
+        #[arg(long)]
+        pub dry_run: bool,
+        /// Allow adding records to target topics that already hold some
+        #[arg(long)]
+        pub append: bool,
+        /// Restore the archive's Schema Registry snapshot alone, without Kafka (what happens
+        /// anyway to an archive without topics when no --bootstrap is given)
+        #[arg(long)]
+        pub registry_only: bool,
+        /// Folder for the restore's state file [default: next to the archive]
+        #[arg(long, value_name = "DIR")]
+        pub state: Option<PathBuf>,
+        /// Partitions restored at once [default: 4]
+        #[arg(long)]
+        pub concurrency: Option<usize>,
+        /// Size of each partition's transactions in MiB, 1 to 1024 (ended at a chunk boundary);
+        /// an interrupted run leaves at most this much per partition being written as aborted
+        /// records [default: 64]
+        #[arg(long, value_name = "MIB")]
+        pub transaction_size: Option<usize>,
+        /// A config for the topics the restore creates, over the archived ones: KEY=VALUE for
+        /// every one, TOPIC:KEY=VALUE for the target topic TOPIC (repeatable)
+        #[arg(long = "topic-config", value_name = "[TOPIC:]KEY=VALUE")]
+        pub topic_config: Vec<String>,
+        /// Restore even where the target's retention.ms or retention.bytes would delete restored
+        /// records soon after (named in the plan); without it, such a restore stops before any
+        /// write
+        #[arg(long)]
+        pub accept_retention_loss: bool,
+        /// Codec of the restore producer's batches [default: each archived topic's
+        /// compression.type where it names a codec, else lz4]
+        #[arg(long, value_name = "CODEC", value_parser = ["none", "lz4", "zstd", "snappy", "gzip"])]
+        pub producer_compression: Option<String>,
+        /// Restore schemas even when the archive's restore order is incomplete
+        #[arg(long)]
+        pub force: bool,
+        /// Restore partitions whose archived offsets have a hole (records missing from the
+        /// archive), around the hole
+        #[arg(long)]
+        pub allow_gaps: bool,
+        /// What is checked before anything is written: `full` checks every chunk to restore,
+        /// `quick` only footer, manifest, index and root (chunks are then checked as they are
+        /// restored) [default: full]
+        #[arg(long, value_enum)]
+        pub verify: Option<PreflightArg>,
+    }
+}
+
+/// The config file's `map:`, a mapping `SRC: DST`, as the flag's `SRC=DST` values.
+fn renames<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let m: BTreeMap<String, String> = Deserialize::deserialize(d)?;
+    Ok(m.into_iter().map(|(s, t)| format!("{s}={t}")).collect())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,29 +136,7 @@ struct ConfigFile {
     kafka: KafkaConnection,
     registry: Option<RegistrySettings>,
     #[serde(default)]
-    restore: RestoreSection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreSection {
-    schema_ids: Option<SchemaIdsArg>,
-    schemas: Option<SchemaPolicyArg>,
-    global_config: Option<GlobalConfigArg>,
-    #[serde(default)]
-    topics: Vec<String>,
-    #[serde(default)]
-    map: BTreeMap<String, String>,
-    until: Option<String>,
-    groups: Option<String>,
-    state: Option<PathBuf>,
-    concurrency: Option<usize>,
-    transaction_size: Option<usize>,
-    producer_compression: Option<String>,
-    #[serde(default)]
-    topic_config: Vec<String>,
-    #[serde(default)]
-    accept_retention_loss: bool,
+    restore: RestoreSettings,
 }
 
 // The flags' and the config file's values for the library's enums: clap and serde names live
@@ -171,7 +171,8 @@ pub enum GlobalConfigArg {
     Overwrite,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum PreflightArg {
     /// Footer, manifest, index and root hash, and every chunk to be restored
     Full,
@@ -223,104 +224,58 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     };
     let mut kafka = file.kafka;
     a.kafka.apply(&mut kafka);
-    let r = file.restore;
+    let r = a.settings.clone().over(file.restore);
     let mut o = RestoreOptions::new(&a.file, kafka);
     o.registry = a.registry.settings(file.registry);
-    o.schema_ids = a
-        .schema_ids
-        .or(r.schema_ids)
-        .map_or(SchemaIds::Keep, SchemaIds::from);
-    o.schemas = a
+    o.schema_ids = r.schema_ids.map_or(SchemaIds::Keep, SchemaIds::from);
+    o.schemas = r
         .schemas
-        .or(r.schemas)
         .map_or(SchemaPolicy::AddMissing, SchemaPolicy::from);
-    o.global_config = a.global_config.or(r.global_config).map(Into::into);
-    for m in &a.context_map {
-        let (s, d) = m
-            .split_once('=')
-            .filter(|(s, d)| s.starts_with('.') && d.starts_with('.') && s.len() > 1 && d.len() > 1)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--context-map {m:?} is not SRC=DST with context names such as .staging"
-                )
-            })?;
+    o.global_config = r.global_config.map(Into::into);
+    for m in &r.context_map {
+        let (s, d) = m.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "--context-map {m:?} is not SRC=DST with context names such as .staging"
+            )
+        })?;
         o.context_map.insert(s.to_string(), d.to_string());
     }
-    o.topics = if a.topics.is_empty() {
-        r.topics
-    } else {
-        a.topics.clone()
-    };
-    o.map = r.map;
-    for m in &a.map {
+    o.topics = r.topics;
+    for m in &r.map {
         let (s, d) = m
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--map {m:?} is not SRC=DST"))?;
-        anyhow::ensure!(
-            !s.is_empty() && !d.is_empty(),
-            "--map {m:?} needs both a source and a target name"
-        );
         o.map.insert(s.to_string(), d.to_string());
     }
-    o.until = a
-        .until
-        .clone()
-        .or(r.until)
-        .map(|s| parse_time(&s, "--until"))
-        .transpose()?;
-    o.groups = a.groups.clone().or(r.groups);
-    o.state_dir = a.state.clone().or(r.state);
-    if let Some(c) = a.concurrency.or(r.concurrency) {
-        anyhow::ensure!(c >= 1, "--concurrency must be at least 1");
+    o.until = r.until.map(|s| parse_time(&s, "--until")).transpose()?;
+    o.groups = r.groups;
+    o.state_dir = r.state;
+    // Ranges and names are checked by the library (RestoreOptions::check), for every caller.
+    if let Some(c) = r.concurrency {
         o.concurrency = c;
     }
-    if let Some(m) = a.transaction_size.or(r.transaction_size) {
-        anyhow::ensure!(
-            (1..=1024).contains(&m),
-            "--transaction-size must be 1 to 1024 (MiB)"
-        );
-        o.transaction_bytes = m << 20;
+    if let Some(m) = r.transaction_size {
+        o.transaction_bytes = m.saturating_mul(1 << 20);
     }
-    if let Some(c) = a
-        .producer_compression
-        .as_deref()
-        .or(r.producer_compression.as_deref())
-    {
+    if let Some(c) = r.producer_compression.as_deref() {
         o.producer_compression =
             Some(crate::kafka::txn::Compression::parse(c).ok_or_else(|| {
                 anyhow::anyhow!("producer compression {c:?} is not none, lz4, zstd, snappy or gzip")
             })?);
     }
-    for c in r.topic_config.iter().chain(&a.topic_config) {
-        o.topic_configs.push(topic_config(c)?);
+    for c in &r.topic_config {
+        o.topic_configs.push(c.parse()?);
     }
-    o.accept_retention_loss = a.accept_retention_loss || r.accept_retention_loss;
-    o.dry_run = a.dry_run;
-    o.append = a.append;
-    o.force = a.force;
-    o.allow_gaps = a.allow_gaps;
-    o.registry_only = a.registry_only;
-    o.verify = a.verify.into();
+    o.accept_retention_loss = r.accept_retention_loss;
+    o.dry_run = r.dry_run;
+    o.append = r.append;
+    o.force = r.force;
+    o.allow_gaps = r.allow_gaps;
+    o.registry_only = r.registry_only;
+    o.verify = r.verify.map_or(PreflightCheck::Full, Into::into);
     o.cancel = cancel;
     o.progress = super::progress::bars_unless(a.json, super::progress::TotalBar::default());
     Ok(o)
-}
-
-/// `[TOPIC:]KEY=VALUE`: topic names cannot hold `:`.
-fn topic_config(c: &str) -> anyhow::Result<(Option<String>, String, String)> {
-    let (kv, topic) = match c.split_once(':') {
-        Some((t, kv)) if !t.contains('=') => (kv, Some(t.to_string())),
-        _ => (c, None),
-    };
-    let (k, v) = kv
-        .split_once('=')
-        .filter(|(k, _)| !k.trim().is_empty())
-        .ok_or_else(|| anyhow::anyhow!("--topic-config {c:?} is not [TOPIC:]KEY=VALUE"))?;
-    anyhow::ensure!(
-        topic.as_ref().is_none_or(|t| !t.is_empty()),
-        "--topic-config {c:?} names an empty topic"
-    );
-    Ok((topic, k.trim().to_string(), v.to_string()))
 }
 
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {

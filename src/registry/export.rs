@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::snapshot::RegistrySnapshot;
+use super::snapshot::{RegistrySnapshot, SubjectState};
 use crate::archive::{Archive, ArchiveError};
 
 #[derive(Debug, Error)]
@@ -106,69 +106,17 @@ pub fn export(
     snap: &RegistrySnapshot,
     dir: &Path,
 ) -> Result<ExportReport, ExportError> {
-    if dir.exists() {
-        let mut entries = std::fs::read_dir(dir).map_err(|source| ExportError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        if entries.next().is_some() {
-            return Err(ExportError::NotEmpty {
-                path: dir.to_path_buf(),
-            });
-        }
-    }
+    refuse_non_empty(dir)?;
     let subjects_dir = dir.join("subjects");
     std::fs::create_dir_all(&subjects_dir).map_err(|source| ExportError::Io {
         path: subjects_dir.clone(),
         source,
     })?;
     let mut files = 0;
+    // Schema ID → the subject versions that have it.
     let mut by_id: BTreeMap<u32, Vec<Value>> = BTreeMap::new();
     for s in &snap.subjects {
-        let sdir = subjects_dir.join(file_name(&s.subject));
-        std::fs::create_dir_all(&sdir).map_err(|source| ExportError::Io {
-            path: sdir.clone(),
-            source,
-        })?;
-        for v in &s.versions {
-            let id = crate::format::parse_hex(&v.schema).ok_or_else(|| ArchiveError::Missing {
-                path: a.path().to_path_buf(),
-                what: format!("a schema blob ID for {} v{}", s.subject, v.version),
-            })?;
-            let text = String::from_utf8_lossy(&a.read_content(&id)?).into_owned();
-            let mut rec = json!({
-                "subject": s.subject,
-                "version": v.version,
-                "id": v.id,
-                "schemaType": v.schema_type,
-                "schema": text,
-                "references": v.references,
-                "deleted": v.deleted,
-            });
-            if let Some(m) = &v.metadata {
-                rec["metadata"] = m.clone();
-            }
-            if let Some(r) = &v.rule_set {
-                rec["ruleSet"] = r.clone();
-            }
-            write(sdir.join(format!("v{}.json", v.version)), &rec)?;
-            files += 1;
-            by_id
-                .entry(v.id)
-                .or_default()
-                .push(json!({"subject": s.subject, "version": v.version}));
-        }
-        let meta = json!({
-            "subject": s.subject,
-            "deleted": s.deleted,
-            "compatibility": s.compatibility,
-            "config": s.own_config().map(|c| c.request()),
-            "mode": s.mode,
-            "versions": s.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
-            "deleted_versions": s.versions.iter().filter(|v| v.deleted).map(|v| v.version).collect::<Vec<_>>(),
-        });
-        write(sdir.join("_metadata.json"), &meta)?;
-        files += 1;
+        files += export_subject(a, s, &subjects_dir, &mut by_id)?;
     }
     write(
         dir.join("_global_config.json"),
@@ -207,6 +155,75 @@ pub fn export(
         versions,
         files,
     })
+}
+
+/// An export goes into a new or empty directory only: nothing is overwritten.
+fn refuse_non_empty(dir: &Path) -> Result<(), ExportError> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|source| ExportError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if entries.next().is_some() {
+            return Err(ExportError::NotEmpty {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One subject's directory: a file per version with its schema text, and `_metadata.json`.
+/// Returns the files written.
+fn export_subject(
+    a: &Archive,
+    s: &SubjectState,
+    subjects_dir: &Path,
+    by_id: &mut BTreeMap<u32, Vec<Value>>,
+) -> Result<usize, ExportError> {
+    let sdir = subjects_dir.join(file_name(&s.subject));
+    std::fs::create_dir_all(&sdir).map_err(|source| ExportError::Io {
+        path: sdir.clone(),
+        source,
+    })?;
+    for v in &s.versions {
+        let id = crate::format::parse_hex(&v.schema).ok_or_else(|| ArchiveError::Missing {
+            path: a.path().to_path_buf(),
+            what: format!("a schema blob ID for {} v{}", s.subject, v.version),
+        })?;
+        let text = String::from_utf8_lossy(&a.read_content(&id)?).into_owned();
+        let mut rec = json!({
+            "subject": s.subject,
+            "version": v.version,
+            "id": v.id,
+            "schemaType": v.schema_type,
+            "schema": text,
+            "references": v.references,
+            "deleted": v.deleted,
+        });
+        if let Some(m) = &v.metadata {
+            rec["metadata"] = m.clone();
+        }
+        if let Some(r) = &v.rule_set {
+            rec["ruleSet"] = r.clone();
+        }
+        write(sdir.join(format!("v{}.json", v.version)), &rec)?;
+        by_id
+            .entry(v.id)
+            .or_default()
+            .push(json!({"subject": s.subject, "version": v.version}));
+    }
+    let meta = json!({
+        "subject": s.subject,
+        "deleted": s.deleted,
+        "compatibility": s.compatibility,
+        "config": s.own_config().map(|c| c.request()),
+        "mode": s.mode,
+        "versions": s.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        "deleted_versions": s.versions.iter().filter(|v| v.deleted).map(|v| v.version).collect::<Vec<_>>(),
+    });
+    write(sdir.join("_metadata.json"), &meta)?;
+    Ok(s.versions.len() + 1)
 }
 
 #[cfg(test)]

@@ -369,17 +369,107 @@ async fn capture_one(
     context: Option<&str>,
 ) -> Result<Captured, RegistryError> {
     let mut requests = 0u64;
-    requests += 2;
-    let global_cfg: Option<ConfigReply> = client.get_opt("/config").await?;
-    let global_mode: Option<ModeReply> = client.get_opt("/mode").await?;
-    let global_cfg: Option<ConfigState> = global_cfg.map(ConfigState::from);
-    let global = GlobalState {
-        compatibility: global_cfg.as_ref().and_then(|c| c.compatibility.clone()),
-        mode: global_mode.and_then(|m| m.mode),
-        config: global_cfg,
-    };
+    let global = global_state(&client, &mut requests).await?;
+    let mut listed = listings(&client, &mut requests).await?;
+    let chosen = choose(&client, filter, context, &mut listed, &mut requests).await?;
+    let Listed {
+        all_subjects,
+        live_subjects,
+        mut entries,
+        mut live_versions,
+        bulk_listed,
+    } = listed;
+    entries.retain(|(s, _), _| chosen.selected.contains(s));
+    if !bulk_listed.is_empty() {
+        let listed: BTreeSet<String> = chosen
+            .selected
+            .intersection(&bulk_listed)
+            .cloned()
+            .collect();
+        requests += complete_bulk(&client, &listed, &mut entries, &mut live_versions).await?;
+    }
+    let overridden: Vec<String> = chosen
+        .selected
+        .iter()
+        .filter(|s| all_subjects.contains(s))
+        .cloned()
+        .collect();
+    requests += 2 * overridden.len() as u64;
+    let mut overrides = subject_overrides(&client, overridden).await?;
 
-    requests += 2;
+    let mut subjects: BTreeMap<String, SubjectState> = BTreeMap::new();
+    for s in &chosen.selected {
+        let (config, mode) = overrides.remove(s).unwrap_or_default();
+        subjects.insert(
+            s.clone(),
+            SubjectState {
+                subject: s.clone(),
+                deleted: !live_subjects.contains(s) && !chosen.config_only.contains(s),
+                compatibility: config.as_ref().and_then(|c| c.compatibility.clone()),
+                mode,
+                versions: Vec::new(),
+                config,
+            },
+        );
+    }
+    let texts = add_versions(&mut subjects, entries, &live_versions);
+    let subjects: Vec<SubjectState> = subjects.into_values().collect();
+    let order = restore_order(&nodes(&subjects));
+    Ok(Captured {
+        unmatched: chosen.unmatched,
+        snapshot: RegistrySnapshot {
+            kind: KIND.into(),
+            source: client.base_url().to_string(),
+            captured_at_ms,
+            global,
+            subjects,
+            restore_order: order.order,
+            order_complete: order.complete,
+            order_problems: order.problems,
+            pulled_in: chosen.pulled_in.into_iter().collect(),
+            context: context.map(str::to_string),
+            contexts: Vec::new(),
+            dek_registry: None,
+        },
+        texts,
+        requests,
+    })
+}
+
+/// The global (or the context's) configuration and mode.
+async fn global_state(
+    client: &RegistryClient,
+    requests: &mut u64,
+) -> Result<GlobalState, RegistryError> {
+    *requests += 2;
+    let config: Option<ConfigReply> = client.get_opt("/config").await?;
+    let mode: Option<ModeReply> = client.get_opt("/mode").await?;
+    let config: Option<ConfigState> = config.map(ConfigState::from);
+    Ok(GlobalState {
+        compatibility: config.as_ref().and_then(|c| c.compatibility.clone()),
+        mode: mode.and_then(|m| m.mode),
+        config,
+    })
+}
+
+/// What the registry lists: its subjects, and every version of every subject.
+struct Listed {
+    /// Soft-deleted ones too.
+    all_subjects: Vec<String>,
+    live_subjects: BTreeSet<String>,
+    entries: BTreeMap<(String, i32), SchemaEntry>,
+    live_versions: BTreeSet<(String, i32)>,
+    /// The subjects the bulk listing covered (the others were read subject by subject).
+    bulk_listed: BTreeSet<String>,
+}
+
+/// The subjects, and their versions: the bulk listing with and without deleted ones, falling
+/// back subject by subject for what it does not cover.
+async fn listings(
+    client: &Arc<RegistryClient>,
+    requests: &mut u64,
+) -> Result<Listed, RegistryError> {
+    *requests += 2;
     // A registry that lists other contexts' subjects here too, qualified (`:.ctx:subject`), has
     // them captured through their context's base path instead.
     let all_subjects: Vec<String> = client
@@ -393,16 +483,12 @@ async fn capture_one(
         .await?
         .into_iter()
         .collect();
-
-    // Versions: the bulk listing with and without deleted ones, falling back per subject.
     let mut entries: BTreeMap<(String, i32), SchemaEntry> = BTreeMap::new();
     let mut live_versions: BTreeSet<(String, i32)> = BTreeSet::new();
-    let mut per_subject: Vec<String> = Vec::new();
-    // The subjects the bulk listing covered (the others are read subject by subject).
     let mut bulk_listed: BTreeSet<String> = BTreeSet::new();
-    match (
-        bulk(&client, true, &mut requests).await?,
-        bulk(&client, false, &mut requests).await?,
+    let per_subject: BTreeSet<String> = match (
+        bulk(client, true, requests).await?,
+        bulk(client, false, requests).await?,
     ) {
         (Some(all), Some(live)) => {
             live_versions.extend(live.into_iter().map(|e| (e.subject, e.version)));
@@ -410,32 +496,58 @@ async fn capture_one(
                 entries.insert((e.subject.clone(), e.version), e);
             }
             bulk_listed = entries.keys().map(|(s, _)| s.clone()).collect();
-            let covered = &bulk_listed;
-            per_subject.extend(
-                all_subjects
-                    .iter()
-                    .filter(|s| !covered.contains(*s))
-                    .cloned(),
-            );
+            all_subjects
+                .iter()
+                .filter(|s| !bulk_listed.contains(*s))
+                .cloned()
+                .collect()
         }
-        _ => per_subject.extend(all_subjects.iter().cloned()),
-    }
-    let per_subject: BTreeSet<String> = per_subject.into_iter().collect();
-    requests += 2 * per_subject.len() as u64;
+        _ => all_subjects.iter().cloned().collect(),
+    };
+    *requests += 2 * per_subject.len() as u64;
     let mut wanted = Vec::new();
-    for (s, all, live) in version_lists(&client, &per_subject).await? {
+    for (s, all, live) in version_lists(client, &per_subject).await? {
         live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
         wanted.extend(all.into_iter().map(|v| (s.clone(), v)));
     }
-    requests += wanted.len() as u64;
-    entries.extend(fetch_versions(&client, wanted).await?);
+    *requests += wanted.len() as u64;
+    entries.extend(fetch_versions(client, wanted).await?);
+    Ok(Listed {
+        all_subjects,
+        live_subjects,
+        entries,
+        live_versions,
+        bulk_listed,
+    })
+}
 
-    // The selection, and what it references, transitively.
+/// What `--subjects` takes.
+struct Chosen {
+    /// Matched, or referenced by what is, transitively.
+    selected: BTreeSet<String>,
+    /// Subjects with a configuration or mode and no version, named literally.
+    config_only: Vec<String>,
+    /// Include patterns that matched nothing.
+    unmatched: Vec<String>,
+    /// Taken only because a selected subject references them.
+    pulled_in: BTreeSet<String>,
+}
+
+/// The selection, and what it references, transitively. Config-only subjects named literally
+/// join `listed.all_subjects`.
+async fn choose(
+    client: &RegistryClient,
+    filter: &SubjectFilter,
+    context: Option<&str>,
+    listed: &mut Listed,
+    requests: &mut u64,
+) -> Result<Chosen, RegistryError> {
     let (inc, exc) = filter.compile()?;
     let chosen = |s: &str| {
         let s = &qualify(context, s);
         (inc.is_empty() || inc.iter().any(|r| r.is_match(s))) && !exc.iter().any(|r| r.is_match(s))
     };
+    let all_subjects = &mut listed.all_subjects;
     let mut selected: BTreeSet<String> =
         all_subjects.iter().filter(|s| chosen(s)).cloned().collect();
     // A subject with a configuration or mode and no version (an alias: `{"alias": "orders"}`)
@@ -443,7 +555,7 @@ async fn capture_one(
     let mut config_only = Vec::new();
     for p in filter.include.iter().filter(|_| context.is_none()) {
         if regex::escape(p) == *p && !all_subjects.contains(p) && chosen(p) {
-            requests += 2;
+            *requests += 2;
             let cfg: Option<ConfigReply> = client
                 .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(p)))
                 .await?;
@@ -455,10 +567,7 @@ async fn capture_one(
             }
         }
     }
-    let all_subjects: Vec<String> = all_subjects
-        .into_iter()
-        .chain(config_only.iter().cloned())
-        .collect();
+    all_subjects.extend(config_only.iter().cloned());
     selected.extend(config_only.iter().cloned());
     let unmatched: Vec<String> = filter
         .include
@@ -471,10 +580,10 @@ async fn capture_one(
         })
         .map(|(p, _)| p.clone())
         .collect();
-
     let mut pulled_in: BTreeSet<String> = BTreeSet::new();
     loop {
-        let refs: BTreeSet<String> = entries
+        let refs: BTreeSet<String> = listed
+            .entries
             .values()
             .filter(|e| selected.contains(&e.subject))
             .flat_map(|e| e.references.iter().map(|r| r.subject.clone()))
@@ -483,58 +592,46 @@ async fn capture_one(
         if refs.is_empty() {
             break;
         }
-        for s in refs {
-            pulled_in.insert(s.clone());
-            selected.insert(s);
+        pulled_in.extend(refs.iter().cloned());
+        selected.extend(refs);
+    }
+    Ok(Chosen {
+        selected,
+        config_only,
+        unmatched,
+        pulled_in,
+    })
+}
+
+/// Each subject's own configuration and mode, concurrently (the client bounds concurrency and
+/// rate).
+async fn subject_overrides(
+    client: &Arc<RegistryClient>,
+    subjects: Vec<String>,
+) -> Result<BTreeMap<String, (Option<ConfigState>, Option<String>)>, RegistryError> {
+    let got = each(subjects, |s| {
+        let c = client.clone();
+        async move {
+            let cfg: Option<ConfigReply> = c
+                .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(&s)))
+                .await?;
+            let mode: Option<ModeReply> = c
+                .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
+                .await?;
+            Ok((s, (cfg.map(ConfigState::from), mode.and_then(|m| m.mode))))
         }
-    }
+    })
+    .await?;
+    Ok(got.into_iter().collect())
+}
 
-    entries.retain(|(s, _), _| selected.contains(s));
-    if !bulk_listed.is_empty() {
-        let listed: BTreeSet<String> = selected.intersection(&bulk_listed).cloned().collect();
-        requests += complete_bulk(&client, &listed, &mut entries, &mut live_versions).await?;
-    }
-
-    // Per-subject overrides, concurrently (the client bounds concurrency and rate).
-    let overridden: Vec<String> = selected
-        .iter()
-        .filter(|s| all_subjects.contains(s))
-        .cloned()
-        .collect();
-    requests += 2 * overridden.len() as u64;
-    let mut subject_overrides: BTreeMap<String, (Option<ConfigState>, Option<String>)> =
-        each(overridden, |s| {
-            let c = client.clone();
-            async move {
-                let cfg: Option<ConfigReply> = c
-                    .get_opt(&format!("/config/{}?defaultToGlobal=false", enc(&s)))
-                    .await?;
-                let mode: Option<ModeReply> = c
-                    .get_opt(&format!("/mode/{}?defaultToGlobal=false", enc(&s)))
-                    .await?;
-                Ok((s, (cfg.map(ConfigState::from), mode.and_then(|m| m.mode))))
-            }
-        })
-        .await?
-        .into_iter()
-        .collect();
-
+/// Puts each listed version into its subject; returns the schema texts by content ID.
+fn add_versions(
+    subjects: &mut BTreeMap<String, SubjectState>,
+    entries: BTreeMap<(String, i32), SchemaEntry>,
+    live_versions: &BTreeSet<(String, i32)>,
+) -> BTreeMap<[u8; 32], String> {
     let mut texts = BTreeMap::new();
-    let mut subjects: BTreeMap<String, SubjectState> = BTreeMap::new();
-    for s in &selected {
-        let (config, mode) = subject_overrides.remove(s).unwrap_or_default();
-        subjects.insert(
-            s.clone(),
-            SubjectState {
-                subject: s.clone(),
-                deleted: !live_subjects.contains(s) && !config_only.contains(s),
-                compatibility: config.as_ref().and_then(|c| c.compatibility.clone()),
-                mode,
-                versions: Vec::new(),
-                config,
-            },
-        );
-    }
     for ((s, v), e) in entries {
         let Some(st) = subjects.get_mut(&s) else {
             continue;
@@ -553,8 +650,12 @@ async fn capture_one(
             guid: e.guid,
         });
     }
-    let subjects: Vec<SubjectState> = subjects.into_values().collect();
-    let nodes: Vec<Node> = subjects
+    texts
+}
+
+/// The reference graph of every captured version, for the restore order.
+fn nodes(subjects: &[SubjectState]) -> Vec<Node> {
+    subjects
         .iter()
         .flat_map(|s| {
             s.versions.iter().map(move |v| Node {
@@ -573,27 +674,7 @@ async fn capture_one(
                     .collect(),
             })
         })
-        .collect();
-    let order = restore_order(&nodes);
-    Ok(Captured {
-        unmatched,
-        snapshot: RegistrySnapshot {
-            kind: KIND.into(),
-            source: client.base_url().to_string(),
-            captured_at_ms,
-            global,
-            subjects,
-            restore_order: order.order,
-            order_complete: order.complete,
-            order_problems: order.problems,
-            pulled_in: pulled_in.into_iter().collect(),
-            context: context.map(str::to_string),
-            contexts: Vec::new(),
-            dek_registry: None,
-        },
-        texts,
-        requests,
-    })
+        .collect()
 }
 
 /// Writes a captured snapshot into an archive: each schema text once as a blob, the schemas

@@ -109,6 +109,40 @@ pub enum PreflightCheck {
     Quick,
 }
 
+/// A config for the topics a restore creates (`--topic-config [TOPIC:]KEY=VALUE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The target topic it is for; `None`: every topic the restore creates.
+    pub topic: Option<String>,
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for TopicConfig {
+    type Err = RestoreError;
+
+    /// `[TOPIC:]KEY=VALUE`: topic names cannot hold `:`.
+    fn from_str(c: &str) -> Result<TopicConfig, RestoreError> {
+        let bad = |why: &str| RestoreError::Invalid(format!("--topic-config {c:?} {why}"));
+        let (kv, topic) = match c.split_once(':') {
+            Some((t, kv)) if !t.contains('=') => (kv, Some(t.to_string())),
+            _ => (c, None),
+        };
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| bad("is not [TOPIC:]KEY=VALUE"))?;
+        if topic.as_ref().is_some_and(String::is_empty) {
+            return Err(bad("names an empty topic"));
+        }
+        Ok(TopicConfig {
+            topic,
+            key: k.trim().to_string(),
+            value: v.to_string(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub archive: PathBuf,
@@ -145,7 +179,7 @@ pub struct RestoreOptions {
     pub verify: PreflightCheck,
     /// Configs for the topics the restore creates (`--topic-config [TOPIC:]KEY=VALUE`): for the
     /// target topic named, or (`None`) for every one; over the archived configs.
-    pub topic_configs: Vec<(Option<String>, String, String)>,
+    pub topic_configs: Vec<TopicConfig>,
     /// Restore even where the target's retention would delete restored records soon after.
     pub accept_retention_loss: bool,
     /// The codec of the restore's producer batches; `None`: each archived topic's
@@ -163,6 +197,34 @@ pub struct RestoreOptions {
 }
 
 impl RestoreOptions {
+    /// Every numeric option within what works, every name well formed; the error names the
+    /// flag.
+    pub fn check(&self) -> Result<(), RestoreError> {
+        let bad = |why: String| Err(RestoreError::Invalid(why));
+        if self.concurrency < 1 {
+            return bad("--concurrency must be at least 1".into());
+        }
+        if !(1 << 20..=1 << 30).contains(&self.transaction_bytes) {
+            return bad("--transaction-size must be 1 to 1024 (MiB)".into());
+        }
+        if let Some((s, d)) = self.map.iter().find(|(s, d)| s.is_empty() || d.is_empty()) {
+            return bad(format!(
+                "--map {s:?}={d:?} needs both a source and a target name"
+            ));
+        }
+        let context = |c: &String| c.starts_with('.') && c.len() > 1;
+        if let Some((s, d)) = self
+            .context_map
+            .iter()
+            .find(|(s, d)| !context(s) || !context(d))
+        {
+            return bad(format!(
+                "--context-map {s}={d} is not SRC=DST with context names such as .staging"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(archive: impl Into<PathBuf>, kafka: KafkaConnection) -> Self {
         RestoreOptions {
             archive: archive.into(),
@@ -300,130 +362,186 @@ fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError>
 }
 
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    let started = Instant::now();
-    let archive = open_verified(&opts.archive)?;
-    let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
-    let with_kafka = wants_kafka(opts, &archive, snap.is_some())?;
-    let state_path = state_path(opts, &archive);
-    let prior_state = if state_path.exists() {
-        Some(State::open(&state_path, &fingerprint(opts, &archive))?)
-    } else {
-        None
-    };
-    // Pre-flight, before any write: the Kafka side first (read-only), then the schemas, whose
-    // last check (IMPORT mode, with kept IDs) is tried and put back.
-    let kafka = if with_kafka {
-        Some(KafkaPlan::prepare(opts, &archive)?)
-    } else {
-        None
-    };
-    tracing::debug!(elapsed = ?started.elapsed(), "Kafka side planned, chunks checked");
-    let schemas: Vec<ContextPlan<'_>> = match (&opts.registry, &snap) {
-        (Some(r), Some(s)) => plan_contexts(opts, r, &archive, s, prior_state.as_ref())?,
-        (Some(_), None) => {
-            return Err(RestoreError::Invalid(
-                "--registry was given but the archive holds no Schema Registry snapshot".into(),
-            ));
-        }
-        (None, _) => Vec::new(),
-    };
-    tracing::debug!(elapsed = ?started.elapsed(), "pre-flight done");
-    let plan = RestorePlan {
-        archive: opts.archive.clone(),
-        root_hash: hex(&archive.root()),
-        schema_ids: opts.schema_ids,
-        schemas: schemas.iter().flat_map(ContextPlan::actions).collect(),
-        registry_global: schemas.first().map(|c| c.plan.global.clone()),
-        dek_registry: schemas.first().and_then(|c| c.plan.deks.clone()),
-        topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
-        groups: kafka
-            .iter()
-            .flat_map(|k| k.groups.iter().map(|g| g.group.clone()))
-            .collect(),
-        state_file: state_path.clone(),
-        progress_group: kafka.as_ref().map(|k| k.progress_group().to_string()),
-        warnings: kafka
-            .iter()
-            .flat_map(|k| k.warnings.clone())
-            .chain(schemas.iter().filter_map(ContextPlan::global_warning))
-            .collect(),
-    };
+    let planned = PlannedRestore::build(opts)?;
     if opts.dry_run {
-        return Ok(RestoreReport::planned(plan, started));
+        return Ok(planned.report());
+    }
+    planned.execute(opts)
+}
+
+/// A restore checked and planned, nothing written yet: the archive (quick-verified, and with
+/// `--verify full` every chunk to restore checked), the target cluster and registries read, every
+/// refusal found. [`PlannedRestore::execute`] then writes.
+pub struct PlannedRestore {
+    /// What will be done, as reported.
+    pub plan: RestorePlan,
+    started: Instant,
+    archive: Archive,
+    /// The schema IDs of the archive's default context: records naming another one are counted
+    /// as naming an unknown ID.
+    known_ids: Vec<u32>,
+    kafka: Option<KafkaPlan>,
+    contexts: Vec<ContextPlan>,
+    prior_state: Option<State>,
+}
+
+impl PlannedRestore {
+    /// Every check before any write: the Kafka side first (read-only), then the schemas, whose
+    /// last check (IMPORT mode, with kept IDs) is tried and put back.
+    pub fn build(opts: &RestoreOptions) -> Result<PlannedRestore, RestoreError> {
+        let started = Instant::now();
+        opts.check()?;
+        let archive = open_verified(&opts.archive)?;
+        let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
+        let with_kafka = wants_kafka(opts, &archive, snap.is_some())?;
+        let state_file = state_path(opts, &archive);
+        let prior_state = if state_file.exists() {
+            Some(State::open(&state_file, &fingerprint(opts, &archive))?)
+        } else {
+            None
+        };
+        let kafka = if with_kafka {
+            Some(KafkaPlan::prepare(opts, &archive)?)
+        } else {
+            None
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "Kafka side planned, chunks checked");
+        // The default context's IDs: those records name.
+        let known_ids = snap
+            .iter()
+            .flat_map(|s| &s.subjects)
+            .flat_map(|s| s.versions.iter().map(|v| v.id))
+            .collect();
+        let contexts = match (&opts.registry, snap) {
+            (Some(r), Some(s)) => plan_contexts(opts, r, &archive, s, prior_state.as_ref())?,
+            (Some(_), None) => {
+                return Err(RestoreError::Invalid(
+                    "--registry was given but the archive holds no Schema Registry snapshot".into(),
+                ));
+            }
+            (None, _) => Vec::new(),
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "pre-flight done");
+        let plan = RestorePlan {
+            archive: opts.archive.clone(),
+            root_hash: hex(&archive.root()),
+            schema_ids: opts.schema_ids,
+            schemas: contexts.iter().flat_map(ContextPlan::actions).collect(),
+            registry_global: contexts.first().map(|c| c.plan.global.clone()),
+            dek_registry: contexts.first().and_then(|c| c.plan.deks.clone()),
+            topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
+            groups: kafka
+                .iter()
+                .flat_map(|k| k.groups.iter().map(|g| g.group.clone()))
+                .collect(),
+            state_file,
+            progress_group: kafka.as_ref().map(|k| k.progress_group().to_string()),
+            warnings: kafka
+                .iter()
+                .flat_map(|k| k.warnings.clone())
+                .chain(contexts.iter().filter_map(ContextPlan::global_warning))
+                .collect(),
+        };
+        Ok(PlannedRestore {
+            known_ids,
+            plan,
+            started,
+            archive,
+            kafka,
+            contexts,
+            prior_state,
+        })
     }
 
-    // From here on, writes. Topics first: with them in place, a transaction like the records'
-    // is tried (and aborted) before any schema is registered.
-    let state = match prior_state {
-        Some(s) => s,
-        None => State::open(&state_path, &fingerprint(opts, &archive))?,
-    };
-    if let Some(k) = &kafka {
-        k.create_topics_and_probe(opts)?;
-    }
-    let (mut taken, mut schema_problems) = (Vec::new(), Vec::new());
-    for c in &schemas {
-        let (t, p) = c.run(opts, &state)?;
-        taken.extend(t);
-        schema_problems.extend(p);
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), "topics and schemas restored");
-    let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
-    let known = snap.iter().flat_map(|s| {
-        s.subjects
-            .iter()
-            .flat_map(|st| st.versions.iter().map(|v| v.id))
-    });
-    let ids = IdMap::new(id_map.clone(), known);
-    let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
-    let outcome = match kafka {
-        Some(k) => {
-            let o = k.run(opts, &archive, &ids, rewrite)?;
-            k.close();
-            o
+    /// What a dry run reports: the plan, nothing done.
+    pub fn report(self) -> RestoreReport {
+        RestoreReport {
+            schemas: self.plan.schemas.clone(),
+            schema_problems: Vec::new(),
+            unresolved_guids: Vec::new(),
+            plan: self.plan,
+            dry_run: true,
+            id_map: BTreeMap::new(),
+            partitions: Vec::new(),
+            groups: Vec::new(),
+            records_written: 0,
+            seconds: self.started.elapsed().as_secs_f64(),
+            records_seconds: 0.0,
+            ok: true,
         }
-        None => KafkaOutcome::default(),
-    };
-    tracing::debug!(elapsed = ?started.elapsed(), "records and consumer groups done");
-    let guids: std::collections::BTreeSet<[u8; 16]> = outcome
-        .partitions
-        .iter()
-        .flat_map(|o| o.guids.iter().copied())
-        .collect();
-    let unresolved_guids = match schemas.first() {
-        Some(c) if !guids.is_empty() => c.plan.unresolved_guids(&guids)?,
-        _ => Vec::new(),
-    };
-    let ok = unresolved_guids.is_empty()
-        && outcome.partitions.iter().all(|o| o.error.is_none())
-        && outcome.groups.iter().all(|g| !g.failed)
-        && schema_problems.is_empty();
-    Ok(RestoreReport {
-        plan,
-        dry_run: false,
-        schemas: taken,
-        schema_problems,
-        unresolved_guids,
-        id_map,
-        ok,
-        records_written: outcome.partitions.iter().map(|o| o.written).sum(),
-        partitions: outcome.partitions,
-        groups: outcome.groups,
-        seconds: started.elapsed().as_secs_f64(),
-        records_seconds: outcome.records_seconds,
-    })
+    }
+
+    /// Writes what the plan says. Topics first: with them in place, a transaction like the
+    /// records' is tried (and aborted) before any schema is registered; then schemas, records and
+    /// consumer-group offsets.
+    pub fn execute(self, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+        let started = self.started;
+        let state = match self.prior_state {
+            Some(s) => s,
+            None => State::open(&self.plan.state_file, &fingerprint(opts, &self.archive))?,
+        };
+        if let Some(k) = &self.kafka {
+            k.create_topics_and_probe(opts)?;
+        }
+        let (mut taken, mut schema_problems) = (Vec::new(), Vec::new());
+        for c in &self.contexts {
+            let (t, p) = c.run(opts, &state)?;
+            taken.extend(t);
+            schema_problems.extend(p);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "topics and schemas restored");
+        let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
+        let ids = IdMap::new(id_map.clone(), self.known_ids);
+        let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
+        let outcome = match self.kafka {
+            Some(k) => {
+                let o = k.run(opts, &self.archive, &ids, rewrite)?;
+                k.close();
+                o
+            }
+            None => KafkaOutcome::default(),
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "records and consumer groups done");
+        let guids: std::collections::BTreeSet<[u8; 16]> = outcome
+            .partitions
+            .iter()
+            .flat_map(|o| o.guids.iter().copied())
+            .collect();
+        let unresolved_guids = match self.contexts.first() {
+            Some(c) if !guids.is_empty() => c.plan.unresolved_guids(&guids)?,
+            _ => Vec::new(),
+        };
+        let ok = unresolved_guids.is_empty()
+            && outcome.partitions.iter().all(|o| o.error.is_none())
+            && outcome.groups.iter().all(|g| !g.failed)
+            && schema_problems.is_empty();
+        Ok(RestoreReport {
+            plan: self.plan,
+            dry_run: false,
+            schemas: taken,
+            schema_problems,
+            unresolved_guids,
+            id_map,
+            ok,
+            records_written: outcome.partitions.iter().map(|o| o.written).sum(),
+            partitions: outcome.partitions,
+            groups: outcome.groups,
+            seconds: started.elapsed().as_secs_f64(),
+            records_seconds: outcome.records_seconds,
+        })
+    }
 }
 
 /// The schema side of one registry context: the default context's, then each other one's,
 /// restored into the same context or the one `--context-map` names.
-struct ContextPlan<'a> {
+struct ContextPlan {
     /// The target context (`None`: the default one).
     target: Option<String>,
-    snap: &'a RegistrySnapshot,
+    snap: RegistrySnapshot,
     plan: SchemaPlan,
 }
 
-impl ContextPlan<'_> {
+impl ContextPlan {
     fn qualified(&self, subject: &str) -> String {
         crate::registry::snapshot::qualify(self.target.as_deref(), subject)
     }
@@ -450,7 +568,7 @@ impl ContextPlan<'_> {
         state: &State,
     ) -> Result<(Vec<SchemaAction>, Vec<String>), RestoreError> {
         let scoped = state::Scoped::new(state, self.target.as_deref());
-        let (mut taken, problems) = self.plan.run(opts, self.snap, &scoped)?;
+        let (mut taken, problems) = self.plan.run(opts, &self.snap, &scoped)?;
         for x in &mut taken {
             x.subject = self.qualified(&x.subject);
         }
@@ -466,13 +584,13 @@ impl ContextPlan<'_> {
 }
 
 /// Every context's schema plan, each checked before anything is written.
-fn plan_contexts<'a>(
+fn plan_contexts(
     opts: &RestoreOptions,
     settings: &RegistrySettings,
     archive: &Archive,
-    snap: &'a RegistrySnapshot,
+    mut snap: RegistrySnapshot,
     prior: Option<&State>,
-) -> Result<Vec<ContextPlan<'a>>, RestoreError> {
+) -> Result<Vec<ContextPlan>, RestoreError> {
     for src in opts.context_map.keys() {
         if !snap
             .contexts
@@ -485,7 +603,8 @@ fn plan_contexts<'a>(
         }
     }
     let mut out = Vec::new();
-    for s in std::iter::once(snap).chain(&snap.contexts) {
+    let others = std::mem::take(&mut snap.contexts);
+    for s in std::iter::once(snap).chain(others) {
         let target = s
             .context
             .as_ref()
@@ -505,7 +624,7 @@ fn plan_contexts<'a>(
                 .collect(),
             None => BTreeMap::new(),
         };
-        let plan = SchemaPlan::prepare(opts, &settings, archive, s, &done)?;
+        let plan = SchemaPlan::prepare(opts, &settings, archive, &s, &done)?;
         out.push(ContextPlan {
             target,
             snap: s,
@@ -580,26 +699,6 @@ fn state_path(opts: &RestoreOptions, archive: &Archive) -> PathBuf {
     }
 }
 
-impl RestoreReport {
-    /// What a dry run reports: the plan, nothing done.
-    fn planned(plan: RestorePlan, started: Instant) -> RestoreReport {
-        RestoreReport {
-            schemas: plan.schemas.clone(),
-            schema_problems: Vec::new(),
-            unresolved_guids: Vec::new(),
-            plan,
-            dry_run: true,
-            id_map: BTreeMap::new(),
-            partitions: Vec::new(),
-            groups: Vec::new(),
-            records_written: 0,
-            seconds: started.elapsed().as_secs_f64(),
-            records_seconds: 0.0,
-            ok: true,
-        }
-    }
-}
-
 /// What makes two runs "the same restore": archive, target and the options that change what is
 /// written.
 fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
@@ -631,4 +730,56 @@ fn block<T>(
         .build()
         .expect("a tokio runtime")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopicConfig;
+
+    #[test]
+    fn topic_configs_parse_with_and_without_a_topic() {
+        let c = |t: Option<&str>, k: &str, v: &str| TopicConfig {
+            topic: t.map(str::to_string),
+            key: k.into(),
+            value: v.into(),
+        };
+        let p = |s: &str| s.parse::<TopicConfig>().map_err(|e| e.to_string());
+        assert_eq!(p("retention.ms=-1"), Ok(c(None, "retention.ms", "-1")));
+        assert_eq!(
+            p("orders:cleanup.policy=compact"),
+            Ok(c(Some("orders"), "cleanup.policy", "compact"))
+        );
+        // A value may hold ':' and '='.
+        assert_eq!(p("k=a:b=c"), Ok(c(None, "k", "a:b=c")));
+        assert_eq!(p(" k =v"), Ok(c(None, "k", "v")));
+        for bad in ["novalue", "=v", "t:=v", ":k=v"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert!(p(":k=v").unwrap_err().contains("empty topic"));
+    }
+
+    #[test]
+    fn a_library_caller_gets_the_flags_checks() {
+        let ok = super::RestoreOptions::new("a.kar", crate::kafka::KafkaConnection::default());
+        assert!(ok.check().is_ok());
+        let err = |f: &dyn Fn(&mut super::RestoreOptions)| {
+            let mut o = ok.clone();
+            f(&mut o);
+            o.check().unwrap_err().to_string()
+        };
+        assert!(err(&|o| o.concurrency = 0).contains("--concurrency"));
+        assert!(err(&|o| o.transaction_bytes = 1 << 31).contains("--transaction-size"));
+        assert!(
+            err(&|o| {
+                o.map.insert("a".into(), String::new());
+            })
+            .contains("--map")
+        );
+        assert!(
+            err(&|o| {
+                o.context_map.insert("staging".into(), ".b".into());
+            })
+            .contains("--context-map")
+        );
+    }
 }

@@ -476,36 +476,9 @@ impl SchemaRestore<'_> {
             if versions.contains_key(&key) {
                 continue;
             }
-            if !prepared.contains(subject) {
-                prepared.insert(subject.to_string());
-                let has = self.subject_has_versions(subject).await?;
-                if has && self.policy == SchemaPolicy::SkipExisting {
-                    skipped.insert(subject.to_string());
-                }
-                if has && self.policy == SchemaPolicy::Overwrite {
-                    self.client
-                        .request::<Value>(
-                            Method::DELETE,
-                            &format!("/subjects/{}", enc(subject)),
-                            None,
-                        )
-                        .await?;
-                    self.client
-                        .request::<Value>(
-                            Method::DELETE,
-                            &format!("/subjects/{}?permanent=true", enc(subject)),
-                            None,
-                        )
-                        .await?;
-                }
-                if !skipped.contains(subject) {
-                    self.archived_compatibility(subject, state).await?;
-                }
-                if self.ids == SchemaIds::Keep && !skipped.contains(subject) {
-                    let own = self.own_mode(subject).await?;
-                    state.remember_before("mode", subject, own.as_deref())?;
-                    self.import_mode(subject).await?;
-                }
+            if prepared.insert(subject.to_string()) && !self.prepare_subject(subject, state).await?
+            {
+                skipped.insert(subject.to_string());
             }
             let body = self.body(v, &versions);
             let found = if self.policy == SchemaPolicy::Overwrite && !skipped.contains(subject) {
@@ -524,38 +497,9 @@ impl SchemaRestore<'_> {
                     target_id: None,
                 });
                 continue;
-            } else if self.ids == SchemaIds::Keep {
-                let mut b = body.clone();
-                b["id"] = json!(v.id);
-                b["version"] = json!(v.version);
-                let Registered { id } = self
-                    .client
-                    .request(
-                        Method::POST,
-                        &format!("/subjects/{}/versions", enc(subject)),
-                        Some(&b),
-                    )
-                    .await?;
-                if id != v.id {
-                    return Err(RestoreError::Refused(format!(
-                        "{subject} v{} was registered with ID {id}, not its original {}",
-                        v.version, v.id
-                    )));
-                }
-                (VersionAction::Register, id, v.version)
             } else {
-                let Registered { id } = self
-                    .client
-                    .request(
-                        Method::POST,
-                        &format!("/subjects/{}/versions", enc(subject)),
-                        Some(&body),
-                    )
-                    .await?;
-                let l = self.lookup(subject, &body).await?.ok_or_else(|| {
-                    RestoreError::Refused(format!("{subject} v{} was registered (ID {id}) but the registry cannot find it again", v.version))
-                })?;
-                (VersionAction::Register, id, l.version)
+                let (id, version) = self.register(subject, v, body).await?;
+                (VersionAction::Register, id, version)
             };
             state.schema_done(subject, v.version, target_version, v.id, target_id)?;
             versions.insert(key, target_version);
@@ -573,6 +517,73 @@ impl SchemaRestore<'_> {
         }
         let problems = self.members_kept(&versions, &skipped).await?;
         Ok((actions, problems))
+    }
+
+    /// Before a subject's first version: with `--schemas overwrite`, its versions on the target
+    /// go; its archived compatibility is set; with kept IDs, it goes into IMPORT mode (its own
+    /// mode remembered, to put back). False: `--schemas skip-existing` leaves it alone.
+    async fn prepare_subject(
+        &self,
+        subject: &str,
+        state: &Scoped<'_>,
+    ) -> Result<bool, RestoreError> {
+        let has = self.subject_has_versions(subject).await?;
+        if has && self.policy == SchemaPolicy::SkipExisting {
+            return Ok(false);
+        }
+        if has && self.policy == SchemaPolicy::Overwrite {
+            for path in [
+                format!("/subjects/{}", enc(subject)),
+                format!("/subjects/{}?permanent=true", enc(subject)),
+            ] {
+                self.client
+                    .request::<Value>(Method::DELETE, &path, None)
+                    .await?;
+            }
+        }
+        self.archived_compatibility(subject, state).await?;
+        if self.ids == SchemaIds::Keep {
+            let own = self.own_mode(subject).await?;
+            state.remember_before("mode", subject, own.as_deref())?;
+            self.import_mode(subject).await?;
+        }
+        Ok(true)
+    }
+
+    /// Registers one archived version: under its original ID and version with kept IDs
+    /// (refused if the registry gives another), else as the target assigns. Returns the target's
+    /// ID and version.
+    async fn register(
+        &self,
+        subject: &str,
+        v: &VersionState,
+        mut body: Value,
+    ) -> Result<(u32, i32), RestoreError> {
+        let path = format!("/subjects/{}/versions", enc(subject));
+        if self.ids == SchemaIds::Keep {
+            body["id"] = json!(v.id);
+            body["version"] = json!(v.version);
+        }
+        let Registered { id } = self
+            .client
+            .request(Method::POST, &path, Some(&body))
+            .await?;
+        if self.ids == SchemaIds::Keep {
+            if id != v.id {
+                return Err(RestoreError::Refused(format!(
+                    "{subject} v{} was registered with ID {id}, not its original {}",
+                    v.version, v.id
+                )));
+            }
+            return Ok((id, v.version));
+        }
+        let l = self.lookup(subject, &body).await?.ok_or_else(|| {
+            RestoreError::Refused(format!(
+                "{subject} v{} was registered (ID {id}) but the registry cannot find it again",
+                v.version
+            ))
+        })?;
+        Ok((id, l.version))
     }
 
     /// Whether `GET /schemas/guids/{guid}` finds a schema on the target.

@@ -206,7 +206,12 @@ fn given_configs(
         .map(|t| t.configs.clone())
         .unwrap_or_default();
     for only_this in [false, true] {
-        for (topic, k, v) in &opts.topic_configs {
+        for super::TopicConfig {
+            topic,
+            key: k,
+            value: v,
+        } in &opts.topic_configs
+        {
             if topic.is_some() == only_this && topic.as_ref().is_none_or(|t| *t == tp.target) {
                 c.insert(k.clone(), v.clone());
             }
@@ -227,7 +232,10 @@ fn check_kept(
     topics: &mut [TopicPlan],
     jobs: &[PartitionJob],
 ) -> Result<(), RestoreError> {
-    for (t, k, _) in &opts.topic_configs {
+    for super::TopicConfig {
+        topic: t, key: k, ..
+    } in &opts.topic_configs
+    {
         if let Some(t) = t
             && !topics
                 .iter()
