@@ -231,7 +231,8 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
         })?;
     }
     let conn = kar::kafka::KafkaConnection::plaintext(bootstrap);
-    kar::kafka::sink::Target::connect(&conn)?.create_topic(
+    let rt = kar::runtime::Runtime::new()?;
+    kar::kafka::sink::Target::connect(&conn, rt.context())?.create_topic(
         target,
         parts.len() as i32,
         1,

@@ -16,3 +16,4 @@ pub mod progress;
 pub mod registry;
 #[cfg(feature = "kafka")]
 pub mod restore;
+pub mod runtime;

@@ -224,7 +224,7 @@ async fn backup_captures_every_record_config_and_group_offset() {
     let out = dir.path().join("b.kar");
     let mut o = options(&out, &format!("{prefix}-.*"));
     o.groups = Some(format!("{prefix}-g.*"));
-    let report = tokio::task::spawn_blocking(move || backup(&o))
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -373,7 +373,7 @@ async fn a_compacted_topic_keeps_its_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.kar");
     let o = options(&out, &topic);
-    let report = tokio::task::spawn_blocking(move || backup(&o))
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -444,7 +444,7 @@ async fn the_snapshot_ignores_records_produced_after_it_started() {
     let mut o = options(&out, &topic);
     o.writer.chunk_target_bytes = 4096;
     o.concurrency = 1;
-    let report = tokio::task::spawn_blocking(move || backup(&o))
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -488,10 +488,13 @@ async fn the_snapshot_ignores_records_produced_after_it_started() {
 fn kill_when_file_reaches(child: &mut std::process::Child, out: &std::path::Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::metadata(out).map_or(0, |m| m.len()) < bytes {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "backup finished before it could be killed"
-        );
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("backup finished ({status}) before it could be killed: {err}");
+        }
         assert!(
             Instant::now() < deadline,
             "backup did not write {bytes} bytes in 60 s"
@@ -529,6 +532,7 @@ async fn a_killed_backup_is_repaired_without_losing_a_complete_chunk() {
         .arg("--out")
         .arg(&out)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     kill_when_file_reaches(&mut child, &out, 12_000);
@@ -586,6 +590,7 @@ async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_com
         .args(["--topics", &topic, "--out"])
         .arg(&out)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Both partitions start together; partition 1's one chunk is long written once partition 0
@@ -623,7 +628,7 @@ async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_com
     );
     o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
     o.state_dir = Some(dir.path().to_path_buf());
-    let report = tokio::task::spawn_blocking(move || kar::restore::restore(&o))
+    let report = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -695,7 +700,7 @@ fn an_unreachable_broker_fails_clearly_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.kar");
     let o = BackupOptions::new(KafkaConnection::plaintext("127.0.0.1:1"), &out);
-    let err = backup(&o).unwrap_err().to_string();
+    let err = backup(common::runtime(), &o).unwrap_err().to_string();
     assert!(
         err.contains("127.0.0.1:1") && err.contains("cannot reach Kafka"),
         "{err}"
@@ -839,7 +844,7 @@ async fn backup_through_sasl_plain_and_scram_over_tls_and_through_mutual_tls() {
         let out = dir.path().join(format!("{name}.kar"));
         let mut o = options(&out, &topic);
         o.kafka = conn;
-        let report = tokio::task::spawn_blocking(move || backup(&o))
+        let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -863,7 +868,7 @@ async fn backup_through_sasl_plain_and_scram_over_tls_and_through_mutual_tls() {
         sasl_password: Some(Secret::new("not-the-password-xyz")),
         ..sasl
     };
-    let err = tokio::task::spawn_blocking(move || backup(&o))
+    let err = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -931,7 +936,7 @@ async fn a_topic_deleted_mid_backup_is_reported_and_the_archive_is_partial() {
     // A small prefetch, so the deleted topic's records are not all in memory already.
     o.fetch_buffer_bytes = 128 * 1024;
     let outp = out.clone();
-    let running = tokio::task::spawn_blocking(move || backup(&o));
+    let running = tokio::task::spawn_blocking(move || backup(common::runtime(), &o));
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::metadata(&outp).map_or(0, |m| m.len()) < 20_000 {
         assert!(
@@ -1070,7 +1075,7 @@ async fn a_broker_lost_mid_backup_is_ridden_out_or_reported() {
         o.compression_threads = 1;
         o.fetch_buffer_bytes = 64 * 1024;
         o.stall_timeout = Duration::from_secs(stall);
-        let handle = tokio::task::spawn_blocking(move || backup(&o));
+        let handle = tokio::task::spawn_blocking(move || backup(common::runtime(), &o));
         (out, handle)
     };
     let started = |out: &std::path::Path| {
@@ -1176,7 +1181,7 @@ async fn every_one_of_many_consumer_groups_is_captured_exactly() {
     let out = dir.path().join("g.kar");
     let mut o = options(&out, &topic);
     o.groups = Some(format!("{p}-.*"));
-    let report = tokio::task::spawn_blocking(move || backup(&o))
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -1232,7 +1237,7 @@ async fn a_full_disk_leaves_a_repairable_file_and_says_how_and_a_full_repair_lea
     o.topics = vec![topic.clone()];
     o.compression = kar::backup::CompressionMode::None;
     o.writer.chunk_target_bytes = 64 * 1024;
-    let err = tokio::task::spawn_blocking(move || backup(&o))
+    let err = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -1280,7 +1285,7 @@ async fn every_document_a_backup_writes_is_its_typed_specified_form() {
     let out = dir.path().join("docs.kar");
     let mut o = options(&out, &topic);
     o.groups = Some(group.clone());
-    tokio::task::spawn_blocking(move || backup(&o))
+    tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();

@@ -145,7 +145,7 @@ async fn an_uncompressed_backup_compacts_to_the_same_records_and_root() {
     );
     o.map = std::collections::BTreeMap::from([(topic.clone(), restored.clone())]);
     o.state_dir = Some(dir.path().to_path_buf());
-    let r = tokio::task::spawn_blocking(move || kar::restore::restore(&o))
+    let r = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();

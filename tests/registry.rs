@@ -102,7 +102,7 @@ async fn the_snapshot_holds_every_subject_version_config_and_mode_as_the_registr
     let mut o = BackupOptions::new(KafkaConnection::default(), &out);
     o.registry = Some(RegistrySettings::new(common::source_registry()));
     o.subjects = filter(&s);
-    let report = tokio::task::spawn_blocking(move || backup(&o))
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -510,7 +510,7 @@ async fn the_client_speaks_tls_with_a_client_certificate_and_basic_auth() {
         include: vec![subject.clone()],
         exclude: vec![],
     };
-    tokio::task::spawn_blocking(move || backup(&o))
+    tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();

@@ -65,7 +65,7 @@ pub(crate) async fn backup_to(
         };
         o.groups = Some(format!("{p}-.*"));
     }
-    let r = tokio::task::spawn_blocking(move || backup(&o))
+    let r = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();
@@ -94,7 +94,7 @@ pub(crate) fn restore_to(
 }
 
 pub(crate) async fn run_restore(o: RestoreOptions) -> kar::restore::RestoreReport {
-    tokio::task::spawn_blocking(move || restore(&o))
+    tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("restore: {e}"))
@@ -458,7 +458,7 @@ async fn keeping_ids_that_are_taken_stops_before_any_write_and_names_the_clash()
         dir.path(),
         Some(SchemaIds::Keep),
     );
-    let err = tokio::task::spawn_blocking(move || restore(&o))
+    let err = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -499,7 +499,7 @@ async fn a_topic_in_use_is_refused_or_appended_to_once() {
     let before = consume_all(&used, 1);
 
     let o = restore_to(&archive, &topic, &used, dir.path(), None);
-    let e = tokio::task::spawn_blocking(move || restore(&o))
+    let e = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -538,7 +538,7 @@ async fn a_topic_in_use_is_refused_or_appended_to_once() {
         let mut o = BackupOptions::new(KafkaConnection::plaintext(common::bootstrap()), &out);
         o.topics = vec![used.clone()];
         o.groups = groups.map(str::to_string);
-        tokio::task::spawn_blocking(move || backup(&o))
+        tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
             .await
             .unwrap()
             .unwrap();
@@ -794,10 +794,14 @@ async fn topics_come_back_with_configs_renamed_cut_at_a_time_and_groups_translat
     // The group's offset is the first restored record at or after the committed one.
     let g = report.groups.iter().find(|g| g.group == group).unwrap();
     assert!(g.skipped.is_none());
-    let (_, _, src, dst) = g
+    let kar::restore::TranslatedOffset {
+        source: src,
+        target: dst,
+        ..
+    } = g
         .offsets
         .iter()
-        .find(|(t, part, _, _)| *t == renamed && *part == 0)
+        .find(|o| o.topic == renamed && o.partition == 0)
         .unwrap()
         .clone();
     assert_eq!(src, hole);
@@ -1305,7 +1309,7 @@ async fn a_corrupted_chunk_is_refused_before_any_write_or_with_quick_stops_its_p
     for dry_run in [true, false] {
         let mut o = restore_to(&archive, &topic, &restored, dir.path(), None);
         o.dry_run = dry_run;
-        let err = tokio::task::spawn_blocking(move || restore(&o))
+        let err = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
             .await
             .unwrap()
             .unwrap_err()
@@ -1665,7 +1669,7 @@ async fn a_registry_that_refuses_import_stops_a_kept_ids_restore_before_any_writ
     let state = dir.path().join("state");
     let mut o = restore_to(&archive, &topic, &restored, &state, Some(SchemaIds::Keep));
     o.registry = Some(RegistrySettings::new(&proxy.addr));
-    let err = tokio::task::spawn_blocking(move || restore(&o))
+    let err = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -1755,7 +1759,7 @@ async fn chunks_go_to_the_file_in_order_and_a_hole_is_refused_naming_its_offsets
     let restored = format!("{p}-restored");
     let hole = format!("{topic}/0: offsets {}..{}", cut.covers_from, cut.covers_to);
     let o = restore_to(&kept, &topic, &restored, dir.path(), None);
-    let err = tokio::task::spawn_blocking(move || restore(&o))
+    let err = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -1801,7 +1805,7 @@ fn checks(archive: &std::path::Path, topic: &str, p: &str, state: &std::path::Pa
     let run = |edit: &dyn Fn(&mut RestoreOptions)| {
         let mut o = restore_to(archive, &topic, &format!("{p}-r"), state, None);
         edit(&mut o);
-        restore(&o).unwrap_err().to_string()
+        restore(common::runtime(), &o).unwrap_err().to_string()
     };
     let e = run(&|o| {
         o.map.insert("no-such-topic".into(), "zzz".into());
@@ -1868,7 +1872,7 @@ async fn a_restore_needs_the_acls_readme_lists_and_names_the_missing_one() {
     };
 
     let o = as_user("kar-no-txn");
-    let e = tokio::task::spawn_blocking(move || restore(&o))
+    let e = tokio::task::spawn_blocking(move || restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()
@@ -2341,9 +2345,11 @@ async fn a_topic_made_meanwhile_with_other_partitions_is_not_taken_as_created() 
     common::create_topic(&topic, 1, &[]).await;
     let t = topic.clone();
     let err = tokio::task::spawn_blocking(move || {
-        let target =
-            kar::kafka::sink::Target::connect(&KafkaConnection::plaintext(common::bootstrap()))
-                .unwrap();
+        let target = kar::kafka::sink::Target::connect(
+            &KafkaConnection::plaintext(common::bootstrap()),
+            common::runtime().context(),
+        )
+        .unwrap();
         target.create_topic(&t, 3, 1, &BTreeMap::new())
     })
     .await
@@ -2398,7 +2404,7 @@ async fn backup_and_restore_tell_their_progress_to_the_sink_passed_in() {
     };
     let told = std::sync::Arc::new(Told::default());
     o.progress = kar::progress::Progress::to(told.clone());
-    tokio::task::spawn_blocking(move || backup(&o))
+    tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap();

@@ -416,7 +416,7 @@ async fn a_version_the_target_would_refuse_is_named_before_any_write() {
         dir.path(),
         Some(SchemaIds::Rewrite),
     );
-    let e = tokio::task::spawn_blocking(move || kar::restore::restore(&o))
+    let e = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
         .await
         .unwrap()
         .unwrap_err()

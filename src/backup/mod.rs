@@ -33,6 +33,7 @@ use crate::kafka::KafkaConnection;
 use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_internal};
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{Captured, SubjectFilter, capture, write_to_archive};
+use crate::runtime::{Context, Runtime};
 
 pub use compress::CompressionMode;
 pub use worker::PartitionTask;
@@ -283,9 +284,9 @@ struct KafkaSnapshot {
 const GROUP_READS_AT_ONCE: usize = 8;
 
 /// Topics, ranges, configs and group offsets, all before any record is read.
-fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
+fn snapshot_kafka(opts: &BackupOptions, rt: &Context) -> Result<KafkaSnapshot, BackupError> {
     let t0 = Instant::now();
-    let source = Source::connect(&opts.kafka)?;
+    let source = Source::connect(&opts.kafka, rt)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "connected");
     let all = source.topics();
     tracing::debug!(elapsed = ?t0.elapsed(), "topics listed");
@@ -313,7 +314,7 @@ fn snapshot_kafka(opts: &BackupOptions) -> Result<KafkaSnapshot, BackupError> {
     let cluster_id = source.cluster_id();
     tracing::debug!(elapsed = ?t0.elapsed(), "cluster id");
     let brokers = source.brokers();
-    crate::kafka::closing::close_in_background(source);
+    rt.close_in_background(source);
     Ok(KafkaSnapshot {
         topics,
         tasks,
@@ -442,20 +443,21 @@ fn unmatched<'a>(
 }
 
 /// The registry's state, through its REST API.
-fn snapshot_registry(opts: &BackupOptions, at_ms: i64) -> Result<Option<Captured>, BackupError> {
+fn snapshot_registry(
+    opts: &BackupOptions,
+    rt: &Context,
+    at_ms: i64,
+) -> Result<Option<Captured>, BackupError> {
     let Some(settings) = &opts.registry else {
         return Ok(None);
     };
     let client = Arc::new(RegistryClient::new(settings)?);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
     Ok(Some(rt.block_on(capture(client, &opts.subjects, at_ms))?))
 }
 
-pub fn backup(opts: &BackupOptions) -> Result<BackupReport, BackupError> {
-    BackupPlan::build(opts)?.execute(opts)
+/// A backup on the caller's runtime: [`BackupPlan::build`], then [`BackupPlan::execute`].
+pub fn backup(rt: &Runtime, opts: &BackupOptions) -> Result<BackupReport, BackupError> {
+    BackupPlan::build(rt, opts)?.execute(opts)
 }
 
 /// What a backup takes, fixed before the archive file is made: every selection checked, the
@@ -466,23 +468,25 @@ pub struct BackupPlan {
     with_kafka: bool,
     kafka: KafkaSnapshot,
     registry: Option<Captured>,
+    rt: Context,
     /// Selections that took nothing, named.
     pub warnings: Vec<String>,
 }
 
 impl BackupPlan {
     /// Checks the options and reads what the backup takes; nothing is written.
-    pub fn build(opts: &BackupOptions) -> Result<BackupPlan, BackupError> {
+    pub fn build(rt: &Runtime, opts: &BackupOptions) -> Result<BackupPlan, BackupError> {
+        let rt = rt.context();
         let started = Instant::now();
         let started_ms = now_ms();
         let with_kafka = check_options(opts)?;
         let kafka = if with_kafka {
-            snapshot_kafka(opts)?
+            snapshot_kafka(opts, rt)?
         } else {
             KafkaSnapshot::default()
         };
         tracing::debug!(elapsed = ?started.elapsed(), "kafka snapshot taken");
-        let registry = snapshot_registry(opts, started_ms)?;
+        let registry = snapshot_registry(opts, rt, started_ms)?;
         tracing::debug!(elapsed = ?started.elapsed(), "registry captured");
         let mut warnings = kafka.warnings.clone();
         if let Some(r) = &registry {
@@ -502,6 +506,7 @@ impl BackupPlan {
             with_kafka,
             kafka,
             registry,
+            rt: rt.clone(),
             warnings,
         })
     }
@@ -614,7 +619,7 @@ impl BackupPlan {
             opts.compression_threads,
             tx.clone(),
         );
-        let workers = worker::spawn(opts, tasks, tx, stage);
+        let workers = worker::spawn(opts, tasks, tx, stage, &self.rt);
         let mut collector = Collector::new(tasks);
         let mut write_error = None;
         for ev in rx {

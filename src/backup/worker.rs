@@ -17,6 +17,7 @@ use super::compress::Stage;
 use super::{BackupOptions, Event};
 use crate::format::chunk::{ChunkEncoder, TimestampType};
 use crate::progress::Progress;
+use crate::runtime::Context;
 
 /// One partition's share of a snapshot: offsets `start..end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub(crate) fn spawn(
     tasks: &[PartitionTask],
     tx: SyncSender<Event>,
     stage: Stage,
+    rt: &Context,
 ) -> Vec<JoinHandle<()>> {
     let (empty, work): (Vec<_>, Vec<_>) = tasks.iter().cloned().partition(|t| t.start >= t.end);
     let mut handles = Vec::new();
@@ -95,7 +97,7 @@ pub(crate) fn spawn(
         if groups.is_empty() {
             continue;
         }
-        let (tx, stage, opts) = (tx.clone(), stage.clone(), opts.clone());
+        let (tx, stage, opts, rt) = (tx.clone(), stage.clone(), opts.clone(), rt.clone());
         handles.push(
             std::thread::Builder::new()
                 .name("kar-backup-worker".into())
@@ -109,7 +111,7 @@ pub(crate) fn spawn(
                             );
                             continue;
                         }
-                        consume_group(&opts, g, &tx, &stage);
+                        consume_group(&opts, g, &tx, &stage, &rt);
                     }
                 })
                 .expect("spawning a backup worker"),
@@ -151,13 +153,14 @@ fn consume_group(
     group: Vec<PartitionTask>,
     tx: &SyncSender<Event>,
     stage: &Stage,
+    rt: &Context,
 ) {
     let consumer = match assigned_consumer(opts, &group) {
         Ok(c) => c,
         Err(e) => return fail_all(&group, tx, &e),
     };
     // Closing a consumer waits for librdkafka's threads (up to ~100 ms); the backup need not.
-    let closer = Closer(Some(consumer));
+    let closer = Closer(Some(consumer), rt);
     let consumer = closer.0.as_ref().expect("set above");
     let mut g = Group {
         opts,
@@ -474,12 +477,12 @@ fn finish(
 }
 
 /// Drops a consumer on a thread of its own.
-struct Closer(Option<BaseConsumer>);
+struct Closer<'a>(Option<BaseConsumer>, &'a Context);
 
-impl Drop for Closer {
+impl Drop for Closer<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.0.take() {
-            crate::kafka::closing::close_in_background(c);
+            self.1.close_in_background(c);
         }
     }
 }

@@ -6,190 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use super::connection::{KafkaSettings, RegistryFlags};
 use super::out::{self, outln};
 use super::settings::{Merge, settings};
 use clap::Args;
 use serde::Deserialize;
 
 use crate::backup::{BackupOptions, BackupReport, CompressionMode, backup};
-use crate::config::{Secret, load_yaml};
+use crate::config::load_yaml;
 use crate::format::manifest::ArchiveStatus;
-use crate::kafka::{KafkaConnection, SaslMechanism, SecurityProtocol};
-use crate::registry::client::RegistrySettings;
 use crate::registry::snapshot::SubjectFilter;
-
-/// `--security-protocol` values (clap stays in the CLI layer; the library's enum has none of it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SecurityProtocolArg {
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-impl From<SecurityProtocolArg> for SecurityProtocol {
-    fn from(a: SecurityProtocolArg) -> Self {
-        match a {
-            SecurityProtocolArg::Plaintext => SecurityProtocol::Plaintext,
-            SecurityProtocolArg::Ssl => SecurityProtocol::Ssl,
-            SecurityProtocolArg::SaslPlaintext => SecurityProtocol::SaslPlaintext,
-            SecurityProtocolArg::SaslSsl => SecurityProtocol::SaslSsl,
-        }
-    }
-}
-
-/// `--sasl-mechanism` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SaslMechanismArg {
-    #[value(name = "PLAIN")]
-    Plain,
-    #[value(name = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl From<SaslMechanismArg> for SaslMechanism {
-    fn from(a: SaslMechanismArg) -> Self {
-        match a {
-            SaslMechanismArg::Plain => SaslMechanism::Plain,
-            SaslMechanismArg::ScramSha256 => SaslMechanism::ScramSha256,
-            SaslMechanismArg::ScramSha512 => SaslMechanism::ScramSha512,
-        }
-    }
-}
-
-/// Kafka connection flags shared by backup and restore; each overrides the config file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]
-    #[arg(long)]
-    pub bootstrap: Option<String>,
-    #[arg(long, value_enum)]
-    pub security_protocol: Option<SecurityProtocolArg>,
-    #[arg(long, value_enum)]
-    pub sasl_mechanism: Option<SaslMechanismArg>,
-    #[arg(long)]
-    pub sasl_username: Option<String>,
-    /// SASL password (better from the environment than on the command line)
-    #[arg(long, env = "KAR_KAFKA_SASL_PASSWORD", hide_env_values = true)]
-    pub sasl_password: Option<String>,
-    /// PEM file of the CA that signed the brokers' certificates
-    #[arg(long)]
-    pub ssl_ca: Option<PathBuf>,
-    /// PEM client certificate, for mutual TLS
-    #[arg(long)]
-    pub ssl_cert: Option<PathBuf>,
-    /// PEM client key, for mutual TLS
-    #[arg(long)]
-    pub ssl_key: Option<PathBuf>,
-    #[arg(long, env = "KAR_KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
-    pub ssl_key_password: Option<String>,
-}
-
-impl KafkaArgs {
-    pub fn apply(&self, c: &mut KafkaConnection) {
-        if let Some(v) = &self.bootstrap {
-            c.bootstrap = v.clone();
-        }
-        if let Some(v) = self.security_protocol {
-            c.security_protocol = v.into();
-        }
-        if let Some(v) = self.sasl_mechanism {
-            c.sasl_mechanism = Some(v.into());
-        }
-        if let Some(v) = &self.sasl_username {
-            c.sasl_username = Some(v.clone());
-        }
-        if let Some(v) = &self.sasl_password {
-            c.sasl_password = Some(Secret::new(v.clone()));
-        }
-        if let Some(v) = &self.ssl_ca {
-            c.ssl_ca_location = Some(v.clone());
-        }
-        if let Some(v) = &self.ssl_cert {
-            c.ssl_certificate_location = Some(v.clone());
-        }
-        if let Some(v) = &self.ssl_key {
-            c.ssl_key_location = Some(v.clone());
-        }
-        if let Some(v) = &self.ssl_key_password {
-            c.ssl_key_password = Some(Secret::new(v.clone()));
-        }
-    }
-}
-
-/// Schema Registry connection flags shared by backup and restore; each overrides the config file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct RegistryArgs {
-    /// Schema Registry URL, e.g. http://127.0.0.1:8081
-    #[arg(long = "registry", value_name = "URL")]
-    pub url: Option<String>,
-    /// Basic-auth user for the registry
-    #[arg(long)]
-    pub registry_username: Option<String>,
-    #[arg(long, env = "KAR_REGISTRY_PASSWORD", hide_env_values = true)]
-    pub registry_password: Option<String>,
-    /// Bearer token for the registry
-    #[arg(long, env = "KAR_REGISTRY_TOKEN", hide_env_values = true)]
-    pub registry_token: Option<String>,
-    /// PEM CA for the registry's certificate
-    #[arg(long)]
-    pub registry_ca: Option<PathBuf>,
-    /// PEM client certificate and PKCS#8 key, for mutual TLS with the registry
-    #[arg(long)]
-    pub registry_cert: Option<PathBuf>,
-    #[arg(long)]
-    pub registry_key: Option<PathBuf>,
-    /// Registry requests per second [default: 25]
-    #[arg(long)]
-    pub registry_rate_limit: Option<u32>,
-}
-
-impl RegistryArgs {
-    /// Merges the flags over the config file's `registry:` section.
-    pub fn settings(&self, file: Option<RegistrySettings>) -> Option<RegistrySettings> {
-        let mut s = match (file, &self.url) {
-            (Some(mut f), Some(u)) => {
-                f.url = u.clone();
-                f
-            }
-            (Some(f), None) => f,
-            (None, Some(u)) => RegistrySettings::new(u.clone()),
-            (None, None) => return None,
-        };
-        if let Some(v) = &self.registry_username {
-            s.username = Some(v.clone());
-        }
-        if let Some(v) = &self.registry_password {
-            s.password = Some(Secret::new(v.clone()));
-        }
-        if let Some(v) = &self.registry_token {
-            s.bearer_token = Some(Secret::new(v.clone()));
-        }
-        if let Some(v) = &self.registry_ca {
-            s.ssl_ca_location = Some(v.clone());
-        }
-        if let Some(v) = &self.registry_cert {
-            s.ssl_certificate_location = Some(v.clone());
-        }
-        if let Some(v) = &self.registry_key {
-            s.ssl_key_location = Some(v.clone());
-        }
-        if let Some(v) = self.registry_rate_limit {
-            s.rate_limit = v;
-        }
-        Some(s)
-    }
-}
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaSettings,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub registry: RegistryFlags,
     #[command(flatten)]
     pub settings: BackupSettings,
     /// YAML config file; command-line flags override it
@@ -258,8 +91,9 @@ settings! {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]
-    pub kafka: KafkaConnection,
-    pub registry: Option<RegistrySettings>,
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub registry: RegistryFlags,
     #[serde(default)]
     pub backup: BackupSettings,
 }
@@ -316,8 +150,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         Some(p) => load_yaml(p)?,
         None => ConfigFile::default(),
     };
-    let mut kafka = file.kafka;
-    a.kafka.apply(&mut kafka);
+    let kafka = a.kafka.clone().over(file.kafka).connection();
     let b = a.settings.clone().over(file.backup);
     let out = b.out.ok_or_else(|| {
         anyhow::anyhow!("no output file: give --out FILE (or backup.out in the config file)")
@@ -326,7 +159,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     o.topics = b.topics;
     o.exclude = b.exclude;
     o.groups = b.groups;
-    o.registry = a.registry.settings(file.registry);
+    o.registry = a.registry.clone().over(file.registry).settings()?;
     o.subjects = SubjectFilter {
         include: b.subjects,
         exclude: b.exclude_subjects,
@@ -359,13 +192,13 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     Ok(o)
 }
 
-pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: BackupArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCode> {
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C (and SIGTERM) stop the workers; the archive is finished as partial.
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let opts = options(&a, cancel)?;
-    let report = backup(&opts)?;
+    let report = backup(rt, &opts)?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "kafka")]
 mod backup;
+mod connection;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -131,6 +132,17 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Runs a command on the process's one runtime, made here at the edge. Dropping it waits for
+/// every librdkafka client still closing: the process exits right after, and no client may be
+/// torn down while librdkafka and OpenSSL clean up at exit.
+#[cfg(feature = "kafka")]
+fn on_runtime(
+    f: impl FnOnce(&crate::runtime::Runtime) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let rt = crate::runtime::Runtime::new()?;
+    f(&rt)
+}
+
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
     // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings,
@@ -147,9 +159,9 @@ pub fn run(cli: Cli) -> ExitCode {
         .try_init();
     let result = match cli.command {
         #[cfg(feature = "kafka")]
-        Command::Backup(a) => backup::run(*a),
+        Command::Backup(a) => on_runtime(|rt| backup::run(*a, rt)),
         #[cfg(feature = "kafka")]
-        Command::Restore(a) => restore::run(*a),
+        Command::Restore(a) => on_runtime(|rt| restore::run(*a, rt)),
         Command::Verify(a) => run_verify(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Repair(a) => run_repair(a),
@@ -157,9 +169,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dump(a) => run_dump(a),
         Command::Schemas(a) => run_schemas(a),
     };
-    // The process exits after this: no librdkafka client may still be closing then.
-    #[cfg(feature = "kafka")]
-    crate::kafka::closing::wait_for_closing();
     let code = match result {
         Ok(code) => code,
         Err(e) => {

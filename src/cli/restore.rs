@@ -11,10 +11,9 @@ use super::settings::{Merge, settings};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use super::backup::{KafkaArgs, RegistryArgs, parse_time};
+use super::backup::parse_time;
+use super::connection::{KafkaSettings, RegistryFlags};
 use crate::config::load_yaml;
-use crate::kafka::KafkaConnection;
-use crate::registry::client::RegistrySettings;
 use crate::restore::schemas::GlobalAction;
 use crate::restore::{
     GlobalConfigPolicy, PreflightCheck, RestoreOptions, RestorePlan, RestoreReport, SchemaIds,
@@ -26,9 +25,9 @@ pub struct RestoreArgs {
     /// The archive to restore
     pub file: PathBuf,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaSettings,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub registry: RegistryFlags,
     #[command(flatten)]
     pub settings: RestoreSettings,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
@@ -133,8 +132,9 @@ fn renames<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     #[serde(default)]
-    kafka: KafkaConnection,
-    registry: Option<RegistrySettings>,
+    kafka: KafkaSettings,
+    #[serde(default)]
+    registry: RegistryFlags,
     #[serde(default)]
     restore: RestoreSettings,
 }
@@ -222,11 +222,10 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
         Some(p) => load_yaml(p)?,
         None => ConfigFile::default(),
     };
-    let mut kafka = file.kafka;
-    a.kafka.apply(&mut kafka);
+    let kafka = a.kafka.clone().over(file.kafka).connection();
     let r = a.settings.clone().over(file.restore);
     let mut o = RestoreOptions::new(&a.file, kafka);
-    o.registry = a.registry.settings(file.registry);
+    o.registry = a.registry.clone().over(file.registry).settings()?;
     o.schema_ids = r.schema_ids.map_or(SchemaIds::Keep, SchemaIds::from);
     o.schemas = r
         .schemas
@@ -278,12 +277,12 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     Ok(o)
 }
 
-pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: RestoreArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCode> {
     let cancel = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let opts = options(&a, cancel)?;
-    let report = restore(&opts)?;
+    let report = restore(rt, &opts)?;
     for w in &report.plan.warnings {
         eprintln!("kar: warning: {w}");
     }
@@ -437,7 +436,7 @@ fn print_summary(r: &RestoreReport) {
                 let offs: Vec<String> = g
                     .offsets
                     .iter()
-                    .map(|(t, p, s, o)| format!("{t}/{p} {s}->{o}"))
+                    .map(|o| format!("{}/{} {}->{}", o.topic, o.partition, o.source, o.target))
                     .collect();
                 outln!("group {}: {}", g.group, offs.join(", "));
             }

@@ -4,12 +4,10 @@
 use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
-use serde::Deserialize;
 
 use crate::config::Secret;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
@@ -29,13 +27,10 @@ impl SecurityProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
     Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
     ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
 }
 
@@ -66,13 +61,11 @@ pub enum ConnectionError {
     TlsFile { path: PathBuf },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How to reach the cluster (the CLI fills it from flags and the config file's `kafka:` section).
+#[derive(Debug, Clone, Default)]
 pub struct KafkaConnection {
     /// Comma-separated HOST:PORT list.
-    #[serde(default)]
     pub bootstrap: String,
-    #[serde(default)]
     pub security_protocol: SecurityProtocol,
     pub sasl_mechanism: Option<SaslMechanism>,
     pub sasl_username: Option<String>,

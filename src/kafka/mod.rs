@@ -3,7 +3,6 @@
 //! group offsets, and partition consumers), and the target side of a restore (topics, transactional
 //! partition writers, committed progress).
 
-pub mod closing;
 pub mod connection;
 pub mod sink;
 pub mod source;

@@ -11,12 +11,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaConnection;
 use super::source::{SourceError, TIMEOUT};
+use crate::runtime::Context;
 
 pub struct Target {
     conn: KafkaConnection,
     consumer: BaseConsumer,
     admin: AdminClient<DefaultClientContext>,
-    rt: tokio::runtime::Runtime,
+    rt: Context,
 }
 
 /// A topic as it is on the target.
@@ -26,7 +27,7 @@ pub struct TargetTopic {
 }
 
 impl Target {
-    pub fn connect(conn: &KafkaConnection) -> Result<Target, SourceError> {
+    pub fn connect(conn: &KafkaConnection, rt: &Context) -> Result<Target, SourceError> {
         let unreachable = |source| SourceError::Unreachable {
             bootstrap: conn.bootstrap.clone(),
             source: Box::new(source),
@@ -41,15 +42,11 @@ impl Target {
             .fetch_metadata(None, Duration::from_secs(15))
             .map_err(unreachable)?;
         let admin = conn.client_config().create().map_err(unreachable)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
         Ok(Target {
             conn: conn.clone(),
             consumer,
             admin,
-            rt,
+            rt: rt.clone(),
         })
     }
 
@@ -63,6 +60,11 @@ impl Target {
             what,
             source: Box::new(source),
         }
+    }
+
+    /// The runtime this target's requests run on.
+    pub fn context(&self) -> &Context {
+        &self.rt
     }
 
     pub fn broker_count(&self) -> Result<usize, SourceError> {
@@ -247,11 +249,7 @@ impl Target {
     }
 
     /// Commits offsets (with metadata) for a group.
-    pub fn commit(
-        &self,
-        group: &str,
-        offsets: &[(String, i32, i64, String)],
-    ) -> Result<(), SourceError> {
+    pub fn commit(&self, group: &str, offsets: &[CommitOffset]) -> Result<(), SourceError> {
         let c: BaseConsumer = self
             .conn
             .client_config()
@@ -260,16 +258,25 @@ impl Target {
             .create()
             .map_err(self.req(format!("creating a client for group {group}")))?;
         let mut tpl = TopicPartitionList::new();
-        for (t, p, o, m) in offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+        for o in offsets {
+            tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))
                 .map_err(self.req("building a commit"))?;
-            if let Some(mut e) = tpl.find_partition(t, *p) {
-                e.set_metadata(m.as_str());
+            if let Some(mut e) = tpl.find_partition(&o.topic, o.partition) {
+                e.set_metadata(o.metadata.as_str());
             }
         }
         c.commit(&tpl, CommitMode::Sync)
             .map_err(self.req(format!("committing offsets for group {group}")))
     }
+}
+
+/// One partition's offset to commit for a group, with its metadata string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub metadata: String,
 }
 
 fn transient(e: &rdkafka::error::KafkaError) -> bool {

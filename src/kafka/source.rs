@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 
 use super::KafkaConnection;
+use crate::runtime::Context;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,11 +57,12 @@ pub struct Source {
     brokers: Vec<(i32, String)>,
     /// Every topic, from the same metadata.
     topics: Vec<TopicInfo>,
+    rt: Context,
 }
 
 impl Source {
     /// Connects and checks that the cluster answers a metadata request.
-    pub fn connect(conn: &KafkaConnection) -> Result<Source, SourceError> {
+    pub fn connect(conn: &KafkaConnection, rt: &Context) -> Result<Source, SourceError> {
         let admin: AdminClient<DefaultClientContext> =
             conn.client_config()
                 .create()
@@ -110,6 +112,7 @@ impl Source {
             admin,
             brokers,
             topics,
+            rt: rt.clone(),
         })
     }
 
@@ -177,15 +180,12 @@ impl Source {
             return Ok(());
         }
         let admin = &self.admin;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
         let specs: Vec<ResourceSpecifier<'_>> = topics
             .iter()
             .map(|t| ResourceSpecifier::Topic(&t.name))
             .collect();
-        let results = rt
+        let results = self
+            .rt
             .block_on(
                 admin.describe_configs(&specs, &AdminOptions::new().request_timeout(Some(TIMEOUT))),
             )
@@ -244,7 +244,7 @@ impl Source {
             tpl.add_partition(t, *p);
         }
         let res = c.committed_offsets(tpl, TIMEOUT);
-        super::closing::close_in_background(c);
+        self.rt.close_in_background(c);
         let res = res.map_err(self.req(format!("reading committed offsets of group {group}")))?;
         let mut offsets = Vec::new();
         for e in res.elements() {

@@ -452,7 +452,7 @@ impl ProgressGroup {
         &self,
         parts: &[(String, i32)],
         read: Read,
-    ) -> Result<Vec<Option<(i64, String)>>, SourceError> {
+    ) -> Result<Vec<Option<Committed>>, SourceError> {
         if parts.is_empty() {
             return Ok(Vec::new());
         }
@@ -488,7 +488,10 @@ impl ProgressGroup {
                         source: Box::new(source),
                     })?;
                     Ok(match e.offset() {
-                        Offset::Offset(o) => Some((o, e.metadata().to_string())),
+                        Offset::Offset(offset) => Some(Committed {
+                            offset,
+                            metadata: e.metadata().to_string(),
+                        }),
                         _ => None,
                     })
                 }
@@ -497,12 +500,20 @@ impl ProgressGroup {
     }
 }
 
+/// What a group committed for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub metadata: String,
+}
+
 /// The offset of the first record in `from..to` of a partition that a `read_committed` consumer
 /// sees, if any: records of aborted transactions and transaction markers are not seen. The time
 /// allowed grows with the offsets to read (a millisecond each on top of [`TIMEOUT`]), so that an
 /// aborted transaction of many records is read through on a slow link.
 pub fn first_committed(
     conn: &KafkaConnection,
+    rt: &crate::runtime::Context,
     topic: &str,
     partition: i32,
     from: i64,
@@ -547,6 +558,6 @@ pub fn first_committed(
             )));
         }
     };
-    super::closing::close_in_background(consumer);
+    rt.close_in_background(consumer);
     result
 }

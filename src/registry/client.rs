@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -69,9 +68,9 @@ impl RegistryError {
     }
 }
 
-/// How to reach a registry, from flags or the config file's `registry:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How to reach a registry (the CLI fills it from flags and the config file's `registry:`
+/// section).
+#[derive(Debug, Clone)]
 pub struct RegistrySettings {
     /// Base URL, e.g. https://registry.example:8081 (credentials in the URL are moved to basic
     /// auth and never printed).
@@ -85,19 +84,14 @@ pub struct RegistrySettings {
     pub ssl_certificate_location: Option<PathBuf>,
     pub ssl_key_location: Option<PathBuf>,
     /// Requests per second (token bucket, no burst). Default 25.
-    #[serde(default = "default_rate")]
     pub rate_limit: u32,
     /// Attempts per request, the first included. Default 8.
-    #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// Time one request may take with all its retries, in seconds. Default 120.
-    #[serde(default = "default_deadline")]
     pub deadline_secs: u64,
     /// Timeout of one HTTP exchange, in seconds. Default 30.
-    #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// Requests in flight at once. Default 4.
-    #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
 

@@ -32,6 +32,7 @@ use crate::kafka::KafkaConnection;
 use crate::kafka::source::SourceError;
 use crate::registry::client::{RegistryError, RegistrySettings};
 use crate::registry::snapshot::{RegistrySnapshot, read_from_archive};
+use crate::runtime::{Context, Runtime};
 use records::PartitionOutcome;
 use rewrite::IdMap;
 use schemas::{SchemaAction, SchemaPlan};
@@ -291,11 +292,22 @@ pub struct TopicPlan {
     pub warnings: Vec<String>,
 }
 
+/// An archived committed offset, translated to the target partition's offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TranslatedOffset {
+    /// The target topic.
+    pub topic: String,
+    pub partition: i32,
+    /// The offset committed at the source.
+    pub source: i64,
+    /// Where the same record (the first restored at or after it) is on the target.
+    pub target: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupOutcome {
     pub group: String,
-    /// (target topic, partition, source offset, target offset)
-    pub offsets: Vec<(String, i32, i64, i64)>,
+    pub offsets: Vec<TranslatedOffset>,
     /// Why it was not committed, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
@@ -361,8 +373,10 @@ fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError>
         .collect()
 }
 
-pub fn restore(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    let planned = PlannedRestore::build(opts)?;
+/// A restore on the caller's runtime: [`PlannedRestore::build`], then, unless a dry run,
+/// [`PlannedRestore::execute`].
+pub fn restore(rt: &Runtime, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let planned = PlannedRestore::build(rt, opts)?;
     if opts.dry_run {
         return Ok(planned.report());
     }
@@ -388,7 +402,8 @@ pub struct PlannedRestore {
 impl PlannedRestore {
     /// Every check before any write: the Kafka side first (read-only), then the schemas, whose
     /// last check (IMPORT mode, with kept IDs) is tried and put back.
-    pub fn build(opts: &RestoreOptions) -> Result<PlannedRestore, RestoreError> {
+    pub fn build(rt: &Runtime, opts: &RestoreOptions) -> Result<PlannedRestore, RestoreError> {
+        let rt = rt.context();
         let started = Instant::now();
         opts.check()?;
         let archive = open_verified(&opts.archive)?;
@@ -401,7 +416,7 @@ impl PlannedRestore {
             None
         };
         let kafka = if with_kafka {
-            Some(KafkaPlan::prepare(opts, &archive)?)
+            Some(KafkaPlan::prepare(rt, opts, &archive)?)
         } else {
             None
         };
@@ -413,7 +428,7 @@ impl PlannedRestore {
             .flat_map(|s| s.versions.iter().map(|v| v.id))
             .collect();
         let contexts = match (&opts.registry, snap) {
-            (Some(r), Some(s)) => plan_contexts(opts, r, &archive, s, prior_state.as_ref())?,
+            (Some(r), Some(s)) => plan_contexts(rt, opts, r, &archive, s, prior_state.as_ref())?,
             (Some(_), None) => {
                 return Err(RestoreError::Invalid(
                     "--registry was given but the archive holds no Schema Registry snapshot".into(),
@@ -585,6 +600,7 @@ impl ContextPlan {
 
 /// Every context's schema plan, each checked before anything is written.
 fn plan_contexts(
+    rt: &Context,
     opts: &RestoreOptions,
     settings: &RegistrySettings,
     archive: &Archive,
@@ -624,7 +640,7 @@ fn plan_contexts(
                 .collect(),
             None => BTreeMap::new(),
         };
-        let plan = SchemaPlan::prepare(opts, &settings, archive, &s, &done)?;
+        let plan = SchemaPlan::prepare(rt, opts, &settings, archive, &s, &done)?;
         out.push(ContextPlan {
             target,
             snap: s,
@@ -720,16 +736,6 @@ fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
         opts.map,
         opts.until
     )
-}
-
-fn block<T>(
-    f: impl std::future::Future<Output = Result<T, RestoreError>>,
-) -> Result<T, RestoreError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(f)
 }
 
 #[cfg(test)]

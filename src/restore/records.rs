@@ -186,6 +186,8 @@ pub struct PartitionOutcome {
 pub struct Shared<'a> {
     pub archive: &'a Archive,
     pub conn: &'a KafkaConnection,
+    /// The runtime whose owner waits for the clients closed in the background.
+    pub rt: &'a crate::runtime::Context,
     pub target: &'a Target,
     pub progress: &'a ProgressGroup,
     pub ids: &'a IdMap,
@@ -296,7 +298,7 @@ pub fn restore_partition(
     .map_err(PartitionError::from)
     .and_then(|w| {
         let r = restore_inner(s, job, &w, progress, &mut out);
-        crate::kafka::closing::close_in_background(w);
+        s.rt.close_in_background(w);
         r
     });
     if let Err(e) = result {
@@ -321,13 +323,13 @@ fn resume_point(
         .committed(&[(t.to_string(), p)], Read::Stable)?
         .pop()
         .flatten();
-    let read_end = committed.as_ref().map(|(end, _)| *end);
+    let read_end = committed.as_ref().map(|c| c.offset);
     let (doc, from) = match committed {
-        Some((end, meta)) => {
-            let doc = Progress::decode(&meta, group, t, p)?;
+        Some(c) => {
+            let doc = Progress::decode(&c.metadata, group, t, p)?;
             check_same_restore(&doc, s, job)?;
-            out.end_offset = Some(end);
-            (doc, end)
+            out.end_offset = Some(c.offset);
+            (doc, c.offset)
         }
         None => (Progress::new(&job.source_topic, &s.ids_tag), job.start),
     };
@@ -368,7 +370,7 @@ fn check_nothing_follows(
         });
     }
     if end > from && !s.append {
-        if let Some(o) = first_committed(s.conn, t, p, from, end)? {
+        if let Some(o) = first_committed(s.conn, s.rt, t, p, from, end)? {
             // Another run of this restore may have taken the partition over since this one read
             // its progress (and committed that record): then this one is fenced, not wronged.
             let now = s
@@ -376,7 +378,7 @@ fn check_nothing_follows(
                 .committed(&[(t.to_string(), p)], Read::Stable)?
                 .pop()
                 .flatten();
-            if now.map(|(e, _)| e) != read_end {
+            if now.map(|c| c.offset) != read_end {
                 return Err(WriteError::Fenced {
                     topic: t.to_string(),
                     partition: p,

@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::state::Scoped;
-use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy, block};
+use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy};
 use crate::archive::Archive;
 use crate::registry::client::{
     RegistryClient, RegistryError, RegistrySettings, path_segment as enc,
 };
 use crate::registry::snapshot::{ConfigReply, ConfigState, RegistrySnapshot, VersionState};
+use crate::runtime::Context;
 
 /// What will happen, or happened, to one schema version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -822,6 +823,7 @@ pub struct GlobalPlan {
 /// The schema side of a restore, planned: a client of the target registry, the archived schema
 /// texts, and what will happen to each version.
 pub struct SchemaPlan {
+    rt: Context,
     client: Arc<RegistryClient>,
     /// Content ID (hex) → schema text.
     texts: BTreeMap<String, String>,
@@ -836,6 +838,7 @@ impl SchemaPlan {
     /// (or `--force`), with kept IDs no archived ID is taken by another schema, the plan; last,
     /// with kept IDs, that IMPORT mode is taken (tried and put back).
     pub fn prepare(
+        rt: &Context,
         opts: &RestoreOptions,
         settings: &RegistrySettings,
         archive: &Archive,
@@ -858,13 +861,13 @@ impl SchemaPlan {
             policy: opts.schemas,
             global: GlobalPlan::default(),
         };
-        let target_was_empty = block(async {
+        let target_was_empty = rt.block_on(async {
             Ok::<_, RestoreError>(client.get_list::<String>("/subjects").await?.is_empty())
         })?;
-        sr.global = block(sr.global_plan(opts.global_config, target_was_empty))?;
+        sr.global = rt.block_on(sr.global_plan(opts.global_config, target_was_empty))?;
         let keep = opts.schema_ids == SchemaIds::Keep;
         if keep && opts.schemas != SchemaPolicy::Overwrite && done.is_empty() {
-            let clashes = block(sr.clashes())?;
+            let clashes = rt.block_on(sr.clashes())?;
             if !clashes.is_empty() {
                 return Err(RestoreError::Refused(format!(
                     "schema IDs clash on the target; nothing was written:\n  {}",
@@ -872,9 +875,9 @@ impl SchemaPlan {
                 )));
             }
         }
-        let actions = block(sr.plan(done))?;
+        let actions = rt.block_on(sr.plan(done))?;
         if opts.schemas != SchemaPolicy::Overwrite {
-            let refused = block(sr.refusals(&actions, done))?;
+            let refused = rt.block_on(sr.refusals(&actions, done))?;
             if !refused.is_empty() {
                 return Err(RestoreError::Refused(format!(
                     "the target registry would refuse {} schema version(s); nothing was written:\n  {}\nrestore to a registry without these subjects, with --schemas skip-existing, or with --schemas overwrite",
@@ -885,7 +888,7 @@ impl SchemaPlan {
         }
         let deks = match &snap.dek_registry {
             Some(keks) => {
-                let (plan, conflicts) = block(async {
+                let (plan, conflicts) = rt.block_on(async {
                     Ok::<_, RestoreError>(crate::registry::dek::plan(&client, keks).await?)
                 })?;
                 if !conflicts.is_empty() {
@@ -899,10 +902,11 @@ impl SchemaPlan {
             None => None,
         };
         if keep && !opts.dry_run && done.is_empty() {
-            block(sr.probe_import())?;
+            rt.block_on(sr.probe_import())?;
         }
         let global = sr.global;
         Ok(SchemaPlan {
+            rt: rt.clone(),
             client,
             texts,
             actions,
@@ -930,12 +934,12 @@ impl SchemaPlan {
         if let Some(keks) = &snap.dek_registry
             && !state.is_done("dek-registry")?
         {
-            block(async {
+            self.rt.block_on(async {
                 Ok::<_, RestoreError>(crate::registry::dek::restore(&self.client, keks).await?)
             })?;
             state.set_done("dek-registry")?;
         }
-        block(sr.run(state))
+        self.rt.block_on(sr.run(state))
     }
 }
 
@@ -1018,7 +1022,7 @@ impl SchemaPlan {
         &self,
         guids: &BTreeSet<[u8; 16]>,
     ) -> Result<Vec<String>, RestoreError> {
-        block(async {
+        self.rt.block_on(async {
             let mut out = Vec::new();
             for g in guids {
                 let g = crate::registry::wire::guid_text(g);

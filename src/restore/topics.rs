@@ -19,8 +19,9 @@ use crate::archive::verify;
 use crate::format::consumer_groups::{ConsumerGroupsDoc, GroupOffsets};
 use crate::format::hex;
 use crate::format::kafka_topics::{KafkaTopicsDoc, TopicInfo};
-use crate::kafka::sink::Target;
+use crate::kafka::sink::{CommitOffset, Target};
 use crate::kafka::txn::{Compression, PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
+use crate::runtime::Context;
 
 /// What a restore will do on the Kafka side, and the clients it does it with.
 pub struct KafkaPlan {
@@ -48,11 +49,15 @@ impl KafkaPlan {
     /// Everything read-only: the target answers, the topics and partitions to restore, their
     /// chunks check out, the target partitions hold nothing they should not, the progress of
     /// earlier runs.
-    pub fn prepare(opts: &RestoreOptions, archive: &Archive) -> Result<KafkaPlan, RestoreError> {
+    pub fn prepare(
+        rt: &Context,
+        opts: &RestoreOptions,
+        archive: &Archive,
+    ) -> Result<KafkaPlan, RestoreError> {
         opts.kafka
             .validate()
             .map_err(|e| RestoreError::Invalid(e.to_string()))?;
-        let target = Target::connect(&opts.kafka)?;
+        let target = Target::connect(&opts.kafka, rt)?;
         check_map(opts, archive)?;
         let topics_doc: Vec<TopicInfo> = archive
             .document::<KafkaTopicsDoc>(crate::format::kafka_topics::KIND)?
@@ -76,7 +81,7 @@ impl KafkaPlan {
                 .iter()
                 .zip(&prior)
                 .filter(|(j, _)| j.target_topic == tp.target)
-                .filter_map(|(_, p)| p.as_ref().map(|(_, p)| p.records))
+                .filter_map(|(_, p)| p.as_ref().map(|p| p.doc.records))
                 .sum();
         }
         check_targets(opts, &target, &topics, &mut jobs, &prior)?;
@@ -124,7 +129,7 @@ impl KafkaPlan {
             self.target
                 .create_topic(&tp.target, tp.partitions, tp.replication_factor, &configs)?;
         }
-        probe_transactions(opts, &self.jobs, &self.progress)
+        probe_transactions(opts, &self.jobs, &self.progress, self.target.context())
     }
 
     /// The records, then, if every partition is whole, the consumer groups' offsets.
@@ -139,6 +144,7 @@ impl KafkaPlan {
         let shared = Shared {
             archive,
             conn: &opts.kafka,
+            rt: self.target.context(),
             target: &self.target,
             progress: &self.progress,
             ids,
@@ -170,8 +176,9 @@ impl KafkaPlan {
 
     /// Closes the clients off the critical path.
     pub fn close(self) {
-        crate::kafka::closing::close_in_background(self.target);
-        crate::kafka::closing::close_in_background(self.progress);
+        let rt = self.target.context().clone();
+        rt.close_in_background(self.progress);
+        rt.close_in_background(self.target);
     }
 }
 
@@ -530,6 +537,7 @@ fn probe_transactions(
     opts: &RestoreOptions,
     jobs: &[PartitionJob],
     progress: &ProgressGroup,
+    rt: &Context,
 ) -> Result<(), RestoreError> {
     let Some(j) = jobs.first() else {
         return Ok(());
@@ -548,7 +556,7 @@ fn probe_transactions(
             .begin()
             .and_then(|()| w.try_progress(progress, j.start.max(0)))
             .and_then(|()| w.abort());
-        crate::kafka::closing::close_in_background(w);
+        rt.close_in_background(w);
         r
     });
     match tried {
@@ -586,12 +594,19 @@ fn wanted_offsets(
     Ok(())
 }
 
-/// The committed progress of each job's target partition: `(end offset, document)`.
+/// A partition's progress committed by a run of this restore.
+struct Resumed {
+    /// The target offset after the last restored record.
+    end: i64,
+    doc: Progress,
+}
+
+/// The committed progress of each job's target partition.
 fn read_progress(
     progress: &ProgressGroup,
     jobs: &[PartitionJob],
     read: Read,
-) -> Result<Vec<Option<(i64, Progress)>>, RestoreError> {
+) -> Result<Vec<Option<Resumed>>, RestoreError> {
     let parts: Vec<(String, i32)> = jobs
         .iter()
         .map(|j| (j.target_topic.clone(), j.partition))
@@ -601,9 +616,9 @@ fn read_progress(
         .into_iter()
         .zip(&parts)
         .map(|(c, (t, p))| {
-            c.map(|(end, meta)| {
-                Progress::decode(&meta, progress.name(), t, *p)
-                    .map(|d| (end, d))
+            c.map(|c| {
+                Progress::decode(&c.metadata, progress.name(), t, *p)
+                    .map(|doc| Resumed { end: c.offset, doc })
                     .map_err(|e| RestoreError::Refused(e.to_string()))
             })
             .transpose()
@@ -619,7 +634,7 @@ fn check_targets(
     target: &Target,
     plans: &[TopicPlan],
     jobs: &mut [PartitionJob],
-    prior: &[Option<(i64, Progress)>],
+    prior: &[Option<Resumed>],
 ) -> Result<(), RestoreError> {
     let mut seen = BTreeMap::new();
     for j in jobs.iter() {
@@ -642,7 +657,9 @@ fn check_targets(
         if opts.append || prior.is_some() || high == low {
             continue;
         }
-        if let Some(o) = first_committed(&opts.kafka, &j.target_topic, j.partition, low, high)? {
+        let rt = target.context();
+        if let Some(o) = first_committed(&opts.kafka, rt, &j.target_topic, j.partition, low, high)?
+        {
             return Err(RestoreError::Refused(format!(
                 "target topic {} partition {} already holds records (offsets {low}..{high}, committed from {o}); give --append to add to it, or --map {}=NEW",
                 j.target_topic, j.partition, j.source_topic
@@ -658,7 +675,7 @@ fn restore_group(
     target: &Target,
     g: &GroupOffsets,
     jobs: &[PartitionJob],
-    done: &[Option<(i64, Progress)>],
+    done: &[Option<Resumed>],
 ) -> Result<GroupOutcome, RestoreError> {
     let mut offsets = Vec::new();
     let mut unknown = Vec::new();
@@ -672,17 +689,19 @@ fn restore_group(
         };
         let k = j.group_offsets[&o.offset];
         let at = match d {
-            Some((end, _)) if k >= j.records => Some(*end),
-            Some((_, p)) => p.offset_of(k),
+            Some(r) if k >= j.records => Some(r.end),
+            Some(r) => r.doc.offset_of(k),
             None if j.records == 0 => Some(target.watermarks(&j.target_topic, j.partition)?.1),
             None => None,
         };
         match at {
             Some(t) => offsets.push((
-                j.target_topic.clone(),
-                o.partition,
-                o.offset,
-                t,
+                super::TranslatedOffset {
+                    topic: j.target_topic.clone(),
+                    partition: o.partition,
+                    source: o.offset,
+                    target: t,
+                },
                 &o.metadata,
             )),
             None => unknown.push(format!(
@@ -702,19 +721,21 @@ fn restore_group(
     } else if target.group_has_members(&g.group)? {
         Some("the group has active members on the target".to_string())
     } else {
-        let commit: Vec<(String, i32, i64, String)> = offsets
+        let commit: Vec<CommitOffset> = offsets
             .iter()
-            .map(|(t, p, _, o, m)| (t.clone(), *p, *o, m.to_string()))
+            .map(|(o, metadata)| CommitOffset {
+                topic: o.topic.clone(),
+                partition: o.partition,
+                offset: o.target,
+                metadata: metadata.to_string(),
+            })
             .collect();
         target.commit(&g.group, &commit)?;
         None
     };
     Ok(GroupOutcome {
         group: g.group.clone(),
-        offsets: offsets
-            .into_iter()
-            .map(|(t, p, s, o, _)| (t, p, s, o))
-            .collect(),
+        offsets: offsets.into_iter().map(|(o, _)| o).collect(),
         skipped,
         failed,
     })

@@ -16,6 +16,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 
+/// The tests' one kar runtime, made once (never dropped: the test process outlives every use).
+pub fn runtime() -> &'static kar::runtime::Runtime {
+    static RT: std::sync::OnceLock<kar::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| kar::runtime::Runtime::new().expect("a tokio runtime"))
+}
+
 pub fn bootstrap() -> String {
     std::env::var("KAR_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
