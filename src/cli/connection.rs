@@ -236,6 +236,17 @@ mod tests {
                 .to_string()
                 .contains("without a registry URL")
         );
+        // Every key examples/backup.yaml names.
+        let all: RegistryFlags = serde_json::from_str(
+            r#"{"url": "https://r:8081", "username": "kar", "password": "p", "bearer_token": "t",
+                "ssl_ca_location": "/ca.pem", "ssl_certificate_location": "/c.pem",
+                "ssl_key_location": "/k.pem", "rate_limit": 25, "max_attempts": 8,
+                "deadline_secs": 120, "timeout_secs": 30, "concurrency": 4}"#,
+        )
+        .unwrap();
+        let all = all.settings().unwrap().unwrap();
+        assert_eq!(all.bearer_token.as_ref().map(Secret::expose), Some("t"));
+        assert_eq!(all.ssl_key_location, Some(PathBuf::from("/k.pem")));
         let file: RegistryFlags =
             serde_json::from_str(r#"{"url": "http://r:8081", "rate_limit": 5}"#).unwrap();
         let s = file.settings().unwrap().unwrap();
