@@ -1355,3 +1355,80 @@ async fn every_document_a_backup_writes_is_its_typed_specified_form() {
     );
     assert!(!p.interrupted && p.cluster_id == t.cluster_id);
 }
+
+/// `--out -`, `--out /dev/stdout` and an existing FIFO: the stream's bytes are the archive, whole
+/// (verified, and record for record what Kafka serves), its report goes to stderr, and stdout
+/// carries nothing else. An existing regular file is still refused and left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_streams_to_stdout_and_to_a_fifo() {
+    let topic = common::unique("stream");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 3_000, 60).await;
+    let truth = consume_all(&topic, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let backup_to = |out: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+        c.args(["backup", "--json", "--chunk-size", "16384", "--bootstrap"])
+            .arg(common::bootstrap())
+            .args(["--topics", &topic, "--out"])
+            .arg(out);
+        c
+    };
+    let check = |name: &str, bytes: &[u8], stderr: &[u8]| {
+        let report: Value = serde_json::Deserializer::from_slice(stderr)
+            .into_iter::<Value>()
+            .next()
+            .unwrap_or_else(|| panic!("{name}: no report on stderr"))
+            .unwrap();
+        let file = dir.path().join(format!("{name}.kar"));
+        std::fs::write(&file, bytes).unwrap();
+        assert!(verify(&file, VerifyLevel::Full).unwrap().ok, "{name}");
+        let a = Archive::open(&file).unwrap();
+        assert_eq!(
+            report["root_hash"].as_str(),
+            Some(kar::format::hex(&a.root()).as_str()),
+            "{name}: the report names the streamed archive"
+        );
+        assert_eq!(a.manifest().status, ArchiveStatus::Complete, "{name}");
+        assert_same(&a, &topic, &truth);
+    };
+    for (name, out) in [("dash", "-"), ("dev-stdout", "/dev/stdout")] {
+        let o = backup_to(std::path::Path::new(out)).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            o.stdout[..8],
+            kar::format::file_header::MAGIC,
+            "{name}: stdout is the archive alone"
+        );
+        check(name, &o.stdout, &o.stderr);
+    }
+
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = backup_to(&fifo).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Standard output is free here: the report goes there, as for a file.
+    let streamed = reader.join().unwrap();
+    check("fifo", &streamed, &o.stdout);
+
+    let existing = dir.path().join("dash.kar");
+    let before = std::fs::read(&existing).unwrap();
+    let o = backup_to(&existing).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+    assert_eq!(std::fs::read(&existing).unwrap(), before);
+}

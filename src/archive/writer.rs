@@ -78,7 +78,68 @@ pub struct ArchiveWriter<W: Write> {
     blobs: u64,
 }
 
+/// Where an archive goes, by the path given: `-` or `/dev/stdout` is standard output, an existing
+/// FIFO or character device (a tape drive, a data diode's sender) is a stream too, anything else
+/// must be a new regular file (an existing one is never overwritten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    File,
+    Stdout,
+    /// A FIFO or a character device.
+    Device,
+}
+
+impl OutputKind {
+    /// What `path` names; Err for an existing regular file or directory.
+    pub fn of(path: &Path) -> Result<OutputKind, ArchiveError> {
+        use std::os::unix::fs::FileTypeExt;
+        if path == Path::new("-") || path == Path::new("/dev/stdout") {
+            return Ok(OutputKind::Stdout);
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() => {
+                Ok(OutputKind::Device)
+            }
+            Ok(_) => Err(ArchiveError::Exists {
+                path: path.to_path_buf(),
+            }),
+            Err(_) => Ok(OutputKind::File),
+        }
+    }
+
+    /// Written front to back and never synced (there is no file to sync).
+    pub fn is_stream(self) -> bool {
+        self != OutputKind::File
+    }
+}
+
 impl ArchiveWriter<BufWriter<File>> {
+    /// Opens what `path` names (see [`OutputKind`]) and writes an archive to it.
+    pub fn create_output(
+        path: impl AsRef<Path>,
+        opts: WriterOptions,
+    ) -> Result<(Self, OutputKind), ArchiveError> {
+        let path = path.as_ref();
+        let kind = OutputKind::of(path)?;
+        let file = match kind {
+            OutputKind::File => return Ok((Self::create(path, opts)?, kind)),
+            OutputKind::Stdout => {
+                use std::os::fd::AsFd;
+                let fd = std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(ArchiveError::io("open standard output as", path))?;
+                File::from(fd)
+            }
+            OutputKind::Device => OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(ArchiveError::io("open", path))?,
+        };
+        let w = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), path, opts)?;
+        Ok((w, kind))
+    }
+
     /// Creates a new archive file; refuses to overwrite an existing one.
     pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<Self, ArchiveError> {
         let path = path.as_ref();
@@ -511,12 +572,17 @@ impl<W: Write> ArchiveWriter<W> {
 /// Flushes the file's buffer and makes its data durable: what a backup must do before it says the
 /// archive is written.
 pub fn sync_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> {
-    let file = out.into_inner().map_err(|e| ArchiveError::Io {
+    let file = flush_out(out, path)?;
+    file.sync_all().map_err(ArchiveError::io("sync", path))
+}
+
+/// Flushes the buffer into the file or stream beneath it.
+pub fn flush_out(out: BufWriter<File>, path: &Path) -> Result<File, ArchiveError> {
+    out.into_inner().map_err(|e| ArchiveError::Io {
         op: "flush",
         path: path.to_path_buf(),
         source: e.into_error(),
-    })?;
-    file.sync_all().map_err(ArchiveError::io("sync", path))
+    })
 }
 
 /// Writes a file's data out to the device in the background while the writer goes on, every so
@@ -531,6 +597,16 @@ pub struct BackgroundSync {
 }
 
 impl BackgroundSync {
+    /// One that never syncs: for a stream, which has no file to sync.
+    pub fn disabled() -> BackgroundSync {
+        BackgroundSync {
+            tx: None,
+            handle: None,
+            every: u64::MAX,
+            next: u64::MAX,
+        }
+    }
+
     pub fn start(file: &File, every: u64) -> std::io::Result<BackgroundSync> {
         let file = file.try_clone()?;
         // One pending request is enough: a sync covers everything written before it starts.

@@ -22,7 +22,7 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::archive::writer::{BackgroundSync, now_ms, sync_file};
+use crate::archive::writer::{BackgroundSync, OutputKind, flush_out, now_ms, sync_file};
 use crate::archive::{ArchiveError, ArchiveWriter, WriterOptions};
 use crate::format::consumer_groups::ConsumerGroupsDoc;
 use crate::format::hex;
@@ -518,13 +518,15 @@ impl BackupPlan {
             created_at_ms: self.started_ms,
             ..opts.writer.clone()
         };
-        let mut w = ArchiveWriter::create(&opts.out, writer_opts)?;
+        let (mut w, output) = ArchiveWriter::create_output(&opts.out, writer_opts)?;
         let unfinished = |source: ArchiveError| BackupError::WriteFailed {
             path: opts.out.clone(),
             source,
         };
         self.write_metadata(&mut w).map_err(unfinished)?;
-        let mut read = self.read_records(opts, &mut w).map_err(unfinished)?;
+        let mut read = self
+            .read_records(opts, &mut w, output)
+            .map_err(unfinished)?;
         let provenance = Provenance {
             kind: crate::format::provenance::KIND.into(),
             kar_version: env!("CARGO_PKG_VERSION").into(),
@@ -548,7 +550,11 @@ impl BackupPlan {
         };
         let (out, summary) = w.finish(status, notes).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "index and manifest written");
-        sync_file(out, &opts.out).map_err(unfinished)?;
+        if output.is_stream() {
+            flush_out(out, &opts.out).map_err(unfinished)?;
+        } else {
+            sync_file(out, &opts.out).map_err(unfinished)?;
+        }
         tracing::debug!(elapsed = ?self.started.elapsed(), "archive synced to disk");
         Ok(self.report(opts, status, &summary, read))
     }
@@ -607,10 +613,15 @@ impl BackupPlan {
         &self,
         opts: &BackupOptions,
         w: &mut Writer,
+        output: OutputKind,
     ) -> Result<Collector, ArchiveError> {
         let tasks = &self.kafka.tasks;
-        let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
-            .map_err(ArchiveError::io("sync", &opts.out))?;
+        let mut syncer = if output.is_stream() {
+            BackgroundSync::disabled()
+        } else {
+            BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
+                .map_err(ArchiveError::io("sync", &opts.out))?
+        };
         opts.progress.begin(&worker::offsets_per_topic(tasks));
         let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
         let (stage, compressors) = compress::Stage::start(
@@ -711,12 +722,8 @@ fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
         anchored(std::slice::from_ref(g), "--groups")?;
     }
     opts.subjects.compile()?;
-    if opts.out.exists() {
-        return Err(ArchiveError::Exists {
-            path: opts.out.clone(),
-        }
-        .into());
-    }
+    // An existing regular file is never overwritten; a stream (stdout, a FIFO, a tape) is fine.
+    OutputKind::of(&opts.out)?;
     Ok(with_kafka)
 }
 

@@ -12,6 +12,7 @@ use super::settings::{Merge, settings};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::archive::writer::OutputKind;
 use crate::backup::{BackupOptions, BackupReport, CompressionMode, backup};
 use crate::config::load_yaml;
 use crate::format::manifest::ArchiveStatus;
@@ -44,7 +45,8 @@ settings! {
         /// Subjects to leave out (repeatable)
         #[arg(long = "exclude-subjects", value_name = "REGEX")]
         pub exclude_subjects: Vec<String>,
-        /// The archive to write (must not exist)
+        /// The archive to write: a new file, or `-` for standard output, or an existing FIFO or
+        /// character device (a tape drive); reports then go to standard error
         #[arg(long)]
         pub out: Option<PathBuf>,
         /// Topics to back up, as regular expressions matching whole names (repeatable) [default:
@@ -198,6 +200,14 @@ pub fn run(a: BackupArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCo
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let opts = options(&a, cancel)?;
+    if matches!(OutputKind::of(&opts.out), Ok(OutputKind::Stdout)) {
+        anyhow::ensure!(
+            !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            "--out {} writes the archive to standard output, which is a terminal: redirect it to a file, a pipe or a device",
+            opts.out.display()
+        );
+        out::to_stderr();
+    }
     let report = backup(rt, &opts)?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -8,6 +8,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static GONE: AtomicBool = AtomicBool::new(false);
+/// Standard output carries an archive (`kar backup --out -`): reports go to standard error.
+static TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// From now on reports go to standard error: standard output carries an archive, and nothing
+/// else may ever be written to it.
+pub fn to_stderr() {
+    TO_STDERR.store(true, Ordering::SeqCst);
+}
 static FAILED: Mutex<Option<String>> = Mutex::new(None);
 
 /// `print!` for reports.
@@ -24,6 +32,11 @@ macro_rules! outln {
 pub(crate) use {out, outln};
 
 pub fn write(args: fmt::Arguments<'_>) {
+    if TO_STDERR.load(Ordering::Relaxed) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_fmt(args);
+        return;
+    }
     if GONE.load(Ordering::Relaxed) {
         return;
     }
