@@ -463,3 +463,80 @@ fn a_footer_whose_frame_count_is_wrong_fails_the_quick_verify() {
         );
     }
 }
+
+fn stream(bytes: &[u8]) -> kar::archive::verify::VerifyReport {
+    kar::archive::stream::verify_stream(bytes, "stream", None, &|_| {})
+}
+
+/// The one-pass stream verify agrees with the file verify: the same counts and root on an intact
+/// archive (and a byte-for-byte copy through `tee`); every sampled flipped bit found, with a
+/// problem inside the structure hit; a stream cut anywhere is unfinished, at the offset it ended;
+/// zero padding to the next MiB is a tape's, anything more or non-zero after the footer is not.
+#[test]
+fn a_stream_is_verified_in_one_pass_as_a_file_is() {
+    let bytes = small_archive();
+    let file = verify_source(Source::Owned(bytes.clone()), "small.kar", VerifyLevel::Full);
+    let mut copy = Vec::new();
+    let s = kar::archive::stream::verify_stream(&bytes[..], "stream", Some(&mut copy), &|_| {});
+    assert!(s.ok, "{:?}", s.problems);
+    assert_eq!(copy, bytes, "tee copies every byte");
+    assert_eq!(
+        (s.frames, s.chunks, s.records, s.file_bytes, &s.root_hash),
+        (
+            file.frames,
+            file.chunks,
+            file.records,
+            file.file_bytes,
+            &file.root_hash
+        )
+    );
+
+    let regions = layout(&bytes);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for (range, structure) in &regions {
+        for _ in 0..3 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = range.start + x % (range.end - range.start);
+            let mut damaged = bytes.clone();
+            damaged[at as usize] ^= 1 << (x % 8);
+            let r = stream(&damaged);
+            assert!(!r.ok, "flip at {at} in {structure} went unnoticed");
+            assert!(
+                r.problems.iter().any(|p| range.contains(&p.offset)
+                    || (structure == "frame header" && p.offset <= at)),
+                "flip at {at} in {structure} {range:?}: {:?}",
+                r.problems
+            );
+        }
+    }
+
+    for (range, _) in &regions {
+        for cut in [range.start, range.start + 1, range.end - 1] {
+            let r = stream(&bytes[..cut as usize]);
+            assert!(!r.ok, "cut at {cut}");
+            assert!(
+                r.problems[0]
+                    .message
+                    .contains(&format!("the stream ended at offset {cut}")),
+                "cut at {cut}: {:?}",
+                r.problems
+            );
+        }
+    }
+
+    let mib = 1 << 20;
+    let padded = |n: usize, b: u8| [&bytes[..], &vec![b; n][..]].concat();
+    assert!(
+        stream(&padded(mib - bytes.len(), 0)).ok,
+        "zeros to the next MiB"
+    );
+    assert!(
+        !stream(&padded(mib - bytes.len() + 1, 0)).ok,
+        "a zero past it"
+    );
+    let r = stream(&padded(10, 7));
+    assert!(!r.ok);
+    assert_eq!(r.problems[0].offset, bytes.len() as u64);
+}

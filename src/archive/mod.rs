@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod reader;
 pub mod repair;
 pub mod source;
+pub mod stream;
 pub mod verify;
 pub mod writer;
 

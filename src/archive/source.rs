@@ -9,7 +9,12 @@ use super::ArchiveError;
 
 /// The bytes of an archive: a memory map of the file, or bytes already in memory (tests, fuzzing).
 pub enum Source {
-    Mapped(memmap2::Mmap),
+    /// A file; `len` leaves out zero padding after the footer (a tape's last block, see
+    /// [`crate::format::footer::archive_len`]).
+    Mapped {
+        map: memmap2::Mmap,
+        len: usize,
+    },
     Owned(Vec<u8>),
 }
 
@@ -17,7 +22,7 @@ impl Deref for Source {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Source::Mapped(m) => m,
+            Source::Mapped { map, len } => &map[..*len],
             Source::Owned(v) => v,
         }
     }
@@ -45,6 +50,7 @@ impl Source {
         // (a truncation could still fault the process; that is the cost of reading in place).
         let map =
             unsafe { memmap2::Mmap::map(&file) }.map_err(ArchiveError::io("memory-map", path))?;
-        Ok(Source::Mapped(map))
+        let len = crate::format::footer::archive_len(&map);
+        Ok(Source::Mapped { map, len })
     }
 }

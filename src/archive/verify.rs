@@ -71,15 +71,20 @@ pub struct VerifyReport {
 }
 
 /// Problems are capped so a badly damaged file gives a readable report.
-const MAX_PROBLEMS: usize = 200;
+pub(super) const MAX_PROBLEMS: usize = 200;
 
-struct Ctx {
-    problems: Vec<Problem>,
-    truncated_problems: bool,
+pub(super) struct Ctx {
+    pub(super) problems: Vec<Problem>,
+    pub(super) truncated_problems: bool,
 }
 
 impl Ctx {
-    fn add(&mut self, offset: u64, structure: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(
+        &mut self,
+        offset: u64,
+        structure: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(Problem {
                 offset,
@@ -91,7 +96,7 @@ impl Ctx {
         }
     }
 
-    fn add_format(&mut self, e: &FormatError, suffix: &str) {
+    pub(super) fn add_format(&mut self, e: &FormatError, suffix: &str) {
         let structure = match e {
             FormatError::Truncated { structure, .. } | FormatError::Corrupt { structure, .. } => {
                 structure
@@ -296,7 +301,12 @@ fn open_for_verify(source: &Arc<Source>, path: &Path, cx: &mut Ctx) -> Option<Ar
     }
 }
 
-fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, cx: &mut Ctx) {
+pub(super) fn check_index_against_manifest(
+    m: &Manifest,
+    ix: &IndexContent,
+    data_end: u64,
+    cx: &mut Ctx,
+) {
     let mut sums: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
     for c in &ix.chunks {
         if c.frame_offset < file_header::LEN as u64 || c.frame_offset >= data_end {
@@ -366,7 +376,7 @@ fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, 
 /// Every partition's chunks must tile its snapshot range: a hole is a missing chunk (Kafka's own
 /// gaps lie inside chunks' coverage). Holes a repair recorded in the manifest are returned as
 /// gaps; any other hole, and overlapping chunks, are problems.
-fn check_coverage(m: &Manifest, ix: &IndexContent, cx: &mut Ctx) -> Vec<String> {
+pub(super) fn check_coverage(m: &Manifest, ix: &IndexContent, cx: &mut Ctx) -> Vec<String> {
     let mut gaps = Vec::new();
     let mut by_partition: BTreeMap<(&str, i32), Vec<&ChunkEntry>> = BTreeMap::new();
     for c in &ix.chunks {
@@ -565,7 +575,7 @@ pub fn scan_frames(
 }
 
 /// Decodes every record of a chunk; returns its header.
-fn check_records(raw: &[u8]) -> Result<crate::format::chunk::ChunkHeader, FormatError> {
+pub(super) fn check_records(raw: &[u8]) -> Result<crate::format::chunk::ChunkHeader, FormatError> {
     let mut it = ChunkRecords::new(raw, 0)?;
     let header = it.header().clone();
     for r in &mut it {
@@ -614,7 +624,7 @@ impl ProblemSink for Vec<Problem> {
     }
 }
 
-fn check_scan(
+pub(super) fn check_scan(
     f: &Footer,
     scan: &Scan,
     index: Option<&IndexContent>,

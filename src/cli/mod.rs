@@ -110,8 +110,13 @@ pub struct CompactArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive file
+    /// The archive: a file, or `-` for standard input, or a FIFO or character device (a tape),
+    /// verified fully in one forward pass
     pub file: PathBuf,
+    /// With a stream: write what is read to this new file as well, and say at the end whether it
+    /// is a good archive
+    #[arg(long, value_name = "FILE")]
+    pub tee: Option<PathBuf>,
     /// Check only the footer, manifest, index and root hash (no chunk is read)
     #[arg(long, conflicts_with = "fast")]
     pub quick: bool,
@@ -197,9 +202,22 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         (_, true) => VerifyLevel::Fast,
         _ => VerifyLevel::Full,
     };
-    let report = with_progress(&a.file, "verify", a.json, |p| {
-        verify_with_progress(&a.file, level, p)
-    })?;
+    let report = if is_stream(&a.file) {
+        anyhow::ensure!(
+            !a.quick && !a.fast,
+            "a stream is verified fully in one pass: --quick and --fast need a file"
+        );
+        verify_stream_arg(&a.file, a.tee.as_deref())?
+    } else {
+        anyhow::ensure!(
+            a.tee.is_none(),
+            "--tee copies a stream; {} is a file",
+            a.file.display()
+        );
+        with_progress(&a.file, "verify", a.json, |p| {
+            verify_with_progress(&a.file, level, p)
+        })?
+    };
     if a.json {
         print_json(&report)?;
     } else {
@@ -210,6 +228,62 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `-`, a FIFO or a character device: read as a stream, front to back.
+fn is_stream(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    path == std::path::Path::new("-")
+        || std::fs::metadata(path)
+            .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+}
+
+fn verify_stream_arg(
+    path: &std::path::Path,
+    tee: Option<&std::path::Path>,
+) -> anyhow::Result<VerifyReport> {
+    let mut copy = match tee {
+        Some(t) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(t)
+                .map_err(|e| anyhow::anyhow!("--tee {}: {e}", t.display()))?,
+        )),
+        None => None,
+    };
+    let input: Box<dyn std::io::Read> = if path == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
+        )
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 20, input);
+    let name = if path == std::path::Path::new("-") {
+        std::path::PathBuf::from("(standard input)")
+    } else {
+        path.to_path_buf()
+    };
+    let mut report = crate::archive::stream::verify_stream(
+        reader,
+        name,
+        copy.as_mut().map(|c| c as &mut dyn std::io::Write),
+        &|_| {},
+    );
+    if let (Some(mut c), Some(t)) = (copy, tee) {
+        let synced = std::io::Write::flush(&mut c).and_then(|()| c.get_ref().sync_all());
+        if let Err(e) = synced {
+            report.ok = false;
+            report.problems.push(crate::archive::verify::Problem {
+                offset: report.file_bytes,
+                structure: "tee".into(),
+                message: format!("writing {} failed: {e}", t.display()),
+            });
+        }
+    }
+    Ok(report)
 }
 
 fn print_verify(r: &VerifyReport) {

@@ -51,8 +51,20 @@ impl Footer {
             needed: LEN as u64,
             available: file.len() as u64,
         })?;
-        let base = start as u64;
-        let b = &file[start..];
+        Footer::decode_at(&file[start..], start as u64)
+    }
+
+    /// Decodes a footer's 80 bytes `b` that start at file offset `base` (a stream reader has no
+    /// whole file).
+    pub fn decode_at(b: &[u8], base: u64) -> Result<Footer, FormatError> {
+        if b.len() != LEN {
+            return Err(FormatError::Truncated {
+                structure: "footer",
+                offset: base,
+                needed: LEN as u64,
+                available: b.len() as u64,
+            });
+        }
         let mut c = Cursor::new(b, base, "footer");
         if b[72..80] != MAGIC {
             return Err(c.corrupt(
@@ -93,5 +105,52 @@ impl Footer {
             major,
             minor,
         })
+    }
+}
+
+/// Tape drives and `dd conv=sync` pad the last block with zeros: zero bytes after the footer up to
+/// the next multiple of this, counted from the start of the file, are padding.
+pub const PAD_TO: u64 = 1 << 20;
+
+/// The length of the archive in `file`: all of it, or, where zero padding (up to the next
+/// [`PAD_TO`] boundary) follows a footer's end magic, up to that end magic. Anything else is left
+/// as it is (an unfinished or damaged file is no archive, padded or not).
+pub fn archive_len(file: &[u8]) -> usize {
+    if file.ends_with(&MAGIC) {
+        return file.len();
+    }
+    let Some(last) = file.iter().rposition(|b| *b != 0) else {
+        return file.len();
+    };
+    let end = last + 1;
+    let padding_fits = (file.len() as u64) <= (end as u64).div_ceil(PAD_TO) * PAD_TO;
+    if file[..end].ends_with(&MAGIC) && padding_fits {
+        end
+    } else {
+        file.len()
+    }
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::{MAGIC, PAD_TO, archive_len};
+
+    #[test]
+    fn zero_padding_to_the_next_mib_is_left_out_and_nothing_else() {
+        let mut file = vec![1u8; 1000];
+        file.extend_from_slice(&MAGIC);
+        let end = file.len();
+        assert_eq!(archive_len(&file), end);
+        let pad = |n: usize, b: u8| [&file[..], &vec![b; n][..]].concat();
+        assert_eq!(archive_len(&pad(PAD_TO as usize - end, 0)), end);
+        assert_eq!(archive_len(&pad(256 * 1024 - end, 0)), end);
+        // Past the boundary, or not zeros, or no end magic before the zeros: not padding.
+        let too_far = pad(PAD_TO as usize - end + 1, 0);
+        assert_eq!(archive_len(&too_far), too_far.len());
+        let other = pad(10, 9);
+        assert_eq!(archive_len(&other), other.len());
+        let unfinished = [&file[..end - 1], &[0u8; 100][..]].concat();
+        assert_eq!(archive_len(&unfinished), unfinished.len());
+        assert_eq!(archive_len(&[0u8; 64]), 64);
     }
 }

@@ -384,8 +384,15 @@ impl PartitionWriter {
 
     /// Aborts the open transaction (its records stay in the log, marked aborted).
     pub fn abort(&self) -> Result<(), WriteError> {
+        self.abort_within(TXN_CALL_TIMEOUT)
+    }
+
+    /// Like [`PartitionWriter::abort`], waiting at most `timeout`. A transaction left open is
+    /// aborted by the coordinator when the next producer with this transactional ID starts (the
+    /// next run of the restore), or after `transaction.timeout.ms`.
+    pub fn abort_within(&self, timeout: Duration) -> Result<(), WriteError> {
         self.producer
-            .abort_transaction(TXN_CALL_TIMEOUT)
+            .abort_transaction(timeout)
             .map_err(|e| self.error("aborting a transaction", e))
     }
 }

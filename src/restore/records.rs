@@ -28,6 +28,9 @@ use crate::kafka::txn::{
 /// that it stays far from the transaction timeout on a slow link.
 const TXN_MAX_TIME: Duration = Duration::from_secs(5);
 
+/// How long a stopped restore waits for its open transactions to abort.
+const STOPPED_ABORT_WAIT: Duration = Duration::from_secs(10);
+
 /// Why one partition's restore stopped. What it committed before stays committed, and a later run
 /// continues from there.
 #[derive(Debug, Error)]
@@ -476,7 +479,13 @@ fn restore_inner(
         let produced = match produce_chunk(s, job, w, &mut buf, &mut index, already, out) {
             Ok(n) => n,
             Err(e) => {
-                let _ = w.abort();
+                // A stopped restore ends promptly. librdkafka's abort has been seen blocking for
+                // its whole timeout (5 min) right after a stop; the next run's producer fences
+                // this one, which aborts the open transaction anyway.
+                let _ = match e {
+                    PartitionError::Stopped => w.abort_within(STOPPED_ABORT_WAIT),
+                    _ => w.abort(),
+                };
                 return Err(e);
             }
         };

@@ -1,0 +1,405 @@
+//! Verifying an archive that arrives as a stream (standard input, a FIFO, a tape drive, the
+//! receiving end of a data diode) in one forward pass: no seek, no memory map. Memory holds one
+//! frame at a time (at most 256 MiB by the format's limits, a record chunk's target size in
+//! practice), plus the index frame and the per-chunk entries, both proportional to the number of
+//! chunks. The checks are those of a full file verify (`verify.rs`), fed by what the pass saw;
+//! what the bytes were can also be written on (`tee`) so that the receiver keeps the file.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::format::file_header::{self, FileHeader};
+use crate::format::footer::{self, Footer, PAD_TO};
+use crate::format::frame::{self, Compression, ContentDecoder, FrameHeader, FrameKind};
+use crate::format::manifest::Manifest;
+use crate::format::{hex, root::root_hash};
+
+use super::index::{self, ChunkEntry, IndexContent};
+use super::source::Source;
+use super::verify::{
+    Ctx, MAX_PROBLEMS, Scan, VerifyLevel, VerifyReport, check_coverage,
+    check_index_against_manifest, check_records, check_scan,
+};
+
+/// The stream, counted, and copied to `tee` as it is read.
+struct Input<'a, R: Read> {
+    r: R,
+    pos: u64,
+    tee: Option<&'a mut dyn Write>,
+    tee_error: Option<std::io::Error>,
+}
+
+impl<R: Read> Input<'_, R> {
+    /// Fills `buf` as far as the stream goes; returns how many bytes came (fewer: it ended).
+    fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let (Some(t), None) = (self.tee.as_mut(), &self.tee_error)
+            && let Err(e) = t.write_all(&buf[..n])
+        {
+            self.tee_error = Some(e);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// What the pass kept for the checks at the end.
+#[derive(Default)]
+struct Seen {
+    scan: Scan,
+    manifest: Option<(u64, FrameHeader, Vec<u8>)>,
+    index: Option<(u64, FrameHeader, Vec<u8>)>,
+    /// The last record chunk read whole: where its frame starts, what it holds.
+    last_chunk: Option<ChunkEntry>,
+}
+
+/// Verifies the archive `r` delivers, fully, in one pass; `name` names it in the report. With
+/// `tee`, every byte read is written there too (a write error there is a problem of the report).
+pub fn verify_stream(
+    r: impl Read,
+    name: impl Into<PathBuf>,
+    tee: Option<&mut dyn Write>,
+    progress: &dyn Fn(u64),
+) -> VerifyReport {
+    let mut cx = Ctx {
+        problems: Vec::new(),
+        truncated_problems: false,
+    };
+    let mut input = Input {
+        r,
+        pos: 0,
+        tee,
+        tee_error: None,
+    };
+    let mut report = VerifyReport {
+        path: name.into(),
+        level: VerifyLevel::Full,
+        ok: false,
+        format_version: None,
+        root_hash: None,
+        file_bytes: 0,
+        frames: 0,
+        chunks: 0,
+        records: 0,
+        problems: Vec::new(),
+        gaps: Vec::new(),
+    };
+    let mut seen = Seen::default();
+    if let Some(footer) = read_through(&mut input, &mut seen, &mut report, &mut cx, progress) {
+        let data_end = input.pos - footer::LEN as u64;
+        report.root_hash = Some(hex(&footer.root));
+        check_padding(&mut input, &mut cx);
+        check_tail(&footer, data_end, &mut seen, &mut report, &mut cx);
+    }
+    if let Some(e) = &input.tee_error {
+        cx.add(input.pos, "tee", format!("writing the copy failed: {e}"));
+    }
+    report.file_bytes = input.pos;
+    report.frames = seen.scan.frames;
+    report.chunks = seen.scan.chunks.len() as u64;
+    report.records = seen
+        .scan
+        .chunks
+        .iter()
+        .map(|c| u64::from(c.record_count))
+        .sum();
+    if cx.truncated_problems {
+        cx.add(
+            0,
+            "report",
+            format!("more than {MAX_PROBLEMS} problems; the rest are not listed"),
+        );
+    }
+    report.ok = cx.problems.is_empty() && report.gaps.is_empty();
+    report.problems = cx.problems;
+    report
+}
+
+/// Reads the file header and every frame up to the footer, checking each frame whole as it
+/// comes. Returns the footer, or `None` (with the problem noted) where the stream cannot be read
+/// on.
+fn read_through<R: Read>(
+    input: &mut Input<'_, R>,
+    seen: &mut Seen,
+    report: &mut VerifyReport,
+    cx: &mut Ctx,
+    progress: &dyn Fn(u64),
+) -> Option<Footer> {
+    let mut head = [0u8; file_header::LEN];
+    let n = read_or_note(input, &mut head, "file header", seen, cx)?;
+    if n < head.len() {
+        return None;
+    }
+    match FileHeader::decode(&head) {
+        Ok(h) => report.format_version = Some(format!("{}.{}", h.major, h.minor)),
+        Err(e) => {
+            cx.add_format(&e, "");
+            return None;
+        }
+    }
+    let mut dec = ContentDecoder::new().ok();
+    let (mut stored, mut raw) = (Vec::new(), Vec::new());
+    seen.scan.good_end = input.pos;
+    loop {
+        let at = input.pos;
+        let mut h = [0u8; frame::HEADER_LEN];
+        if read_or_note(input, &mut h[..4], "frame header", seen, cx)? < 4 {
+            return None;
+        }
+        if h[..4] != frame::MAGIC {
+            // Not a frame: the footer, or damage a stream cannot resynchronise past.
+            let mut f = [0u8; footer::LEN];
+            f[..4].copy_from_slice(&h[..4]);
+            if read_or_note(input, &mut f[4..], "footer", seen, cx)? < footer::LEN - 4 {
+                return None;
+            }
+            return match Footer::decode_at(&f, at) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    cx.add_format(&e, " (a stream cannot be read on past damage here)");
+                    None
+                }
+            };
+        }
+        if read_or_note(input, &mut h[4..], "frame header", seen, cx)? < frame::HEADER_LEN - 4 {
+            return None;
+        }
+        let fh = match FrameHeader::decode(&h, at) {
+            Ok(fh) => fh,
+            Err(e) => {
+                cx.add_format(
+                    &e,
+                    " (a stream cannot be read on past a damaged frame header)",
+                );
+                return None;
+            }
+        };
+        stored.resize(fh.stored_len as usize, 0);
+        if read_or_note(input, &mut stored, fh.kind.name(), seen, cx)? < stored.len() {
+            return None;
+        }
+        seen.scan.frames += 1;
+        check_frame(at, &fh, &stored, dec.as_mut(), &mut raw, seen, cx);
+        progress(input.pos);
+    }
+}
+
+/// Checks one frame read whole: stored hash, content ID, records; keeps what the end needs.
+fn check_frame(
+    at: u64,
+    h: &FrameHeader,
+    stored: &[u8],
+    dec: Option<&mut ContentDecoder>,
+    raw: &mut Vec<u8>,
+    seen: &mut Seen,
+    cx: &mut Ctx,
+) {
+    let what = h.kind.name();
+    let next = at + h.frame_len();
+    if !frame::check_stored(h, stored) {
+        cx.add(
+            at + frame::HEADER_LEN as u64,
+            what,
+            format!("stored bytes of the frame at offset {at} do not match their hash"),
+        );
+        return;
+    }
+    if let FrameKind::Unknown(code) = h.kind
+        && code & frame::OPTIONAL == 0
+    {
+        cx.add(
+            at,
+            "frame header",
+            format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
+        );
+    }
+    let mut intact = true;
+    if h.kind == FrameKind::Index {
+        seen.index = Some((at, *h, stored.to_vec()));
+    } else if let Some(dec) = dec {
+        match dec.decode(h, stored, at, raw) {
+            Err(e) => {
+                cx.add(e.offset(), what, e.to_string());
+                intact = false;
+            }
+            Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(raw) {
+                Ok(ch) => {
+                    let c = ChunkEntry::new(&ch, at, h.content_id, h.raw_len, h.stored_len);
+                    seen.last_chunk = Some(c.clone());
+                    seen.scan.chunks.push(c);
+                }
+                Err(e) => {
+                    cx.add(
+                        at + frame::HEADER_LEN as u64,
+                        what,
+                        format!("{e} (in the decompressed chunk)"),
+                    );
+                    intact = false;
+                }
+            },
+            Ok(()) if h.kind == FrameKind::Manifest => {
+                seen.manifest = Some((at, *h, raw.clone()));
+            }
+            Ok(()) => {}
+        }
+    }
+    if intact {
+        seen.scan.good.insert(at, *h);
+        if seen.scan.good_end == at {
+            seen.scan.good_end = next;
+        }
+    }
+}
+
+/// Reads into `buf`; a stream that ends early is noted, naming where and the last chunk read
+/// whole. `None` when reading failed.
+fn read_or_note<R: Read>(
+    input: &mut Input<'_, R>,
+    buf: &mut [u8],
+    structure: &str,
+    seen: &Seen,
+    cx: &mut Ctx,
+) -> Option<usize> {
+    let at = input.pos;
+    match input.fill(buf) {
+        Ok(n) if n == buf.len() => Some(n),
+        Ok(n) => {
+            let last = match &seen.last_chunk {
+                Some(c) => format!(
+                    "; the last record chunk read whole is {}/{} offsets {}..={} (frame at offset {})",
+                    c.topic, c.partition, c.first_offset, c.last_offset, c.frame_offset
+                ),
+                None => "; no record chunk was read whole".into(),
+            };
+            cx.add(
+                at + n as u64,
+                structure,
+                format!(
+                    "the stream ended at offset {} inside the {structure} (needed {} more bytes): the archive is unfinished or cut short{last}; `kar repair` of what arrived keeps every complete chunk",
+                    at + n as u64,
+                    buf.len() - n
+                ),
+            );
+            Some(n)
+        }
+        Err(e) => {
+            cx.add(at, structure, format!("reading the stream failed: {e}"));
+            None
+        }
+    }
+}
+
+/// After the footer: nothing, or zero padding up to the next 1 MiB boundary (a tape's last
+/// block).
+fn check_padding<R: Read>(input: &mut Input<'_, R>, cx: &mut Ctx) {
+    let end = input.pos;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let at = input.pos;
+        match input.fill(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+                    cx.add(
+                        at + i as u64,
+                        "after the footer",
+                        format!("non-zero bytes follow the footer (it ends at offset {end}): another file's bytes, or damage"),
+                    );
+                    return;
+                }
+            }
+            Err(e) => {
+                cx.add(
+                    at,
+                    "after the footer",
+                    format!("reading the stream failed: {e}"),
+                );
+                return;
+            }
+        }
+    }
+    let padded = input.pos - end;
+    if input.pos > end.div_ceil(PAD_TO) * PAD_TO {
+        cx.add(
+            end,
+            "after the footer",
+            format!("{padded} zero bytes follow the footer, past the next 1 MiB boundary: more than a tape block's padding"),
+        );
+    }
+}
+
+/// The checks a file verify makes through the reader and on its scan, on what the pass kept.
+fn check_tail(f: &Footer, data_end: u64, seen: &mut Seen, report: &mut VerifyReport, cx: &mut Ctx) {
+    let (Some((moff, mh, mraw)), Some((ioff, ih, _))) = (&seen.manifest, &seen.index) else {
+        cx.add(
+            data_end,
+            "footer",
+            "the stream holds no intact manifest or index frame",
+        );
+        return;
+    };
+    if (*moff, *ioff) != (f.manifest_offset, f.index_offset)
+        || moff + mh.frame_len() != *ioff
+        || ioff + ih.frame_len() != data_end
+        || ih.compression != Compression::None
+    {
+        cx.add(
+            data_end,
+            "footer",
+            format!(
+                "the footer points to the manifest at {} and the index at {}, the stream holds them at {moff} and {ioff}; the index frame must follow the manifest frame and end where the footer starts ({data_end}): not one archive",
+                f.manifest_offset, f.index_offset
+            ),
+        );
+        return;
+    }
+    let manifest = match Manifest::decode(mraw, moff + frame::HEADER_LEN as u64) {
+        Ok(m) => m,
+        Err(e) => {
+            cx.add_format(&e, "");
+            return;
+        }
+    };
+    let (ioff, manifest_id) = (*ioff, mh.content_id);
+    let stored = std::mem::take(&mut seen.index.as_mut().expect("matched above").2);
+    let len = stored.len();
+    let source = Arc::new(Source::Owned(stored));
+    let ix = index::guarded(
+        || {
+            let db = index::open(source, 0, len).map_err(|e| e.to_string())?;
+            IndexContent::read(&db).map_err(|e| e.to_string())
+        },
+        |e| e,
+    );
+    let ix = match ix {
+        Ok(ix) => ix,
+        Err(e) => {
+            cx.add(ioff, "index", format!("cannot read the redb index: {e}"));
+            return;
+        }
+    };
+    check_index_against_manifest(&manifest, &ix, data_end, cx);
+    report.gaps = check_coverage(&manifest, &ix, cx);
+    let root = root_hash(&manifest_id, ix.content.keys().copied());
+    if root != f.root {
+        cx.add(
+            data_end + 24,
+            "footer",
+            format!(
+                "root hash {} does not match the content the index lists ({})",
+                hex(&f.root),
+                hex(&root)
+            ),
+        );
+    }
+    check_scan(f, &seen.scan, Some(&ix), data_end, true, cx);
+}
