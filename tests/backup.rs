@@ -1576,3 +1576,66 @@ async fn a_streamed_backup_is_verified_in_one_pass_at_the_receiving_end() {
     let padded = std::fs::read(&padded).unwrap();
     assert!(padded.len() > bytes.len() && padded.len().is_multiple_of(256 * 1024));
 }
+
+/// The writer killed mid-stream: the receiving `kar verify - --tee FILE` says the stream ended
+/// early, where, and which chunk it read whole last, exits 1, and `kar repair` of what arrived
+/// keeps every chunk it read whole, each a prefix of what Kafka serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_killed_mid_stream_is_named_by_the_receiving_verify() {
+    let topic = common::unique("cutoff");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 40_000, 160).await;
+    let truth = consume_all(&topic, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received.kar");
+    let kar = env!("CARGO_BIN_EXE_kar");
+    // zstd level 19 makes the backup slow enough to kill in the middle.
+    let mut writer = Command::new(kar)
+        .args(["backup", "--zstd-level", "19", "--chunk-size", "16384"])
+        .args(["--concurrency", "1", "--bootstrap"])
+        .arg(common::bootstrap())
+        .args(["--topics", &topic, "--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let receiver = Command::new(kar)
+        .args(["verify", "-", "--json", "--tee"])
+        .arg(&received)
+        .stdin(writer.stdout.take().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&received).map_or(0, |m| m.len()) < 40_000 {
+        assert!(writer.try_wait().unwrap().is_none(), "backup ended first");
+        assert!(Instant::now() < deadline, "nothing arrived in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let o = receiver.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let arrived = std::fs::metadata(&received).unwrap().len();
+    assert_eq!(
+        r["file_bytes"].as_u64(),
+        Some(arrived),
+        "tee kept every byte read"
+    );
+    let problem = r["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        problem.contains(&format!("the stream ended at offset {arrived}"))
+            && problem.contains(&format!("the last record chunk read whole is {topic}/")),
+        "{problem}"
+    );
+    let repaired = dir.path().join("repaired.kar");
+    let rep = kar::archive::repair::repair(&received, &repaired, Default::default()).unwrap();
+    assert!(rep.kept_chunks > 0);
+    assert_eq!(rep.kept_chunks, r["chunks"].as_u64().unwrap());
+    let a = Archive::open(&repaired).unwrap();
+    for part in 0..2 {
+        let got = read_records(&a, &topic, part);
+        assert_eq!(got[..], truth[&part][..got.len()], "partition {part}");
+    }
+}
