@@ -63,6 +63,25 @@ fn options(out: &std::path::Path, topics: &str) -> BackupOptions {
     o
 }
 
+/// Restores `archive`'s `topic` as `to` on the local broker (state in `state`), and checks the
+/// restore says it is whole.
+async fn restore_renamed(
+    archive: &std::path::Path,
+    topic: &str,
+    to: &str,
+    state: &std::path::Path,
+) {
+    let mut o =
+        kar::restore::RestoreOptions::new(archive, KafkaConnection::plaintext(common::bootstrap()));
+    o.map = BTreeMap::from([(topic.to_string(), to.to_string())]);
+    o.state_dir = Some(state.to_path_buf());
+    let report = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.ok, "{:?}", report.partitions);
+}
+
 /// Compares what the archive holds for a topic with what Kafka serves, record by record.
 fn assert_same(a: &Archive, topic: &str, truth: &BTreeMap<i32, Vec<Rec>>) {
     for (p, want) in truth {
@@ -622,17 +641,7 @@ async fn a_backup_killed_after_one_partition_finished_repairs_that_partition_com
 
     // The repaired archive restores: all of partition 1, the prefix of partition 0.
     let restored = format!("{topic}-restored");
-    let mut o = kar::restore::RestoreOptions::new(
-        &repaired,
-        KafkaConnection::plaintext(common::bootstrap()),
-    );
-    o.map = BTreeMap::from([(topic.clone(), restored.clone())]);
-    o.state_dir = Some(dir.path().to_path_buf());
-    let report = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(report.ok, "{:?}", report.partitions);
+    restore_renamed(&repaired, &topic, &restored, dir.path()).await;
     let back = consume_all(&restored, 2);
     assert_eq!(back[&1].len(), 10);
     assert_eq!(back[&0].len(), big.len());
@@ -1554,15 +1563,7 @@ async fn a_streamed_backup_is_verified_in_one_pass_at_the_receiving_end() {
     assert_eq!(r["root_hash"].as_str(), file.root_hash.as_deref());
     // And restored from the padded file: every record, in order.
     let back = format!("{topic}-back");
-    let mut o =
-        kar::restore::RestoreOptions::new(&padded, KafkaConnection::plaintext(common::bootstrap()));
-    o.map = BTreeMap::from([(topic.clone(), back.clone())]);
-    o.state_dir = Some(dir.path().to_path_buf());
-    let report = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(report.ok, "{:?}", report.partitions);
+    restore_renamed(&padded, &topic, &back, dir.path()).await;
     let got = consume_all(&back, 2);
     for part in 0..2 {
         let (g, w) = (&got[&part], &truth[&part]);

@@ -18,8 +18,8 @@ use crate::format::{hex, root::root_hash};
 use super::index::{self, ChunkEntry, IndexContent};
 use super::source::Source;
 use super::verify::{
-    Ctx, MAX_PROBLEMS, Scan, VerifyLevel, VerifyReport, check_coverage,
-    check_index_against_manifest, check_records, check_scan,
+    Ctx, Scan, VerifyLevel, VerifyReport, check_coverage, check_index_against_manifest,
+    check_records, check_scan,
 };
 
 /// The stream, counted, and copied to `tee` as it is read.
@@ -112,15 +112,7 @@ pub fn verify_stream(
         .iter()
         .map(|c| u64::from(c.record_count))
         .sum();
-    if cx.truncated_problems {
-        cx.add(
-            0,
-            "report",
-            format!("more than {MAX_PROBLEMS} problems; the rest are not listed"),
-        );
-    }
-    report.ok = cx.problems.is_empty() && report.gaps.is_empty();
-    report.problems = cx.problems;
+    cx.finish(&mut report);
     report
 }
 

@@ -71,7 +71,7 @@ pub struct VerifyReport {
 }
 
 /// Problems are capped so a badly damaged file gives a readable report.
-pub(super) const MAX_PROBLEMS: usize = 200;
+const MAX_PROBLEMS: usize = 200;
 
 pub(super) struct Ctx {
     pub(super) problems: Vec<Problem>,
@@ -94,6 +94,19 @@ impl Ctx {
         } else {
             self.truncated_problems = true;
         }
+    }
+
+    /// Puts the problems into the report, noting a cut list, and decides whether it is OK.
+    pub(super) fn finish(mut self, report: &mut VerifyReport) {
+        if self.truncated_problems {
+            self.add(
+                0,
+                "report",
+                format!("more than {MAX_PROBLEMS} problems; the rest are not listed"),
+            );
+        }
+        report.ok = self.problems.is_empty() && report.gaps.is_empty();
+        report.problems = self.problems;
     }
 
     pub(super) fn add_format(&mut self, e: &FormatError, suffix: &str) {
@@ -268,15 +281,7 @@ pub fn verify_source_with_progress(
         }
     }
 
-    if cx.truncated_problems {
-        cx.add(
-            0,
-            "report",
-            format!("more than {MAX_PROBLEMS} problems; the rest are not listed"),
-        );
-    }
-    report.ok = cx.problems.is_empty() && report.gaps.is_empty();
-    report.problems = cx.problems;
+    cx.finish(&mut report);
     report
 }
 
