@@ -249,6 +249,14 @@ fn bench(c: &mut Criterion) {
             r
         })
     });
+    // The one-pass stream verify (`kar verify -`): the same checks over a reader, no mmap.
+    g.bench_function("kar_full_stream", |b| {
+        b.iter(|| {
+            let r = kar::archive::stream::verify_stream(&archive[..], "bench", None, &|_| {});
+            assert!(r.ok);
+            r
+        })
+    });
     g.bench_function("baseline_blake3_zstd_decompress", |b| {
         let mut dec = zstd::bulk::Decompressor::new().unwrap();
         let mut out = Vec::with_capacity(CHUNK_BYTES * 2);
