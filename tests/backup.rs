@@ -1640,3 +1640,29 @@ async fn a_writer_killed_mid_stream_is_named_by_the_receiving_verify() {
         assert_eq!(got[..], truth[&part][..got.len()], "partition {part}");
     }
 }
+
+/// `--out -` on a terminal is refused before anything is read: an archive is no screen output.
+/// `script` (util-linux) gives the backup a pseudo-terminal as stdout.
+#[test]
+fn an_archive_is_never_written_to_a_terminal() {
+    let o = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} backup --bootstrap {} --topics never-read --out -",
+            env!("CARGO_BIN_EXE_kar"),
+            common::bootstrap()
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("writes the archive to standard output, which is a terminal"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("KAR"),
+        "no archive bytes reached the terminal: {shown}"
+    );
+}
