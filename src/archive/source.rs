@@ -28,6 +28,13 @@ impl Deref for Source {
     }
 }
 
+/// Whether `path` is a FIFO or a character device (a pipe's end, a tape drive): read and written
+/// as a stream, never mapped.
+pub fn is_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+}
+
 impl Source {
     /// Maps a file read-only, with clear errors for what is not an archive file.
     pub fn map(path: &Path) -> Result<Source, ArchiveError> {

@@ -12,15 +12,12 @@ use std::sync::Arc;
 use crate::format::file_header::{self, FileHeader};
 use crate::format::footer::{self, Footer, PAD_TO};
 use crate::format::frame::{self, Compression, ContentDecoder, FrameHeader, FrameKind};
+use crate::format::hex;
 use crate::format::manifest::Manifest;
-use crate::format::{hex, root::root_hash};
 
 use super::index::{self, ChunkEntry, IndexContent};
 use super::source::Source;
-use super::verify::{
-    Ctx, Scan, VerifyLevel, VerifyReport, check_coverage, check_index_against_manifest,
-    check_records, check_scan,
-};
+use super::verify::{Ctx, Scan, VerifyLevel, VerifyReport, check_index, check_records, check_scan};
 
 /// The stream, counted, and copied to `tee` as it is read.
 struct Input<'a, R: Read> {
@@ -58,8 +55,6 @@ struct Seen {
     scan: Scan,
     manifest: Option<(u64, FrameHeader, Vec<u8>)>,
     index: Option<(u64, FrameHeader, Vec<u8>)>,
-    /// The last record chunk read whole: where its frame starts, what it holds.
-    last_chunk: Option<ChunkEntry>,
 }
 
 /// Verifies the archive `r` delivers, fully, in one pass; `name` names it in the report. With
@@ -70,29 +65,14 @@ pub fn verify_stream(
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
-    let mut cx = Ctx {
-        problems: Vec::new(),
-        truncated_problems: false,
-    };
+    let mut cx = Ctx::default();
     let mut input = Input {
         r,
         pos: 0,
         tee,
         tee_error: None,
     };
-    let mut report = VerifyReport {
-        path: name.into(),
-        level: VerifyLevel::Full,
-        ok: false,
-        format_version: None,
-        root_hash: None,
-        file_bytes: 0,
-        frames: 0,
-        chunks: 0,
-        records: 0,
-        problems: Vec::new(),
-        gaps: Vec::new(),
-    };
+    let mut report = VerifyReport::new(name.into(), VerifyLevel::Full);
     let mut seen = Seen::default();
     if let Some(footer) = read_through(&mut input, &mut seen, &mut report, &mut cx, progress) {
         let data_end = input.pos - footer::LEN as u64;
@@ -224,11 +204,13 @@ fn check_frame(
                 intact = false;
             }
             Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(raw) {
-                Ok(ch) => {
-                    let c = ChunkEntry::new(&ch, at, h.content_id, h.raw_len, h.stored_len);
-                    seen.last_chunk = Some(c.clone());
-                    seen.scan.chunks.push(c);
-                }
+                Ok(ch) => seen.scan.chunks.push(ChunkEntry::new(
+                    &ch,
+                    at,
+                    h.content_id,
+                    h.raw_len,
+                    h.stored_len,
+                )),
                 Err(e) => {
                     cx.add(
                         at + frame::HEADER_LEN as u64,
@@ -265,7 +247,7 @@ fn read_or_note<R: Read>(
     match input.fill(buf) {
         Ok(n) if n == buf.len() => Some(n),
         Ok(n) => {
-            let last = match &seen.last_chunk {
+            let last = match seen.scan.chunks.last() {
                 Some(c) => format!(
                     "; the last record chunk read whole is {}/{} offsets {}..={} (frame at offset {})",
                     c.topic, c.partition, c.first_offset, c.last_offset, c.frame_offset
@@ -379,19 +361,6 @@ fn check_tail(f: &Footer, data_end: u64, seen: &mut Seen, report: &mut VerifyRep
             return;
         }
     };
-    check_index_against_manifest(&manifest, &ix, data_end, cx);
-    report.gaps = check_coverage(&manifest, &ix, cx);
-    let root = root_hash(&manifest_id, ix.content.keys().copied());
-    if root != f.root {
-        cx.add(
-            data_end + 24,
-            "footer",
-            format!(
-                "root hash {} does not match the content the index lists ({})",
-                hex(&f.root),
-                hex(&root)
-            ),
-        );
-    }
+    report.gaps = check_index(&manifest, &manifest_id, f, &ix, data_end, cx);
     check_scan(f, &seen.scan, Some(&ix), data_end, true, cx);
 }

@@ -70,9 +70,29 @@ pub struct VerifyReport {
     pub gaps: Vec<String>,
 }
 
+impl VerifyReport {
+    /// A report on `path` with nothing checked yet (not OK).
+    pub(super) fn new(path: PathBuf, level: VerifyLevel) -> VerifyReport {
+        VerifyReport {
+            path,
+            level,
+            ok: false,
+            format_version: None,
+            root_hash: None,
+            file_bytes: 0,
+            frames: 0,
+            chunks: 0,
+            records: 0,
+            problems: Vec::new(),
+            gaps: Vec::new(),
+        }
+    }
+}
+
 /// Problems are capped so a badly damaged file gives a readable report.
 const MAX_PROBLEMS: usize = 200;
 
+#[derive(Default)]
 pub(super) struct Ctx {
     pub(super) problems: Vec<Problem>,
     pub(super) truncated_problems: bool,
@@ -152,24 +172,10 @@ pub fn verify_source_with_progress(
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
     let path = path.into();
-    let mut cx = Ctx {
-        problems: Vec::new(),
-        truncated_problems: false,
-    };
+    let mut cx = Ctx::default();
     let file_bytes = source.len() as u64;
-    let mut report = VerifyReport {
-        path: path.clone(),
-        level,
-        ok: false,
-        format_version: None,
-        root_hash: None,
-        file_bytes,
-        frames: 0,
-        chunks: 0,
-        records: 0,
-        problems: Vec::new(),
-        gaps: Vec::new(),
-    };
+    let mut report = VerifyReport::new(path.clone(), level);
+    report.file_bytes = file_bytes;
 
     let bytes: &[u8] = &source;
     match FileHeader::decode(bytes) {
@@ -218,33 +224,14 @@ pub fn verify_source_with_progress(
     });
 
     if let (Some(a), Some(ix)) = (&archive, &index) {
-        check_index_against_manifest(a.manifest(), ix, data_end, &mut cx);
-        report.gaps = check_coverage(a.manifest(), ix, &mut cx);
-        let root = root_hash(a.manifest_id(), ix.content.keys().copied());
-        if root != a.root() {
-            cx.add(
-                data_end + 24,
-                "footer",
-                format!(
-                    "root hash {} does not match the content the index lists ({})",
-                    hex(&a.root()),
-                    hex(&root)
-                ),
-            );
-        }
-        // Every frame but the manifest and the index is a content frame the index lists.
-        let frames = ix.content.len() as u64 + 2;
-        if a.footer().frame_count != frames {
-            cx.add(
-                data_end + 16,
-                "footer",
-                format!(
-                    "footer counts {} frames, but the index lists {} content frames (+ manifest and index = {frames})",
-                    a.footer().frame_count,
-                    ix.content.len()
-                ),
-            );
-        }
+        report.gaps = check_index(
+            a.manifest(),
+            a.manifest_id(),
+            a.footer(),
+            ix,
+            data_end,
+            &mut cx,
+        );
         report.chunks = ix.chunks.len() as u64;
         report.records = ix.chunks.iter().map(|c| u64::from(c.record_count)).sum();
         report.frames = a.footer().frame_count;
@@ -306,12 +293,47 @@ fn open_for_verify(source: &Arc<Source>, path: &Path, cx: &mut Ctx) -> Option<Ar
     }
 }
 
-pub(super) fn check_index_against_manifest(
+/// The quick checks of an index: against the manifest, each partition's coverage, the root it
+/// gives and the frame count it implies. Returns the gaps a repair recorded.
+pub(super) fn check_index(
     m: &Manifest,
+    manifest_id: &Hash,
+    f: &Footer,
     ix: &IndexContent,
     data_end: u64,
     cx: &mut Ctx,
-) {
+) -> Vec<String> {
+    check_index_against_manifest(m, ix, data_end, cx);
+    let gaps = check_coverage(m, ix, cx);
+    let root = root_hash(manifest_id, ix.content.keys().copied());
+    if root != f.root {
+        cx.add(
+            data_end + 24,
+            "footer",
+            format!(
+                "root hash {} does not match the content the index lists ({})",
+                hex(&f.root),
+                hex(&root)
+            ),
+        );
+    }
+    // Every frame but the manifest and the index is a content frame the index lists.
+    let frames = ix.content.len() as u64 + 2;
+    if f.frame_count != frames {
+        cx.add(
+            data_end + 16,
+            "footer",
+            format!(
+                "footer counts {} frames, but the index lists {} content frames (+ manifest and index = {frames})",
+                f.frame_count,
+                ix.content.len()
+            ),
+        );
+    }
+    gaps
+}
+
+fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, cx: &mut Ctx) {
     let mut sums: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
     for c in &ix.chunks {
         if c.frame_offset < file_header::LEN as u64 || c.frame_offset >= data_end {
@@ -381,7 +403,7 @@ pub(super) fn check_index_against_manifest(
 /// Every partition's chunks must tile its snapshot range: a hole is a missing chunk (Kafka's own
 /// gaps lie inside chunks' coverage). Holes a repair recorded in the manifest are returned as
 /// gaps; any other hole, and overlapping chunks, are problems.
-pub(super) fn check_coverage(m: &Manifest, ix: &IndexContent, cx: &mut Ctx) -> Vec<String> {
+fn check_coverage(m: &Manifest, ix: &IndexContent, cx: &mut Ctx) -> Vec<String> {
     let mut gaps = Vec::new();
     let mut by_partition: BTreeMap<(&str, i32), Vec<&ChunkEntry>> = BTreeMap::new();
     for c in &ix.chunks {

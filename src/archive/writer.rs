@@ -92,18 +92,16 @@ pub enum OutputKind {
 impl OutputKind {
     /// What `path` names; Err for an existing regular file or directory.
     pub fn of(path: &Path) -> Result<OutputKind, ArchiveError> {
-        use std::os::unix::fs::FileTypeExt;
         if path == Path::new("-") || path == Path::new("/dev/stdout") {
-            return Ok(OutputKind::Stdout);
-        }
-        match std::fs::metadata(path) {
-            Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() => {
-                Ok(OutputKind::Device)
-            }
-            Ok(_) => Err(ArchiveError::Exists {
+            Ok(OutputKind::Stdout)
+        } else if super::source::is_device(path) {
+            Ok(OutputKind::Device)
+        } else if path.exists() {
+            Err(ArchiveError::Exists {
                 path: path.to_path_buf(),
-            }),
-            Err(_) => Ok(OutputKind::File),
+            })
+        } else {
+            Ok(OutputKind::File)
         }
     }
 

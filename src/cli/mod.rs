@@ -232,10 +232,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 /// `-`, a FIFO or a character device: read as a stream, front to back.
 fn is_stream(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    path == std::path::Path::new("-")
-        || std::fs::metadata(path)
-            .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+    path == std::path::Path::new("-") || crate::archive::source::is_device(path)
 }
 
 fn verify_stream_arg(

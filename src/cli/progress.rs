@@ -17,10 +17,14 @@ pub struct TopicBars {
 
 struct Drawn {
     multi: MultiProgress,
-    bars: HashMap<String, ProgressBar>,
+    bars: HashMap<String, TopicBar>,
     started: Instant,
-    /// Records and bytes per topic so far, for the rates.
-    moved: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+/// One topic's bar, and the records and bytes moved so far, for the rates.
+struct TopicBar {
+    bar: ProgressBar,
+    moved: Mutex<(u64, u64)>,
 }
 
 impl ProgressSink for TopicBars {
@@ -34,27 +38,29 @@ impl ProgressSink for TopicBars {
                 let bar = ProgressBar::new((*total).max(1))
                     .with_style(style.clone())
                     .with_prefix(topic.clone());
-                (topic.clone(), multi.add(bar))
+                let bar = TopicBar {
+                    bar: multi.add(bar),
+                    moved: Mutex::default(),
+                };
+                (topic.clone(), bar)
             })
             .collect();
         let _ = self.drawn.set(Drawn {
             multi,
             bars,
             started: Instant::now(),
-            moved: Mutex::default(),
         });
     }
 
     fn advance(&self, part: &str, units: u64, records: u64, bytes: u64) {
         let Some(d) = self.drawn.get() else { return };
-        let Some(bar) = d.bars.get(part) else { return };
-        bar.inc(units);
-        let mut moved = d.moved.lock().unwrap_or_else(|p| p.into_inner());
-        let m = moved.entry(part.to_string()).or_default();
+        let Some(t) = d.bars.get(part) else { return };
+        t.bar.inc(units);
+        let mut m = t.moved.lock().unwrap_or_else(|p| p.into_inner());
         m.0 += records;
         m.1 += bytes;
         let secs = d.started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!(
+        t.bar.set_message(format!(
             "{:.0} records/s {:.1} MB/s",
             m.0 as f64 / secs,
             m.1 as f64 / secs / 1e6
@@ -63,8 +69,8 @@ impl ProgressSink for TopicBars {
 
     fn end(&self) {
         if let Some(d) = self.drawn.get() {
-            for b in d.bars.values() {
-                b.finish();
+            for t in d.bars.values() {
+                t.bar.finish();
             }
             let _ = d.multi.clear();
         }

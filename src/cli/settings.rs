@@ -3,8 +3,6 @@
 //! over the file's values with [`Merge`], and the library's options check the result, so a
 //! library caller gets the same checks. (ripgrep's low-level → high-level args are the model.)
 
-use std::collections::BTreeMap;
-
 /// Lays a value from the command line over the config file's.
 pub trait Merge {
     fn over(self, file: Self) -> Self;
@@ -28,14 +26,6 @@ impl<T> Merge for Vec<T> {
 impl Merge for bool {
     fn over(self, file: Self) -> Self {
         self || file
-    }
-}
-
-/// The file's entries, with the flags' over them.
-impl<K: Ord, V> Merge for BTreeMap<K, V> {
-    fn over(self, mut file: Self) -> Self {
-        file.extend(self);
-        file
     }
 }
 

@@ -189,8 +189,6 @@ pub struct PartitionOutcome {
 pub struct Shared<'a> {
     pub archive: &'a Archive,
     pub conn: &'a KafkaConnection,
-    /// The runtime whose owner waits for the clients closed in the background.
-    pub rt: &'a crate::runtime::Context,
     pub target: &'a Target,
     pub progress: &'a ProgressGroup,
     pub ids: &'a IdMap,
@@ -301,7 +299,7 @@ pub fn restore_partition(
     .map_err(PartitionError::from)
     .and_then(|w| {
         let r = restore_inner(s, job, &w, progress, &mut out);
-        s.rt.close_in_background(w);
+        s.target.context().close_in_background(w);
         r
     });
     if let Err(e) = result {
@@ -373,7 +371,7 @@ fn check_nothing_follows(
         });
     }
     if end > from && !s.append {
-        if let Some(o) = first_committed(s.conn, s.rt, t, p, from, end)? {
+        if let Some(o) = first_committed(s.conn, s.target.context(), t, p, from, end)? {
             // Another run of this restore may have taken the partition over since this one read
             // its progress (and committed that record): then this one is fenced, not wronged.
             let now = s

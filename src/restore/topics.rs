@@ -144,7 +144,6 @@ impl KafkaPlan {
         let shared = Shared {
             archive,
             conn: &opts.kafka,
-            rt: self.target.context(),
             target: &self.target,
             progress: &self.progress,
             ids,
@@ -213,14 +212,9 @@ fn given_configs(
         .map(|t| t.configs.clone())
         .unwrap_or_default();
     for only_this in [false, true] {
-        for super::TopicConfig {
-            topic,
-            key: k,
-            value: v,
-        } in &opts.topic_configs
-        {
-            if topic.is_some() == only_this && topic.as_ref().is_none_or(|t| *t == tp.target) {
-                c.insert(k.clone(), v.clone());
+        for g in &opts.topic_configs {
+            if g.topic.is_some() == only_this && g.topic.as_ref().is_none_or(|t| *t == tp.target) {
+                c.insert(g.key.clone(), g.value.clone());
             }
         }
     }
@@ -239,17 +233,15 @@ fn check_kept(
     topics: &mut [TopicPlan],
     jobs: &[PartitionJob],
 ) -> Result<(), RestoreError> {
-    for super::TopicConfig {
-        topic: t, key: k, ..
-    } in &opts.topic_configs
-    {
-        if let Some(t) = t
+    for g in &opts.topic_configs {
+        if let Some(t) = &g.topic
             && !topics
                 .iter()
                 .any(|p| p.target == *t && p.action == TopicAction::Create)
         {
             return Err(RestoreError::Invalid(format!(
-                "--topic-config {t}:{k}: {t} is not a topic this restore creates (configs of topics that exist are left alone)"
+                "--topic-config {t}:{}: {t} is not a topic this restore creates (configs of topics that exist are left alone)",
+                g.key
             )));
         }
     }
