@@ -7,6 +7,7 @@
 pub mod archive;
 #[cfg(feature = "kafka")]
 pub mod backup;
+#[cfg(feature = "kafka")]
 pub mod cli;
 pub mod config;
 pub mod format;

@@ -117,17 +117,17 @@ fn records_round_trip_through_a_file() {
     w.declare_partition("orders", 0, 0, p0.last().unwrap().offset + 1);
     w.declare_partition("orders", 1, 0, p1.last().unwrap().offset + 1);
     w.declare_partition("empty", 0, 0, 0);
-    write_records(&mut w, "orders", 0, &p0);
-    write_records(&mut w, "orders", 1, &p1);
-    w.finish_partition("orders", 0).unwrap();
-    w.finish_partition("orders", 1).unwrap();
-    w.finish_partition("empty", 0).unwrap();
     let blob = w.add_blob(b"{\"type\":\"string\"}").unwrap();
     assert_eq!(
         w.add_blob(b"{\"type\":\"string\"}").unwrap(),
         blob,
         "same blob, same id"
     );
+    write_records(&mut w, "orders", 0, &p0);
+    write_records(&mut w, "orders", 1, &p1);
+    w.finish_partition("orders", 0).unwrap();
+    w.finish_partition("orders", 1).unwrap();
+    w.finish_partition("empty", 0).unwrap();
     let (out, summary) = w.finish(ArchiveStatus::Complete, vec![]).unwrap();
     kar::archive::writer::sync_file(out, &path).unwrap();
     assert_eq!(summary.records, 2010);
@@ -225,9 +225,16 @@ fn an_index_that_points_a_content_id_at_another_frame_is_an_error() {
         .finish(kar::format::manifest::ArchiveStatus::Complete, vec![])
         .unwrap()
         .0;
-    let footer = Footer::decode(&bytes).unwrap();
-    let h =
-        FrameHeader::decode(&bytes[footer.index_offset as usize..], footer.index_offset).unwrap();
+    let id = kar::format::file_header::FileHeader::decode(&bytes)
+        .unwrap()
+        .archive_id;
+    let footer = Footer::decode(&bytes, 3, id).unwrap();
+    let h = FrameHeader::decode(
+        &bytes[footer.index_offset as usize..],
+        footer.index_offset,
+        id,
+    )
+    .unwrap();
     let start = footer.index_offset as usize + kar::format::frame::HEADER_LEN;
     let index = &bytes[start..bytes.len() - LEN];
     assert_eq!(index.len() as u64, h.stored_len);
@@ -250,10 +257,10 @@ fn an_index_that_points_a_content_id_at_another_frame_is_an_error() {
     let index = std::fs::read(&db_path).unwrap();
     let mut out = bytes[..footer.index_offset as usize].to_vec();
     out.extend_from_slice(
-        &FrameHeader::for_content(FrameKind::Index, Compression::None, &index, &index).encode(),
+        &FrameHeader::for_content(FrameKind::Index, Compression::None, &index, &index).encode(id),
     );
     out.extend_from_slice(&index);
-    out.extend_from_slice(&footer.encode());
+    out.extend_from_slice(&footer.encode(id));
     let path = dir.path().join("pointed.kar");
     std::fs::write(&path, &out).unwrap();
 
@@ -284,4 +291,55 @@ fn an_unreadable_groups_document_is_an_error_not_no_groups() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("consumer-groups document"), "{err}");
+}
+
+/// Blobs and documents come before every record chunk (§3: a stream restore needs the schemas
+/// and topics before the first record); only `provenance`, written when the backup ends, may
+/// follow. The writer refuses the rest, naming it, and the archive can still be finished.
+#[test]
+fn a_blob_or_document_after_records_is_refused_but_provenance() {
+    let mut w = ArchiveWriter::new(Vec::new(), "mem", Default::default()).unwrap();
+    w.add_blob(b"before").unwrap();
+    w.add_metadata("kafka-topics", b"{}").unwrap();
+    write_records(&mut w, "t", 0, &sample_records(5, 1));
+    w.flush_chunk("t", 0).unwrap();
+    let e = w.add_blob(b"after").unwrap_err().to_string();
+    assert!(e.contains("a blob after record chunks"), "{e}");
+    let e = w
+        .add_metadata("consumer-groups", b"{}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the consumer-groups document after record chunks"),
+        "{e}"
+    );
+    w.add_metadata("provenance", b"{}").unwrap();
+    w.finish_partition("t", 0).unwrap();
+    let bytes = w.finish(ArchiveStatus::Complete, vec![]).unwrap().0;
+    let a = Archive::from_source(kar::archive::Source::Owned(bytes), "mem").unwrap();
+    assert_eq!(a.manifest().metadata.len(), 2);
+    assert_eq!(a.manifest().blobs, 1);
+}
+
+/// Every frame's check covers the archive ID: a frame header of one archive does not decode as
+/// one of another, though its bytes and hashes are intact.
+#[test]
+fn a_frame_of_another_archive_fails_its_check() {
+    use kar::format::frame::FrameHeader;
+    let a = crate::verify::small_archive();
+    let b = crate::verify::small_archive();
+    let (ia, ib) = (crate::verify::id_of(&a), crate::verify::id_of(&b));
+    assert!(ia.is_some() && ia != ib, "each archive draws its own ID");
+    let h = &a[64..64 + kar::format::frame::HEADER_LEN];
+    assert!(FrameHeader::decode(h, 64, ia).is_ok());
+    let e = FrameHeader::decode(h, 64, ib).unwrap_err().to_string();
+    assert!(e.contains("of another archive"), "{e}");
+    assert!(FrameHeader::decode(h, 64, None).is_err());
+    // The footer too: b's footer on a's frames is refused when the file opens.
+    let mut spliced = a[..a.len() - 80].to_vec();
+    spliced.extend_from_slice(&b[b.len() - 80..]);
+    let e = Archive::from_source(kar::archive::Source::Owned(spliced), "spliced")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("footer check"), "{e}");
 }

@@ -57,9 +57,10 @@ fn writer_child_process() {
 /// Content IDs of every record chunk whose bytes are wholly in `bytes` and intact.
 fn complete_chunks(bytes: &[u8]) -> Vec<[u8; 32]> {
     let mut out = Vec::new();
-    let mut pos = 32usize;
+    let header = kar::format::file_header::FileHeader::decode(bytes).unwrap();
+    let mut pos = header.size();
     while pos + frame::HEADER_LEN <= bytes.len() {
-        let Ok(h) = FrameHeader::decode(&bytes[pos..], pos as u64) else {
+        let Ok(h) = FrameHeader::decode(&bytes[pos..], pos as u64, header.archive_id) else {
             break;
         };
         let end = pos + h.frame_len() as usize;
@@ -350,4 +351,89 @@ fn a_chunk_cut_out_of_the_middle_is_a_hole_verify_names_and_repair_does_not_keep
     assert!(a.manifest().partition("t", 1).unwrap().complete);
     let v = verify(&out, VerifyLevel::Full).unwrap();
     assert!(v.ok, "{v:?}");
+}
+
+/// A topic that carries kar archives: with `--compression none` the inner archive's frames lie
+/// whole inside the outer archive's chunk. When the outer chunk's frame header is damaged, repair
+/// resynchronises through those bytes; the inner frames' checks cover another archive ID, so not
+/// one of them is taken for a frame of the outer archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn repair_keeps_no_frame_of_an_archive_carried_inside_a_record() {
+    crate::common::require_kafka();
+    let topic = crate::common::unique("nested");
+    crate::common::create_topic(&topic, 1, &[]).await;
+    let inner = crate::verify::small_archive();
+    let inner_ids: Vec<[u8; 32]> =
+        Archive::from_source(kar::archive::Source::Owned(inner.clone()), "inner")
+            .unwrap()
+            .index_content()
+            .unwrap()
+            .content
+            .keys()
+            .copied()
+            .collect();
+    let p = crate::common::producer(&[]);
+    for i in 0..3i64 {
+        let r = crate::archive::Rec {
+            offset: i,
+            timestamp: 1_700_000_000_000 + i,
+            ts_type: TimestampType::CreateTime,
+            key: Some(format!("inner-{i}").into_bytes()),
+            value: Some(inner.clone()),
+            headers: vec![],
+        };
+        crate::common::send(&p, &topic, 0, &r);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outer = dir.path().join("outer.kar");
+    let kar = env!("CARGO_BIN_EXE_kar");
+    let b = Command::new(kar)
+        .args([
+            "backup",
+            "--bootstrap",
+            &crate::common::bootstrap(),
+            "--topics",
+            &topic,
+        ])
+        .args(["--compression", "none", "--out"])
+        .arg(&outer)
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let mut bytes = std::fs::read(&outer).unwrap();
+    // The inner archive's frame headers are in the outer file, whole.
+    let inner_header = &inner[64..64 + frame::HEADER_LEN];
+    assert!(bytes.windows(frame::HEADER_LEN).any(|w| w == inner_header));
+
+    let regions = layout(&bytes);
+    let chunk = regions
+        .iter()
+        .position(|(_, s)| s == "record chunk")
+        .unwrap();
+    let header_at = regions[chunk - 1].0.start;
+    bytes[header_at as usize + 30] ^= 0xff;
+    let damaged = dir.path().join("damaged.kar");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let fixed = dir.path().join("fixed.kar");
+    let r = repair(&damaged, &fixed, Default::default()).unwrap();
+    assert_eq!(r.problems[0].offset, header_at, "{:?}", r.problems);
+
+    let a = Archive::open(&fixed).unwrap();
+    let kept = a.index_content().unwrap();
+    let adopted: Vec<_> = kept
+        .content
+        .keys()
+        .filter(|id| inner_ids.contains(id))
+        .collect();
+    assert!(
+        adopted.is_empty(),
+        "frames of the inner archive kept: {adopted:?}"
+    );
+    assert!(kept.chunks.iter().all(|c| c.topic == topic));
+    assert_ne!(
+        a.id(),
+        crate::verify::id_of(&bytes),
+        "a repair is another archive"
+    );
+    assert!(verify(&fixed, VerifyLevel::Full).unwrap().ok);
 }

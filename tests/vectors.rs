@@ -110,6 +110,7 @@ fn write_vector(input: &Input) -> Vec<u8> {
         zstd_level: 3,
         created_at_ms: input.created_at_ms,
         writer: "kar test vectors".into(),
+        archive_id: Some(kar::format::ArchiveId(*b"kar test vectors")),
     };
     let mut w = ArchiveWriter::new(Vec::new(), "vector", opts).unwrap();
     let blob_ids: Vec<_> = input
@@ -355,6 +356,24 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
             "{name}: committed archive"
         );
         check_contents(&committed, &input, &name);
+
+        // The 2.1 file of the same input, kept from before 3.0, still reads: it verifies,
+        // decodes to the same input and has its own IDs (its manifest says 2.1, so its root is
+        // another).
+        let old = dir.join("archive-2.1.kar");
+        let report = verify(&old, VerifyLevel::Full).unwrap();
+        assert!(report.ok, "{name} 2.1: {:?}", report.problems);
+        assert_eq!(report.format_version.as_deref(), Some("2.1"));
+        let old = Archive::open(&old).unwrap();
+        assert_eq!(old.id(), None);
+        let old_expected: Expected =
+            serde_json::from_slice(&std::fs::read(dir.join("expected-2.1.json")).unwrap()).unwrap();
+        assert_eq!(expected_of(&old), old_expected, "{name}: 2.1 archive");
+        assert_eq!(
+            old_expected.chunk_ids, expected.chunk_ids,
+            "{name}: chunk IDs"
+        );
+        check_contents(&old, &input, &name);
     }
 }
 

@@ -23,11 +23,12 @@ pub fn small_archive() -> Vec<u8> {
     w.declare_partition("t", 0, 0, 1000);
     w.declare_partition("t", 1, 0, 1000);
     w.declare_partition("empty", 0, 0, 0);
-    write_records(&mut w, "t", 0, &sample_records(120, 7));
-    write_records(&mut w, "t", 1, &sample_records(30, 8));
+    // Blobs and documents before records, as the format asks (§3).
     w.add_blob(br#"{"type":"record","name":"A","fields":[]}"#)
         .unwrap();
     w.add_metadata("example", br#"{"hello":"world"}"#).unwrap();
+    write_records(&mut w, "t", 0, &sample_records(120, 7));
+    write_records(&mut w, "t", 1, &sample_records(30, 8));
     for (t, p) in [("t", 0), ("t", 1), ("empty", 0)] {
         w.finish_partition(t, p).unwrap();
     }
@@ -175,33 +176,35 @@ fn bad_files_get_clear_errors() {
 
 fn with_versions(mut bytes: Vec<u8>, major: u16, minor: u16) -> Vec<u8> {
     use kar::format::{file_header::FileHeader, footer::Footer};
-    bytes[..32].copy_from_slice(
-        &FileHeader {
-            major,
-            minor,
-            flags: 0,
-        }
-        .encode(),
-    );
+    let h = FileHeader::decode(&bytes).unwrap();
+    let id = h.archive_id;
+    bytes[..64].copy_from_slice(&FileHeader { major, minor, ..h }.encode());
     let n = bytes.len();
-    let f = Footer::decode(&bytes).unwrap();
-    bytes[n - 80..].copy_from_slice(&Footer { major, minor, ..f }.encode());
+    let f = Footer::decode(&bytes, 3, id).unwrap();
+    bytes[n - 80..].copy_from_slice(&Footer { major, minor, ..f }.encode(id));
     bytes
+}
+
+/// The archive ID of the archive in `bytes`.
+pub fn id_of(bytes: &[u8]) -> Option<kar::format::ArchiveId> {
+    kar::format::file_header::FileHeader::decode(bytes)
+        .unwrap()
+        .archive_id
 }
 
 #[test]
 fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
     let bytes = small_archive();
-    let newer_minor = with_versions(bytes.clone(), 2, 7);
+    let newer_minor = with_versions(bytes.clone(), 3, 7);
     let a = Archive::from_source(Source::Owned(newer_minor.clone()), "minor.kar").unwrap();
     assert_eq!(a.manifest().topics.len(), 2);
     assert!(verify_source(Source::Owned(newer_minor), "minor.kar", VerifyLevel::Full).ok);
 
-    let newer_major = with_versions(bytes, 3, 0);
+    let newer_major = with_versions(bytes, 4, 0);
     let err = Archive::from_source(Source::Owned(newer_major.clone()), "major.kar").unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("3.0") && msg.contains("major version 2"),
+        msg.contains("4.0") && msg.contains("major versions 2 and 3"),
         "{msg}"
     );
     let r = verify_source(Source::Owned(newer_major), "major.kar", VerifyLevel::Full);
@@ -209,7 +212,7 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
         !r.ok
             && r.problems[0]
                 .message
-                .contains("unsupported format version 3.0"),
+                .contains("unsupported format version 4.0"),
         "{:?}",
         r.problems
     );
@@ -335,7 +338,7 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
     use kar::format::frame::{Compression, FrameHeader, FrameKind};
     use kar::format::manifest::Manifest;
     let manifest = Manifest {
-        format_major: 2,
+        format_major: 3,
         format_minor: 0,
         created_at_ms: 0,
         writer: "test".into(),
@@ -346,11 +349,12 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
         notes: vec![],
     }
     .encode();
-    let mut out = FileHeader::default().encode().to_vec();
+    let id = kar::format::ArchiveId([7; 16]);
+    let mut out = FileHeader::new(id).encode();
     let mut frame = |kind, raw: &[u8]| {
         let at = out.len() as u64;
         out.extend_from_slice(
-            &FrameHeader::for_content(kind, Compression::None, raw, raw).encode(),
+            &FrameHeader::for_content(kind, Compression::None, raw, raw).encode(Some(id)),
         );
         out.extend_from_slice(raw);
         at
@@ -364,10 +368,10 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
             manifest_offset,
             frame_count: 2,
             root,
-            major: 2,
+            major: 3,
             minor: 0,
         }
-        .encode(),
+        .encode(Some(id)),
     );
     out
 }
@@ -438,14 +442,15 @@ fn two_archives_joined_are_refused_by_every_command_that_reads_one() {
 fn a_footer_whose_frame_count_is_wrong_fails_the_quick_verify() {
     let mut bytes = small_archive();
     let n = bytes.len();
-    let f = kar::format::footer::Footer::decode(&bytes).unwrap();
+    let id = id_of(&bytes);
+    let f = kar::format::footer::Footer::decode(&bytes, 3, id).unwrap();
     for count in [f.frame_count + 1, u64::MAX / 2] {
         bytes[n - 80..].copy_from_slice(
             &kar::format::footer::Footer {
                 frame_count: count,
                 ..f
             }
-            .encode(),
+            .encode(id),
         );
         let r = verify_source(
             Source::Owned(bytes.clone()),

@@ -11,12 +11,16 @@ use kar::format::footer::Footer;
 use kar::format::frame::{Compression, FrameHeader, FrameKind};
 use kar::format::manifest::{ArchiveStatus, Manifest};
 use kar::format::root::root_hash;
+use kar::format::ArchiveId;
 use libfuzzer_sys::fuzz_target;
+
+/// The archive ID every file of this target carries.
+const ID: ArchiveId = ArchiveId([0x5a; 16]);
 
 fn frame(out: &mut Vec<u8>, kind: FrameKind, raw: &[u8]) -> u64 {
     let at = out.len() as u64;
     let h = FrameHeader::for_content(kind, Compression::None, raw, raw);
-    out.extend_from_slice(&h.encode());
+    out.extend_from_slice(&h.encode(Some(ID)));
     out.extend_from_slice(raw);
     at
 }
@@ -43,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         notes: vec![],
     }
     .encode();
-    let mut out = FileHeader::default().encode().to_vec();
+    let mut out = FileHeader::new(ID).encode();
     let mut ids = Vec::new();
     if which % 3 == 0 {
         frame(&mut out, FrameKind::RecordChunk, content);
@@ -61,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         major: kar::format::VERSION_MAJOR,
         minor: 0,
     };
-    out.extend_from_slice(&footer.encode());
+    out.extend_from_slice(&footer.encode(Some(ID)));
 
     let _ = verify_source(Source::Owned(out.clone()), "fuzz", VerifyLevel::Full);
     if let Ok(a) = Archive::from_source(Source::Owned(out.clone()), "fuzz") {

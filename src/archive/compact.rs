@@ -38,6 +38,8 @@ pub struct CompactReport {
 
 /// A content frame, decoded, checked and compressed again.
 struct Redone {
+    /// Its place in the output's order.
+    seq: usize,
     /// The frame's header in the input.
     old: FrameHeader,
     header: FrameHeader,
@@ -87,25 +89,25 @@ pub fn compact_with_progress(
     let mut dec = ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", &input))?;
     let mut manifest = Vec::new();
     let at = a.footer().manifest_offset;
-    let (mh, stored) = frame_at(bytes, at, data_end)
+    let (mh, stored) = frame_at(bytes, at, data_end, a.id())
         .map_err(ArchiveError::format(&input, " (the manifest frame)"))?;
     dec.decode(&mh, stored, at, &mut manifest)
         .map_err(ArchiveError::format(&input, " (the manifest frame)"))?;
 
     let created_at_ms = a.manifest().created_at_ms;
-    let mut w = ArchiveWriter::create(
+    // The same version and archive ID: the same archive, its stored bytes aside.
+    let mut w = ArchiveWriter::create_as(
         output,
         WriterOptions {
             zstd_level,
             created_at_ms,
             ..WriterOptions::default()
         },
+        *a.header(),
     )?;
     // From here on the output is this call's own: on any error it is removed.
     let res = (|| {
-        let mut offsets: Vec<u64> = index.content.values().copied().collect();
-        offsets.sort_unstable();
-        offsets.dedup();
+        let offsets = output_order(&index);
         let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
             .map_err(ArchiveError::io("sync", output))?;
         for (id, blob) in &index.schemas {
@@ -120,10 +122,15 @@ pub fn compact_with_progress(
             for _ in 0..threads {
                 let (tx, next, done_bytes, offsets, input) =
                     (tx.clone(), &next, &done_bytes, &offsets, &input);
+                let source = Input {
+                    bytes,
+                    data_end,
+                    id: a.id(),
+                    path: input,
+                };
                 s.spawn(move || {
                     redo_frames(
-                        bytes, data_end, offsets, next, zstd_level, input, &tx, done_bytes,
-                        progress,
+                        &source, offsets, next, zstd_level, &tx, done_bytes, progress,
                     )
                 });
             }
@@ -167,15 +174,32 @@ pub fn compact_with_progress(
     res
 }
 
-/// Takes frame offsets from the shared list until it is exhausted or the collector stops.
-#[allow(clippy::too_many_arguments)]
-fn redo_frames(
-    bytes: &[u8],
+/// The content frames' offsets in the order the output takes them: blobs and metadata first (a
+/// reader of a stream has them before any record, §3), then the chunks in file order, so that
+/// each partition's chunks stay in offset order.
+fn output_order(index: &super::index::IndexContent) -> Vec<u64> {
+    let chunks: std::collections::HashSet<u64> =
+        index.chunks.iter().map(|c| c.frame_offset).collect();
+    let mut offsets: Vec<u64> = index.content.values().copied().collect();
+    offsets.sort_unstable_by_key(|o| (chunks.contains(o), *o));
+    offsets.dedup();
+    offsets
+}
+
+/// The input archive as the workers read it.
+struct Input<'a> {
+    bytes: &'a [u8],
     data_end: u64,
+    id: Option<crate::format::ArchiveId>,
+    path: &'a Path,
+}
+
+/// Takes frame offsets from the shared list until it is exhausted or the collector stops.
+fn redo_frames(
+    source: &Input<'_>,
     offsets: &[u64],
     next: &AtomicU64,
     level: i32,
-    input: &Path,
     tx: &SyncSender<Result<Redone, ArchiveError>>,
     done_bytes: &AtomicU64,
     progress: &(dyn Fn(u64) + Sync),
@@ -184,7 +208,7 @@ fn redo_frames(
     let (mut dec, mut zstd) = match setup {
         Ok(x) => x,
         Err(e) => {
-            let _ = tx.send(Err(ArchiveError::io("initialise zstd for", input)(e)));
+            let _ = tx.send(Err(ArchiveError::io("initialise zstd for", source.path)(e)));
             return;
         }
     };
@@ -194,9 +218,8 @@ fn redo_frames(
         let Some(&offset) = offsets.get(i) else {
             return;
         };
-        let res = redo(
-            bytes, data_end, offset, &mut dec, &mut zstd, &mut raw, input,
-        );
+        let res =
+            redo(source, offset, &mut dec, &mut zstd, &mut raw).map(|r| Redone { seq: i, ..r });
         if let Ok(r) = &res {
             let n = r.old.frame_len();
             progress(done_bytes.fetch_add(n, Ordering::Relaxed) + n);
@@ -208,21 +231,20 @@ fn redo_frames(
 }
 
 fn redo(
-    bytes: &[u8],
-    data_end: u64,
+    source: &Input<'_>,
     offset: u64,
     dec: &mut ContentDecoder,
     zstd: &mut zstd::bulk::Compressor<'_>,
     raw: &mut Vec<u8>,
-    input: &Path,
 ) -> Result<Redone, ArchiveError> {
+    let input = source.path;
     let ctx = || {
         format!(
             " (content frame at offset {offset}; run `kar verify` for a full report and `kar repair` to keep what is intact)"
         )
     };
-    let (h, stored) =
-        frame_at(bytes, offset, data_end).map_err(ArchiveError::format(input, ctx()))?;
+    let (h, stored) = frame_at(source.bytes, offset, source.data_end, source.id)
+        .map_err(ArchiveError::format(input, ctx()))?;
     dec.decode(&h, stored, offset, raw)
         .map_err(ArchiveError::format(input, ctx()))?;
     let chunk = match h.kind {
@@ -245,6 +267,7 @@ fn redo(
         ..h
     };
     Ok(Redone {
+        seq: 0,
         old: h,
         header,
         stored: new_stored,
@@ -259,16 +282,32 @@ struct Counts {
     were_uncompressed: u64,
 }
 
-/// Writes the frames as they come. Returning early drops the receiver: the workers' next send
-/// fails and they stop.
+/// Writes the frames in their order (workers finish them in any order). Returning early drops the
+/// receiver: the workers' next send fails and they stop.
 fn collect<W: std::io::Write>(
     rx: Receiver<Result<Redone, ArchiveError>>,
     w: &mut ArchiveWriter<W>,
     syncer: &mut BackgroundSync,
 ) -> Result<Counts, ArchiveError> {
     let mut n = Counts::default();
+    let mut early = std::collections::BTreeMap::new();
     for r in rx {
         let r = r?;
+        early.insert(r.seq, r);
+        while let Some(r) = early.remove(&(n.frames as usize)) {
+            write_redone(r, w, &mut n)?;
+            syncer.written(w.position());
+        }
+    }
+    Ok(n)
+}
+
+fn write_redone<W: std::io::Write>(
+    r: Redone,
+    w: &mut ArchiveWriter<W>,
+    n: &mut Counts,
+) -> Result<(), ArchiveError> {
+    {
         n.frames += 1;
         n.were_uncompressed += u64::from(r.old.compression == Compression::None);
         match r.chunk {
@@ -282,7 +321,6 @@ fn collect<W: std::io::Write>(
             }
             None => w.copy_frame(&r.header, &r.stored, None)?,
         }
-        syncer.written(w.position());
     }
-    Ok(n)
+    Ok(())
 }

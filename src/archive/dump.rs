@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::format::chunk::ChunkRecords;
-use crate::format::file_header::{self, FileHeader};
+use crate::format::file_header::FileHeader;
 use crate::format::footer::{self, Footer};
 use crate::format::frame::{self, Compression, ContentDecoder, FrameKind};
 use crate::format::hex;
@@ -58,21 +58,26 @@ fn show(v: Option<&[u8]>) -> String {
 pub fn dump(bytes: &[u8]) -> String {
     let mut out = String::new();
     let w = &mut out;
-    match FileHeader::decode(bytes) {
+    let header = match FileHeader::decode(bytes) {
         Ok(h) => {
+            let id = h
+                .archive_id
+                .map_or(String::new(), |id| format!(", archive ID {id}"));
             let _ = writeln!(
                 w,
-                "@0 file header: version {}.{}, flags {:#x}",
+                "@0 file header: version {}.{}, flags {:#x}{id}",
                 h.major, h.minor, h.flags
             );
-            hexdump(w, 0, &bytes[..file_header::LEN]);
+            hexdump(w, 0, &bytes[..h.size()]);
+            h
         }
         Err(e) => {
             let _ = writeln!(w, "@0 {e}");
             return out;
         }
-    }
-    let footer = Footer::decode(bytes).ok();
+    };
+    let id = header.archive_id;
+    let footer = Footer::decode(bytes, header.major, id).ok();
     let data_end = if footer.is_some() {
         (bytes.len() - footer::LEN) as u64
     } else {
@@ -80,9 +85,9 @@ pub fn dump(bytes: &[u8]) -> String {
     };
     let mut dec = ContentDecoder::new().expect("zstd context");
     let mut raw = Vec::new();
-    let mut pos = file_header::LEN as u64;
+    let mut pos = header.size() as u64;
     while pos < data_end {
-        let (h, stored) = match frame_at(bytes, pos, data_end) {
+        let (h, stored) = match frame_at(bytes, pos, data_end, id) {
             Ok(f) => f,
             Err(e) => {
                 let _ = writeln!(w, "@{pos} {e}");

@@ -43,6 +43,9 @@ pub enum ArchiveError {
     #[error("{path} already exists: choose another output file or remove it first", path = .path.display())]
     Exists { path: PathBuf },
 
+    #[error("{path}: {detail}", path = .path.display())]
+    Order { path: PathBuf, detail: String },
+
     #[error("{path}: no {what} in the archive", path = .path.display())]
     Missing { path: PathBuf, what: String },
 }

@@ -16,6 +16,9 @@ use super::reader::Archive;
 pub struct InspectReport {
     pub path: PathBuf,
     pub format_version: String,
+    /// The archive ID (3.x), 32 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_id: Option<String>,
     pub created_at_ms: i64,
     pub created_at: String,
     pub writer: String,
@@ -132,6 +135,7 @@ pub fn inspect_archive(a: &Archive) -> Result<InspectReport, ArchiveError> {
     Ok(InspectReport {
         path: a.path().to_path_buf(),
         format_version: format!("{}.{}", a.header().major, a.header().minor),
+        archive_id: a.id().map(|id| id.hex()),
         created_at_ms: m.created_at_ms,
         created_at: utc(m.created_at_ms),
         writer: m.writer.clone(),

@@ -6,27 +6,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::format::chunk::ChunkRecords;
-use crate::format::file_header::{self, FileHeader};
+use crate::format::file_header::FileHeader;
 use crate::format::footer::{self, Footer};
 use crate::format::frame::{self, Compression, ContentDecoder, FrameHeader, FrameKind};
 use crate::format::manifest::Manifest;
-use crate::format::{FormatError, Hash, hex};
+use crate::format::{ArchiveId, FormatError, Hash, hex};
 
 use super::error::ArchiveError;
 use super::index::{self, ChunkEntry, IndexContent};
 pub use super::source::Source;
 
-/// Reads one frame at `offset` of `bytes` (header checked, stored bytes bounded by the file).
+/// Reads one frame at `offset` of `bytes`, an archive with the ID `id` (header checked, stored
+/// bytes bounded by the file).
 pub(crate) fn frame_at(
     bytes: &[u8],
     offset: u64,
     limit: u64,
+    id: Option<ArchiveId>,
 ) -> Result<(FrameHeader, &[u8]), FormatError> {
     let start = usize::try_from(offset)
         .unwrap_or(usize::MAX)
         .min(bytes.len());
     let end = (limit as usize).min(bytes.len());
-    let h = FrameHeader::decode(&bytes[start..end.max(start)], offset)?;
+    let h = FrameHeader::decode(&bytes[start..end.max(start)], offset, id)?;
     let data_start = start + frame::HEADER_LEN;
     let available = end.saturating_sub(data_start) as u64;
     if h.stored_len > available {
@@ -77,20 +79,21 @@ impl Archive {
         let path = path.into();
         let bytes: &[u8] = &source;
         let header = FileHeader::decode(bytes).map_err(ArchiveError::format(&path, ""))?;
-        if (bytes.len() as u64) < (file_header::LEN + footer::LEN) as u64 {
+        let least = header.size() + footer::LEN;
+        if bytes.len() < least {
             return Err(ArchiveError::format(&path, "")(FormatError::Truncated {
                 structure: "archive",
                 offset: bytes.len() as u64,
-                needed: (file_header::LEN + footer::LEN
-                    - bytes.len().min(file_header::LEN + footer::LEN))
-                    as u64,
+                needed: (least - bytes.len()) as u64,
                 available: 0,
             }));
         }
-        let footer = Footer::decode(bytes).map_err(ArchiveError::format(&path, ""))?;
+        let id = header.archive_id;
+        let footer =
+            Footer::decode(bytes, header.major, id).map_err(ArchiveError::format(&path, ""))?;
         let data_end = (bytes.len() - footer::LEN) as u64;
 
-        let (mh, stored) = frame_at(bytes, footer.manifest_offset, data_end).map_err(
+        let (mh, stored) = frame_at(bytes, footer.manifest_offset, data_end, id).map_err(
             ArchiveError::format(&path, " (the manifest frame the footer points to)"),
         )?;
         if mh.kind != FrameKind::Manifest {
@@ -119,7 +122,7 @@ impl Archive {
         let manifest = Manifest::decode(&raw, footer.manifest_offset + frame::HEADER_LEN as u64)
             .map_err(ArchiveError::format(&path, ""))?;
 
-        let (ih, istored) = frame_at(bytes, footer.index_offset, data_end).map_err(
+        let (ih, istored) = frame_at(bytes, footer.index_offset, data_end, id).map_err(
             ArchiveError::format(&path, " (the index frame the footer points to)"),
         )?;
         if ih.kind != FrameKind::Index || ih.compression != Compression::None {
@@ -187,6 +190,11 @@ impl Archive {
 
     pub fn header(&self) -> &FileHeader {
         &self.header
+    }
+
+    /// The archive ID (3.x; `None` for a 2.x archive).
+    pub fn id(&self) -> Option<ArchiveId> {
+        self.header.archive_id
     }
 
     pub fn footer(&self) -> &Footer {
@@ -289,7 +297,7 @@ impl Archive {
             e.frame_offset
         );
         let data_end = self.bytes().len() as u64 - footer::LEN as u64;
-        let (h, stored) = frame_at(self.bytes(), e.frame_offset, data_end)
+        let (h, stored) = frame_at(self.bytes(), e.frame_offset, data_end, self.id())
             .map_err(ArchiveError::format(&self.path, ctx.clone()))?;
         if h.kind != FrameKind::RecordChunk || h.content_id != e.chunk_id {
             return Err(ArchiveError::format(&self.path, ctx)(
@@ -334,7 +342,7 @@ impl Archive {
         })?;
         let data_end = self.bytes().len() as u64 - footer::LEN as u64;
         let ctx = format!(" (content {})", hex(id));
-        let (h, stored) = frame_at(self.bytes(), offset, data_end)
+        let (h, stored) = frame_at(self.bytes(), offset, data_end, self.id())
             .map_err(ArchiveError::format(&self.path, ctx.clone()))?;
         // The index is not covered by the root: the frame it names must hold this content, and
         // be a blob or a document (a chunk is read with `read_chunk`).

@@ -84,7 +84,11 @@ pub fn repair_with_progress(
     let bytes: &[u8] = &source;
     let mut problems: Vec<Problem> = Vec::new();
     let header_ok = check_file_header(bytes, input, &mut problems)?;
-    let footer = Footer::decode(bytes).ok();
+    // A damaged header's ID bytes are tried all the same: frames of an archive carry its ID in
+    // their checks, so with another ID no frame would be kept.
+    let header = FileHeader::salvage(bytes);
+    let id = header.archive_id;
+    let footer = Footer::decode(bytes, header.major, id).ok();
     let data_end = match footer {
         Some(_) => bytes.len() as u64 - footer::LEN as u64,
         None => bytes.len() as u64,
@@ -92,6 +96,7 @@ pub fn repair_with_progress(
 
     let scan = scan_frames(
         bytes,
+        header,
         data_end,
         true,
         &HashMap::new(),
@@ -156,7 +161,7 @@ pub fn repair_with_progress(
                 continue;
             }
             let (h, stored) =
-                frame_at(bytes, *off, data_end).map_err(ArchiveError::format(input, ""))?;
+                frame_at(bytes, *off, data_end, id).map_err(ArchiveError::format(input, ""))?;
             w.copy_frame(&h, stored, None)?;
             if h.kind == FrameKind::Blob {
                 kept_blobs += 1;
@@ -190,7 +195,7 @@ pub fn repair_with_progress(
         }
         for off in &plan.keep {
             let (h, stored) =
-                frame_at(bytes, *off, data_end).map_err(ArchiveError::format(input, ""))?;
+                frame_at(bytes, *off, data_end, id).map_err(ArchiveError::format(input, ""))?;
             w.copy_frame(&h, stored, chunks.get(off).cloned())?;
         }
         for ((t, p), g) in &plan.gaps {
@@ -405,7 +410,8 @@ fn last_document(
     kind: impl Fn(FrameKind) -> bool,
 ) -> Option<(u64, Vec<u8>)> {
     let (off, _) = scan.good.iter().rfind(|(_, h)| kind(h.kind))?;
-    let (h, stored) = frame_at(bytes, *off, data_end).ok()?;
+    let (h, stored) =
+        frame_at(bytes, *off, data_end, FileHeader::salvage(bytes).archive_id).ok()?;
     let mut buf = Vec::new();
     dec.decode(&h, stored, *off, &mut buf).ok()?;
     Some((*off, buf))

@@ -106,18 +106,10 @@ fn read_through<R: Read>(
     cx: &mut Ctx,
     progress: &dyn Fn(u64),
 ) -> Option<Footer> {
-    let mut head = [0u8; file_header::LEN];
-    let n = read_or_note(input, &mut head, "file header", seen, cx)?;
-    if n < head.len() {
-        return None;
-    }
-    match FileHeader::decode(&head) {
-        Ok(h) => report.format_version = Some(format!("{}.{}", h.major, h.minor)),
-        Err(e) => {
-            cx.add_format(&e, "");
-            return None;
-        }
-    }
+    let header = read_header(input, seen, cx)?;
+    report.format_version = Some(format!("{}.{}", header.major, header.minor));
+    report.archive_id = header.archive_id.map(|id| id.hex());
+    let id = header.archive_id;
     let mut dec = ContentDecoder::new().ok();
     let (mut stored, mut raw) = (Vec::new(), Vec::new());
     seen.scan.good_end = input.pos;
@@ -134,7 +126,7 @@ fn read_through<R: Read>(
             if read_or_note(input, &mut f[4..], "footer", seen, cx)? < footer::LEN - 4 {
                 return None;
             }
-            return match Footer::decode_at(&f, at) {
+            return match Footer::decode_at(&f, at, header.major, id) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     cx.add_format(&e, " (a stream cannot be read on past damage here)");
@@ -145,7 +137,7 @@ fn read_through<R: Read>(
         if read_or_note(input, &mut h[4..], "frame header", seen, cx)? < frame::HEADER_LEN - 4 {
             return None;
         }
-        let fh = match FrameHeader::decode(&h, at) {
+        let fh = match FrameHeader::decode(&h, at, id) {
             Ok(fh) => fh,
             Err(e) => {
                 cx.add_format(
@@ -163,6 +155,35 @@ fn read_through<R: Read>(
         check_frame(at, &fh, &stored, dec.as_mut(), &mut raw, seen, cx);
         progress(input.pos);
     }
+}
+
+/// Reads and decodes the file header: the part every version shares, then the rest of a 3.x one.
+fn read_header<R: Read>(
+    input: &mut Input<'_, R>,
+    seen: &mut Seen,
+    cx: &mut Ctx,
+) -> Option<FileHeader> {
+    let mut head = vec![0u8; file_header::LEN_V2];
+    if read_or_note(input, &mut head, "file header", seen, cx)? < head.len() {
+        return None;
+    }
+    let mut decoded = FileHeader::decode(&head);
+    if matches!(&decoded, Err(e) if e.is_truncated()) {
+        head.resize(file_header::LEN, 0);
+        let rest = file_header::LEN - file_header::LEN_V2;
+        if read_or_note(
+            input,
+            &mut head[file_header::LEN_V2..],
+            "file header",
+            seen,
+            cx,
+        )? < rest
+        {
+            return None;
+        }
+        decoded = FileHeader::decode(&head);
+    }
+    decoded.map_err(|e| cx.add_format(&e, "")).ok()
 }
 
 /// Checks one frame read whole: stored hash, content ID, records; keeps what the end needs.

@@ -19,7 +19,7 @@ use crate::format::file_header::{self, FileHeader};
 use crate::format::footer::{self, Footer};
 use crate::format::frame::{self, ContentDecoder, FrameHeader, FrameKind};
 use crate::format::manifest::Manifest;
-use crate::format::{FormatError, Hash, hex, root::root_hash};
+use crate::format::{ArchiveId, FormatError, Hash, hex, root::root_hash};
 
 use super::coverage;
 use super::error::ArchiveError;
@@ -58,6 +58,9 @@ pub struct VerifyReport {
     pub level: VerifyLevel,
     pub ok: bool,
     pub format_version: Option<String>,
+    /// The archive ID (3.x), 32 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_id: Option<String>,
     /// The root hash the footer states.
     pub root_hash: Option<String>,
     pub file_bytes: u64,
@@ -78,6 +81,7 @@ impl VerifyReport {
             level,
             ok: false,
             format_version: None,
+            archive_id: None,
             root_hash: None,
             file_bytes: 0,
             frames: 0,
@@ -179,10 +183,13 @@ pub fn verify_source_with_progress(
 
     let bytes: &[u8] = &source;
     match FileHeader::decode(bytes) {
-        Ok(h) => report.format_version = Some(format!("{}.{}", h.major, h.minor)),
+        Ok(h) => {
+            report.format_version = Some(format!("{}.{}", h.major, h.minor));
+            report.archive_id = h.archive_id.map(|id| id.hex());
+        }
         Err(e) => {
             let fatal = matches!(e, FormatError::UnsupportedVersion { .. })
-                || bytes.len() < file_header::LEN
+                || bytes.len() < file_header::LEN_V2
                 || bytes[..8] != file_header::MAGIC;
             cx.add_format(&e, "");
             if fatal {
@@ -191,7 +198,9 @@ pub fn verify_source_with_progress(
             }
         }
     }
-    let footer = match Footer::decode(bytes) {
+    // Past a damaged header, frames are read with what its bytes say.
+    let header = FileHeader::salvage(bytes);
+    let footer = match Footer::decode(bytes, header.major, header.archive_id) {
         Ok(f) => {
             report.root_hash = Some(hex(&f.root));
             Some(f)
@@ -245,6 +254,7 @@ pub fn verify_source_with_progress(
             .collect();
         let scan = scan_frames(
             bytes,
+            header,
             data_end,
             level == VerifyLevel::Full,
             &by_offset,
@@ -336,7 +346,7 @@ pub(super) fn check_index(
 fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, cx: &mut Ctx) {
     let mut sums: BTreeMap<(&str, i32), (u64, u64)> = BTreeMap::new();
     for c in &ix.chunks {
-        if c.frame_offset < file_header::LEN as u64 || c.frame_offset >= data_end {
+        if c.frame_offset < file_header::LEN_V2 as u64 || c.frame_offset >= data_end {
             cx.add(
                 c.frame_offset,
                 "index",
@@ -496,6 +506,7 @@ fn describe(offset: u64, by_offset: &HashMap<u64, &ChunkEntry>) -> String {
 /// scan resynchronises on the next intact frame header.
 pub fn scan_frames(
     bytes: &[u8],
+    header: FileHeader,
     data_end: u64,
     full: bool,
     by_offset: &HashMap<u64, &ChunkEntry>,
@@ -505,10 +516,10 @@ pub fn scan_frames(
     let mut scan = Scan::default();
     let mut dec = ContentDecoder::new().ok();
     let mut buf = Vec::new();
-    let mut pos = file_header::LEN as u64;
+    let (mut pos, id) = (header.size() as u64, header.archive_id);
     scan.good_end = pos;
     while pos < data_end {
-        match frame_at(bytes, pos, data_end) {
+        match frame_at(bytes, pos, data_end, id) {
             Ok((h, stored)) => {
                 scan.frames += 1;
                 let next = pos + h.frame_len();
@@ -591,7 +602,7 @@ pub fn scan_frames(
                     },
                     format!("{e}{}", describe(pos, by_offset)),
                 );
-                match resync(bytes, pos + 1, data_end) {
+                match resync(bytes, pos + 1, data_end, id) {
                     Some(p) => pos = p,
                     None => break,
                 }
@@ -611,8 +622,8 @@ pub(super) fn check_records(raw: &[u8]) -> Result<crate::format::chunk::ChunkHea
     Ok(header)
 }
 
-/// The offset of the next intact frame header at or after `from`.
-pub fn resync(bytes: &[u8], from: u64, data_end: u64) -> Option<u64> {
+/// The offset of the next intact frame header of the archive `id` at or after `from`.
+pub fn resync(bytes: &[u8], from: u64, data_end: u64, id: Option<ArchiveId>) -> Option<u64> {
     let end = (data_end as usize).min(bytes.len());
     let mut i = from as usize;
     while i + frame::HEADER_LEN <= end {
@@ -620,7 +631,7 @@ pub fn resync(bytes: &[u8], from: u64, data_end: u64) -> Option<u64> {
             None => return None,
             Some(p) => {
                 let at = i + p;
-                if FrameHeader::decode(&bytes[at..end], at as u64).is_ok() {
+                if FrameHeader::decode(&bytes[at..end], at as u64, id).is_ok() {
                     return Some(at as u64);
                 }
                 i = at + 1;
@@ -758,15 +769,17 @@ pub(super) fn check_scan(
 /// The byte ranges of an archive's structures, front to back: what `kar inspect --layout` prints,
 /// and what the damage tests use to know which structure a byte belongs to.
 pub fn layout(bytes: &[u8]) -> Vec<(Range<u64>, String)> {
-    let mut out = vec![(0..file_header::LEN as u64, "file header".to_string())];
-    let data_end = if Footer::decode(bytes).is_ok() {
+    let header = FileHeader::salvage(bytes);
+    let (start, id) = (header.size() as u64, header.archive_id);
+    let mut out = vec![(0..start, "file header".to_string())];
+    let data_end = if Footer::decode(bytes, header.major, id).is_ok() {
         bytes.len() as u64 - footer::LEN as u64
     } else {
         bytes.len() as u64
     };
-    let mut pos = file_header::LEN as u64;
+    let mut pos = start;
     while pos < data_end {
-        let Ok((h, _)) = frame_at(bytes, pos, data_end) else {
+        let Ok((h, _)) = frame_at(bytes, pos, data_end, id) else {
             break;
         };
         let body = pos + frame::HEADER_LEN as u64;

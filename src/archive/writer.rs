@@ -11,7 +11,7 @@ use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
 use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
 use crate::format::{
-    Hash, VERSION_MAJOR, VERSION_MINOR, file_header::FileHeader, footer::Footer, hex,
+    ArchiveId, Hash, VERSION_MAJOR, VERSION_MINOR, file_header::FileHeader, footer::Footer, hex,
     root::root_hash,
 };
 
@@ -28,6 +28,9 @@ pub struct WriterOptions {
     /// Names the writing program in the manifest. Part of the manifest, so of the root hash: test
     /// vectors fix it so that the root does not change with kar's version.
     pub writer: String,
+    /// The archive ID to write (§2); `None`: a new random one, as every backup takes. Test
+    /// vectors fix it; compact keeps the input's.
+    pub archive_id: Option<ArchiveId>,
 }
 
 impl Default for WriterOptions {
@@ -37,8 +40,16 @@ impl Default for WriterOptions {
             zstd_level: 3,
             created_at_ms: now_ms(),
             writer: concat!("kar ", env!("CARGO_PKG_VERSION")).to_string(),
+            archive_id: None,
         }
     }
+}
+
+/// A new random archive ID, from the operating system's generator.
+pub fn random_archive_id() -> std::io::Result<ArchiveId> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
+    Ok(ArchiveId(b))
 }
 
 pub fn now_ms() -> i64 {
@@ -52,6 +63,7 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteSummary {
     pub root: Hash,
+    pub archive_id: Option<ArchiveId>,
     pub bytes: u64,
     pub frames: u64,
     pub chunks: u64,
@@ -63,6 +75,7 @@ pub struct WriteSummary {
 pub struct ArchiveWriter<W: Write> {
     out: W,
     path: PathBuf,
+    header: FileHeader,
     pos: u64,
     frames: u64,
     opts: WriterOptions,
@@ -141,7 +154,27 @@ impl ArchiveWriter<BufWriter<File>> {
     /// Creates a new archive file; refuses to overwrite an existing one.
     pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<Self, ArchiveError> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
+        let file = create_new(path)?;
+        ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), path, opts)
+    }
+
+    /// Like [`ArchiveWriter::create`], with the given header (compact keeps the input's).
+    pub(crate) fn create_as(
+        path: impl AsRef<Path>,
+        opts: WriterOptions,
+        header: FileHeader,
+    ) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let file = create_new(path)?;
+        let out = BufWriter::with_capacity(1 << 20, file);
+        ArchiveWriter::with_header(out, path.to_path_buf(), opts, header)
+    }
+}
+
+/// A new file at `path`; an existing one is never overwritten.
+fn create_new(path: &Path) -> Result<File, ArchiveError> {
+    {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
@@ -157,26 +190,42 @@ impl ArchiveWriter<BufWriter<File>> {
                         source: e,
                     }
                 }
-            })?;
-        ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), path, opts)
+            })
     }
 }
 
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive on any byte sink; `path` names it in errors.
     pub fn new(
-        mut out: W,
+        out: W,
         path: impl Into<PathBuf>,
         opts: WriterOptions,
     ) -> Result<Self, ArchiveError> {
         let path = path.into();
-        let header = FileHeader::default().encode();
-        out.write_all(&header)
+        let id = match opts.archive_id {
+            Some(id) => id,
+            None => {
+                random_archive_id().map_err(ArchiveError::io("draw an archive ID for", &path))?
+            }
+        };
+        Self::with_header(out, path, opts, FileHeader::new(id))
+    }
+
+    /// Starts an archive with the given header: compact writes a 2.x input's version again.
+    pub(crate) fn with_header(
+        mut out: W,
+        path: PathBuf,
+        opts: WriterOptions,
+        header: FileHeader,
+    ) -> Result<Self, ArchiveError> {
+        let bytes = header.encode();
+        out.write_all(&bytes)
             .map_err(ArchiveError::io("write", &path))?;
         Ok(ArchiveWriter {
             out,
             path,
-            pos: header.len() as u64,
+            header,
+            pos: bytes.len() as u64,
             frames: 0,
             opts,
             index: IndexContent::default(),
@@ -192,6 +241,11 @@ impl<W: Write> ArchiveWriter<W> {
 
     pub fn options(&self) -> &WriterOptions {
         &self.opts
+    }
+
+    /// The archive ID the file's header and every frame carry.
+    pub fn archive_id(&self) -> Option<ArchiveId> {
+        self.header.archive_id
     }
 
     /// Bytes written so far.
@@ -212,7 +266,7 @@ impl<W: Write> ArchiveWriter<W> {
     fn write_frame(&mut self, h: &FrameHeader, stored: &[u8]) -> Result<u64, ArchiveError> {
         let at = self.pos;
         self.out
-            .write_all(&h.encode())
+            .write_all(&h.encode(self.header.archive_id))
             .map_err(ArchiveError::io("write", &self.path))?;
         self.out
             .write_all(stored)
@@ -437,8 +491,24 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     /// Stores opaque bytes (a schema text) once, however often they are added; returns their ID.
+    /// Only before the first record chunk (§3: a stream restore has every blob before any record).
     pub fn add_blob(&mut self, raw: &[u8]) -> Result<Hash, ArchiveError> {
+        self.before_records("a blob")?;
         self.write_content(FrameKind::Blob, raw)
+    }
+
+    /// Blobs and metadata documents but `provenance` precede every record chunk (§3), so that a
+    /// reader of a stream has them before the first record.
+    fn before_records(&self, what: &str) -> Result<(), ArchiveError> {
+        if self.index.chunks.is_empty() {
+            return Ok(());
+        }
+        Err(ArchiveError::Order {
+            path: self.path.clone(),
+            detail: format!(
+                "{what} after record chunks: blobs and metadata documents (but provenance) must precede every record chunk"
+            ),
+        })
     }
 
     /// Indexes a Schema Registry schema ID to the blob holding its schema text.
@@ -447,7 +517,11 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     /// Stores a JSON metadata document of the given kind and lists it in the manifest.
+    /// Only `provenance` may follow record chunks (see [`ArchiveWriter::add_blob`]).
     pub fn add_metadata(&mut self, kind: &str, json: &[u8]) -> Result<Hash, ArchiveError> {
+        if kind != crate::format::provenance::KIND {
+            self.before_records(&format!("the {kind} document"))?;
+        }
         let id = self.write_content(FrameKind::Metadata, json)?;
         self.metadata.push(MetadataRef {
             kind: kind.to_string(),
@@ -538,11 +612,11 @@ impl<W: Write> ArchiveWriter<W> {
             manifest_offset,
             frame_count: self.frames,
             root,
-            major: VERSION_MAJOR,
-            minor: VERSION_MINOR,
+            major: self.header.major,
+            minor: self.header.minor,
         };
         self.out
-            .write_all(&footer.encode())
+            .write_all(&footer.encode(self.header.archive_id))
             .map_err(ArchiveError::io("write", &self.path))?;
         self.pos += crate::format::footer::LEN as u64;
         self.out
@@ -550,6 +624,7 @@ impl<W: Write> ArchiveWriter<W> {
             .map_err(ArchiveError::io("flush", &self.path))?;
         Ok(WriteSummary {
             root,
+            archive_id: self.header.archive_id,
             bytes: self.pos,
             frames: self.frames,
             chunks: self.index.chunks.len() as u64,

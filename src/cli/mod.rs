@@ -291,6 +291,9 @@ fn print_verify(r: &VerifyReport) {
     };
     outln!("archive   {}", r.path.display());
     outln!("format    {}", r.format_version.as_deref().unwrap_or("?"));
+    if let Some(id) = &r.archive_id {
+        outln!("id        {id}");
+    }
     outln!(
         "checked   {level}: {} frames, {} chunks, {} records, {} bytes",
         r.frames,
@@ -339,6 +342,9 @@ fn opt(v: Option<i64>) -> String {
 fn print_inspect(r: &InspectReport) {
     outln!("archive   {}", r.path.display());
     outln!("format    {}   written by {}", r.format_version, r.writer);
+    if let Some(id) = &r.archive_id {
+        outln!("id        {id}");
+    }
     outln!("created   {}", r.created_at);
     outln!("status    {:?}", r.status);
     outln!("root      {}", r.root_hash);

@@ -24,7 +24,7 @@ pub enum FormatError {
     },
 
     #[error(
-        "unsupported format version {found_major}.{found_minor} at offset {offset}: this kar reads major version {supported_major}; use a kar release that reads version {found_major}"
+        "unsupported format version {found_major}.{found_minor} at offset {offset}: this kar reads major versions 2 and {supported_major}; use a kar release that reads version {found_major}"
     )]
     UnsupportedVersion {
         offset: u64,

@@ -10,10 +10,10 @@
 //! | 56 | 2 | version major (u16) |
 //! | 58 | 2 | version minor (u16) |
 //! | 60 | 4 | reserved, zero |
-//! | 64 | 8 | check: first 8 bytes of blake3(bytes 0..64) |
+//! | 64 | 8 | check: first 8 bytes of blake3(archive ID (3.x) ‖ bytes 0..64) |
 //! | 72 | 8 | end magic "KAR\x00END\n" |
 
-use super::{Cursor, FormatError, Hash, VERSION_MAJOR, check8};
+use super::{ArchiveId, Cursor, FormatError, Hash, bound_check8};
 
 pub const MAGIC: [u8; 8] = *b"KAR\x00END\n";
 pub const LEN: usize = 80;
@@ -29,7 +29,8 @@ pub struct Footer {
 }
 
 impl Footer {
-    pub fn encode(&self) -> [u8; LEN] {
+    /// Encodes the footer of the archive `id` (`None`: 2.x).
+    pub fn encode(&self, id: Option<ArchiveId>) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0..8].copy_from_slice(&self.index_offset.to_le_bytes());
         b[8..16].copy_from_slice(&self.manifest_offset.to_le_bytes());
@@ -37,26 +38,33 @@ impl Footer {
         b[24..56].copy_from_slice(&self.root);
         b[56..58].copy_from_slice(&self.major.to_le_bytes());
         b[58..60].copy_from_slice(&self.minor.to_le_bytes());
-        let c = check8(&b[..64]);
+        let c = bound_check8(id, &b[..64]);
         b[64..72].copy_from_slice(&c);
         b[72..80].copy_from_slice(&MAGIC);
         b
     }
 
-    /// Decodes the footer at the end of `file` (the whole file, so offsets are file offsets).
-    pub fn decode(file: &[u8]) -> Result<Footer, FormatError> {
+    /// Decodes the footer at the end of `file` (the whole file, so offsets are file offsets) of
+    /// an archive whose header says `major` and `id`: the footer must say the same version, and
+    /// its check covers the ID.
+    pub fn decode(file: &[u8], major: u16, id: Option<ArchiveId>) -> Result<Footer, FormatError> {
         let start = file.len().checked_sub(LEN).ok_or(FormatError::Truncated {
             structure: "footer",
             offset: 0,
             needed: LEN as u64,
             available: file.len() as u64,
         })?;
-        Footer::decode_at(&file[start..], start as u64)
+        Footer::decode_at(&file[start..], start as u64, major, id)
     }
 
     /// Decodes a footer's 80 bytes `b` that start at file offset `base` (a stream reader has no
     /// whole file).
-    pub fn decode_at(b: &[u8], base: u64) -> Result<Footer, FormatError> {
+    pub fn decode_at(
+        b: &[u8],
+        base: u64,
+        header_major: u16,
+        id: Option<ArchiveId>,
+    ) -> Result<Footer, FormatError> {
         if b.len() != LEN {
             return Err(FormatError::Truncated {
                 structure: "footer",
@@ -72,8 +80,11 @@ impl Footer {
                 "no end magic: the archive is unfinished (its writer stopped before the end) or damaged; `kar repair` can recover its complete chunks",
             ));
         }
-        if b[64..72] != check8(&b[..64]) {
-            return Err(c.corrupt(base, "footer check does not match its contents"));
+        if b[64..72] != bound_check8(id, &b[..64]) {
+            return Err(c.corrupt(
+                base,
+                "footer check does not match its contents (or the footer is of another archive)",
+            ));
         }
         let index_offset = c.u64()?;
         let manifest_offset = c.u64()?;
@@ -81,13 +92,13 @@ impl Footer {
         let root = c.array()?;
         let major = c.u16()?;
         let minor = c.u16()?;
-        if major != VERSION_MAJOR {
-            return Err(FormatError::UnsupportedVersion {
-                offset: base + 56,
-                found_major: major,
-                found_minor: minor,
-                supported_major: VERSION_MAJOR,
-            });
+        if major != header_major {
+            return Err(c.corrupt(
+                base + 56,
+                format!(
+                    "the footer says version {major}.{minor}, the file header major version {header_major}"
+                ),
+            ));
         }
         for (what, off) in [("index", index_offset), ("manifest", manifest_offset)] {
             if off >= base {

@@ -11,9 +11,9 @@
 //! | 16 | 8 | raw length (u64): bytes after decompression |
 //! | 24 | 32 | content ID: blake3 of the raw (uncompressed) bytes |
 //! | 56 | 32 | stored hash: blake3 of the stored bytes |
-//! | 88 | 8 | check: first 8 bytes of blake3(bytes 0..88) |
+//! | 88 | 8 | check: first 8 bytes of blake3(archive ID (3.x) ‖ bytes 0..88) |
 
-use super::{Cursor, FormatError, Hash, MAX_FRAME_RAW_LEN, check8};
+use super::{ArchiveId, Cursor, FormatError, Hash, MAX_FRAME_RAW_LEN, bound_check8};
 
 pub const MAGIC: [u8; 4] = *b"KARF";
 pub const HEADER_LEN: usize = 96;
@@ -117,7 +117,8 @@ impl FrameHeader {
         }
     }
 
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
+    /// Encodes the header of a frame of the archive `id` (`None`: a 2.x archive).
+    pub fn encode(&self, id: Option<ArchiveId>) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = self.kind.code();
@@ -129,21 +130,29 @@ impl FrameHeader {
         b[16..24].copy_from_slice(&self.raw_len.to_le_bytes());
         b[24..56].copy_from_slice(&self.content_id);
         b[56..88].copy_from_slice(&self.stored_hash);
-        let c = check8(&b[..88]);
+        let c = bound_check8(id, &b[..88]);
         b[88..96].copy_from_slice(&c);
         b
     }
 
-    /// Decodes the frame header at the start of `buf`, which sits at file offset `offset`. Checks
-    /// the header's own check field and the limits; not the stored bytes.
-    pub fn decode(buf: &[u8], offset: u64) -> Result<FrameHeader, FormatError> {
+    /// Decodes the frame header at the start of `buf`, which sits at file offset `offset` of the
+    /// archive `id` (`None`: 2.x). Checks the header's own check field and the limits; not the
+    /// stored bytes. A frame of another 3.x archive fails the check.
+    pub fn decode(
+        buf: &[u8],
+        offset: u64,
+        id: Option<ArchiveId>,
+    ) -> Result<FrameHeader, FormatError> {
         let mut c = Cursor::new(buf, offset, "frame header");
         let b = c.take(HEADER_LEN)?;
         if b[0..4] != MAGIC {
             return Err(c.corrupt(offset, "no frame magic \"KARF\""));
         }
-        if b[88..96] != check8(&b[..88]) {
-            return Err(c.corrupt(offset, "frame header check does not match its contents"));
+        if b[88..96] != bound_check8(id, &b[..88]) {
+            return Err(c.corrupt(
+                offset,
+                "frame header check does not match its contents (or the frame is of another archive)",
+            ));
         }
         let mut c = Cursor::new(&b[4..88], offset + 4, "frame header");
         let kind = FrameKind::from_code(c.u8()?);

@@ -1,5 +1,5 @@
 //! The kar archive format v2 as a pure codec: bytes in, typed structures out, and back. One module
-//! per on-disk structure, named as in `format-spec/kar-v2.md`. No I/O, no async, no Kafka, no redb:
+//! per on-disk structure, named as in `format-spec/kar-v3.md`. No I/O, no async, no Kafka, no redb:
 //! fuzz targets and benches call this directly.
 //!
 //! Everything here is little-endian. Every length read from input is checked against the bytes
@@ -20,11 +20,13 @@ pub mod varint;
 
 pub use error::FormatError;
 
-/// Major version: a reader refuses a file with another major version.
-pub const VERSION_MAJOR: u16 = 2;
-/// Minor version: a reader reads a newer minor version, skipping optional structures it does not
-/// know.
-pub const VERSION_MINOR: u16 = 1;
+/// Major version written: a reader refuses a file with a major version it does not implement.
+pub const VERSION_MAJOR: u16 = 3;
+/// Minor version written: a reader reads a newer minor version, skipping optional structures it
+/// does not know.
+pub const VERSION_MINOR: u16 = 0;
+/// The major versions this code reads: 2.x (no archive ID) and 3.x.
+pub const READ_MAJORS: [u16; 2] = [2, 3];
 
 /// The largest uncompressed size of one frame's content: bounds every allocation a reader makes
 /// from a length field.
@@ -48,9 +50,38 @@ pub fn parse_hex(s: &str) -> Option<Hash> {
 
 /// The first 8 bytes of blake3 over `bytes`: the check field that closes each fixed-size header.
 pub(crate) fn check8(bytes: &[u8]) -> [u8; 8] {
-    let h = blake3::hash(bytes);
+    bound_check8(None, bytes)
+}
+
+/// A 3.x archive's random 128-bit identity (§2). Every frame's and the footer's check covers it,
+/// so a reader never takes a frame of another archive (one carried inside record bytes, one
+/// spliced in) for one of this archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArchiveId(pub [u8; 16]);
+
+impl ArchiveId {
+    /// 32 lower-case hex digits, as printed.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Display for ArchiveId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// The check of a frame header or footer: the first 8 bytes of blake3 over the archive ID (3.x;
+/// `None` in 2.x) followed by `bytes`.
+pub(crate) fn bound_check8(id: Option<ArchiveId>, bytes: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    if let Some(id) = id {
+        h.update(&id.0);
+    }
+    h.update(bytes);
     let mut out = [0u8; 8];
-    out.copy_from_slice(&h.as_bytes()[..8]);
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
     out
 }
 
