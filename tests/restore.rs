@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use kar::archive::{Archive, WriterOptions};
 use kar::backup::{BackupOptions, backup};
-use kar::format::hex;
 use kar::kafka::KafkaConnection;
 use kar::registry::client::RegistrySettings;
 use kar::registry::snapshot::SubjectFilter;
@@ -530,7 +529,7 @@ async fn a_topic_in_use_is_refused_or_appended_to_once() {
     // A backup of the restored topic leaves the restore's progress group out, unless asked.
     let progress = format!(
         "kar-restore.{}",
-        hex(&Archive::open(&archive).unwrap().root())
+        Archive::open(&archive).unwrap().id().unwrap()
     );
     assert!(common::committed(&progress, &used, 0).await.is_some());
     for (groups, with_progress) in [(None, false), (Some("kar-restore\\..*"), true)] {
@@ -1082,7 +1081,7 @@ async fn a_run_killed_while_committing_its_progress_does_not_hold_up_the_next() 
     common::create_topic(&restored, 1, &[]).await;
     let group = format!(
         "kar-restore.{}",
-        hex(&Archive::open(&archive).unwrap().root())
+        Archive::open(&archive).unwrap().id().unwrap()
     );
     let killed: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", common::bootstrap())
@@ -1831,9 +1830,10 @@ fn checks(archive: &std::path::Path, topic: &str, p: &str, state: &std::path::Pa
     );
 
     // Another restore holds the state file.
-    let root = kar::format::hex(&Archive::open(archive).unwrap().root());
+    // Named after the archive ID, which a stream restore has from the start.
+    let id = Archive::open(archive).unwrap().id().unwrap();
     let held = kar::restore::state::State::open(
-        &state.join(format!("{root}.restore-state")),
+        &state.join(format!("{id}.restore-state")),
         "another restore",
     )
     .unwrap();

@@ -15,5 +15,6 @@ mod repair;
 mod restore;
 mod services;
 mod standby;
+mod stream;
 mod vectors;
 mod verify;

@@ -42,6 +42,18 @@ pub(crate) fn frame_at(
     Ok((h, &bytes[data_start..data_start + h.stored_len as usize]))
 }
 
+/// Blobs and metadata documents by content ID: read in place from a file, or kept from the head
+/// of a stream (where they precede every record chunk).
+pub trait Contents {
+    fn content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError>;
+}
+
+impl Contents for Archive {
+    fn content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError> {
+        self.read_content(id)
+    }
+}
+
 pub struct Archive {
     path: PathBuf,
     source: Arc<Source>,

@@ -35,6 +35,31 @@ pub fn is_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
 }
 
+/// `-` (standard input), a FIFO or a character device: an archive read as a stream, front to
+/// back, never mapped.
+pub fn is_stream(path: &Path) -> bool {
+    path == Path::new("-") || is_device(path)
+}
+
+/// Opens a stream ([`is_stream`]) for reading, buffered; with the name reports give it.
+pub fn open_stream(
+    path: &Path,
+) -> Result<
+    (
+        std::io::BufReader<Box<dyn std::io::Read + Send>>,
+        std::path::PathBuf,
+    ),
+    ArchiveError,
+> {
+    let (input, name): (Box<dyn std::io::Read + Send>, _) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), "(standard input)".into())
+    } else {
+        let f = File::open(path).map_err(ArchiveError::io("open", path))?;
+        (Box::new(f), path.to_path_buf())
+    };
+    Ok((std::io::BufReader::with_capacity(1 << 20, input), name))
+}
+
 impl Source {
     /// Maps a file read-only, with clear errors for what is not an archive file.
     pub fn map(path: &Path) -> Result<Source, ArchiveError> {

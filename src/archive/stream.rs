@@ -55,6 +55,32 @@ struct Seen {
     scan: Scan,
     manifest: Option<(u64, FrameHeader, Vec<u8>)>,
     index: Option<(u64, FrameHeader, Vec<u8>)>,
+    /// The sink asked to stop reading.
+    stopped: bool,
+}
+
+/// What a one-pass reader (a stream restore) does with the archive's content as the stream is
+/// verified.
+pub trait FrameSink {
+    /// The file header, read and checked, before any frame. Return false to stop reading.
+    fn begin(&mut self, _header: &FileHeader) -> bool {
+        true
+    }
+
+    /// A content frame (blob, metadata document, record chunk) found intact, in file order:
+    /// `raw` is its content, checked against its content ID, and for a record chunk every record
+    /// decoded. Frames come only while the stream has shown no damage: after the first problem,
+    /// none. Return false to stop reading.
+    fn content(&mut self, at: u64, h: &FrameHeader, raw: &[u8]) -> bool;
+}
+
+/// A sink that takes nothing.
+struct Discard;
+
+impl FrameSink for Discard {
+    fn content(&mut self, _: u64, _: &FrameHeader, _: &[u8]) -> bool {
+        true
+    }
 }
 
 /// Verifies the archive `r` delivers, fully, in one pass; `name` names it in the report. With
@@ -65,6 +91,18 @@ pub fn verify_stream(
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
+    verify_stream_into(r, name, tee, progress, &mut Discard).0
+}
+
+/// Like [`verify_stream`], handing every intact content frame to `sink` as it is checked. Also
+/// says whether the sink stopped the reading (the report then covers what was read, not OK).
+pub fn verify_stream_into(
+    r: impl Read,
+    name: impl Into<PathBuf>,
+    tee: Option<&mut dyn Write>,
+    progress: &dyn Fn(u64),
+    sink: &mut dyn FrameSink,
+) -> (VerifyReport, bool) {
     let mut cx = Ctx::default();
     let mut input = Input {
         r,
@@ -74,7 +112,15 @@ pub fn verify_stream(
     };
     let mut report = VerifyReport::new(name.into(), VerifyLevel::Full);
     let mut seen = Seen::default();
-    if let Some(footer) = read_through(&mut input, &mut seen, &mut report, &mut cx, progress) {
+    let footer = read_through(&mut input, &mut seen, &mut report, &mut cx, progress, sink);
+    if seen.stopped {
+        cx.add(
+            input.pos,
+            "stream",
+            "reading stopped here: the rest was not read",
+        );
+    }
+    if let Some(footer) = footer {
         let data_end = input.pos - footer::LEN as u64;
         report.root_hash = Some(hex(&footer.root));
         check_padding(&mut input, &mut cx);
@@ -93,7 +139,7 @@ pub fn verify_stream(
         .map(|c| u64::from(c.record_count))
         .sum();
     cx.finish(&mut report);
-    report
+    (report, seen.stopped)
 }
 
 /// Reads the file header and every frame up to the footer, checking each frame whole as it
@@ -105,8 +151,13 @@ fn read_through<R: Read>(
     report: &mut VerifyReport,
     cx: &mut Ctx,
     progress: &dyn Fn(u64),
+    sink: &mut dyn FrameSink,
 ) -> Option<Footer> {
     let header = read_header(input, seen, cx)?;
+    if !sink.begin(&header) {
+        seen.stopped = true;
+        return None;
+    }
     report.format_version = Some(format!("{}.{}", header.major, header.minor));
     report.archive_id = header.archive_id.map(|id| id.hex());
     let id = header.archive_id;
@@ -152,7 +203,12 @@ fn read_through<R: Read>(
             return None;
         }
         seen.scan.frames += 1;
-        check_frame(at, &fh, &stored, dec.as_mut(), &mut raw, seen, cx);
+        let intact = check_frame(at, &fh, &stored, dec.as_mut(), &mut raw, seen, cx);
+        let checked = intact && dec.is_some() && cx.problems.is_empty();
+        if checked && fh.kind.is_content() && !sink.content(at, &fh, &raw) {
+            seen.stopped = true;
+            return None;
+        }
         progress(input.pos);
     }
 }
@@ -187,6 +243,7 @@ fn read_header<R: Read>(
 }
 
 /// Checks one frame read whole: stored hash, content ID, records; keeps what the end needs.
+/// Whether the frame is intact.
 fn check_frame(
     at: u64,
     h: &FrameHeader,
@@ -195,7 +252,7 @@ fn check_frame(
     raw: &mut Vec<u8>,
     seen: &mut Seen,
     cx: &mut Ctx,
-) {
+) -> bool {
     let what = h.kind.name();
     let next = at + h.frame_len();
     if !frame::check_stored(h, stored) {
@@ -204,7 +261,7 @@ fn check_frame(
             what,
             format!("stored bytes of the frame at offset {at} do not match their hash"),
         );
-        return;
+        return false;
     }
     if let FrameKind::Unknown(code) = h.kind
         && code & frame::OPTIONAL == 0
@@ -253,6 +310,7 @@ fn check_frame(
             seen.scan.good_end = next;
         }
     }
+    intact
 }
 
 /// Reads into `buf`; a stream that ends early is noted, naming where and the last chunk read

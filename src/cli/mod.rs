@@ -230,10 +230,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `-`, a FIFO or a character device: read as a stream, front to back.
-fn is_stream(path: &std::path::Path) -> bool {
-    path == std::path::Path::new("-") || crate::archive::source::is_device(path)
-}
+use crate::archive::source::is_stream;
 
 fn verify_stream_arg(
     path: &std::path::Path,
@@ -249,20 +246,7 @@ fn verify_stream_arg(
         )),
         None => None,
     };
-    let input: Box<dyn std::io::Read> = if path == std::path::Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(
-            std::fs::File::open(path)
-                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?,
-        )
-    };
-    let reader = std::io::BufReader::with_capacity(1 << 20, input);
-    let name = if path == std::path::Path::new("-") {
-        std::path::PathBuf::from("(standard input)")
-    } else {
-        path.to_path_buf()
-    };
+    let (reader, name) = crate::archive::source::open_stream(path)?;
     let mut report = crate::archive::stream::verify_stream(
         reader,
         name,

@@ -293,6 +293,7 @@ pub fn run(a: RestoreArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitC
         if !report.dry_run {
             print_summary(&report);
         } else {
+            print_stream_check(&report);
             outln!("\ndry run: nothing was written");
         }
     }
@@ -304,11 +305,12 @@ pub fn run(a: RestoreArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitC
 }
 
 fn print_plan(p: &RestorePlan) {
-    outln!(
-        "plan for {} (root {})",
-        p.archive.display(),
-        &p.root_hash[..16]
-    );
+    let root = match (p.root_hash.get(..16), &p.archive_id) {
+        (Some(r), _) => format!("root {r}"),
+        (None, Some(id)) => format!("archive ID {id}, a stream: its root comes at its end"),
+        (None, None) => "no root".into(),
+    };
+    outln!("plan for {} ({root})", p.archive.display());
     if !p.schemas.is_empty() {
         outln!("\nschemas ({:?} IDs):", p.schema_ids);
         let mut table = out::table(
@@ -442,12 +444,15 @@ fn print_summary(r: &RestoreReport) {
             }
         }
     }
+    print_stream_check(r);
     outln!(
         "{} records written in {:.1}s; {}",
         r.records_written,
         r.seconds,
         if r.ok {
             "OK"
+        } else if r.stream_check.as_ref().is_some_and(|c| !c.ok) {
+            "NOT WHOLE: the stream did not verify (above); consumer-group offsets were not committed"
         } else if r.partitions.iter().all(|o| o.error.is_none())
             && r.groups.iter().all(|g| !g.failed)
         {
@@ -456,6 +461,27 @@ fn print_summary(r: &RestoreReport) {
             "INCOMPLETE: run the same command again to continue"
         }
     );
+}
+
+/// A stream restore's verify of the whole stream, which ended it.
+fn print_stream_check(r: &RestoreReport) {
+    let Some(c) = &r.stream_check else {
+        return;
+    };
+    if c.ok {
+        outln!(
+            "stream verified whole at its end: {} frames, {} chunks, {} records, root {}",
+            c.frames,
+            c.chunks,
+            c.records,
+            c.root_hash.as_deref().unwrap_or("-")
+        );
+        return;
+    }
+    outln!("stream does NOT verify ({} problem(s)):", c.problems.len());
+    for p in c.problems.iter().take(10) {
+        outln!("  {p}");
+    }
 }
 
 /// The schema ID headers of a partition, where it had any.

@@ -12,6 +12,8 @@ pub mod records;
 pub mod rewrite;
 pub mod schemas;
 pub mod state;
+pub mod stream;
+pub mod stream_chunks;
 pub mod topics;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,9 @@ pub enum RestoreError {
     Refused(String),
     #[error("{0}")]
     Invalid(String),
+    /// A stream restore stopped after it had begun writing: what it committed stays, named.
+    #[error("{0}")]
+    Stream(String),
 }
 
 impl From<SourceError> for RestoreError {
@@ -319,7 +324,16 @@ pub struct GroupOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct RestorePlan {
     pub archive: PathBuf,
+    /// The archive ID (3.x), which names the restore's progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_id: Option<String>,
+    /// The root hash: a file's from its footer; a stream's once the stream ended (empty if it
+    /// did not get there).
     pub root_hash: String,
+    /// Restored from a stream, in one pass: each chunk checked just before its records are
+    /// written, not every chunk before the first write; the root checked at the end.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
     pub schema_ids: SchemaIds,
     pub schemas: Vec<SchemaAction>,
     /// The target registry's global configuration and mode (none without a registry).
@@ -360,6 +374,10 @@ pub struct RestoreReport {
     pub seconds: f64,
     /// Of `seconds`, the record phase alone (what ID rewriting adds to).
     pub records_seconds: f64,
+    /// A stream restore's one-pass verify of the whole stream, root and manifest included, which
+    /// ended the restore: consumer-group offsets are committed only when it is OK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_check: Option<crate::archive::verify::VerifyReport>,
     pub ok: bool,
 }
 
@@ -376,6 +394,9 @@ fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError>
 /// A restore on the caller's runtime: [`PlannedRestore::build`], then, unless a dry run,
 /// [`PlannedRestore::execute`].
 pub fn restore(rt: &Runtime, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    if crate::archive::source::is_stream(&opts.archive) {
+        return stream::restore_stream(rt, opts);
+    }
     let planned = PlannedRestore::build(rt, opts)?;
     if opts.dry_run {
         return Ok(planned.report());
@@ -416,7 +437,8 @@ impl PlannedRestore {
             None
         };
         let kafka = if with_kafka {
-            Some(KafkaPlan::prepare(rt, opts, &archive)?)
+            let cat = topics::Catalogue::of_file(&archive, opts.until)?;
+            Some(KafkaPlan::prepare(rt, opts, cat)?)
         } else {
             None
         };
@@ -437,26 +459,9 @@ impl PlannedRestore {
             (None, _) => Vec::new(),
         };
         tracing::debug!(elapsed = ?started.elapsed(), "pre-flight done");
-        let plan = RestorePlan {
-            archive: opts.archive.clone(),
-            root_hash: hex(&archive.root()),
-            schema_ids: opts.schema_ids,
-            schemas: contexts.iter().flat_map(ContextPlan::actions).collect(),
-            registry_global: contexts.first().map(|c| c.plan.global.clone()),
-            dek_registry: contexts.first().and_then(|c| c.plan.deks.clone()),
-            topics: kafka.as_ref().map(|k| k.topics.clone()).unwrap_or_default(),
-            groups: kafka
-                .iter()
-                .flat_map(|k| k.groups.iter().map(|g| g.group.clone()))
-                .collect(),
-            state_file,
-            progress_group: kafka.as_ref().map(|k| k.progress_group().to_string()),
-            warnings: kafka
-                .iter()
-                .flat_map(|k| k.warnings.clone())
-                .chain(contexts.iter().filter_map(ContextPlan::global_warning))
-                .collect(),
-        };
+        let mut plan = plan_of(opts, kafka.as_ref(), &contexts, state_file);
+        plan.root_hash = hex(&archive.root());
+        plan.archive_id = archive.id().map(|id| id.hex());
         Ok(PlannedRestore {
             known_ids,
             plan,
@@ -470,20 +475,7 @@ impl PlannedRestore {
 
     /// What a dry run reports: the plan, nothing done.
     pub fn report(self) -> RestoreReport {
-        RestoreReport {
-            schemas: self.plan.schemas.clone(),
-            schema_problems: Vec::new(),
-            unresolved_guids: Vec::new(),
-            plan: self.plan,
-            dry_run: true,
-            id_map: BTreeMap::new(),
-            partitions: Vec::new(),
-            groups: Vec::new(),
-            records_written: 0,
-            seconds: self.started.elapsed().as_secs_f64(),
-            records_seconds: 0.0,
-            ok: true,
-        }
+        dry_run_report(self.plan, self.started)
     }
 
     /// Writes what the plan says. Topics first: with them in place, a transaction like the
@@ -495,56 +487,151 @@ impl PlannedRestore {
             Some(s) => s,
             None => State::open(&self.plan.state_file, &fingerprint(opts, &self.archive))?,
         };
-        if let Some(k) = &self.kafka {
-            k.create_topics_and_probe(opts)?;
-        }
-        let (mut taken, mut schema_problems) = (Vec::new(), Vec::new());
-        for c in &self.contexts {
-            let (t, p) = c.run(opts, &state)?;
-            taken.extend(t);
-            schema_problems.extend(p);
-        }
+        let head = write_head(
+            self.kafka.as_ref(),
+            &self.contexts,
+            self.known_ids,
+            opts,
+            &state,
+        )?;
         tracing::debug!(elapsed = ?started.elapsed(), "topics and schemas restored");
-        let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
-        let ids = IdMap::new(id_map.clone(), self.known_ids);
-        let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
         let outcome = match self.kafka {
             Some(k) => {
-                let o = k.run(opts, &self.archive, &ids, rewrite)?;
+                let o = k.run(opts, &self.archive, &head.ids, head.rewrite)?;
                 k.close();
                 o
             }
             None => KafkaOutcome::default(),
         };
         tracing::debug!(elapsed = ?started.elapsed(), "records and consumer groups done");
-        let guids: std::collections::BTreeSet<[u8; 16]> = outcome
-            .partitions
-            .iter()
-            .flat_map(|o| o.guids.iter().copied())
-            .collect();
-        let unresolved_guids = match self.contexts.first() {
-            Some(c) if !guids.is_empty() => c.plan.unresolved_guids(&guids)?,
-            _ => Vec::new(),
-        };
-        let ok = unresolved_guids.is_empty()
-            && outcome.partitions.iter().all(|o| o.error.is_none())
-            && outcome.groups.iter().all(|g| !g.failed)
-            && schema_problems.is_empty();
-        Ok(RestoreReport {
-            plan: self.plan,
-            dry_run: false,
-            schemas: taken,
-            schema_problems,
-            unresolved_guids,
-            id_map,
-            ok,
-            records_written: outcome.partitions.iter().map(|o| o.written).sum(),
-            partitions: outcome.partitions,
-            groups: outcome.groups,
-            seconds: started.elapsed().as_secs_f64(),
-            records_seconds: outcome.records_seconds,
-        })
+        final_report(self.plan, started, &self.contexts, head, outcome)
     }
+}
+
+/// The plan as reported, from what was planned.
+fn plan_of(
+    opts: &RestoreOptions,
+    kafka: Option<&KafkaPlan>,
+    contexts: &[ContextPlan],
+    state_file: PathBuf,
+) -> RestorePlan {
+    RestorePlan {
+        archive: opts.archive.clone(),
+        archive_id: None,
+        root_hash: String::new(),
+        stream: false,
+        schema_ids: opts.schema_ids,
+        schemas: contexts.iter().flat_map(ContextPlan::actions).collect(),
+        registry_global: contexts.first().map(|c| c.plan.global.clone()),
+        dek_registry: contexts.first().and_then(|c| c.plan.deks.clone()),
+        topics: kafka.map(|k| k.topics.clone()).unwrap_or_default(),
+        groups: kafka
+            .iter()
+            .flat_map(|k| k.groups.iter().map(|g| g.group.clone()))
+            .collect(),
+        state_file,
+        progress_group: kafka.map(|k| k.progress_group().to_string()),
+        warnings: kafka
+            .iter()
+            .flat_map(|k| k.warnings.clone())
+            .chain(contexts.iter().filter_map(ContextPlan::global_warning))
+            .collect(),
+    }
+}
+
+fn dry_run_report(plan: RestorePlan, started: Instant) -> RestoreReport {
+    RestoreReport {
+        schemas: plan.schemas.clone(),
+        schema_problems: Vec::new(),
+        unresolved_guids: Vec::new(),
+        plan,
+        dry_run: true,
+        id_map: BTreeMap::new(),
+        partitions: Vec::new(),
+        groups: Vec::new(),
+        records_written: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        records_seconds: 0.0,
+        stream_check: None,
+        ok: true,
+    }
+}
+
+/// What the restore wrote before the records: the schemas, and how record IDs are written.
+struct Head {
+    taken: Vec<SchemaAction>,
+    schema_problems: Vec<String>,
+    id_map: BTreeMap<u32, u32>,
+    ids: IdMap,
+    rewrite: bool,
+}
+
+/// Topics first: with them in place, a transaction like the records' is tried (and aborted)
+/// before any schema is registered; then the schemas of every context.
+fn write_head(
+    kafka: Option<&KafkaPlan>,
+    contexts: &[ContextPlan],
+    known_ids: Vec<u32>,
+    opts: &RestoreOptions,
+    state: &State,
+) -> Result<Head, RestoreError> {
+    if let Some(k) = kafka {
+        k.create_topics_and_probe(opts)?;
+    }
+    let (mut taken, mut schema_problems) = (Vec::new(), Vec::new());
+    for c in contexts {
+        let (t, p) = c.run(opts, state)?;
+        taken.extend(t);
+        schema_problems.extend(p);
+    }
+    let id_map: BTreeMap<u32, u32> = state.id_map()?.into_iter().collect();
+    let ids = IdMap::new(id_map.clone(), known_ids);
+    let rewrite = opts.schema_ids == SchemaIds::Rewrite && ids.changes_anything();
+    Ok(Head {
+        taken,
+        schema_problems,
+        id_map,
+        ids,
+        rewrite,
+    })
+}
+
+/// The report of a restore that ran: OK when every partition, group and schema is.
+fn final_report(
+    plan: RestorePlan,
+    started: Instant,
+    contexts: &[ContextPlan],
+    head: Head,
+    outcome: KafkaOutcome,
+) -> Result<RestoreReport, RestoreError> {
+    let guids: std::collections::BTreeSet<[u8; 16]> = outcome
+        .partitions
+        .iter()
+        .flat_map(|o| o.guids.iter().copied())
+        .collect();
+    let unresolved_guids = match contexts.first() {
+        Some(c) if !guids.is_empty() => c.plan.unresolved_guids(&guids)?,
+        _ => Vec::new(),
+    };
+    let ok = unresolved_guids.is_empty()
+        && outcome.partitions.iter().all(|o| o.error.is_none())
+        && outcome.groups.iter().all(|g| !g.failed)
+        && head.schema_problems.is_empty();
+    Ok(RestoreReport {
+        plan,
+        dry_run: false,
+        schemas: head.taken,
+        schema_problems: head.schema_problems,
+        unresolved_guids,
+        id_map: head.id_map,
+        ok,
+        records_written: outcome.partitions.iter().map(|o| o.written).sum(),
+        partitions: outcome.partitions,
+        groups: outcome.groups,
+        seconds: started.elapsed().as_secs_f64(),
+        records_seconds: outcome.records_seconds,
+        stream_check: None,
+    })
 }
 
 /// The schema side of one registry context: the default context's, then each other one's,
@@ -603,7 +690,7 @@ fn plan_contexts(
     rt: &Context,
     opts: &RestoreOptions,
     settings: &RegistrySettings,
-    archive: &Archive,
+    archive: &dyn crate::archive::reader::Contents,
     mut snap: RegistrySnapshot,
     prior: Option<&State>,
 ) -> Result<Vec<ContextPlan>, RestoreError> {
@@ -704,9 +791,22 @@ fn wants_kafka(
     Ok(with_kafka)
 }
 
+/// What a restore's progress (its state file, its progress group on the target) is named after:
+/// the archive ID (3.x), which a stream has at its start, else the root hash (2.x). Compaction
+/// keeps both.
+pub fn archive_key(id: Option<crate::format::ArchiveId>, root: &crate::format::Hash) -> String {
+    match id {
+        Some(id) => id.hex(),
+        None => hex(root),
+    }
+}
+
 fn state_path(opts: &RestoreOptions, archive: &Archive) -> PathBuf {
     match &opts.state_dir {
-        Some(d) => d.join(format!("{}.restore-state", hex(&archive.root()))),
+        Some(d) => d.join(format!(
+            "{}.restore-state",
+            archive_key(archive.id(), &archive.root())
+        )),
         None => {
             let mut p = opts.archive.clone().into_os_string();
             p.push(".restore-state");
@@ -718,14 +818,17 @@ fn state_path(opts: &RestoreOptions, archive: &Archive) -> PathBuf {
 /// What makes two runs "the same restore": archive, target and the options that change what is
 /// written.
 fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
+    fingerprint_of(opts, &archive_key(a.id(), &a.root()))
+}
+
+fn fingerprint_of(opts: &RestoreOptions, key: &str) -> String {
     let contexts = if opts.context_map.is_empty() {
         String::new()
     } else {
         format!(", contexts {:?}", opts.context_map)
     };
     format!(
-        "archive root {}, target {}, registry {}, schema ids {:?}, topics {:?}, map {:?}, until {:?}{contexts}",
-        hex(&a.root()),
+        "archive {key}, target {}, registry {}, schema ids {:?}, topics {:?}, map {:?}, until {:?}{contexts}",
         opts.kafka.bootstrap,
         opts.registry
             .as_ref()

@@ -102,6 +102,22 @@ pub enum PartitionError {
     },
     #[error("the restore was stopped; run the same command again to continue")]
     Stopped,
+    /// A stream's chunk that does not continue the partition where its last chunk ended (a chunk
+    /// lost to damage, or a writer that broke the order): nothing of it was produced.
+    #[error(
+        "{topic}/{partition}: the stream's chunk at offset {at} covers offsets from {from}, but the partition's records so far end at {expected}: {why}; nothing from this chunk on was produced"
+    )]
+    StreamOrder {
+        topic: String,
+        partition: i32,
+        at: u64,
+        from: i64,
+        expected: i64,
+        why: &'static str,
+    },
+    /// A stream's chunk the target would not keep (retention) or take (timestamps).
+    #[error("{0}; nothing from this chunk on was produced")]
+    NotKept(String),
     #[error("{topic}/{partition}: a transaction with no record delivered")]
     NothingDelivered { topic: String, partition: i32 },
     #[error(
@@ -127,6 +143,9 @@ impl PartitionError {
         matches!(self, PartitionError::Write(WriteError::Fenced { .. }))
     }
 }
+
+/// A partition's record count before a stream has been read to its end.
+pub const UNKNOWN: u64 = u64::MAX;
 
 /// One partition to restore.
 #[derive(Debug, Clone)]
@@ -185,9 +204,76 @@ pub struct PartitionOutcome {
     pub error: Option<String>,
 }
 
+/// Where a partition's chunks come from: the archive file, read as they are needed, or a stream,
+/// handed over as each passes its check.
+pub trait ChunkSource {
+    /// The next chunk, the restore having come to record `index` of the partition, `already` of
+    /// them committed by an earlier run: into `buf` when it holds a record to write, else only its
+    /// record count. `None` at the partition's end.
+    fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        index: u64,
+        already: u64,
+    ) -> Option<Result<Fed, PartitionError>>;
+    /// The records the restore puts in the partition: exact for a file, [`UNKNOWN`] for a stream
+    /// until it is known (the end, or `--until`'s cut).
+    fn total(&self) -> u64;
+    /// The indexes of the records whose target offsets the consumer-group translation needs.
+    fn wanted(&self) -> &BTreeSet<u64>;
+}
+
+/// What [`ChunkSource::next`] gave.
+pub enum Fed {
+    /// A chunk of this many records, all committed by an earlier run: not read.
+    Skipped(u64),
+    /// A chunk of this many records in the buffer, its content checked.
+    Chunk(u64),
+}
+
+/// A partition's chunks in an archive file, by its index.
+struct FileChunks<'a> {
+    archive: &'a Archive,
+    chunks: std::vec::IntoIter<crate::archive::index::ChunkEntry>,
+    dec: ContentDecoder,
+    job: &'a PartitionJob,
+}
+
+impl ChunkSource for FileChunks<'_> {
+    fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        index: u64,
+        already: u64,
+    ) -> Option<Result<Fed, PartitionError>> {
+        if index >= self.job.records {
+            return None;
+        }
+        let c = self.chunks.next()?;
+        let n = u64::from(c.record_count);
+        if index + n <= already {
+            return Some(Ok(Fed::Skipped(n)));
+        }
+        // The whole chunk is verified (content ID) before any of its records is produced.
+        Some(
+            self.archive
+                .read_chunk(&c, &mut self.dec, buf)
+                .map(|()| Fed::Chunk(n))
+                .map_err(PartitionError::DamagedChunk),
+        )
+    }
+
+    fn total(&self) -> u64 {
+        self.job.records
+    }
+
+    fn wanted(&self) -> &BTreeSet<u64> {
+        &self.job.wanted
+    }
+}
+
 /// What every partition of a restore shares.
 pub struct Shared<'a> {
-    pub archive: &'a Archive,
     pub conn: &'a KafkaConnection,
     pub target: &'a Target,
     pub progress: &'a ProgressGroup,
@@ -275,9 +361,42 @@ pub fn restored_before(
     Ok(k.min(limit))
 }
 
+/// Restores one partition of an archive file.
 pub fn restore_partition(
     s: &Shared<'_>,
+    archive: &Archive,
     job: &PartitionJob,
+    progress: &dyn Fn(u64),
+) -> PartitionOutcome {
+    let source = archive
+        .chunks_of(&job.source_topic, job.partition)
+        .map_err(PartitionError::from)
+        .and_then(|chunks| {
+            Ok(FileChunks {
+                archive,
+                chunks: chunks.into_iter(),
+                dec: ContentDecoder::new().map_err(PartitionError::Zstd)?,
+                job,
+            })
+        });
+    match source {
+        Ok(mut src) => restore_from(s, job, &mut src, progress),
+        Err(e) => PartitionOutcome {
+            source_topic: job.source_topic.clone(),
+            target_topic: job.target_topic.clone(),
+            partition: job.partition,
+            records: job.records,
+            error: Some(e.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+/// Restores one partition from `src`, in transactions of the producer that owns it.
+pub fn restore_from(
+    s: &Shared<'_>,
+    job: &PartitionJob,
+    src: &mut dyn ChunkSource,
     progress: &dyn Fn(u64),
 ) -> PartitionOutcome {
     let mut out = PartitionOutcome {
@@ -298,7 +417,7 @@ pub fn restore_partition(
     )
     .map_err(PartitionError::from)
     .and_then(|w| {
-        let r = restore_inner(s, job, &w, progress, &mut out);
+        let r = restore_inner(s, job, src, &w, progress, &mut out);
         s.target.context().close_in_background(w);
         r
     });
@@ -436,31 +555,29 @@ struct Txn {
 fn restore_inner(
     s: &Shared<'_>,
     job: &PartitionJob,
+    src: &mut dyn ChunkSource,
     w: &PartitionWriter,
     progress: &dyn Fn(u64),
     out: &mut PartitionOutcome,
 ) -> Result<(), PartitionError> {
-    let total = job.records;
     let mut doc = resume_point(s, job, out)?;
     let already = doc.records;
-    if already == total {
+    if already == src.total() {
         return Ok(());
     }
-    let mut dec = ContentDecoder::new().map_err(PartitionError::Zstd)?;
     let mut buf = Vec::new();
     let mut index = 0u64;
     let mut txn: Option<Txn> = None;
-    for c in s.archive.chunks_of(&job.source_topic, job.partition)? {
-        if index >= total {
-            break;
-        }
-        if index + u64::from(c.record_count) <= already {
-            index += u64::from(c.record_count);
-            continue;
-        }
-        // The whole chunk is verified (content ID) before any of its records is produced.
-        if let Err(e) = s.archive.read_chunk(&c, &mut dec, &mut buf) {
-            let e = PartitionError::DamagedChunk(e);
+    while let Some(fed) = src.next(&mut buf, index, already) {
+        let e = match fed {
+            Ok(Fed::Skipped(n)) => {
+                index += n;
+                continue;
+            }
+            Ok(Fed::Chunk(_)) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = e {
             return match txn.take() {
                 // What came before the damaged chunk is committed.
                 Some(_) => commit(w, s, &mut doc, index, out).and(Err(e)),
@@ -474,7 +591,7 @@ fn restore_inner(
                 bytes: 0,
             });
         }
-        let produced = match produce_chunk(s, job, w, &mut buf, &mut index, already, out) {
+        let produced = match produce_chunk(s, job, src, w, &mut buf, &mut index, already, out) {
             Ok(n) => n,
             Err(e) => {
                 // A stopped restore ends promptly. librdkafka's abort has been seen blocking for
@@ -490,7 +607,7 @@ fn restore_inner(
         progress(produced);
         let t = txn.as_mut().expect("a transaction is open");
         t.bytes += buf.len();
-        if t.bytes >= s.txn_bytes || t.began.elapsed() >= TXN_MAX_TIME || index >= total {
+        if t.bytes >= s.txn_bytes || t.began.elapsed() >= TXN_MAX_TIME || index >= src.total() {
             txn = None;
             commit(w, s, &mut doc, index, out)?;
         }
@@ -498,6 +615,11 @@ fn restore_inner(
     if txn.is_some() {
         commit(w, s, &mut doc, index, out)?;
     }
+    let total = match src.total() {
+        UNKNOWN => index,
+        n => n,
+    };
+    out.records = total;
     if doc.records != total {
         return Err(PartitionError::FewerThanPlanned {
             topic: job.target_topic.clone(),
@@ -511,9 +633,11 @@ fn restore_inner(
 
 /// Produces the records of one decompressed chunk from `*index` on (skipping those an earlier
 /// run committed), rewriting schema IDs in place; returns how many it produced.
+#[allow(clippy::too_many_arguments)]
 fn produce_chunk(
     s: &Shared<'_>,
     job: &PartitionJob,
+    src: &dyn ChunkSource,
     w: &PartitionWriter,
     buf: &mut [u8],
     index: &mut u64,
@@ -530,7 +654,7 @@ fn produce_chunk(
     let mut produced = 0;
     while let Some(at) = positions.next_in(buf) {
         let at = at.map_err(records)?;
-        if *index >= job.records {
+        if *index >= src.total() {
             break;
         }
         if *index < already {
@@ -543,7 +667,7 @@ fn produce_chunk(
         if s.rewrite {
             rewrite_record(buf, &at, s.ids, &mut stats);
         }
-        let report = job.wanted.contains(index).then_some(*index);
+        let report = src.wanted().contains(index).then_some(*index);
         w.send(&at.record(buf), report)?;
         *index += 1;
         produced += 1;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::state::Scoped;
 use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy};
-use crate::archive::Archive;
+use crate::archive::reader::Contents;
 use crate::registry::client::{
     RegistryClient, RegistryError, RegistrySettings, path_segment as enc,
 };
@@ -841,7 +841,7 @@ impl SchemaPlan {
         rt: &Context,
         opts: &RestoreOptions,
         settings: &RegistrySettings,
-        archive: &Archive,
+        archive: &dyn Contents,
         snap: &RegistrySnapshot,
         done: &BTreeMap<(String, i32), i32>,
     ) -> Result<SchemaPlan, RestoreError> {
@@ -945,7 +945,7 @@ impl SchemaPlan {
 
 /// Every archived schema text, by content ID.
 fn texts(
-    archive: &Archive,
+    archive: &dyn Contents,
     snap: &RegistrySnapshot,
 ) -> Result<BTreeMap<String, String>, RestoreError> {
     let mut out = BTreeMap::new();
@@ -956,7 +956,7 @@ fn texts(
                 v.schema
             ))
         })?;
-        let text = String::from_utf8_lossy(&archive.read_content(&id)?).into_owned();
+        let text = String::from_utf8_lossy(&archive.content(&id)?).into_owned();
         out.insert(v.schema.clone(), text);
     }
     Ok(out)

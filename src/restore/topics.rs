@@ -17,16 +17,68 @@ use crate::archive::Archive;
 use crate::archive::coverage;
 use crate::archive::verify;
 use crate::format::consumer_groups::{ConsumerGroupsDoc, GroupOffsets};
-use crate::format::hex;
 use crate::format::kafka_topics::{KafkaTopicsDoc, TopicInfo};
 use crate::kafka::sink::{CommitOffset, Target};
 use crate::kafka::txn::{Compression, PROGRESS_GROUP_PREFIX, ProgressGroup, Read, first_committed};
 use crate::runtime::Context;
 
+/// What the Kafka side plans from: the archived topics and their partitions, from the manifest (a
+/// file) or from the `kafka-topics` document (a stream, whose manifest comes last).
+pub struct Catalogue<'a> {
+    /// Source topic → its partitions, each with the records the restore puts in it
+    /// ([`records::UNKNOWN`] before the end of a stream).
+    pub topics: Vec<(String, Vec<(i32, u64)>)>,
+    pub topics_doc: Vec<TopicInfo>,
+    pub groups: Vec<GroupOffsets>,
+    /// The archive file, for what only a file allows before the first write: every chunk's
+    /// coverage and content, retention against the records' timestamps, the records
+    /// consumer-group offsets point at. `None` for a stream.
+    pub file: Option<&'a Archive>,
+    /// What the restore's progress is named after (see [`super::archive_key`]).
+    pub key: String,
+}
+
+impl<'a> Catalogue<'a> {
+    /// The archive file's topics (its manifest), with the records each partition gets.
+    pub fn of_file(a: &'a Archive, until: Option<i64>) -> Result<Catalogue<'a>, RestoreError> {
+        let mut topics = Vec::new();
+        for t in &a.manifest().topics {
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                parts.push((
+                    p.partition,
+                    records::planned_records(a, &t.name, p.partition, until)?,
+                ));
+            }
+            topics.push((t.name.clone(), parts));
+        }
+        Ok(Catalogue {
+            topics,
+            topics_doc: a
+                .document::<KafkaTopicsDoc>(crate::format::kafka_topics::KIND)?
+                .map(|d| d.topics)
+                .unwrap_or_default(),
+            groups: a
+                .document::<ConsumerGroupsDoc>(crate::format::consumer_groups::KIND)?
+                .map(|d| d.groups)
+                .unwrap_or_default(),
+            file: Some(a),
+            key: super::archive_key(a.id(), &a.root()),
+        })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|(t, _)| t.as_str())
+    }
+}
+
 /// What a restore will do on the Kafka side, and the clients it does it with.
 pub struct KafkaPlan {
     target: Target,
     topics_doc: Vec<TopicInfo>,
+    /// Each target topic's limits (retention, timestamps): a stream restore checks each chunk
+    /// against them before it writes its records.
+    pub(super) limits: BTreeMap<String, keep::Limits>,
     pub topics: Vec<TopicPlan>,
     jobs: Vec<PartitionJob>,
     progress: ProgressGroup,
@@ -52,27 +104,20 @@ impl KafkaPlan {
     pub fn prepare(
         rt: &Context,
         opts: &RestoreOptions,
-        archive: &Archive,
+        cat: Catalogue<'_>,
     ) -> Result<KafkaPlan, RestoreError> {
         opts.kafka
             .validate()
             .map_err(|e| RestoreError::Invalid(e.to_string()))?;
         let target = Target::connect(&opts.kafka, rt)?;
-        check_map(opts, archive)?;
-        let topics_doc: Vec<TopicInfo> = archive
-            .document::<KafkaTopicsDoc>(crate::format::kafka_topics::KIND)?
-            .map(|d| d.topics)
-            .unwrap_or_default();
-        let (mut topics, mut jobs) = plan_topics(opts, archive, &target, &topics_doc)?;
-        check_partitions(opts, archive, &jobs)?;
-        let groups_doc = restorable_groups(
-            archive
-                .document::<ConsumerGroupsDoc>(crate::format::consumer_groups::KIND)?
-                .map(|d| d.groups)
-                .unwrap_or_default(),
-        );
-        wanted_offsets(archive, &groups_doc, &mut jobs)?;
-        let progress = ProgressGroup::new(&opts.kafka, &progress_group(&hex(&archive.root())))?;
+        check_map(opts, &cat)?;
+        let (mut topics, mut jobs) = plan_topics(opts, &cat, &target)?;
+        let groups_doc = restorable_groups(cat.groups.clone());
+        if let Some(archive) = cat.file {
+            check_partitions(opts, archive, &jobs)?;
+            wanted_offsets(archive, &groups_doc, &mut jobs)?;
+        }
+        let progress = ProgressGroup::new(&opts.kafka, &progress_group(&cat.key))?;
         // Planning reads what is committed now; each partition's own read, once its
         // transactional ID is taken, waits for whatever was in flight.
         let prior = read_progress(&progress, &jobs, Read::Now)?;
@@ -85,7 +130,7 @@ impl KafkaPlan {
                 .sum();
         }
         check_targets(opts, &target, &topics, &mut jobs, &prior)?;
-        check_kept(opts, archive, &target, &topics_doc, &mut topics, &jobs)?;
+        let limits = check_kept(opts, &cat, &target, &mut topics, &jobs)?;
         let group_re = match &opts.groups {
             Some(g) => Some(anchored(std::slice::from_ref(g), "--groups")?.remove(0)),
             None => None,
@@ -94,7 +139,7 @@ impl KafkaPlan {
             .into_iter()
             .filter(|g| group_re.as_ref().is_none_or(|r| r.is_match(&g.group)))
             .collect();
-        let mut warnings = unmatched_topics(opts, archive)?;
+        let mut warnings = unmatched_topics(opts, &cat)?;
         if let Some(g) = &opts.groups
             && groups.is_empty()
         {
@@ -105,7 +150,8 @@ impl KafkaPlan {
         Ok(KafkaPlan {
             warnings,
             target,
-            topics_doc,
+            topics_doc: cat.topics_doc,
+            limits,
             topics,
             jobs,
             progress,
@@ -140,9 +186,32 @@ impl KafkaPlan {
         ids: &IdMap,
         rewrite: bool,
     ) -> Result<KafkaOutcome, RestoreError> {
+        let shared = self.shared(opts, ids, rewrite);
+        let started = Instant::now();
+        let mut partitions = run_partitions(opts, &shared, archive, self.jobs.clone())?;
+        not_started(&self.jobs, &mut partitions);
+        let records_seconds = started.elapsed().as_secs_f64();
+        let groups = if partitions.iter().all(|o| o.error.is_none()) {
+            self.restore_groups(&self.jobs)?
+        } else {
+            Vec::new()
+        };
+        Ok(KafkaOutcome {
+            partitions,
+            groups,
+            records_seconds,
+        })
+    }
+
+    /// What every partition of this restore shares.
+    pub(super) fn shared<'a>(
+        &'a self,
+        opts: &'a RestoreOptions,
+        ids: &'a IdMap,
+        rewrite: bool,
+    ) -> Shared<'a> {
         let pairs: Vec<(u32, u32)> = ids.pairs().collect();
-        let shared = Shared {
-            archive,
+        Shared {
             conn: &opts.kafka,
             target: &self.target,
             progress: &self.progress,
@@ -152,25 +221,26 @@ impl KafkaPlan {
             append: opts.append,
             txn_bytes: opts.transaction_bytes.max(1),
             cancel: &opts.cancel,
-        };
-        let started = Instant::now();
-        let mut partitions = run_partitions(opts, &shared, self.jobs.clone())?;
-        not_started(&self.jobs, &mut partitions);
-        let records_seconds = started.elapsed().as_secs_f64();
-        // Group offsets are read from the committed progress, whichever run (or restore) wrote
-        // the records.
-        let mut groups = Vec::new();
-        if partitions.iter().all(|o| o.error.is_none()) {
-            let done = read_progress(&self.progress, &self.jobs, Read::Stable)?;
-            for g in &self.groups {
-                groups.push(restore_group(&self.target, g, &self.jobs, &done)?);
-            }
         }
-        Ok(KafkaOutcome {
-            partitions,
-            groups,
-            records_seconds,
-        })
+    }
+
+    /// The consumer groups' offsets, translated, from the committed progress, whichever run (or
+    /// restore) wrote the records. `jobs` with their record counts and the group offsets' record
+    /// indexes known.
+    pub(super) fn restore_groups(
+        &self,
+        jobs: &[PartitionJob],
+    ) -> Result<Vec<GroupOutcome>, RestoreError> {
+        let done = read_progress(&self.progress, jobs, Read::Stable)?;
+        self.groups
+            .iter()
+            .map(|g| restore_group(&self.target, g, jobs, &done))
+            .collect()
+    }
+
+    /// The partitions to restore.
+    pub(super) fn jobs(&self) -> &[PartitionJob] {
+        &self.jobs
     }
 
     /// Closes the clients off the critical path.
@@ -182,19 +252,16 @@ impl KafkaPlan {
 }
 
 /// `--topics` patterns that match no topic of the archive, named.
-fn unmatched_topics(opts: &RestoreOptions, archive: &Archive) -> Result<Vec<String>, RestoreError> {
+fn unmatched_topics(
+    opts: &RestoreOptions,
+    cat: &Catalogue<'_>,
+) -> Result<Vec<String>, RestoreError> {
     let res = anchored(&opts.topics, "--topics")?;
     Ok(opts
         .topics
         .iter()
         .zip(&res)
-        .filter(|(_, r)| {
-            !archive
-                .manifest()
-                .topics
-                .iter()
-                .any(|t| r.is_match(&t.name))
-        })
+        .filter(|(_, r)| !cat.names().any(|t| r.is_match(t)))
         .map(|(p, _)| format!("--topics {p:?} matches no topic in the archive"))
         .collect())
 }
@@ -227,12 +294,11 @@ fn given_configs(
 /// `--topic-config` for a topic the restore does not create is an error.
 fn check_kept(
     opts: &RestoreOptions,
-    archive: &Archive,
+    cat: &Catalogue<'_>,
     target: &Target,
-    topics_doc: &[TopicInfo],
     topics: &mut [TopicPlan],
     jobs: &[PartitionJob],
-) -> Result<(), RestoreError> {
+) -> Result<BTreeMap<String, keep::Limits>, RestoreError> {
     for g in &opts.topic_configs {
         if let Some(t) = &g.topic
             && !topics
@@ -254,21 +320,32 @@ fn check_kept(
     if topics.iter().any(|t| t.action == TopicAction::Create) {
         let broker = target.broker_configs()?;
         for tp in topics.iter().filter(|t| t.action == TopicAction::Create) {
-            let given = given_configs(opts, topics_doc, tp);
+            let given = given_configs(opts, &cat.topics_doc, tp);
             effective.insert(tp.target.clone(), keep::created_configs(&given, &broker));
         }
     }
+    let limits: BTreeMap<String, keep::Limits> = topics
+        .iter()
+        .map(|t| {
+            let c = effective.get(&t.target).cloned().unwrap_or_default();
+            (t.target.clone(), keep::Limits::of(&c))
+        })
+        .collect();
+    let Some(archive) = cat.file else {
+        // A stream's records are checked chunk by chunk, as they come.
+        return Ok(limits);
+    };
     let now = crate::archive::writer::now_ms();
     let (mut losses, mut refusals) = (Vec::new(), Vec::new());
     for j in jobs {
-        let limits = keep::Limits::of(&effective.get(&j.target_topic).cloned().unwrap_or_default());
+        let limits = &limits[&j.target_topic];
         let chunks = archive.chunks_of(&j.source_topic, j.partition)?;
         let f = keep::check_partition(
             &j.target_topic,
             j.partition,
             &chunks,
             j.records,
-            &limits,
+            limits,
             now,
         );
         let tp = topics.iter_mut().find(|t| t.target == j.target_topic);
@@ -294,7 +371,7 @@ fn check_kept(
             losses.join("\n  ")
         )));
     }
-    Ok(())
+    Ok(limits)
 }
 
 /// The codec the restore compresses a topic's batches with: `--producer-compression`, else the
@@ -314,17 +391,14 @@ fn producer_compression(opts: &RestoreOptions, info: Option<&TopicInfo>) -> Comp
 /// target has it, and one job per partition.
 fn plan_topics(
     opts: &RestoreOptions,
-    archive: &Archive,
+    cat: &Catalogue<'_>,
     target: &Target,
-    topics_doc: &[TopicInfo],
 ) -> Result<(Vec<TopicPlan>, Vec<PartitionJob>), RestoreError> {
     let inc = anchored(&opts.topics, "--topics")?;
-    let chosen: Vec<String> = archive
-        .manifest()
+    let chosen: Vec<&(String, Vec<(i32, u64)>)> = cat
         .topics
         .iter()
-        .map(|t| t.name.clone())
-        .filter(|t| inc.is_empty() || inc.iter().any(|r| r.is_match(t)))
+        .filter(|(t, _)| inc.is_empty() || inc.iter().any(|r| r.is_match(t)))
         .collect();
     if !opts.topics.is_empty() && chosen.is_empty() {
         return Err(RestoreError::Invalid(format!(
@@ -336,16 +410,10 @@ fn plan_topics(
     let brokers = target.broker_count()?.max(1) as i32;
     let mut plans = Vec::new();
     let mut jobs = Vec::new();
-    for src in &chosen {
+    for (src, entry) in chosen {
         let dst = opts.map.get(src).cloned().unwrap_or_else(|| src.clone());
-        let info = topics_doc.iter().find(|t| &t.name == src);
-        let entry = archive
-            .manifest()
-            .topics
-            .iter()
-            .find(|t| &t.name == src)
-            .expect("chosen from the manifest");
-        let partitions = info.map_or(entry.partitions.len() as i32, |i| i.partitions);
+        let info = cat.topics_doc.iter().find(|t| &t.name == src);
+        let partitions = info.map_or(entry.len() as i32, |i| i.partitions);
         let rf_wanted = info.map_or(1, |i| i.replication_factor.max(1));
         let mut warnings = Vec::new();
         let rf = if rf_wanted > brokers {
@@ -357,14 +425,13 @@ fn plan_topics(
             rf_wanted
         };
         let compression = producer_compression(opts, info);
-        let mut records = 0;
-        for p in &entry.partitions {
-            let n = records::planned_records(archive, src, p.partition, opts.until)?;
-            records += n;
+        let mut records = 0u64;
+        for &(partition, n) in entry {
+            records = records.saturating_add(n);
             jobs.push(PartitionJob {
                 source_topic: src.clone(),
                 target_topic: dst.clone(),
-                partition: p.partition,
+                partition,
                 records: n,
                 group_offsets: BTreeMap::new(),
                 wanted: BTreeSet::new(),
@@ -411,9 +478,9 @@ fn check_topic_name(name: &str, what: &str) -> Result<(), RestoreError> {
 }
 
 /// Every `--map` source must be a topic of the archive, every target a valid topic name.
-fn check_map(opts: &RestoreOptions, archive: &Archive) -> Result<(), RestoreError> {
+fn check_map(opts: &RestoreOptions, cat: &Catalogue<'_>) -> Result<(), RestoreError> {
     for (src, dst) in &opts.map {
-        if archive.manifest().topics.iter().all(|t| &t.name != src) {
+        if cat.names().all(|t| t != src) {
             return Err(RestoreError::Invalid(format!(
                 "--map {src}={dst}: the archive has no topic {src:?}"
             )));
@@ -485,6 +552,7 @@ fn check_partitions(
 fn run_partitions(
     opts: &RestoreOptions,
     shared: &Shared<'_>,
+    archive: &Archive,
     jobs: Vec<PartitionJob>,
 ) -> Result<Vec<PartitionOutcome>, RestoreError> {
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
@@ -504,7 +572,7 @@ fn run_partitions(
             scope.spawn(move || {
                 for job in jobs_rx {
                     let wrote = |n| opts.progress.advance(&job.target_topic, n, n, 0);
-                    let _ = results.send(records::restore_partition(shared, &job, &wrote));
+                    let _ = results.send(records::restore_partition(shared, archive, &job, &wrote));
                     if opts.cancel.load(Ordering::SeqCst) {
                         break;
                     }
