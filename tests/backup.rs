@@ -65,7 +65,7 @@ fn options(out: &std::path::Path, topics: &str) -> BackupOptions {
 
 /// Restores `archive`'s `topic` as `to` on the local broker (state in `state`), and checks the
 /// restore says it is whole.
-async fn restore_renamed(
+pub(crate) async fn restore_renamed(
     archive: &std::path::Path,
     topic: &str,
     to: &str,
@@ -83,7 +83,7 @@ async fn restore_renamed(
 }
 
 /// Compares what the archive holds for a topic with what Kafka serves, record by record.
-fn assert_same(a: &Archive, topic: &str, truth: &BTreeMap<i32, Vec<Rec>>) {
+pub(crate) fn assert_same(a: &Archive, topic: &str, truth: &BTreeMap<i32, Vec<Rec>>) {
     for (p, want) in truth {
         let got = read_records(a, topic, *p);
         assert_eq!(got.len(), want.len(), "{topic}/{p}: record count");

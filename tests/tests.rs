@@ -18,3 +18,4 @@ mod standby;
 mod stream;
 mod vectors;
 mod verify;
+mod volumes;

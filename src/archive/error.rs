@@ -46,6 +46,10 @@ pub enum ArchiveError {
     #[error("{path}: {detail}", path = .path.display())]
     Order { path: PathBuf, detail: String },
 
+    /// A volume of a set that is missing, of another set, out of order or cut short.
+    #[error("{path}: {detail}", path = .path.display())]
+    Volume { path: PathBuf, detail: String },
+
     #[error("{path}: no {what} in the archive", path = .path.display())]
     Missing { path: PathBuf, what: String },
 }

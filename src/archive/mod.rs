@@ -13,6 +13,7 @@ pub mod repair;
 pub mod source;
 pub mod stream;
 pub mod verify;
+pub mod volume;
 pub mod writer;
 
 pub use error::ArchiveError;

@@ -2,6 +2,7 @@
 //! kar uses `unsafe`), or bytes in memory. The reader and the index opened in place both read it.
 
 use std::fs::File;
+use std::io::Read;
 use std::ops::Deref;
 use std::path::Path;
 
@@ -16,6 +17,30 @@ pub enum Source {
         len: usize,
     },
     Owned(Vec<u8>),
+    /// The volumes of a set, mapped one after another into one span of memory.
+    Volumes(VolumeMap),
+}
+
+/// The slices of a volume set's files mapped side by side, read-only, so that the set reads as
+/// the one archive it is.
+pub struct VolumeMap {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the span is mapped read-only and never written through; like memmap2's Mmap, it may be
+// read from any thread, and unmapped once, on drop.
+unsafe impl Send for VolumeMap {}
+unsafe impl Sync for VolumeMap {}
+
+impl Drop for VolumeMap {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: `ptr..ptr+len` is the span `map_set` reserved and mapped; nothing borrows it
+            // any more (the borrow checker ties every slice to `&self`).
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        }
+    }
 }
 
 impl Deref for Source {
@@ -24,6 +49,9 @@ impl Deref for Source {
         match self {
             Source::Mapped { map, len } => &map[..*len],
             Source::Owned(v) => v,
+            Source::Volumes(v) if v.len == 0 => &[],
+            // SAFETY: `map_set` mapped `len` readable bytes at `ptr`, alive until drop.
+            Source::Volumes(v) => unsafe { std::slice::from_raw_parts(v.ptr, v.len) },
         }
     }
 }
@@ -33,6 +61,81 @@ impl Deref for Source {
 pub fn is_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
+}
+
+/// Maps the volume set whose first volume is `first` (found and checked by
+/// [`super::volume::find_set`]): a span of address space is reserved, then each volume's slice is
+/// mapped over its part of it, so the set reads as one archive without a copy.
+fn map_set(first: &Path) -> Result<Source, ArchiveError> {
+    use crate::format::volume::HEADER_REGION;
+    let set = super::volume::find_set(first)?;
+    let total: u64 = set.iter().map(|v| v.header.payload_len).sum();
+    let len = usize::try_from(total).map_err(|_| ArchiveError::Volume {
+        path: first.to_path_buf(),
+        detail: format!("a set of {total} bytes does not fit this machine's address space"),
+    })?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    if page == 0 || !HEADER_REGION.is_multiple_of(page) {
+        return Err(ArchiveError::Volume {
+            path: first.to_path_buf(),
+            detail: format!("pages of {page} bytes: volumes are mapped in 64 KiB units"),
+        });
+    }
+    if len == 0 {
+        return Ok(Source::Volumes(VolumeMap {
+            ptr: std::ptr::null(),
+            len: 0,
+        }));
+    }
+    // SAFETY: an anonymous, inaccessible reservation of `len` bytes at an address the kernel
+    // chooses; nothing else refers to it. It is unmapped by VolumeMap's drop (also on the error
+    // paths below, since `map` owns it from here).
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(ArchiveError::io("reserve address space for", first)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let map = VolumeMap {
+        ptr: base as *const u8,
+        len,
+    };
+    for v in set.iter().filter(|v| v.header.payload_len > 0) {
+        let file = File::open(&v.path).map_err(ArchiveError::io("open", &v.path))?;
+        // SAFETY: the target range lies inside the reservation above (offsets and lengths come
+        // from `find_set`, which checked that the slices follow one another and sum to `len`, and
+        // that every slice but the last is a whole number of 64 KiB units, so each begins on a
+        // page boundary); MAP_FIXED replaces that part of our own reservation and nothing else.
+        // The file is mapped read-only at the page-aligned offset of its slice; as for a single
+        // file, the contract is that nobody changes the volumes while they are open, and every
+        // read is checked against blake3 hashes.
+        let at = unsafe {
+            libc::mmap(
+                (base as *mut u8).add(v.header.payload_offset as usize) as *mut libc::c_void,
+                v.header.payload_len as usize,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                HEADER_REGION as libc::off_t,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(ArchiveError::io("memory-map", &v.path)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(Source::Volumes(map))
 }
 
 /// `-` (standard input), a FIFO or a character device: an archive read as a stream, front to
@@ -57,7 +160,21 @@ pub fn open_stream(
         let f = File::open(path).map_err(ArchiveError::io("open", path))?;
         (Box::new(f), path.to_path_buf())
     };
-    Ok((std::io::BufReader::with_capacity(1 << 20, input), name))
+    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+    // Volumes one after another (`cat NAME.kar NAME.kar.0*`) are read as the archive they hold.
+    let mut magic = Vec::with_capacity(8);
+    std::io::Read::by_ref(&mut input)
+        .take(8)
+        .read_to_end(&mut magic)
+        .map_err(ArchiveError::io("read", path))?;
+    let head = std::io::Cursor::new(magic);
+    let volumes = crate::format::volume::VolumeHeader::is_volume(head.get_ref());
+    let chained: Box<dyn std::io::Read + Send> = if volumes {
+        Box::new(super::volume::VolumeStream::new(head.chain(input)))
+    } else {
+        Box::new(head.chain(input))
+    };
+    Ok((std::io::BufReader::with_capacity(1 << 20, chained), name))
 }
 
 impl Source {
@@ -74,7 +191,13 @@ impl Source {
                 path: path.to_path_buf(),
             });
         }
-        let file = File::open(path).map_err(ArchiveError::io("open", path))?;
+        let mut file = File::open(path).map_err(ArchiveError::io("open", path))?;
+        let mut magic = [0u8; 8];
+        let head =
+            std::io::Read::read(&mut file, &mut magic).map_err(ArchiveError::io("read", path))?;
+        if crate::format::volume::VolumeHeader::is_volume(&magic[..head]) {
+            return map_set(path);
+        }
         // SAFETY: the map is read-only and kar never writes to a file it reads. The contract is
         // that nobody truncates or rewrites the archive while it is open: archives are written
         // once and then immutable. If another process changed the bytes anyway, every read is

@@ -100,6 +100,8 @@ pub enum OutputKind {
     Stdout,
     /// A FIFO or a character device.
     Device,
+    /// A set of volume files (`--volume-size`).
+    Volumes,
 }
 
 impl OutputKind {
@@ -120,20 +122,89 @@ impl OutputKind {
 
     /// Written front to back and never synced (there is no file to sync).
     pub fn is_stream(self) -> bool {
-        self != OutputKind::File
+        matches!(self, OutputKind::Stdout | OutputKind::Device)
     }
 }
 
-impl ArchiveWriter<BufWriter<File>> {
-    /// Opens what `path` names (see [`OutputKind`]) and writes an archive to it.
+/// What a backup writes to: a file or a stream, or a set of volumes.
+pub enum Output {
+    File(File),
+    Volumes(super::volume::VolumeWriter),
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Volumes(v) => v.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Volumes(v) => v.flush(),
+        }
+    }
+}
+
+impl Output {
+    /// The file to sync in the background; volumes sync themselves as each one fills.
+    pub fn file(&self) -> Option<&File> {
+        match self {
+            Output::File(f) => Some(f),
+            Output::Volumes(_) => None,
+        }
+    }
+}
+
+/// Flushes what a backup wrote and makes it durable: a file synced, a stream flushed, a volume
+/// set's last volume completed (its length, the count) and synced. Returns the volumes' paths.
+pub fn finish_output(
+    out: BufWriter<Output>,
+    path: &Path,
+    kind: OutputKind,
+) -> Result<Vec<PathBuf>, ArchiveError> {
+    let out = out.into_inner().map_err(|e| ArchiveError::Io {
+        op: "flush",
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    match out {
+        Output::Volumes(v) => v.finish(),
+        // A stream has nothing to sync: flushed into the pipe or device, it is delivered.
+        Output::File(_) if kind.is_stream() => Ok(Vec::new()),
+        Output::File(f) => f
+            .sync_all()
+            .map(|()| Vec::new())
+            .map_err(ArchiveError::io("sync", path)),
+    }
+}
+
+impl ArchiveWriter<BufWriter<Output>> {
+    /// Opens what `path` names (see [`OutputKind`]) and writes an archive to it; with
+    /// `volume_size`, a set of volumes of at most that many bytes, the first at `path`.
     pub fn create_output(
         path: impl AsRef<Path>,
         opts: WriterOptions,
+        volume_size: Option<u64>,
     ) -> Result<(Self, OutputKind), ArchiveError> {
         let path = path.as_ref();
         let kind = OutputKind::of(path)?;
+        let out = |o: Output| BufWriter::with_capacity(1 << 20, o);
+        if let Some(size) = volume_size {
+            if kind.is_stream() {
+                return Err(ArchiveError::Order {
+                    path: path.to_path_buf(),
+                    detail: "volumes are files: --volume-size needs a file name (to cut a stream, `kar split` its file)".into(),
+                });
+            }
+            let v = super::volume::VolumeWriter::create(path, size)?;
+            let w = ArchiveWriter::new(out(Output::Volumes(v)), path, opts)?;
+            return Ok((w, OutputKind::Volumes));
+        }
         let file = match kind {
-            OutputKind::File => return Ok((Self::create(path, opts)?, kind)),
+            OutputKind::File | OutputKind::Volumes => create_new(path)?,
             OutputKind::Stdout => {
                 use std::os::fd::AsFd;
                 let fd = std::io::stdout()
@@ -147,10 +218,12 @@ impl ArchiveWriter<BufWriter<File>> {
                 .open(path)
                 .map_err(ArchiveError::io("open", path))?,
         };
-        let w = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file), path, opts)?;
+        let w = ArchiveWriter::new(out(Output::File(file)), path, opts)?;
         Ok((w, kind))
     }
+}
 
+impl ArchiveWriter<BufWriter<File>> {
     /// Creates a new archive file; refuses to overwrite an existing one.
     pub fn create(path: impl AsRef<Path>, opts: WriterOptions) -> Result<Self, ArchiveError> {
         let path = path.as_ref();
@@ -172,7 +245,7 @@ impl ArchiveWriter<BufWriter<File>> {
 }
 
 /// A new file at `path`; an existing one is never overwritten.
-fn create_new(path: &Path) -> Result<File, ArchiveError> {
+pub(crate) fn create_new(path: &Path) -> Result<File, ArchiveError> {
     {
         OpenOptions::new()
             .write(true)

@@ -22,7 +22,7 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::archive::writer::{BackgroundSync, OutputKind, flush_out, now_ms, sync_file};
+use crate::archive::writer::{BackgroundSync, OutputKind, finish_output, now_ms};
 use crate::archive::{ArchiveError, ArchiveWriter, WriterOptions};
 use crate::format::consumer_groups::ConsumerGroupsDoc;
 use crate::format::hex;
@@ -69,6 +69,8 @@ impl From<SourceError> for BackupError {
 pub struct BackupOptions {
     pub kafka: KafkaConnection,
     pub out: PathBuf,
+    /// Cut the archive into volumes of at most this many bytes (`out`, `out.002`, ...).
+    pub volume_size: Option<u64>,
     /// Topics to back up (anchored regexes); empty = every topic that is not internal.
     pub topics: Vec<String>,
     pub exclude: Vec<String>,
@@ -143,6 +145,7 @@ impl BackupOptions {
         BackupOptions {
             kafka,
             out: out.into(),
+            volume_size: None,
             topics: Vec::new(),
             exclude: Vec::new(),
             groups: None,
@@ -183,6 +186,9 @@ pub struct TopicResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
     pub out: PathBuf,
+    /// The volumes written, with `--volume-size`; empty for one file or a stream.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<PathBuf>,
     pub status: ArchiveStatus,
     pub root_hash: String,
     pub topics: Vec<TopicResult>,
@@ -518,7 +524,8 @@ impl BackupPlan {
             created_at_ms: self.started_ms,
             ..opts.writer.clone()
         };
-        let (mut w, output) = ArchiveWriter::create_output(&opts.out, writer_opts)?;
+        let (mut w, output) =
+            ArchiveWriter::create_output(&opts.out, writer_opts, opts.volume_size)?;
         let unfinished = |source: ArchiveError| BackupError::WriteFailed {
             path: opts.out.clone(),
             source,
@@ -550,13 +557,11 @@ impl BackupPlan {
         };
         let (out, summary) = w.finish(status, notes).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "index and manifest written");
-        if output.is_stream() {
-            flush_out(out, &opts.out).map_err(unfinished)?;
-        } else {
-            sync_file(out, &opts.out).map_err(unfinished)?;
-        }
+        let volumes = finish_output(out, &opts.out, output).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "archive synced to disk");
-        Ok(self.report(opts, status, &summary, read))
+        let mut report = self.report(opts, status, &summary, read);
+        report.volumes = volumes;
+        Ok(report)
     }
 
     /// The documents of the cluster's and the registry's state, and the partitions' ranges.
@@ -616,11 +621,11 @@ impl BackupPlan {
         output: OutputKind,
     ) -> Result<Collector, ArchiveError> {
         let tasks = &self.kafka.tasks;
-        let mut syncer = if output.is_stream() {
-            BackgroundSync::disabled()
-        } else {
-            BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
-                .map_err(ArchiveError::io("sync", &opts.out))?
+        let mut syncer = match w.get_ref().get_ref().file() {
+            Some(f) if !output.is_stream() => {
+                BackgroundSync::start(f, 64 << 20).map_err(ArchiveError::io("sync", &opts.out))?
+            }
+            _ => BackgroundSync::disabled(),
         };
         opts.progress.begin(&worker::offsets_per_topic(tasks));
         let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
@@ -670,6 +675,7 @@ impl BackupPlan {
         }
         BackupReport {
             out: opts.out.clone(),
+            volumes: Vec::new(),
             status,
             root_hash: hex(&summary.root),
             topics: by_topic
@@ -699,7 +705,7 @@ impl BackupPlan {
     }
 }
 
-type Writer = ArchiveWriter<std::io::BufWriter<std::fs::File>>;
+type Writer = ArchiveWriter<std::io::BufWriter<crate::archive::writer::Output>>;
 
 /// Every check of the options before anything is read; whether the backup reads Kafka.
 fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {

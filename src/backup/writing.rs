@@ -3,7 +3,6 @@
 //! a partition is marked complete once its last chunk is written.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::BufWriter;
 
 use super::{Event, PartitionResult, PartitionTask};
@@ -11,7 +10,7 @@ use crate::archive::writer::BackgroundSync;
 use crate::archive::{ArchiveError, ArchiveWriter};
 use crate::format::chunk::SealedChunk;
 
-type Writer = ArchiveWriter<BufWriter<File>>;
+type Writer = ArchiveWriter<BufWriter<crate::archive::writer::Output>>;
 
 /// What the record phase gathers: each partition's result, and what was written.
 pub(super) struct Collector {

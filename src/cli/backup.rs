@@ -69,6 +69,10 @@ settings! {
         /// Target uncompressed chunk size in bytes, 1 KiB to 64 MiB [default: 2097152]
         #[arg(long)]
         pub chunk_size: Option<usize>,
+        /// Cut the archive into volumes, each smaller than this (k, M, G or T, powers of 1024;
+        /// at least 1M; 4G fits FAT32): --out NAME.kar, then NAME.kar.002, ...
+        #[arg(long, value_parser = crate::cli::parse_size)]
+        pub volume_size: Option<u64>,
         /// zstd level, 1 to 22 [default: 3]
         #[arg(long)]
         pub zstd_level: Option<i32>,
@@ -173,6 +177,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     if let Some(v) = b.chunk_size {
         o.writer.chunk_target_bytes = v;
     }
+    o.volume_size = b.volume_size;
     if let Some(v) = b.zstd_level {
         o.writer.zstd_level = v;
     }
@@ -285,5 +290,8 @@ fn print_summary(r: &BackupReport) {
     }
     outln!("status  {:?}", r.status);
     outln!("archive {}", r.out.display());
+    for v in r.volumes.iter().skip(1) {
+        outln!("volume  {}", v.display());
+    }
     outln!("root    {}", r.root_hash);
 }

@@ -54,6 +54,60 @@ pub enum Command {
     Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
     Dump(DumpArgs),
+    /// Cut an archive into volumes of at most a size (FAT32 sticks, tape cartridges)
+    Split(SplitArgs),
+    /// Join a volume set back into the single archive file
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The archive to cut (never modified)
+    pub file: PathBuf,
+    /// The first volume: NAME.kar, then NAME.kar.002, ... (none may exist)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Each volume smaller than this: a number with k, M, G or T (powers of 1024), at least 1M;
+    /// 4G fits FAT32
+    #[arg(long, value_parser = parse_size)]
+    pub volume_size: u64,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The first volume of the set; the others are found next to it
+    pub file: PathBuf,
+    /// The single archive file to write (must not exist)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A size: a number, with k, M, G or T for powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "k" | "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        other => return Err(format!("unit {other:?}: use k, M, G or T")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 4G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|v| *v >= crate::archive::volume::MIN_VOLUME_SIZE)
+        .ok_or_else(|| format!("{s}: a volume is at least 1M"))
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +226,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Repair(a) => run_repair(a),
         Command::Compact(a) => run_compact(a),
         Command::Dump(a) => run_dump(a),
+        Command::Split(a) => run_volumes(a.json, || {
+            crate::archive::volume::split(&a.file, &a.out, a.volume_size)
+        }),
+        Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.file, &a.out)),
         Command::Schemas(a) => run_schemas(a),
     };
     let code = match result {
@@ -475,6 +533,29 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
         outln!("incomplete {p}");
     }
     outln!("root      {}", r.root_hash);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_volumes(
+    json: bool,
+    f: impl FnOnce() -> Result<crate::archive::volume::VolumesReport, crate::archive::ArchiveError>,
+) -> anyhow::Result<ExitCode> {
+    let r = f()?;
+    if json {
+        print_json(&r)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in &r.volumes {
+        outln!("volume    {}", v.display());
+    }
+    outln!("archive   {} ({} bytes)", r.output.display(), r.bytes);
+    if r.root_hash.is_empty() {
+        outln!(
+            "unfinished: the set has no last volume (its writer stopped); `kar repair` the joined file"
+        );
+    } else {
+        outln!("root      {}", r.root_hash);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

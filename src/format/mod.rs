@@ -17,6 +17,7 @@ pub mod provenance;
 pub mod root;
 pub mod schema_registry;
 pub mod varint;
+pub mod volume;
 
 pub use error::FormatError;
 
