@@ -326,3 +326,30 @@ async fn a_cut_stream_restore_continues_from_the_stream_again_and_the_file_finds
         "{err}"
     );
 }
+
+/// The reader of a backup's stream goes away part-way (`| head -c`): the backup stops, exit 2,
+/// and says the stream's reader has an unfinished archive, not that a file `-` should be
+/// repaired.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_whose_stream_reader_goes_away_says_so() {
+    common::require_kafka();
+    let topic = common::unique("gone");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 3_000, 900).await;
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} backup --compression none --bootstrap {} --topics {topic} --out - | head -c 100000 > /dev/null",
+            env!("CARGO_BIN_EXE_kar"),
+            common::bootstrap()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Broken pipe") && err.contains("its reader has every byte before the error"),
+        "{err}"
+    );
+    assert!(!err.contains("kar repair -"), "{err}");
+}

@@ -53,6 +53,13 @@ pub enum BackupError {
         path = .path.display()
     )]
     WriteFailed { path: PathBuf, source: ArchiveError },
+    /// Writing the archive to a stream failed part-way (its reader went away): the reader has an
+    /// unfinished archive.
+    #[error(
+        "{source}: the archive on {path} stops there, unfinished; its reader has every byte before the error (`kar verify -` there names where it ended, `kar repair` of what it kept recovers every complete chunk)",
+        path = .path.display()
+    )]
+    StreamFailed { path: PathBuf, source: ArchiveError },
     #[error("{0}")]
     Invalid(String),
     #[error("no topic matches the selection ({0}); nothing to back up")]
@@ -526,9 +533,13 @@ impl BackupPlan {
         };
         let (mut w, output) =
             ArchiveWriter::create_output(&opts.out, writer_opts, opts.volume_size)?;
-        let unfinished = |source: ArchiveError| BackupError::WriteFailed {
-            path: opts.out.clone(),
-            source,
+        let unfinished = |source: ArchiveError| {
+            let path = opts.out.clone();
+            if output.is_stream() {
+                BackupError::StreamFailed { path, source }
+            } else {
+                BackupError::WriteFailed { path, source }
+            }
         };
         self.write_metadata(&mut w).map_err(unfinished)?;
         let mut read = self
