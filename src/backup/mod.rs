@@ -52,14 +52,20 @@ pub enum BackupError {
         "{source}; the unfinished archive {path} keeps every chunk written before the error: once there is room, recover them with `kar repair {path}` (or remove it and back up again)",
         path = .path.display()
     )]
-    WriteFailed { path: PathBuf, source: ArchiveError },
+    WriteFailed {
+        path: PathBuf,
+        source: Box<ArchiveError>,
+    },
     /// Writing the archive to a stream failed part-way (its reader went away): the reader has an
     /// unfinished archive.
     #[error(
         "{source}: the archive on {path} stops there, unfinished; its reader has every byte before the error (`kar verify -` there names where it ended, `kar repair` of what it kept recovers every complete chunk)",
         path = .path.display()
     )]
-    StreamFailed { path: PathBuf, source: ArchiveError },
+    StreamFailed {
+        path: PathBuf,
+        source: Box<ArchiveError>,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("no topic matches the selection ({0}); nothing to back up")]
@@ -534,7 +540,7 @@ impl BackupPlan {
         let (mut w, output) =
             ArchiveWriter::create_output(&opts.out, writer_opts, opts.volume_size)?;
         let unfinished = |source: ArchiveError| {
-            let path = opts.out.clone();
+            let (path, source) = (opts.out.clone(), Box::new(source));
             if output.is_stream() {
                 BackupError::StreamFailed { path, source }
             } else {
