@@ -23,6 +23,26 @@ fn kar(args: &[&str]) -> (Option<i32>, Value, String) {
     )
 }
 
+/// `kar backup` of `topic`, uncompressed, in volumes of under 1 MiB, the first at `first`.
+fn backup_in_volumes(topic: &str, first: &Path, chunk_size: &str) -> (Option<i32>, Value, String) {
+    kar(&[
+        "backup",
+        "--bootstrap",
+        &common::bootstrap(),
+        "--topics",
+        topic,
+        "--chunk-size",
+        chunk_size,
+        "--compression",
+        "none",
+        "--volume-size",
+        "1M",
+        "--out",
+        s(first),
+        "--json",
+    ])
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -43,20 +63,7 @@ async fn a_backup_in_volumes_is_verified_restored_joined_and_split_with_one_root
     let truth = consume_all(&topic, 2);
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("set.kar");
-    let (code, r, err) = kar(&[
-        "backup",
-        "--bootstrap",
-        &common::bootstrap(),
-        "--topics",
-        &topic,
-        "--compression",
-        "none",
-        "--volume-size",
-        "1M",
-        "--out",
-        s(&first),
-        "--json",
-    ]);
+    let (code, r, err) = backup_in_volumes(&topic, &first, "2097152");
     assert_eq!(code, Some(0), "{err}");
     let volumes: Vec<PathBuf> = r["volumes"]
         .as_array()
@@ -179,21 +186,7 @@ async fn a_missing_swapped_or_foreign_volume_is_named() {
     common::fill(&topic, 1, 2_500, 900).await;
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("a.kar");
-    let (code, _, err) = kar(&[
-        "backup",
-        "--bootstrap",
-        &common::bootstrap(),
-        "--topics",
-        &topic,
-        "--chunk-size",
-        "65536",
-        "--compression",
-        "none",
-        "--volume-size",
-        "1M",
-        "--out",
-        s(&first),
-    ]);
+    let (code, _, err) = backup_in_volumes(&topic, &first, "65536");
     assert_eq!(code, Some(0), "{err}");
     let other = dir.path().join("b.kar");
     let (code, _, err) = kar(&[

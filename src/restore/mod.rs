@@ -770,21 +770,32 @@ fn wants_kafka(
         .flat_map(|t| &t.partitions)
         .map(|p| p.records)
         .sum();
-    if !opts.registry_only && opts.kafka.bootstrap.trim().is_empty() && !topics.is_empty() {
+    let holds = format!("{records} records of {} topic(s)", topics.len());
+    kafka_wanted(opts, &opts.archive, topics.len(), &holds, has_registry)
+}
+
+/// [`wants_kafka`] from what the archive `name` holds: `topics`, described as `holds`.
+fn kafka_wanted(
+    opts: &RestoreOptions,
+    name: &Path,
+    topics: usize,
+    holds: &str,
+    has_registry: bool,
+) -> Result<bool, RestoreError> {
+    if !opts.registry_only && opts.kafka.bootstrap.trim().is_empty() && topics > 0 {
         return Err(RestoreError::Invalid(format!(
-            "{} holds {records} records of {} topic(s): give --bootstrap HOST:PORT to restore them, or --registry-only to restore the Schema Registry alone",
-            opts.archive.display(),
-            topics.len()
+            "{} holds {holds}: give --bootstrap HOST:PORT to restore them, or --registry-only to restore the Schema Registry alone",
+            name.display()
         )));
     }
-    let with_kafka = !opts.registry_only && !topics.is_empty();
+    let with_kafka = !opts.registry_only && topics > 0;
     if !with_kafka && (opts.registry.is_none() || !has_registry) {
         return Err(RestoreError::Invalid(if has_registry {
             "nothing to restore without Kafka: give --registry URL to restore the archive's Schema Registry snapshot".into()
         } else {
             format!(
                 "{} holds no Schema Registry snapshot and no topic to restore",
-                opts.archive.display()
+                name.display()
             )
         }));
     }

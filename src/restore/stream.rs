@@ -25,7 +25,7 @@ use super::stream_chunks::{Facts, StreamChunk, StreamChunks};
 use super::topics::{Catalogue, KafkaOutcome, KafkaPlan};
 use super::{
     ContextPlan, Head, RestoreError, RestoreOptions, RestorePlan, RestoreReport, dry_run_report,
-    final_report, fingerprint_of, plan_contexts, plan_of, write_head,
+    final_report, fingerprint_of, kafka_wanted, plan_contexts, plan_of, write_head,
 };
 use crate::archive::ArchiveError;
 use crate::archive::reader::Contents;
@@ -271,7 +271,8 @@ impl Sink {
             .unwrap_or_default();
         let snap: Option<RegistrySnapshot> = self.doc(crate::format::schema_registry::KIND)?;
         let (declared, offsets, topics) = catalogue(topics_doc.as_ref(), &groups);
-        let with_kafka = self.wants_kafka(topics.len(), snap.is_some())?;
+        let holds = format!("{} topic(s)", topics.len());
+        let with_kafka = kafka_wanted(opts, &self.name, topics.len(), &holds, snap.is_some())?;
         let state_file = opts
             .state_dir
             .clone()
@@ -368,29 +369,6 @@ impl Sink {
         planned.head = Some(head);
         planned.records_started = Instant::now();
         Ok(())
-    }
-
-    /// As a file restore decides (see `super::wants_kafka`), from the stream's documents.
-    fn wants_kafka(&self, topics: usize, has_registry: bool) -> Result<bool, RestoreError> {
-        let opts = &self.opts;
-        if !opts.registry_only && opts.kafka.bootstrap.trim().is_empty() && topics > 0 {
-            return Err(RestoreError::Invalid(format!(
-                "{} holds {topics} topic(s): give --bootstrap HOST:PORT to restore them, or --registry-only to restore the Schema Registry alone",
-                self.name.display()
-            )));
-        }
-        let with_kafka = !opts.registry_only && topics > 0;
-        if !with_kafka && (opts.registry.is_none() || !has_registry) {
-            return Err(RestoreError::Invalid(if has_registry {
-                "nothing to restore without Kafka: give --registry URL to restore the archive's Schema Registry snapshot".into()
-            } else {
-                format!(
-                    "{} holds no Schema Registry snapshot and no topic to restore",
-                    self.name.display()
-                )
-            }));
-        }
-        Ok(with_kafka)
     }
 
     /// After the stream: every producer ends, then, with the stream whole and every partition
