@@ -125,6 +125,40 @@ async fn a_backup_in_volumes_is_verified_restored_joined_and_split_with_one_root
         assert_eq!(x[65536..], y[65536..]);
     }
 
+    // Each volume on its own stick, named anyhow: join takes them as a list, in any order, and
+    // names one given twice.
+    let sticks: Vec<PathBuf> = volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let stick = dir.path().join(format!("stick{i}"));
+            std::fs::create_dir(&stick).unwrap();
+            let to = stick.join(format!("part-{i}"));
+            std::fs::copy(v, &to).unwrap();
+            to
+        })
+        .collect();
+    let mut list: Vec<&str> = sticks.iter().rev().map(|p| s(p)).collect();
+    let from_sticks = dir.path().join("from-sticks.kar");
+    let mut args = vec!["join"];
+    args.extend(&list);
+    args.extend(["--out", s(&from_sticks), "--json"]);
+    let (code, j, err) = kar(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["root_hash"].as_str(), Some(root.as_str()));
+    assert_eq!(
+        std::fs::read(&from_sticks).unwrap(),
+        std::fs::read(&joined).unwrap()
+    );
+    list.push(s(&sticks[1]));
+    let mut args = vec!["join"];
+    args.extend(&list);
+    let twice = dir.path().join("twice.kar");
+    args.extend(["--out", s(&twice)]);
+    let (code, _, err) = kar(&args);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is volume 2 of the set, given twice"), "{err}");
+
     // The volumes as one stream, as they come off a tape or through a diode.
     let cat = |order: &[&PathBuf]| {
         let files: Vec<&str> = order.iter().map(|p| s(p)).collect();

@@ -384,11 +384,91 @@ pub fn split(input: &Path, first: &Path, volume_size: u64) -> Result<VolumesRepo
     })
 }
 
-/// Joins the set whose first volume is `first` into the single archive file `output` (new). A
-/// set without its last volume (its writer was stopped) is joined as far as it goes, into an
-/// unfinished archive for `kar repair`, and the report has no root.
-pub fn join(first: &Path, output: &Path) -> Result<VolumesReport, ArchiveError> {
-    let set = find_volumes(first, true)?;
+/// Every volume of a set given as a list of files, in any order (each on its own stick): all of
+/// one set, each number once, none missing, up to the one that says it is the last.
+pub fn listed_set(paths: &[PathBuf]) -> Result<Vec<FoundVolume>, ArchiveError> {
+    let bad = |path: &Path, detail: String| ArchiveError::Volume {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut found: Vec<FoundVolume> = Vec::new();
+    for p in paths {
+        let header = read_header(p)?;
+        if let Some(f) = found.first()
+            && f.header.set_id != header.set_id
+        {
+            return Err(bad(
+                p,
+                format!(
+                    "belongs to another set ({}) than {} (set {})",
+                    header.set_hex(),
+                    f.path.display(),
+                    f.header.set_hex()
+                ),
+            ));
+        }
+        if let Some(twin) = found.iter().find(|v| v.header.number == header.number) {
+            return Err(bad(
+                p,
+                format!(
+                    "is volume {} of the set, given twice (also {})",
+                    header.number,
+                    twin.path.display()
+                ),
+            ));
+        }
+        found.push(FoundVolume {
+            path: p.clone(),
+            header,
+        });
+    }
+    found.sort_by_key(|v| v.header.number);
+    let mut end = 0;
+    for (i, v) in found.iter().enumerate() {
+        let n = i as u32 + 1;
+        if v.header.number != n {
+            return Err(bad(
+                &v.path,
+                format!(
+                    "is volume {}; volume {n} of the set was not given",
+                    v.header.number
+                ),
+            ));
+        }
+        if v.header.payload_offset != end {
+            return Err(bad(
+                &v.path,
+                format!(
+                    "holds archive bytes from {}, where volume {n} should begin at {end}",
+                    v.header.payload_offset
+                ),
+            ));
+        }
+        check_length(&v.path, &v.header)?;
+        end += v.header.payload_len;
+    }
+    match found.last() {
+        Some(v) if v.header.count.is_none() => Err(bad(
+            &v.path,
+            format!(
+                "volume {} does not say it is the last: volume {} was not given",
+                v.header.number,
+                v.header.number + 1
+            ),
+        )),
+        _ => Ok(found),
+    }
+}
+
+/// Joins a set into the single archive file `output` (new): `files` is its first volume (the
+/// others found next to it), or every volume. A set found by name without its last volume (its
+/// writer was stopped) is joined as far as it goes, into an unfinished archive for `kar repair`,
+/// and the report has no root.
+pub fn join(files: &[PathBuf], output: &Path) -> Result<VolumesReport, ArchiveError> {
+    let set = match files {
+        [first] => find_volumes(first, true)?,
+        _ => listed_set(files)?,
+    };
     let whole = set.last().is_some_and(|v| v.header.count.is_some());
     let mut out = super::writer::create_new(output)?;
     let mut bytes = 0;

@@ -78,8 +78,10 @@ pub struct SplitArgs {
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// The first volume of the set; the others are found next to it
-    pub file: PathBuf,
+    /// The first volume of the set, the others found next to it; or every volume, in any order,
+    /// wherever each is (one per USB stick)
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// The single archive file to write (must not exist)
     #[arg(long)]
     pub out: PathBuf,
@@ -229,7 +231,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Split(a) => run_volumes(a.json, || {
             crate::archive::volume::split(&a.file, &a.out, a.volume_size)
         }),
-        Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.file, &a.out)),
+        Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
         Command::Schemas(a) => run_schemas(a),
     };
     let code = match result {
