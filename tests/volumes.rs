@@ -150,6 +150,35 @@ async fn a_backup_in_volumes_is_verified_restored_joined_and_split_with_one_root
         std::fs::read(&from_sticks).unwrap(),
         std::fs::read(&joined).unwrap()
     );
+    // Verified, inspected and restored from the list itself.
+    let mut args = vec!["verify"];
+    args.extend(&list);
+    args.push("--json");
+    let (code, v, err) = kar(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["root_hash"].as_str(), Some(root.as_str()));
+    args[0] = "inspect";
+    let (code, i, err) = kar(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(i["records"], 3_000);
+    let to3 = format!("{topic}-from-sticks");
+    let mut o = kar::restore::RestoreOptions::new(
+        &sticks[0],
+        kar::kafka::KafkaConnection::plaintext(common::bootstrap()),
+    );
+    o.volumes = sticks[1..].iter().rev().cloned().collect();
+    o.map = [(topic.clone(), to3.clone())].into();
+    o.state_dir = Some(dir.path().join("third"));
+    let report = tokio::task::spawn_blocking(move || kar::restore::restore(common::runtime(), &o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_eq!(
+        consume_all(&to3, 2),
+        truth,
+        "restored from the list of volumes"
+    );
     list.push(s(&sticks[1]));
     let mut args = vec!["join"];
     args.extend(&list);

@@ -68,9 +68,18 @@ pub struct GroupSummary {
 }
 
 pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
-    let a = Archive::open(path)?;
-    let mut r = inspect_archive(&a)?;
-    r.groups = groups(&a)?;
+    inspect_opened(&Archive::open(path)?)
+}
+
+/// [`inspect`] of an archive given as a file, a set's first volume, or all of a set's volumes.
+pub fn inspect_list(paths: &[std::path::PathBuf]) -> Result<InspectReport, ArchiveError> {
+    let source = super::source::map_list(paths)?;
+    inspect_opened(&Archive::from_source(source, &paths[0])?)
+}
+
+fn inspect_opened(a: &Archive) -> Result<InspectReport, ArchiveError> {
+    let mut r = inspect_archive(a)?;
+    r.groups = groups(a)?;
     let snap: Option<crate::format::schema_registry::RegistrySnapshot> =
         a.document(crate::format::schema_registry::KIND)?;
     if let Some(snap) = snap {

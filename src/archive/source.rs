@@ -67,8 +67,25 @@ pub fn is_device(path: &Path) -> bool {
 /// [`super::volume::find_set`]): a span of address space is reserved, then each volume's slice is
 /// mapped over its part of it, so the set reads as one archive without a copy.
 fn map_set(first: &Path) -> Result<Source, ArchiveError> {
+    map_found(&super::volume::find_set(first)?, first)
+}
+
+/// Maps an archive given as one path (a file, or the first volume of a set, the others found
+/// next to it) or as every volume of a set, in any order, wherever each is.
+pub fn map_list(paths: &[std::path::PathBuf]) -> Result<Source, ArchiveError> {
+    match paths {
+        [one] => Source::map(one),
+        [] => Err(ArchiveError::Volume {
+            path: std::path::PathBuf::new(),
+            detail: "no archive given".into(),
+        }),
+        _ => map_found(&super::volume::listed_set(paths)?, &paths[0]),
+    }
+}
+
+/// Maps the checked volumes `set` (see `map_set`); `first` names it in errors.
+fn map_found(set: &[super::volume::FoundVolume], first: &Path) -> Result<Source, ArchiveError> {
     use crate::format::volume::HEADER_REGION;
-    let set = super::volume::find_set(first)?;
     let total: u64 = set.iter().map(|v| v.header.payload_len).sum();
     let len = usize::try_from(total).map_err(|_| ArchiveError::Volume {
         path: first.to_path_buf(),

@@ -175,6 +175,25 @@ pub fn verify_source_with_progress(
     level: VerifyLevel,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
+    verify_shared_with_progress(Arc::new(source), path, level, progress)
+}
+
+/// [`verify_source`] over bytes the caller keeps a handle to (a restore opens the archive from
+/// the same map once it verified).
+pub fn verify_shared(
+    source: Arc<Source>,
+    path: impl Into<PathBuf>,
+    level: VerifyLevel,
+) -> VerifyReport {
+    verify_shared_with_progress(source, path, level, &|_| {})
+}
+
+fn verify_shared_with_progress(
+    source: Arc<Source>,
+    path: impl Into<PathBuf>,
+    level: VerifyLevel,
+    progress: &dyn Fn(u64),
+) -> VerifyReport {
     let path = path.into();
     let mut cx = Ctx::default();
     let file_bytes = source.len() as u64;
@@ -216,7 +235,6 @@ pub fn verify_source_with_progress(
     };
 
     // Quick checks go through the reader, which checks manifest and index hashes on open.
-    let source = Arc::new(source);
     let archive = if footer.is_some() {
         open_for_verify(&source, &path, &mut cx)
     } else {

@@ -22,7 +22,7 @@ use out::{out, outln};
 
 use crate::archive::WriterOptions;
 use crate::archive::compact::compact_with_progress;
-use crate::archive::inspect::{InspectReport, inspect};
+use crate::archive::inspect::InspectReport;
 use crate::archive::repair::{RepairOptions, repair_with_progress};
 use crate::archive::verify::{VerifyLevel, VerifyReport, verify_with_progress};
 
@@ -166,9 +166,10 @@ pub struct CompactArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The archive: a file, or `-` for standard input, or a FIFO or character device (a tape),
-    /// verified fully in one forward pass
-    pub file: PathBuf,
+    /// The archive: a file (or a set's first volume, or every volume of the set), or `-` for
+    /// standard input, or a FIFO or character device (a tape), verified fully in one forward pass
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// With a stream: write what is read to this new file as well, and say at the end whether it
     /// is a good archive
     #[arg(long, value_name = "FILE")]
@@ -186,8 +187,9 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The archive file
-    pub file: PathBuf,
+    /// The archive file (or a set's first volume, or every volume of the set)
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -262,20 +264,29 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         (_, true) => VerifyLevel::Fast,
         _ => VerifyLevel::Full,
     };
-    let report = if is_stream(&a.file) {
+    let file = &a.files[0];
+    let report = if a.files.len() > 1 {
+        anyhow::ensure!(a.tee.is_none(), "--tee copies a stream");
+        let source = crate::archive::source::map_list(&a.files)?;
+        with_progress(file, "verify", a.json, |p| {
+            Ok::<_, crate::archive::ArchiveError>(
+                crate::archive::verify::verify_source_with_progress(source, file, level, p),
+            )
+        })?
+    } else if is_stream(file) {
         anyhow::ensure!(
             !a.quick && !a.fast,
             "a stream is verified fully in one pass: --quick and --fast need a file"
         );
-        verify_stream_arg(&a.file, a.tee.as_deref())?
+        verify_stream_arg(file, a.tee.as_deref())?
     } else {
         anyhow::ensure!(
             a.tee.is_none(),
             "--tee copies a stream; {} is a file",
-            a.file.display()
+            file.display()
         );
-        with_progress(&a.file, "verify", a.json, |p| {
-            verify_with_progress(&a.file, level, p)
+        with_progress(file, "verify", a.json, |p| {
+            verify_with_progress(file, level, p)
         })?
     };
     if a.json {
@@ -370,7 +381,7 @@ fn print_verify(r: &VerifyReport) {
 }
 
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = inspect(&a.file)?;
+    let report = crate::archive::inspect::inspect_list(&a.files)?;
     if a.json {
         print_json(&report)?;
     } else {

@@ -22,8 +22,10 @@ use crate::restore::{
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The archive to restore
-    pub file: PathBuf,
+    /// The archive to restore: a file (or a set's first volume, or every volume of the set), or
+    /// `-`, a FIFO or a tape device, read in one pass
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaSettings,
     #[command(flatten)]
@@ -224,7 +226,8 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     };
     let kafka = a.kafka.clone().over(file.kafka).connection();
     let r = a.settings.clone().over(file.restore);
-    let mut o = RestoreOptions::new(&a.file, kafka);
+    let mut o = RestoreOptions::new(&a.files[0], kafka);
+    o.volumes = a.files[1..].to_vec();
     o.registry = a.registry.clone().over(file.registry).settings()?;
     o.schema_ids = r.schema_ids.map_or(SchemaIds::Keep, SchemaIds::from);
     o.schemas = r

@@ -26,8 +26,8 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::archive::verify::{VerifyLevel, verify_source};
-use crate::archive::{Archive, ArchiveError, Source};
+use crate::archive::verify::VerifyLevel;
+use crate::archive::{Archive, ArchiveError};
 use crate::format::hex;
 use crate::format::manifest::ArchiveStatus;
 use crate::kafka::KafkaConnection;
@@ -151,7 +151,11 @@ impl std::str::FromStr for TopicConfig {
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
+    /// The archive: a file, a set's first volume, or a stream (`-`, a FIFO, a tape device).
     pub archive: PathBuf,
+    /// The other volumes of a set given as a list (any order, wherever each is); empty: the set's
+    /// volumes are found next to `archive`.
+    pub volumes: Vec<PathBuf>,
     pub kafka: KafkaConnection,
     pub registry: Option<RegistrySettings>,
     pub schema_ids: SchemaIds,
@@ -207,6 +211,12 @@ impl RestoreOptions {
     /// flag.
     pub fn check(&self) -> Result<(), RestoreError> {
         let bad = |why: String| Err(RestoreError::Invalid(why));
+        if !self.volumes.is_empty() && crate::archive::source::is_stream(&self.archive) {
+            return bad(format!(
+                "{} is a stream: volumes on a stream come one after another on it, not as a list",
+                self.archive.display()
+            ));
+        }
         if self.concurrency < 1 {
             return bad("--concurrency must be at least 1".into());
         }
@@ -234,6 +244,7 @@ impl RestoreOptions {
     pub fn new(archive: impl Into<PathBuf>, kafka: KafkaConnection) -> Self {
         RestoreOptions {
             archive: archive.into(),
+            volumes: Vec::new(),
             kafka,
             registry: None,
             schema_ids: SchemaIds::Rewrite,
@@ -427,7 +438,7 @@ impl PlannedRestore {
         let rt = rt.context();
         let started = Instant::now();
         opts.check()?;
-        let archive = open_verified(&opts.archive)?;
+        let archive = open_verified(opts)?;
         let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
         let with_kafka = wants_kafka(opts, &archive, snap.is_some())?;
         let state_file = state_path(opts, &archive);
@@ -739,8 +750,13 @@ fn plan_contexts(
 
 /// The archive, after the quick verify (footer, manifest, index, root); each chunk is checked
 /// later, in pre-flight or as it is read.
-fn open_verified(path: &Path) -> Result<Archive, RestoreError> {
-    let v = verify_source(Source::map(path)?, path, VerifyLevel::Quick);
+fn open_verified(opts: &RestoreOptions) -> Result<Archive, RestoreError> {
+    let path = opts.archive.as_path();
+    let paths: Vec<PathBuf> = std::iter::once(opts.archive.clone())
+        .chain(opts.volumes.iter().cloned())
+        .collect();
+    let source = Arc::new(crate::archive::source::map_list(&paths)?);
+    let v = crate::archive::verify::verify_shared(source.clone(), path, VerifyLevel::Quick);
     // Gaps a repair recorded are not damage: the partitions' own check decides on them.
     if let Some(first) = v.problems.first() {
         return Err(RestoreError::Refused(format!(
@@ -749,7 +765,7 @@ fn open_verified(path: &Path) -> Result<Archive, RestoreError> {
             v.problems.len()
         )));
     }
-    let archive = Archive::open(path)?;
+    let archive = Archive::from_shared(source, path)?;
     if archive.manifest().status == ArchiveStatus::Partial {
         tracing::warn!("the archive is partial: some partitions are incomplete");
     }
