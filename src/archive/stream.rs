@@ -91,18 +91,18 @@ pub fn verify_stream(
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
-    verify_stream_into(r, name, tee, progress, &mut Discard).0
+    verify_stream_into(r, name, tee, progress, &mut Discard)
 }
 
-/// Like [`verify_stream`], handing every intact content frame to `sink` as it is checked. Also
-/// says whether the sink stopped the reading (the report then covers what was read, not OK).
+/// Like [`verify_stream`], handing every intact content frame to `sink` as it is checked. A sink
+/// that stops the reading leaves a report of what was read, not OK.
 pub fn verify_stream_into(
     r: impl Read,
     name: impl Into<PathBuf>,
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
     sink: &mut dyn FrameSink,
-) -> (VerifyReport, bool) {
+) -> VerifyReport {
     let mut cx = Ctx::default();
     let mut input = Input {
         r,
@@ -139,7 +139,7 @@ pub fn verify_stream_into(
         .map(|c| u64::from(c.record_count))
         .sum();
     cx.finish(&mut report);
-    (report, seen.stopped)
+    report
 }
 
 /// Reads the file header and every frame up to the footer, checking each frame whole as it

@@ -137,10 +137,9 @@ impl Write for VolumeWriter {
 }
 
 /// One volume of a set as found, checked against the ones before it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct FoundVolume {
     pub path: PathBuf,
-    #[serde(skip)]
     pub header: VolumeHeader,
 }
 

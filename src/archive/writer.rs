@@ -165,12 +165,7 @@ pub fn finish_output(
     path: &Path,
     kind: OutputKind,
 ) -> Result<Vec<PathBuf>, ArchiveError> {
-    let out = out.into_inner().map_err(|e| ArchiveError::Io {
-        op: "flush",
-        path: path.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    match out {
+    match flush_out(out, path)? {
         Output::Volumes(v) => v.finish(),
         // A stream has nothing to sync: flushed into the pipe or device, it is delivered.
         Output::File(_) if kind.is_stream() => Ok(Vec::new()),
@@ -722,8 +717,8 @@ pub fn sync_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> 
     file.sync_all().map_err(ArchiveError::io("sync", path))
 }
 
-/// Flushes the buffer into the file or stream beneath it.
-pub fn flush_out(out: BufWriter<File>, path: &Path) -> Result<File, ArchiveError> {
+/// Flushes the buffer into the file, stream or volumes beneath it.
+pub fn flush_out<W: Write>(out: BufWriter<W>, path: &Path) -> Result<W, ArchiveError> {
     out.into_inner().map_err(|e| ArchiveError::Io {
         op: "flush",
         path: path.to_path_buf(),

@@ -62,7 +62,7 @@ pub fn restore_stream(rt: &Runtime, opts: &RestoreOptions) -> Result<RestoreRepo
         planned: None,
         error: None,
     };
-    let (check, _stopped) = verify_stream_into(reader, name, None, &|_| {}, &mut sink);
+    let check = verify_stream_into(reader, name, None, &|_| {}, &mut sink);
     sink.finish(check)
 }
 
