@@ -138,6 +138,17 @@ pub fn compact_with_progress(
             collect(rx, &mut w, &mut syncer)
         })?;
         syncer.stop();
+        // Signature frames state the archive ID, the root and the manifest's content ID, which
+        // compaction keeps: they hold for the output as they are, and are carried over byte for
+        // byte (their stored hash was checked by the verify above).
+        for off in index.signatures.keys() {
+            let (h, stored) = frame_at(bytes, *off, data_end, a.id())
+                .map_err(ArchiveError::format(&input, " (a signature frame)"))?;
+            let mut raw = Vec::new();
+            dec.decode(&h, stored, *off, &mut raw)
+                .map_err(ArchiveError::format(&input, " (a signature frame)"))?;
+            w.add_signature_frame(&raw, stored, h.compression)?;
+        }
 
         let summary = w.finish_with_manifest_bytes(&manifest)?;
         if summary.root != a.root() {

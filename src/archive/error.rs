@@ -50,6 +50,10 @@ pub enum ArchiveError {
     #[error("{path}: {detail}", path = .path.display())]
     Volume { path: PathBuf, detail: String },
 
+    /// Signing the archive failed (the key, the signing thread).
+    #[error("{path}: signing: {detail}", path = .path.display())]
+    Sign { path: PathBuf, detail: String },
+
     #[error("{path}: no {what} in the archive", path = .path.display())]
     Missing { path: PathBuf, what: String },
 }

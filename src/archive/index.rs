@@ -11,6 +11,8 @@
 //! - `content`: content ID `[u8; 32]` → frame offset `u64`, for every record chunk, blob and
 //!   metadata frame.
 //! - `schemas`: Schema Registry schema ID `u32` → content ID of the blob holding its schema text.
+//! - `signatures` (3.1, only in a signed archive): frame offset `u64` → content ID of each
+//!   signature frame, so that a reader finds them without a scan.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +27,7 @@ pub const CHUNKS: TableDefinition<(&str, i32, i64), &[u8]> = TableDefinition::ne
 pub const TIME: TableDefinition<(&str, i32, i64), i64> = TableDefinition::new("time");
 pub const CONTENT: TableDefinition<[u8; 32], u64> = TableDefinition::new("content");
 pub const SCHEMAS: TableDefinition<u32, [u8; 32]> = TableDefinition::new("schemas");
+pub const SIGNATURES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("signatures");
 
 /// Where a chunk is and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +127,8 @@ pub struct IndexContent {
     pub content: BTreeMap<Hash, u64>,
     /// schema ID → blob ID of the schema text.
     pub schemas: BTreeMap<u32, Hash>,
+    /// frame offset → content ID of each signature frame (§14).
+    pub signatures: BTreeMap<u64, Hash>,
 }
 
 impl IndexContent {
@@ -173,6 +178,13 @@ impl IndexContent {
                 for (id, off) in &self.content {
                     content.insert(*id, *off)?;
                 }
+                // Only a signed archive has the table: an unsigned one stays byte for byte 3.0.
+                if !self.signatures.is_empty() {
+                    let mut signatures = tx.open_table(SIGNATURES)?;
+                    for (off, id) in &self.signatures {
+                        signatures.insert(*off, *id)?;
+                    }
+                }
             }
             tx.commit()?;
         }
@@ -202,6 +214,16 @@ impl IndexContent {
         for row in schemas.iter()? {
             let (k, v) = row?;
             out.schemas.insert(k.value(), v.value());
+        }
+        match tx.open_table(SIGNATURES) {
+            Ok(signatures) => {
+                for row in signatures.iter()? {
+                    let (k, v) = row?;
+                    out.signatures.insert(k.value(), v.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(out)
     }

@@ -10,6 +10,7 @@ pub mod index;
 pub mod inspect;
 pub mod reader;
 pub mod repair;
+pub mod signing;
 pub mod source;
 pub mod stream;
 pub mod verify;

@@ -55,6 +55,8 @@ struct Seen {
     scan: Scan,
     manifest: Option<(u64, FrameHeader, Vec<u8>)>,
     index: Option<(u64, FrameHeader, Vec<u8>)>,
+    /// Signature frames (§14): offset and content.
+    signatures: Vec<(u64, Vec<u8>)>,
     /// The sink asked to stop reading.
     stopped: bool,
 }
@@ -160,6 +162,7 @@ fn read_through<R: Read>(
     }
     report.format_version = Some(format!("{}.{}", header.major, header.minor));
     report.archive_id = header.archive_id.map(|id| id.hex());
+    report.archive_id_value = header.archive_id;
     let id = header.archive_id;
     let mut dec = ContentDecoder::new().ok();
     let (mut stored, mut raw) = (Vec::new(), Vec::new());
@@ -300,6 +303,9 @@ fn check_frame(
             },
             Ok(()) if h.kind == FrameKind::Manifest => {
                 seen.manifest = Some((at, *h, raw.clone()));
+            }
+            Ok(()) if h.kind == FrameKind::Signature => {
+                seen.signatures.push((at, raw.clone()));
             }
             Ok(()) => {}
         }
@@ -442,4 +448,10 @@ fn check_tail(f: &Footer, data_end: u64, seen: &mut Seen, report: &mut VerifyRep
     };
     report.gaps = check_index(&manifest, &manifest_id, f, &ix, data_end, cx);
     check_scan(f, &seen.scan, Some(&ix), data_end, true, cx);
+    let expect = super::signing::Expected {
+        archive_id: report.archive_id_value,
+        root: f.root,
+        manifest_id,
+    };
+    report.stream_signatures = Some((expect, std::mem::take(&mut seen.signatures)));
 }

@@ -71,6 +71,14 @@ pub struct VerifyReport {
     /// Offsets lost from partitions, as recorded by a repair that kept chunks beyond them
     /// (`t/p: a..b`). Not damage to the file, but the archive is not whole: `ok` is false.
     pub gaps: Vec<String>,
+    /// The signatures found and checked (§14), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<super::signing::SignatureReport>,
+    #[serde(skip)]
+    pub(crate) archive_id_value: Option<ArchiveId>,
+    /// A stream's signature frames, with what they must state, for the signature check.
+    #[serde(skip)]
+    pub(crate) stream_signatures: Option<super::signing::StreamSignatures>,
 }
 
 impl VerifyReport {
@@ -89,6 +97,9 @@ impl VerifyReport {
             records: 0,
             problems: Vec::new(),
             gaps: Vec::new(),
+            signatures: None,
+            archive_id_value: None,
+            stream_signatures: None,
         }
     }
 }
@@ -205,6 +216,7 @@ fn verify_shared_with_progress(
         Ok(h) => {
             report.format_version = Some(format!("{}.{}", h.major, h.minor));
             report.archive_id = h.archive_id.map(|id| id.hex());
+            report.archive_id_value = h.archive_id;
         }
         Err(e) => {
             let fatal = matches!(e, FormatError::UnsupportedVersion { .. })
@@ -345,16 +357,18 @@ pub(super) fn check_index(
             ),
         );
     }
-    // Every frame but the manifest and the index is a content frame the index lists.
-    let frames = ix.content.len() as u64 + 2;
+    // Every frame but the manifest and the index is a content or signature frame the index
+    // lists.
+    let frames = (ix.content.len() + ix.signatures.len()) as u64 + 2;
     if f.frame_count != frames {
         cx.add(
             data_end + 16,
             "footer",
             format!(
-                "footer counts {} frames, but the index lists {} content frames (+ manifest and index = {frames})",
+                "footer counts {} frames, but the index lists {} content and {} signature frames (+ manifest and index = {frames})",
                 f.frame_count,
-                ix.content.len()
+                ix.content.len(),
+                ix.signatures.len()
             ),
         );
     }
@@ -744,6 +758,37 @@ pub(super) fn check_scan(
                 format!(
                     "content {} at offset {off} is missing from the index",
                     hex(id)
+                ),
+            );
+        }
+    }
+    let signed: BTreeMap<u64, Hash> = scan
+        .good
+        .iter()
+        .filter(|(_, h)| h.kind == FrameKind::Signature)
+        .map(|(o, h)| (*o, h.content_id))
+        .collect();
+    for (off, id) in &signed {
+        if ix.signatures.get(off) != Some(id) {
+            cx.add(
+                *off,
+                "index",
+                format!("the signature frame at offset {off} is missing from the index"),
+            );
+        }
+    }
+    for off in ix.signatures.keys() {
+        if !signed.contains_key(off)
+            && !cx
+                .problems
+                .iter()
+                .any(|p| p.offset >= *off && p.offset < off + 96)
+        {
+            cx.add(
+                *off,
+                "index",
+                format!(
+                    "lists a signature frame at offset {off}, which the file does not hold there"
                 ),
             );
         }

@@ -11,8 +11,7 @@ use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
 use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
 use crate::format::{
-    ArchiveId, Hash, VERSION_MAJOR, VERSION_MINOR, file_header::FileHeader, footer::Footer, hex,
-    root::root_hash,
+    ArchiveId, Hash, VERSION_MAJOR, file_header::FileHeader, footer::Footer, hex, root::root_hash,
 };
 
 use super::error::ArchiveError;
@@ -20,6 +19,9 @@ use super::index::{ChunkEntry, IndexContent};
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// Sign the archive (§14): a signature frame before the manifest, format 3.1. Prints as its
+    /// key ID only.
+    pub signer: Option<std::sync::Arc<super::signing::SigningKey>>,
     /// A chunk is closed once its encoded records reach this many bytes (uncompressed).
     pub chunk_target_bytes: usize,
     pub zstd_level: i32,
@@ -41,6 +43,7 @@ impl Default for WriterOptions {
             created_at_ms: now_ms(),
             writer: concat!("kar ", env!("CARGO_PKG_VERSION")).to_string(),
             archive_id: None,
+            signer: None,
         }
     }
 }
@@ -126,24 +129,34 @@ impl OutputKind {
     }
 }
 
-/// What a backup writes to: a file or a stream, or a set of volumes.
-pub enum Output {
+/// What a backup writes to: a file or a stream, or a set of volumes; with a signer, every byte
+/// also goes to the detached signature (§14) as it is written.
+pub struct Output {
+    sink: Sink,
+    signer: Option<super::signing::StreamSigner>,
+}
+
+enum Sink {
     File(File),
     Volumes(super::volume::VolumeWriter),
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Output::File(f) => f.write(buf),
-            Output::Volumes(v) => v.write(buf),
+        let n = match &mut self.sink {
+            Sink::File(f) => f.write(buf)?,
+            Sink::Volumes(v) => v.write(buf)?,
+        };
+        if let Some(s) = &mut self.signer {
+            s.update(&buf[..n]);
         }
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Output::File(f) => f.flush(),
-            Output::Volumes(v) => v.flush(),
+        match &mut self.sink {
+            Sink::File(f) => f.flush(),
+            Sink::Volumes(v) => v.flush(),
         }
     }
 }
@@ -151,42 +164,91 @@ impl Write for Output {
 impl Output {
     /// The file to sync in the background; volumes sync themselves as each one fills.
     pub fn file(&self) -> Option<&File> {
-        match self {
-            Output::File(f) => Some(f),
-            Output::Volumes(_) => None,
+        match &self.sink {
+            Sink::File(f) => Some(f),
+            Sink::Volumes(_) => None,
         }
     }
 }
 
+/// What [`finish_output`] leaves: the volumes written, and the detached signature over every
+/// byte of the archive (the text of a `.minisig` file) when it was signed.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub volumes: Vec<PathBuf>,
+    pub detached: Option<String>,
+}
+
 /// Flushes what a backup wrote and makes it durable: a file synced, a stream flushed, a volume
-/// set's last volume completed (its length, the count) and synced. Returns the volumes' paths.
+/// set's last volume completed (its length, the count) and synced.
 pub fn finish_output(
     out: BufWriter<Output>,
     path: &Path,
     kind: OutputKind,
-) -> Result<Vec<PathBuf>, ArchiveError> {
-    match flush_out(out, path)? {
-        Output::Volumes(v) => v.finish(),
+) -> Result<Finished, ArchiveError> {
+    let Output { sink, signer } = flush_out(out, path)?;
+    let volumes = match sink {
+        Sink::Volumes(v) => v.finish()?,
         // A stream has nothing to sync: flushed into the pipe or device, it is delivered.
-        Output::File(_) if kind.is_stream() => Ok(Vec::new()),
-        Output::File(f) => f
-            .sync_all()
-            .map(|()| Vec::new())
-            .map_err(ArchiveError::io("sync", path)),
-    }
+        Sink::File(_) if kind.is_stream() => Vec::new(),
+        Sink::File(f) => {
+            f.sync_all().map_err(ArchiveError::io("sync", path))?;
+            Vec::new()
+        }
+    };
+    let detached = match signer {
+        Some(s) => Some(s.finish().map_err(|e| ArchiveError::Sign {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?),
+        None => None,
+    };
+    Ok(Finished { volumes, detached })
 }
 
 impl ArchiveWriter<BufWriter<Output>> {
     /// Opens what `path` names (see [`OutputKind`]) and writes an archive to it; with
     /// `volume_size`, a set of volumes of at most that many bytes, the first at `path`.
+    /// With `detached`, a detached signature by `opts.signer` is made over every byte written
+    /// (see [`finish_output`]).
     pub fn create_output(
         path: impl AsRef<Path>,
         opts: WriterOptions,
         volume_size: Option<u64>,
+        detached: bool,
     ) -> Result<(Self, OutputKind), ArchiveError> {
         let path = path.as_ref();
         let kind = OutputKind::of(path)?;
-        let out = |o: Output| BufWriter::with_capacity(1 << 20, o);
+        let id = match opts.archive_id {
+            Some(id) => id,
+            None => {
+                random_archive_id().map_err(ArchiveError::io("draw an archive ID for", path))?
+            }
+        };
+        let opts = WriterOptions {
+            archive_id: Some(id),
+            ..opts
+        };
+        let signer = match (&opts.signer, detached) {
+            (Some(key), true) => Some(
+                key.stream_signer(super::signing::detached_comment(
+                    path,
+                    Some(id),
+                    None,
+                    "backup",
+                ))
+                .map_err(|e| ArchiveError::Sign {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                })?,
+            ),
+            _ => None,
+        };
+        let mut signer = Some(signer);
+        let mut out = |sink: Sink| {
+            let signer = signer.take().flatten();
+            BufWriter::with_capacity(1 << 20, Output { sink, signer })
+        };
         if let Some(size) = volume_size {
             if kind.is_stream() {
                 return Err(ArchiveError::Order {
@@ -195,7 +257,7 @@ impl ArchiveWriter<BufWriter<Output>> {
                 });
             }
             let v = super::volume::VolumeWriter::create(path, size)?;
-            let w = ArchiveWriter::new(out(Output::Volumes(v)), path, opts)?;
+            let w = ArchiveWriter::new(out(Sink::Volumes(v)), path, opts)?;
             return Ok((w, OutputKind::Volumes));
         }
         let file = match kind {
@@ -213,7 +275,7 @@ impl ArchiveWriter<BufWriter<Output>> {
                 .open(path)
                 .map_err(ArchiveError::io("open", path))?,
         };
-        let w = ArchiveWriter::new(out(Output::File(file)), path, opts)?;
+        let w = ArchiveWriter::new(out(Sink::File(file)), path, opts)?;
         Ok((w, kind))
     }
 }
@@ -276,7 +338,11 @@ impl<W: Write> ArchiveWriter<W> {
                 random_archive_id().map_err(ArchiveError::io("draw an archive ID for", &path))?
             }
         };
-        Self::with_header(out, path, opts, FileHeader::new(id))
+        let mut header = FileHeader::new(id);
+        if opts.signer.is_some() {
+            header.minor = crate::format::VERSION_MINOR_SIGNED;
+        }
+        Self::with_header(out, path, opts, header)
     }
 
     /// Starts an archive with the given header: compact writes a 2.x input's version again.
@@ -626,7 +692,7 @@ impl<W: Write> ArchiveWriter<W> {
             .sum();
         let manifest = Manifest {
             format_major: VERSION_MAJOR,
-            format_minor: VERSION_MINOR,
+            format_minor: self.header.minor,
             created_at_ms: self.opts.created_at_ms,
             writer: self.opts.writer.clone(),
             status,
@@ -653,6 +719,9 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         raw: &[u8],
     ) -> Result<WriteSummary, ArchiveError> {
+        if let Some(key) = self.opts.signer.clone() {
+            self.sign(&key, raw)?;
+        }
         let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress", &self.path))?;
         let mh = FrameHeader::for_content(FrameKind::Manifest, Compression::Zstd, raw, &stored);
@@ -699,6 +768,52 @@ impl<W: Write> ArchiveWriter<W> {
             records: 0,
             deduplicated: self.deduplicated,
         })
+    }
+
+    /// Writes the signature frame (§14): a statement of the archive's ID, its root and its
+    /// manifest, signed, just before the manifest frame.
+    fn sign(
+        &mut self,
+        key: &super::signing::SigningKey,
+        manifest: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let manifest_id = *blake3::hash(manifest).as_bytes();
+        let Some(archive_id) = self.header.archive_id else {
+            return Err(ArchiveError::Order {
+                path: self.path.clone(),
+                detail: "a 2.x archive has no archive ID to sign".into(),
+            });
+        };
+        let statement = crate::format::signature::Statement {
+            archive_id,
+            root: root_hash(&manifest_id, self.index.content.keys().copied()),
+            manifest_id,
+            created_ms: self.opts.created_at_ms,
+            signed_ms: now_ms(),
+            key_id: key.key_id(),
+        };
+        let doc = key
+            .sign_statement(&statement)
+            .map_err(|e| ArchiveError::Sign {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+        let raw = doc.encode();
+        self.add_signature_frame(&raw, &raw, Compression::None)
+    }
+
+    /// Writes a signature frame (a new one, or one compact carries over) and lists it in the
+    /// index.
+    pub(crate) fn add_signature_frame(
+        &mut self,
+        raw: &[u8],
+        stored: &[u8],
+        compression: Compression,
+    ) -> Result<(), ArchiveError> {
+        let h = FrameHeader::for_content(FrameKind::Signature, compression, raw, stored);
+        let at = self.write_frame(&h, stored)?;
+        self.index.signatures.insert(at, h.content_id);
+        Ok(())
     }
 
     /// Pushes buffered bytes to the sink (e.g. so a reader can see complete chunks of an archive

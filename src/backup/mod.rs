@@ -96,6 +96,10 @@ pub struct BackupOptions {
     /// Capture only records before this time.
     pub until_time: Option<i64>,
     pub writer: WriterOptions,
+    /// Where the detached signature goes when `writer.signer` is set: by default `OUT.minisig`
+    /// beside a file (or a volume set's first volume); a stream gets one only when this names
+    /// the file.
+    pub signature_out: Option<PathBuf>,
     /// How record chunks are stored: zstd at `writer.zstd_level`, or as they are.
     pub compression: CompressionMode,
     /// Compression threads (default: one per core).
@@ -165,6 +169,7 @@ impl BackupOptions {
             from_time: None,
             until_time: None,
             writer: WriterOptions::default(),
+            signature_out: None,
             compression: CompressionMode::default(),
             compression_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             concurrency: 4,
@@ -202,6 +207,11 @@ pub struct BackupReport {
     /// The volumes written, with `--volume-size`; empty for one file or a stream.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<PathBuf>,
+    /// The signing key's ID and the detached signature file, when signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_file: Option<PathBuf>,
     pub status: ArchiveStatus,
     pub root_hash: String,
     pub topics: Vec<TopicResult>,
@@ -537,8 +547,13 @@ impl BackupPlan {
             created_at_ms: self.started_ms,
             ..opts.writer.clone()
         };
-        let (mut w, output) =
-            ArchiveWriter::create_output(&opts.out, writer_opts, opts.volume_size)?;
+        let detached = detached_path(opts);
+        let (mut w, output) = ArchiveWriter::create_output(
+            &opts.out,
+            writer_opts,
+            opts.volume_size,
+            detached.is_some(),
+        )?;
         let unfinished = |source: ArchiveError| {
             let (path, source) = (opts.out.clone(), Box::new(source));
             if output.is_stream() {
@@ -574,10 +589,18 @@ impl BackupPlan {
         };
         let (out, summary) = w.finish(status, notes).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "index and manifest written");
-        let volumes = finish_output(out, &opts.out, output).map_err(unfinished)?;
+        let finished = finish_output(out, &opts.out, output).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "archive synced to disk");
         let mut report = self.report(opts, status, &summary, read);
-        report.volumes = volumes;
+        report.volumes = finished.volumes;
+        if let (Some(path), Some(text)) = (detached, finished.detached) {
+            crate::archive::signing::write_new(&path, &text, 0o644).map_err(|e| {
+                BackupError::Invalid(format!(
+                    "the archive is written and carries its signature frame, but the detached signature was not: {e} (`kar sign` makes one)"
+                ))
+            })?;
+            report.signature_file = Some(path);
+        }
         Ok(report)
     }
 
@@ -693,6 +716,8 @@ impl BackupPlan {
         BackupReport {
             out: opts.out.clone(),
             volumes: Vec::new(),
+            signed_by: opts.writer.signer.as_ref().map(|k| k.key_id_hex()),
+            signature_file: None,
             status,
             root_hash: hex(&summary.root),
             topics: by_topic
@@ -747,7 +772,35 @@ fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
     opts.subjects.compile()?;
     // An existing regular file is never overwritten; a stream (stdout, a FIFO, a tape) is fine.
     OutputKind::of(&opts.out)?;
+    if opts.signature_out.is_some() && opts.writer.signer.is_none() {
+        return Err(BackupError::Invalid(
+            "--signature-out names the detached signature of --sign-with".into(),
+        ));
+    }
+    if let Some(p) = detached_path(opts)
+        && p.exists()
+    {
+        return Err(BackupError::Invalid(format!(
+            "{} already exists: the detached signature would overwrite it",
+            p.display()
+        )));
+    }
     Ok(with_kafka)
+}
+
+/// Where a signed backup's detached signature goes: `--signature-out`, else `OUT.minisig` beside
+/// a file or a volume set; a stream has none unless named.
+fn detached_path(opts: &BackupOptions) -> Option<PathBuf> {
+    opts.writer.signer.as_ref()?;
+    if let Some(p) = &opts.signature_out {
+        return Some(p.clone());
+    }
+    if matches!(OutputKind::of(&opts.out), Ok(k) if k.is_stream()) {
+        return None;
+    }
+    let mut s = opts.out.as_os_str().to_owned();
+    s.push(".minisig");
+    Some(PathBuf::from(s))
 }
 
 #[cfg(test)]

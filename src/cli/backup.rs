@@ -73,6 +73,15 @@ settings! {
         /// at least 1M; 4G fits FAT32): --out NAME.kar, then NAME.kar.002, ...
         #[arg(long, value_parser = crate::cli::parse_size)]
         pub volume_size: Option<u64>,
+        /// Sign the archive with this minisign secret key (passphrase from
+        /// KAR_SIGNING_PASSPHRASE or the terminal): a signature frame inside it, and a detached
+        /// OUT.minisig beside it that `minisign -Vm OUT -p KEY.pub` checks
+        #[arg(long, value_name = "KEY")]
+        pub sign_with: Option<PathBuf>,
+        /// Where the detached signature goes [default: OUT.minisig; none for a stream unless
+        /// given]
+        #[arg(long, value_name = "FILE")]
+        pub signature_out: Option<PathBuf>,
         /// zstd level, 1 to 22 [default: 3]
         #[arg(long)]
         pub zstd_level: Option<i32>,
@@ -178,6 +187,10 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         o.writer.chunk_target_bytes = v;
     }
     o.volume_size = b.volume_size;
+    if let Some(k) = &b.sign_with {
+        o.writer.signer = Some(Arc::new(super::custody::load_key(k)?));
+    }
+    o.signature_out = b.signature_out;
     if let Some(v) = b.zstd_level {
         o.writer.zstd_level = v;
     }
@@ -294,4 +307,12 @@ fn print_summary(r: &BackupReport) {
         outln!("volume  {}", v.display());
     }
     outln!("root    {}", r.root_hash);
+    if let Some(k) = &r.signed_by {
+        match &r.signature_file {
+            Some(f) => outln!("signed  by key {k}; detached signature {}", f.display()),
+            None => outln!(
+                "signed  by key {k} (inside the archive; no detached signature for a stream without --signature-out)"
+            ),
+        }
+    }
 }

@@ -7,6 +7,7 @@
 #[cfg(feature = "kafka")]
 mod backup;
 mod connection;
+mod custody;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -58,6 +59,10 @@ pub enum Command {
     Split(SplitArgs),
     /// Join a volume set back into the single archive file
     Join(JoinArgs),
+    /// Make a minisign key pair for signing archives (NAME.key, NAME.pub)
+    Keygen(custody::KeygenArgs),
+    /// Countersign an archive: a detached minisign signature beside it (FILE.<key ID>.minisig)
+    Sign(custody::SignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +185,8 @@ pub struct VerifyArgs {
     /// Check every frame's stored bytes against its hash without decompressing
     #[arg(long)]
     pub fast: bool,
+    #[command(flatten)]
+    pub trust: custody::TrustArgs,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -235,6 +242,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
         Command::Schemas(a) => run_schemas(a),
+        Command::Keygen(a) => custody::run_keygen(a),
+        Command::Sign(a) => custody::run_sign(a),
     };
     let code = match result {
         Ok(code) => code,
@@ -289,6 +298,20 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             verify_with_progress(file, level, p)
         })?
     };
+    let mut report = report;
+    let trust = a.trust.options(false)?;
+    let signatures = if is_stream(file) {
+        trust
+            .as_ref()
+            .map(|t| crate::archive::signing::check_stream(&report, t))
+    } else {
+        let t = trust.clone().unwrap_or_default();
+        signatures_of(&a.files, &t).filter(|r| trust.is_some() || !r.signatures.is_empty())
+    };
+    if let Some(s) = signatures {
+        report.ok &= s.ok;
+        report.signatures = Some(s);
+    }
     if a.json {
         print_json(&report)?;
     } else {
@@ -302,6 +325,21 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 use crate::archive::source::is_stream;
+
+/// The signatures of an archive file or volume set; `None` when it does not open as one (the
+/// verify report says why).
+fn signatures_of(
+    files: &[PathBuf],
+    trust: &crate::archive::signing::TrustOptions,
+) -> Option<crate::archive::signing::SignatureReport> {
+    let source = if files.len() > 1 {
+        crate::archive::source::map_list(files).ok()?
+    } else {
+        crate::archive::Source::map(&files[0]).ok()?
+    };
+    let a = crate::archive::Archive::from_source(source, &files[0]).ok()?;
+    Some(crate::archive::signing::check_archive(&a, trust))
+}
 
 fn verify_stream_arg(
     path: &std::path::Path,
@@ -360,8 +398,15 @@ fn print_verify(r: &VerifyReport) {
         "root      {}",
         r.root_hash.as_deref().unwrap_or("(no footer)")
     );
+    if let Some(s) = &r.signatures {
+        custody::print_signatures(s);
+    }
     if r.ok {
         outln!("result    OK: intact");
+        return;
+    }
+    if r.problems.is_empty() && r.gaps.is_empty() {
+        outln!("result    NOT TRUSTED: intact, but not signed by a trusted key");
         return;
     }
     if r.problems.is_empty() {

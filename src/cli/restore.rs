@@ -32,6 +32,12 @@ pub struct RestoreArgs {
     pub registry: RegistryFlags,
     #[command(flatten)]
     pub settings: RestoreSettings,
+    /// Refuse, before any write, an archive without a valid signature by a --trusted-key (a file
+    /// only: a stream's signature comes at its end)
+    #[arg(long)]
+    pub require_signature: bool,
+    #[command(flatten)]
+    pub trust: super::custody::TrustArgs,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -228,6 +234,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     let r = a.settings.clone().over(file.restore);
     let mut o = RestoreOptions::new(&a.files[0], kafka);
     o.volumes = a.files[1..].to_vec();
+    o.trust = a.trust.options(a.require_signature)?;
     o.registry = a.registry.clone().over(file.registry).settings()?;
     o.schema_ids = r.schema_ids.map_or(SchemaIds::Keep, SchemaIds::from);
     o.schemas = r
@@ -314,6 +321,17 @@ fn print_plan(p: &RestorePlan) {
         (None, None) => "no root".into(),
     };
     outln!("plan for {} ({root})", p.archive.display());
+    for s in p.signatures.iter().flat_map(|r| &r.signatures) {
+        let trusted = s.status == crate::archive::signing::SignatureStatus::Trusted;
+        if trusted {
+            outln!(
+                "signed by trusted key {} ({} signature, {})",
+                s.key_id,
+                s.kind,
+                s.signed_at.as_deref().unwrap_or("time unknown")
+            );
+        }
+    }
     if !p.schemas.is_empty() {
         outln!("\nschemas ({:?} IDs):", p.schema_ids);
         let mut table = out::table(

@@ -31,6 +31,8 @@ pub enum FrameKind {
     Index,
     /// The manifest (JSON), zstd.
     Manifest,
+    /// A signed statement over the archive's root (§14), optional: outside the root.
+    Signature,
     /// A kind this reader does not know; `optional` says whether it may be skipped.
     Unknown(u8),
 }
@@ -43,6 +45,7 @@ impl FrameKind {
             FrameKind::Metadata => 0x03,
             FrameKind::Index => 0x10,
             FrameKind::Manifest => 0x11,
+            FrameKind::Signature => super::signature::FRAME_KIND,
             FrameKind::Unknown(c) => c,
         }
     }
@@ -54,6 +57,7 @@ impl FrameKind {
             0x03 => FrameKind::Metadata,
             0x10 => FrameKind::Index,
             0x11 => FrameKind::Manifest,
+            super::signature::FRAME_KIND => FrameKind::Signature,
             other => FrameKind::Unknown(other),
         }
     }
@@ -65,6 +69,7 @@ impl FrameKind {
             FrameKind::Metadata => "metadata",
             FrameKind::Index => "index",
             FrameKind::Manifest => "manifest",
+            FrameKind::Signature => "signature",
             FrameKind::Unknown(_) => "unknown frame",
         }
     }

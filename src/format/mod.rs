@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod provenance;
 pub mod root;
 pub mod schema_registry;
+pub mod signature;
 pub mod varint;
 pub mod volume;
 
@@ -26,6 +27,9 @@ pub const VERSION_MAJOR: u16 = 3;
 /// Minor version written: a reader reads a newer minor version, skipping optional structures it
 /// does not know.
 pub const VERSION_MINOR: u16 = 0;
+/// Minor version of a signed archive (§14): 3.1 added the signature frame and the index's
+/// `signatures` table. An unsigned archive is written as 3.0, byte for byte as before.
+pub const VERSION_MINOR_SIGNED: u16 = 1;
 /// The major versions this code reads: 2.x (no archive ID) and 3.x.
 pub const READ_MAJORS: [u16; 2] = [2, 3];
 

@@ -175,6 +175,9 @@ pub struct RestoreOptions {
     /// Consumer groups to restore (anchored regex); `None` = all in the archive.
     pub groups: Option<String>,
     pub dry_run: bool,
+    /// The signers trusted: with `require`, an archive without a valid signature by one of them
+    /// is refused in pre-flight.
+    pub trust: Option<crate::archive::signing::TrustOptions>,
     /// Allow appending to target topics that already hold records.
     pub append: bool,
     /// Where the state file goes; default: next to the archive.
@@ -256,6 +259,7 @@ impl RestoreOptions {
             until: None,
             groups: None,
             dry_run: false,
+            trust: None,
             append: false,
             state_dir: None,
             concurrency: 4,
@@ -345,6 +349,9 @@ pub struct RestorePlan {
     /// written, not every chunk before the first write; the root checked at the end.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// The signatures checked in pre-flight, when signers are trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<crate::archive::signing::SignatureReport>,
     pub schema_ids: SchemaIds,
     pub schemas: Vec<SchemaAction>,
     /// The target registry's global configuration and mode (none without a registry).
@@ -406,6 +413,12 @@ fn anchored(patterns: &[String], flag: &str) -> Result<Vec<Regex>, RestoreError>
 /// [`PlannedRestore::execute`].
 pub fn restore(rt: &Runtime, opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     if crate::archive::source::is_stream(&opts.archive) {
+        if opts.trust.as_ref().is_some_and(|t| t.require) {
+            return Err(RestoreError::Refused(
+                "--require-signature: a stream's signature comes at its end, after its records, so it cannot be checked before the first write; save the stream (`kar verify - --tee FILE --trusted-key ...`) and restore the file"
+                    .into(),
+            ));
+        }
         return stream::restore_stream(rt, opts);
     }
     let planned = PlannedRestore::build(rt, opts)?;
@@ -438,7 +451,7 @@ impl PlannedRestore {
         let rt = rt.context();
         let started = Instant::now();
         opts.check()?;
-        let archive = open_verified(opts)?;
+        let (archive, signatures) = open_verified(opts)?;
         let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
         let with_kafka = wants_kafka(opts, &archive, snap.is_some())?;
         let state_file = state_path(opts, &archive);
@@ -473,6 +486,7 @@ impl PlannedRestore {
         let mut plan = plan_of(opts, kafka.as_ref(), &contexts, state_file);
         plan.root_hash = hex(&archive.root());
         plan.archive_id = archive.id().map(|id| id.hex());
+        plan.signatures = signatures;
         Ok(PlannedRestore {
             known_ids,
             plan,
@@ -531,6 +545,7 @@ fn plan_of(
         archive_id: None,
         root_hash: String::new(),
         stream: false,
+        signatures: None,
         schema_ids: opts.schema_ids,
         schemas: contexts.iter().flat_map(ContextPlan::actions).collect(),
         registry_global: contexts.first().map(|c| c.plan.global.clone()),
@@ -750,7 +765,9 @@ fn plan_contexts(
 
 /// The archive, after the quick verify (footer, manifest, index, root); each chunk is checked
 /// later, in pre-flight or as it is read.
-fn open_verified(opts: &RestoreOptions) -> Result<Archive, RestoreError> {
+fn open_verified(
+    opts: &RestoreOptions,
+) -> Result<(Archive, Option<crate::archive::signing::SignatureReport>), RestoreError> {
     let path = opts.archive.as_path();
     let paths: Vec<PathBuf> = std::iter::once(opts.archive.clone())
         .chain(opts.volumes.iter().cloned())
@@ -766,10 +783,21 @@ fn open_verified(opts: &RestoreOptions) -> Result<Archive, RestoreError> {
         )));
     }
     let archive = Archive::from_shared(source, path)?;
+    let signatures = opts
+        .trust
+        .as_ref()
+        .map(|t| crate::archive::signing::check_archive(&archive, t));
+    if let Some(r) = signatures.as_ref().filter(|r| !r.ok) {
+        return Err(RestoreError::Refused(format!(
+            "{}: {}; nothing was written",
+            path.display(),
+            r.refusal()
+        )));
+    }
     if archive.manifest().status == ArchiveStatus::Partial {
         tracing::warn!("the archive is partial: some partitions are incomplete");
     }
-    Ok(archive)
+    Ok((archive, signatures))
 }
 
 /// Whether this restore writes to Kafka: not with `--registry-only`, nor without `--bootstrap`
