@@ -17,12 +17,12 @@ use crate::restore::wire_value;
 const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"kar.stream","fields":[{"name":"id","type":"string"}]}"#;
 
 /// Records per partition of the topics below.
-const PER_PARTITION: i64 = 400;
+pub(crate) const PER_PARTITION: i64 = 400;
 
 /// A topic of 3 partitions of Avro records in Confluent's wire format, their schema registered on
 /// the source registry under a subject of the prefix `p`, and a consumer group with committed
 /// offsets: `(topic, group, schema id)`.
-async fn orders(p: &str) -> (String, String, u32) {
+pub(crate) async fn orders(p: &str) -> (String, String, u32) {
     let id = common::unique_id() as u32;
     import(
         &Registry::source(),
@@ -121,7 +121,7 @@ fn kar_fed(args: &[String], input: &[u8]) -> (Option<i32>, Value, String) {
 
 /// The restored records are the source's, record by record, but for the schema ID in the value's
 /// wire header, which is the target's.
-fn assert_restored(
+pub(crate) fn assert_restored(
     source: &BTreeMap<i32, Vec<Rec>>,
     restored: &BTreeMap<i32, Vec<Rec>>,
     target_id: u32,

@@ -14,6 +14,7 @@ mod registry;
 mod repair;
 mod restore;
 mod services;
+mod signing;
 mod standby;
 mod stream;
 mod vectors;
