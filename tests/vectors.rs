@@ -112,6 +112,7 @@ fn write_vector(input: &Input) -> Vec<u8> {
         writer: "kar test vectors".into(),
         archive_id: Some(kar::format::ArchiveId(*b"kar test vectors")),
         signer: None,
+        sealing: None,
     };
     let mut w = ArchiveWriter::new(Vec::new(), "vector", opts).unwrap();
     let blob_ids: Vec<_> = input

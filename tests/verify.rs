@@ -200,11 +200,11 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
     assert_eq!(a.manifest().topics.len(), 2);
     assert!(verify_source(Source::Owned(newer_minor), "minor.kar", VerifyLevel::Full).ok);
 
-    let newer_major = with_versions(bytes, 4, 0);
+    let newer_major = with_versions(bytes, 5, 0);
     let err = Archive::from_source(Source::Owned(newer_major.clone()), "major.kar").unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("4.0") && msg.contains("major versions 2 and 3"),
+        msg.contains("5.0") && msg.contains("major versions 2 to 4"),
         "{msg}"
     );
     let r = verify_source(Source::Owned(newer_major), "major.kar", VerifyLevel::Full);
@@ -212,7 +212,7 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
         !r.ok
             && r.problems[0]
                 .message
-                .contains("unsupported format version 4.0"),
+                .contains("unsupported format version 5.0"),
         "{:?}",
         r.problems
     );

@@ -50,6 +50,13 @@ pub enum ArchiveError {
     #[error("{path}: {detail}", path = .path.display())]
     Volume { path: PathBuf, detail: String },
 
+    /// An encrypted archive that could not be opened, or an envelope that could not be made.
+    #[error("{path}: {source}", path = .path.display())]
+    Crypt {
+        path: PathBuf,
+        source: super::crypt::CryptError,
+    },
+
     /// Signing the archive failed (the key, the signing thread).
     #[error("{path}: signing: {detail}", path = .path.display())]
     Sign { path: PathBuf, detail: String },

@@ -28,6 +28,7 @@ pub const TIME: TableDefinition<(&str, i32, i64), i64> = TableDefinition::new("t
 pub const CONTENT: TableDefinition<[u8; 32], u64> = TableDefinition::new("content");
 pub const SCHEMAS: TableDefinition<u32, [u8; 32]> = TableDefinition::new("schemas");
 pub const SIGNATURES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("signatures");
+pub const ENVELOPES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("envelopes");
 
 /// Where a chunk is and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +130,8 @@ pub struct IndexContent {
     pub schemas: BTreeMap<u32, Hash>,
     /// frame offset → content ID of each signature frame (§14).
     pub signatures: BTreeMap<u64, Hash>,
+    /// frame offset → content ID of each key envelope frame (§15).
+    pub envelopes: BTreeMap<u64, Hash>,
 }
 
 impl IndexContent {
@@ -179,10 +182,13 @@ impl IndexContent {
                     content.insert(*id, *off)?;
                 }
                 // Only a signed archive has the table: an unsigned one stays byte for byte 3.0.
-                if !self.signatures.is_empty() {
-                    let mut signatures = tx.open_table(SIGNATURES)?;
-                    for (off, id) in &self.signatures {
-                        signatures.insert(*off, *id)?;
+                for (table, rows) in [(SIGNATURES, &self.signatures), (ENVELOPES, &self.envelopes)]
+                {
+                    if !rows.is_empty() {
+                        let mut t = tx.open_table(table)?;
+                        for (off, id) in rows {
+                            t.insert(*off, *id)?;
+                        }
                     }
                 }
             }
@@ -215,15 +221,20 @@ impl IndexContent {
             let (k, v) = row?;
             out.schemas.insert(k.value(), v.value());
         }
-        match tx.open_table(SIGNATURES) {
-            Ok(signatures) => {
-                for row in signatures.iter()? {
-                    let (k, v) = row?;
-                    out.signatures.insert(k.value(), v.value());
+        for (table, rows) in [
+            (SIGNATURES, &mut out.signatures),
+            (ENVELOPES, &mut out.envelopes),
+        ] {
+            match tx.open_table(table) {
+                Ok(t) => {
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        rows.insert(k.value(), v.value());
+                    }
                 }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
         }
         Ok(out)
     }

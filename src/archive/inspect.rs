@@ -72,9 +72,16 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<InspectReport, ArchiveError> {
 }
 
 /// [`inspect`] of an archive given as a file, a set's first volume, or all of a set's volumes.
-pub fn inspect_list(paths: &[std::path::PathBuf]) -> Result<InspectReport, ArchiveError> {
+pub fn inspect_list(
+    paths: &[std::path::PathBuf],
+    unlock: Option<&super::crypt::Unlock>,
+) -> Result<InspectReport, ArchiveError> {
     let source = super::source::map_list(paths)?;
-    inspect_opened(&Archive::from_source(source, &paths[0])?)
+    inspect_opened(&Archive::from_shared_with(
+        std::sync::Arc::new(source),
+        &paths[0],
+        unlock,
+    )?)
 }
 
 fn inspect_opened(a: &Archive) -> Result<InspectReport, ArchiveError> {

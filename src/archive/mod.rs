@@ -4,6 +4,7 @@
 
 pub mod compact;
 pub mod coverage;
+pub mod crypt;
 pub mod dump;
 pub mod error;
 pub mod index;

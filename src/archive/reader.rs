@@ -12,9 +12,11 @@ use crate::format::frame::{self, Compression, ContentDecoder, FrameHeader, Frame
 use crate::format::manifest::Manifest;
 use crate::format::{ArchiveId, FormatError, Hash, hex};
 
+use super::crypt::Unlock;
 use super::error::ArchiveError;
 use super::index::{self, ChunkEntry, IndexContent};
 pub use super::source::Source;
+use crate::format::crypt::FrameKeys;
 
 /// Reads one frame at `offset` of `bytes`, an archive with the ID `id` (header checked, stored
 /// bytes bounded by the file).
@@ -42,6 +44,41 @@ pub(crate) fn frame_at(
     Ok((h, &bytes[data_start..data_start + h.stored_len as usize]))
 }
 
+/// The key envelope frames (§15) at the start of an encrypted archive: offset and content, each
+/// checked against its stored hash.
+pub(crate) fn envelopes<'a>(
+    bytes: &'a [u8],
+    header: &FileHeader,
+    data_end: u64,
+) -> Result<Vec<(u64, &'a [u8])>, FormatError> {
+    let mut out = Vec::new();
+    let mut at = header.size() as u64;
+    loop {
+        let (h, stored) = frame_at(bytes, at, data_end, header.archive_id)?;
+        if h.kind != FrameKind::Envelope {
+            break;
+        }
+        if !frame::check_stored(&h, stored) || h.encrypted {
+            return Err(FormatError::Corrupt {
+                structure: "key envelope",
+                offset: at,
+                detail: "its bytes do not match their hash".into(),
+            });
+        }
+        out.push((at, stored));
+        at += h.frame_len();
+    }
+    if out.is_empty() {
+        return Err(FormatError::Corrupt {
+            structure: "key envelope",
+            offset: header.size() as u64,
+            detail: "an encrypted archive begins with its key envelope frames; this one has none"
+                .into(),
+        });
+    }
+    Ok(out)
+}
+
 /// Blobs and metadata documents by content ID: read in place from a file, or kept from the head
 /// of a stream (where they precede every record chunk).
 pub trait Contents {
@@ -62,6 +99,8 @@ pub struct Archive {
     manifest: Manifest,
     manifest_id: Hash,
     index: redb::ReadOnlyDatabase,
+    /// An encrypted archive's frame keys (§15), opened from its key envelope.
+    keys: Option<Arc<FrameKeys>>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -72,8 +111,16 @@ impl std::fmt::Debug for Archive {
 
 impl Archive {
     pub fn open(path: impl AsRef<Path>) -> Result<Archive, ArchiveError> {
+        Archive::open_with(path, None)
+    }
+
+    /// Opens an archive, an encrypted one with what `unlock` holds.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        unlock: Option<&Unlock>,
+    ) -> Result<Archive, ArchiveError> {
         let path = path.as_ref();
-        Archive::from_source(Source::map(path)?, path)
+        Archive::from_shared_with(Arc::new(Source::map(path)?), path, unlock)
     }
 
     /// Opens an archive from any bytes; `path` names it in errors. Checks the file header, the
@@ -87,6 +134,16 @@ impl Archive {
     pub fn from_shared(
         source: Arc<Source>,
         path: impl Into<PathBuf>,
+    ) -> Result<Archive, ArchiveError> {
+        Archive::from_shared_with(source, path, None)
+    }
+
+    /// Like [`Archive::from_shared`]; an encrypted archive's key envelope is opened with what
+    /// `unlock` holds (none: the archive is refused as locked).
+    pub fn from_shared_with(
+        source: Arc<Source>,
+        path: impl Into<PathBuf>,
+        unlock: Option<&Unlock>,
     ) -> Result<Archive, ArchiveError> {
         let path = path.into();
         let bytes: &[u8] = &source;
@@ -104,6 +161,21 @@ impl Archive {
         let footer =
             Footer::decode(bytes, header.major, id).map_err(ArchiveError::format(&path, ""))?;
         let data_end = (bytes.len() - footer::LEN) as u64;
+        let keys = if header.is_encrypted() {
+            let envelopes = envelopes(bytes, &header, data_end)
+                .map_err(ArchiveError::format(&path, " (a key envelope)"))?;
+            let keys =
+                super::crypt::open_envelopes(&envelopes, unlock.unwrap_or(&Unlock::default()))
+                    .map_err(|source| ArchiveError::Crypt {
+                        path: path.clone(),
+                        source,
+                    })?;
+            Some(keys)
+        } else {
+            None
+        };
+        let mut dec = ContentDecoder::with_keys(keys.clone().zip(id))
+            .map_err(ArchiveError::io("initialise zstd for", &path))?;
 
         let (mh, stored) = frame_at(bytes, footer.manifest_offset, data_end, id).map_err(
             ArchiveError::format(&path, " (the manifest frame the footer points to)"),
@@ -127,9 +199,7 @@ impl Archive {
             }));
         }
         let mut raw = Vec::new();
-        ContentDecoder::new()
-            .map_err(ArchiveError::io("initialise zstd for", &path))?
-            .decode(&mh, stored, footer.manifest_offset, &mut raw)
+        dec.decode(&mh, stored, footer.manifest_offset, &mut raw)
             .map_err(ArchiveError::format(&path, " (manifest)"))?;
         let manifest = Manifest::decode(&raw, footer.manifest_offset + frame::HEADER_LEN as u64)
             .map_err(ArchiveError::format(&path, ""))?;
@@ -168,15 +238,25 @@ impl Archive {
                 ),
             }));
         }
-        let index_start = footer.index_offset as usize + frame::HEADER_LEN;
         let index_error = |detail: String| ArchiveError::Index {
             path: path.clone(),
             offset: footer.index_offset,
             detail,
         };
+        // A plain index is opened where it lies in the map; a sealed one is opened into memory.
+        let (index_source, index_start, index_len) = if ih.encrypted {
+            let mut plain = Vec::new();
+            dec.decode(&ih, istored, footer.index_offset, &mut plain)
+                .map_err(ArchiveError::format(&path, " (the index frame)"))?;
+            let len = plain.len();
+            (Arc::new(Source::Owned(plain)), 0, len)
+        } else {
+            let start = footer.index_offset as usize + frame::HEADER_LEN;
+            (source.clone(), start, ih.stored_len as usize)
+        };
         let index = index::guarded(
             || {
-                index::open(source.clone(), index_start, ih.stored_len as usize)
+                index::open(index_source, index_start, index_len)
                     .map_err(|e| index_error(format!("cannot open the redb index: {e}")))
             },
             index_error,
@@ -189,7 +269,19 @@ impl Archive {
             manifest,
             manifest_id: mh.content_id,
             index,
+            keys,
         })
+    }
+
+    /// An encrypted archive's frame keys.
+    pub fn keys(&self) -> Option<&Arc<FrameKeys>> {
+        self.keys.as_ref()
+    }
+
+    /// A content decoder for this archive's frames (opening sealed ones).
+    pub fn decoder(&self) -> Result<ContentDecoder, ArchiveError> {
+        ContentDecoder::with_keys(self.keys.clone().zip(self.id()))
+            .map_err(ArchiveError::io("initialise zstd for", &self.path))
     }
 
     pub fn path(&self) -> &Path {
@@ -372,8 +464,7 @@ impl Archive {
             ));
         }
         let mut out = Vec::new();
-        ContentDecoder::new()
-            .map_err(ArchiveError::io("initialise zstd for", &self.path))?
+        self.decoder()?
             .decode(&h, stored, offset, &mut out)
             .map_err(ArchiveError::format(&self.path, ctx))?;
         Ok(out)
@@ -407,8 +498,7 @@ impl Archive {
         partition: i32,
         mut f: impl FnMut(&crate::format::chunk::Record<'_>),
     ) -> Result<u64, ArchiveError> {
-        let mut dec =
-            ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", &self.path))?;
+        let mut dec = self.decoder()?;
         let mut buf = Vec::new();
         let mut n = 0;
         for e in self.chunks_of(topic, partition)? {

@@ -87,6 +87,14 @@ pub fn repair_with_progress(
     // A damaged header's ID bytes are tried all the same: frames of an archive carry its ID in
     // their checks, so with another ID no frame would be kept.
     let header = FileHeader::salvage(bytes);
+    if header.is_encrypted() {
+        // Known limit: a repair rewrites the manifest and the index, which are sealed, and
+        // re-seals what it keeps; it does not take a key yet.
+        return Err(ArchiveError::Crypt {
+            path: input.to_path_buf(),
+            source: super::crypt::CryptError::Unsupported("kar repair of an encrypted archive"),
+        });
+    }
     let id = header.archive_id;
     let footer = Footer::decode(bytes, header.major, id).ok();
     let data_end = match footer {
@@ -98,7 +106,7 @@ pub fn repair_with_progress(
         bytes,
         header,
         data_end,
-        true,
+        Some(ContentDecoder::new().map_err(ArchiveError::io("initialise zstd for", input))?),
         &HashMap::new(),
         &mut problems,
         progress,

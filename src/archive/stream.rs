@@ -446,8 +446,8 @@ fn check_tail(f: &Footer, data_end: u64, seen: &mut Seen, report: &mut VerifyRep
             return;
         }
     };
-    report.gaps = check_index(&manifest, &manifest_id, f, &ix, data_end, cx);
-    check_scan(f, &seen.scan, Some(&ix), data_end, true, cx);
+    report.gaps = check_index(&manifest, &manifest_id, f, &ix, data_end, None, cx);
+    check_scan(f, &seen.scan, Some(&ix), data_end, Some(None), cx);
     let expect = super::signing::Expected {
         archive_id: report.archive_id_value,
         root: f.root,

@@ -19,9 +19,10 @@ use crate::format::file_header::{self, FileHeader};
 use crate::format::footer::{self, Footer};
 use crate::format::frame::{self, ContentDecoder, FrameHeader, FrameKind};
 use crate::format::manifest::Manifest;
-use crate::format::{ArchiveId, FormatError, Hash, hex, root::root_hash};
+use crate::format::{ArchiveId, FormatError, Hash, hex, root::root_hash_keyed};
 
 use super::coverage;
+use super::crypt::Unlock;
 use super::error::ArchiveError;
 use super::index::{ChunkEntry, IndexContent};
 use super::reader::{Archive, Source, frame_at};
@@ -32,6 +33,9 @@ pub enum VerifyLevel {
     Quick,
     Fast,
     Full,
+    /// Every frame header and stored hash, the footer and the frame count: what can be checked
+    /// of an encrypted archive without its key (§15), e.g. by a courier.
+    Stored,
 }
 
 /// One thing found wrong: where, in which structure, and what.
@@ -150,6 +154,7 @@ impl Ctx {
                 structure
             }
             FormatError::UnsupportedVersion { .. } => "file header",
+            FormatError::Encrypted { .. } => "sealed frame",
         };
         self.add(e.offset(), structure.to_string(), format!("{e}{suffix}"));
     }
@@ -199,10 +204,31 @@ pub fn verify_shared(
     verify_shared_with_progress(source, path, level, &|_| {})
 }
 
+/// [`verify_shared`], an encrypted archive opened with what `unlock` holds.
+pub fn verify_shared_with(
+    source: Arc<Source>,
+    path: impl Into<PathBuf>,
+    level: VerifyLevel,
+    unlock: Option<&Unlock>,
+    progress: &dyn Fn(u64),
+) -> VerifyReport {
+    verify_unlocked(source, path, level, unlock, progress)
+}
+
 fn verify_shared_with_progress(
     source: Arc<Source>,
     path: impl Into<PathBuf>,
     level: VerifyLevel,
+    progress: &dyn Fn(u64),
+) -> VerifyReport {
+    verify_unlocked(source, path, level, None, progress)
+}
+
+fn verify_unlocked(
+    source: Arc<Source>,
+    path: impl Into<PathBuf>,
+    level: VerifyLevel,
+    unlock: Option<&Unlock>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
     let path = path.into();
@@ -247,8 +273,8 @@ fn verify_shared_with_progress(
     };
 
     // Quick checks go through the reader, which checks manifest and index hashes on open.
-    let archive = if footer.is_some() {
-        open_for_verify(&source, &path, &mut cx)
+    let archive = if footer.is_some() && level != VerifyLevel::Stored {
+        open_for_verify(&source, &path, unlock, &mut cx)
     } else {
         None
     };
@@ -269,6 +295,7 @@ fn verify_shared_with_progress(
             a.footer(),
             ix,
             data_end,
+            a.keys().map(|k| k.id_key()),
             &mut cx,
         );
         report.chunks = ix.chunks.len() as u64;
@@ -282,29 +309,32 @@ fn verify_shared_with_progress(
             .flat_map(|ix| ix.chunks.iter())
             .map(|c| (c.frame_offset, c))
             .collect();
-        let scan = scan_frames(
-            bytes,
-            header,
-            data_end,
-            level == VerifyLevel::Full,
-            &by_offset,
-            &mut cx,
-            progress,
-        );
+        let full = match (&archive, level) {
+            (Some(a), VerifyLevel::Full) => a.decoder().ok(),
+            (None, VerifyLevel::Full) if !header.is_encrypted() => ContentDecoder::new().ok(),
+            _ => None,
+        };
+        let scan = scan_frames(bytes, header, data_end, full, &by_offset, &mut cx, progress);
         report.frames = scan.frames;
         if level == VerifyLevel::Full {
             report.chunks = scan.chunks.len() as u64;
             report.records = scan.chunks.iter().map(|c| u64::from(c.record_count)).sum();
         }
-        if let (Some(_), Some(f)) = (&archive, &footer) {
-            check_scan(
+        let root_key = archive.as_ref().and_then(|a| a.keys()).map(|k| *k.id_key());
+        match (&archive, &footer) {
+            (Some(_), Some(f)) => check_scan(
                 f,
                 &scan,
                 index.as_ref(),
                 data_end,
-                level == VerifyLevel::Full,
+                (level == VerifyLevel::Full).then_some(root_key.as_ref()),
                 &mut cx,
-            );
+            ),
+            // The stored level: the footer against the frames found, no index or manifest.
+            (None, Some(f)) if level == VerifyLevel::Stored => {
+                check_scan(f, &scan, None, data_end, None, &mut cx)
+            }
+            _ => {}
         }
     }
 
@@ -313,8 +343,13 @@ fn verify_shared_with_progress(
 }
 
 /// Opens the archive for the quick checks, turning a failure into a problem.
-fn open_for_verify(source: &Arc<Source>, path: &Path, cx: &mut Ctx) -> Option<Archive> {
-    match Archive::from_shared(source.clone(), path) {
+fn open_for_verify(
+    source: &Arc<Source>,
+    path: &Path,
+    unlock: Option<&Unlock>,
+    cx: &mut Ctx,
+) -> Option<Archive> {
+    match Archive::from_shared_with(source.clone(), path, unlock) {
         Ok(a) => Some(a),
         Err(e) => {
             match &e {
@@ -341,11 +376,12 @@ pub(super) fn check_index(
     f: &Footer,
     ix: &IndexContent,
     data_end: u64,
+    root_key: Option<&[u8; 32]>,
     cx: &mut Ctx,
 ) -> Vec<String> {
     check_index_against_manifest(m, ix, data_end, cx);
     let gaps = check_coverage(m, ix, cx);
-    let root = root_hash(manifest_id, ix.content.keys().copied());
+    let root = root_hash_keyed(root_key, manifest_id, ix.content.keys().copied());
     if root != f.root {
         cx.add(
             data_end + 24,
@@ -359,16 +395,17 @@ pub(super) fn check_index(
     }
     // Every frame but the manifest and the index is a content or signature frame the index
     // lists.
-    let frames = (ix.content.len() + ix.signatures.len()) as u64 + 2;
+    let frames = (ix.content.len() + ix.signatures.len() + ix.envelopes.len()) as u64 + 2;
     if f.frame_count != frames {
         cx.add(
             data_end + 16,
             "footer",
             format!(
-                "footer counts {} frames, but the index lists {} content and {} signature frames (+ manifest and index = {frames})",
+                "footer counts {} frames, but the index lists {} content, {} signature and {} key envelope frames (+ manifest and index = {frames})",
                 f.frame_count,
                 ix.content.len(),
-                ix.signatures.len()
+                ix.signatures.len(),
+                ix.envelopes.len()
             ),
         );
     }
@@ -540,13 +577,14 @@ pub fn scan_frames(
     bytes: &[u8],
     header: FileHeader,
     data_end: u64,
-    full: bool,
+    full: Option<ContentDecoder>,
     by_offset: &HashMap<u64, &ChunkEntry>,
     cx_out: &mut impl ProblemSink,
     progress: &dyn Fn(u64),
 ) -> Scan {
     let mut scan = Scan::default();
-    let mut dec = ContentDecoder::new().ok();
+    // With a decoder, a full scan: every frame's content decoded and checked.
+    let mut dec = full;
     let mut buf = Vec::new();
     let (mut pos, id) = (header.size() as u64, header.archive_id);
     scan.good_end = pos;
@@ -578,8 +616,7 @@ pub fn scan_frames(
                             format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
                         );
                 }
-                if full
-                    && h.kind != FrameKind::Index
+                if h.kind != FrameKind::Index
                     && let Some(dec) = dec.as_mut()
                 {
                     match dec.decode(&h, stored, pos, &mut buf) {
@@ -699,7 +736,7 @@ pub(super) fn check_scan(
     scan: &Scan,
     index: Option<&IndexContent>,
     data_end: u64,
-    full: bool,
+    full: Option<Option<&[u8; 32]>>,
     cx: &mut Ctx,
 ) {
     if scan.frames != f.frame_count {
@@ -793,7 +830,7 @@ pub(super) fn check_scan(
             );
         }
     }
-    if full {
+    if let Some(root_key) = full {
         let mut want: Vec<&ChunkEntry> = ix.chunks.iter().collect();
         let mut have: Vec<&ChunkEntry> = scan.chunks.iter().collect();
         want.sort_by_key(|c| c.frame_offset);
@@ -813,7 +850,7 @@ pub(super) fn check_scan(
             }
         }
         if let Some(mh) = scan.good.get(&f.manifest_offset) {
-            let root = root_hash(&mh.content_id, scanned.keys().copied());
+            let root = root_hash_keyed(root_key, &mh.content_id, scanned.keys().copied());
             if root != f.root && cx.problems.is_empty() {
                 cx.add(
                     data_end + 24,
@@ -868,7 +905,7 @@ pub fn check_chunks(a: &Archive, chunks: &[ChunkEntry], threads: usize) -> Vec<P
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, chunks.len().max(1)) {
             s.spawn(|| {
-                let Ok(mut dec) = ContentDecoder::new() else {
+                let Ok(mut dec) = a.decoder() else {
                     let p = Problem {
                         offset: 0,
                         structure: "checker".into(),

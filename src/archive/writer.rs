@@ -8,11 +8,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
+use crate::format::crypt::Sealer;
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
 use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
-use crate::format::{
-    ArchiveId, Hash, VERSION_MAJOR, file_header::FileHeader, footer::Footer, hex, root::root_hash,
-};
+use crate::format::{ArchiveId, Hash, VERSION_MAJOR, file_header::FileHeader, footer::Footer, hex};
 
 use super::error::ArchiveError;
 use super::index::{ChunkEntry, IndexContent};
@@ -22,6 +21,9 @@ pub struct WriterOptions {
     /// Sign the archive (§14): a signature frame before the manifest, format 3.1. Prints as its
     /// key ID only.
     pub signer: Option<std::sync::Arc<super::signing::SigningKey>>,
+    /// Encrypt the archive (§15): format 4.0, the file key's envelopes first, every other frame
+    /// but signatures sealed.
+    pub sealing: Option<std::sync::Arc<super::crypt::Sealing>>,
     /// A chunk is closed once its encoded records reach this many bytes (uncompressed).
     pub chunk_target_bytes: usize,
     pub zstd_level: i32,
@@ -44,6 +46,7 @@ impl Default for WriterOptions {
             writer: concat!("kar ", env!("CARGO_PKG_VERSION")).to_string(),
             archive_id: None,
             signer: None,
+            sealing: None,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct ArchiveWriter<W: Write> {
     partitions: BTreeMap<(String, i32), PartitionEntry>,
     metadata: Vec<MetadataRef>,
     blobs: u64,
+    /// Seals frames in an encrypted archive.
+    sealer: Option<Sealer>,
 }
 
 /// Where an archive goes, by the path given: `-` or `/dev/stdout` is standard output, an existing
@@ -342,7 +347,20 @@ impl<W: Write> ArchiveWriter<W> {
         if opts.signer.is_some() {
             header.minor = crate::format::VERSION_MINOR_SIGNED;
         }
-        Self::with_header(out, path, opts, header)
+        let Some(sealing) = opts.sealing.clone() else {
+            return Self::with_header(out, path, opts, header);
+        };
+        header.major = crate::format::VERSION_MAJOR_ENCRYPTED;
+        header.minor = 0;
+        header.flags |= crate::format::file_header::FLAG_ENCRYPTED;
+        let mut w = Self::with_header(out, path, opts, header)?;
+        w.sealer = Some(Sealer::new(sealing.keys.clone(), id, sealing.nonce_prefix));
+        for e in &sealing.envelopes {
+            let h = FrameHeader::for_content(FrameKind::Envelope, Compression::None, e, e);
+            let at = w.write_frame(&h, e)?;
+            w.index.envelopes.insert(at, h.content_id);
+        }
+        Ok(w)
     }
 
     /// Starts an archive with the given header: compact writes a 2.x input's version again.
@@ -370,6 +388,7 @@ impl<W: Write> ArchiveWriter<W> {
             partitions: BTreeMap::new(),
             metadata: Vec::new(),
             blobs: 0,
+            sealer: None,
         })
     }
 
@@ -505,8 +524,11 @@ impl<W: Write> ArchiveWriter<W> {
             .finish(from..to)
             .map_err(|e| ArchiveError::Encode(e, self.path.clone()))?;
         self.covered_to.insert(k, to);
-        let sealed = SealedChunk::from_raw(header, &raw, self.opts.zstd_level)
+        let mut sealed = SealedChunk::from_raw(header, &raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress a chunk for", &self.path))?;
+        if let Some(s) = &self.sealer {
+            sealed = sealed.sealed(&raw, s);
+        }
         self.write_chunk(sealed)
     }
 
@@ -525,6 +547,12 @@ impl<W: Write> ArchiveWriter<W> {
     /// Writes a chunk sealed elsewhere (e.g. on a consumer's own thread). A chunk whose content is
     /// already in the file is not written again.
     pub fn write_chunk(&mut self, c: SealedChunk) -> Result<(), ArchiveError> {
+        if c.frame.encrypted != self.sealer.is_some() {
+            return Err(ArchiveError::Order {
+                path: self.path.clone(),
+                detail: "a record chunk sealed otherwise than the archive (encrypted in a plain archive, or plain in an encrypted one)".into(),
+            });
+        }
         let id = c.frame.content_id;
         if !self.written.insert(id) {
             self.deduplicated += 1;
@@ -608,10 +636,33 @@ impl<W: Write> ArchiveWriter<W> {
         });
     }
 
+    /// The header and stored bytes of `raw` content stored as `plain`: sealed in an encrypted
+    /// archive.
+    fn frame_of(
+        &self,
+        kind: FrameKind,
+        compression: Compression,
+        raw: &[u8],
+        plain: Vec<u8>,
+    ) -> Result<(FrameHeader, Vec<u8>), ArchiveError> {
+        Ok(match &self.sealer {
+            Some(s) => s.seal_frame(kind, compression, raw, &plain),
+            None => (
+                FrameHeader::for_content(kind, compression, raw, &plain),
+                plain,
+            ),
+        })
+    }
+
+    /// The sealer, when the archive is encrypted (the backup's compression stage seals chunks).
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
+    }
+
     fn write_content(&mut self, kind: FrameKind, raw: &[u8]) -> Result<Hash, ArchiveError> {
         let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress", &self.path))?;
-        let h = FrameHeader::for_content(kind, Compression::Zstd, raw, &stored);
+        let (h, stored) = self.frame_of(kind, Compression::Zstd, raw, stored)?;
         if self.written.insert(h.content_id) {
             let at = self.write_frame(&h, &stored)?;
             self.index.content.insert(h.content_id, at);
@@ -724,7 +775,7 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let stored = zstd::bulk::compress(raw, self.opts.zstd_level)
             .map_err(ArchiveError::io("compress", &self.path))?;
-        let mh = FrameHeader::for_content(FrameKind::Manifest, Compression::Zstd, raw, &stored);
+        let (mh, stored) = self.frame_of(FrameKind::Manifest, Compression::Zstd, raw, stored)?;
         let manifest_offset = self.write_frame(&mh, &stored)?;
 
         let index_bytes = self
@@ -735,15 +786,15 @@ impl<W: Write> ArchiveWriter<W> {
                 offset: self.pos,
                 detail: format!("building the index: {e}"),
             })?;
-        let ih = FrameHeader::for_content(
+        let (ih, index_stored) = self.frame_of(
             FrameKind::Index,
             Compression::None,
             &index_bytes,
-            &index_bytes,
-        );
-        let index_offset = self.write_frame(&ih, &index_bytes)?;
+            index_bytes.clone(),
+        )?;
+        let index_offset = self.write_frame(&ih, &index_stored)?;
 
-        let root = root_hash(&mh.content_id, self.index.content.keys().copied());
+        let root = self.root(&mh.content_id);
         let footer = Footer {
             index_offset,
             manifest_offset,
@@ -777,7 +828,8 @@ impl<W: Write> ArchiveWriter<W> {
         key: &super::signing::SigningKey,
         manifest: &[u8],
     ) -> Result<(), ArchiveError> {
-        let manifest_id = *blake3::hash(manifest).as_bytes();
+        let keys = self.sealer.as_ref().map(|s| &*s.keys);
+        let manifest_id = crate::format::crypt::content_id(keys, manifest);
         let Some(archive_id) = self.header.archive_id else {
             return Err(ArchiveError::Order {
                 path: self.path.clone(),
@@ -786,7 +838,7 @@ impl<W: Write> ArchiveWriter<W> {
         };
         let statement = crate::format::signature::Statement {
             archive_id,
-            root: root_hash(&manifest_id, self.index.content.keys().copied()),
+            root: self.root(&manifest_id),
             manifest_id,
             created_ms: self.opts.created_at_ms,
             signed_ms: now_ms(),
@@ -800,6 +852,12 @@ impl<W: Write> ArchiveWriter<W> {
             })?;
         let raw = doc.encode();
         self.add_signature_frame(&raw, &raw, Compression::None)
+    }
+
+    /// The root hash over what is written (§8), keyed in an encrypted archive (§15).
+    fn root(&self, manifest_id: &Hash) -> Hash {
+        let key = self.sealer.as_ref().map(|s| s.keys.id_key());
+        crate::format::root::root_hash_keyed(key, manifest_id, self.index.content.keys().copied())
     }
 
     /// Writes a signature frame (a new one, or one compact carries over) and lists it in the

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Event;
 use crate::format::chunk::{ChunkHeader, SealedChunk};
+use crate::format::crypt::Sealer;
 
 /// How record chunks are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,6 +60,8 @@ struct Job {
 pub(crate) struct Stage {
     jobs: Option<Sender<Job>>,
     tx: SyncSender<Event>,
+    /// Seals each chunk in an encrypted archive, where it is compressed (in parallel).
+    sealer: Option<Sealer>,
 }
 
 impl Stage {
@@ -70,9 +73,17 @@ impl Stage {
         level: i32,
         threads: usize,
         tx: SyncSender<Event>,
+        sealer: Option<Sealer>,
     ) -> (Stage, Vec<JoinHandle<()>>) {
         if mode == CompressionMode::None {
-            return (Stage { jobs: None, tx }, Vec::new());
+            return (
+                Stage {
+                    jobs: None,
+                    tx,
+                    sealer,
+                },
+                Vec::new(),
+            );
         }
         let threads = threads.max(1);
         // Two waiting chunks per thread: enough that a thread never waits for a worker, small
@@ -80,10 +91,10 @@ impl Stage {
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(threads * 2);
         let handles = (0..threads)
             .map(|_| {
-                let (rx, tx) = (rx.clone(), tx.clone());
+                let (rx, tx, sealer) = (rx.clone(), tx.clone(), sealer.clone());
                 std::thread::Builder::new()
                     .name("kar-compress".into())
-                    .spawn(move || compress_loop(level, &rx, &tx))
+                    .spawn(move || compress_loop(level, &rx, &tx, sealer.as_ref()))
                     .expect("spawning a compression thread")
             })
             .collect();
@@ -91,6 +102,7 @@ impl Stage {
             Stage {
                 jobs: Some(jobs),
                 tx,
+                sealer,
             },
             handles,
         )
@@ -101,17 +113,31 @@ impl Stage {
         let job = Job { header, raw, bytes };
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|_| ()),
-            None => store(job, &self.tx),
+            None => store(job, &self.tx, self.sealer.as_ref()),
         }
     }
 }
 
-fn store(job: Job, tx: &SyncSender<Event>) -> Result<(), ()> {
-    let sealed = SealedChunk::uncompressed(job.header, job.raw);
+/// Seals a chunk (§15) when the archive is encrypted.
+fn seal(chunk: SealedChunk, raw: &[u8], sealer: Option<&Sealer>) -> SealedChunk {
+    match sealer {
+        Some(s) => chunk.sealed(raw, s),
+        None => chunk,
+    }
+}
+
+fn store(job: Job, tx: &SyncSender<Event>, sealer: Option<&Sealer>) -> Result<(), ()> {
+    let sealed = match sealer {
+        Some(_) => {
+            let plain = SealedChunk::uncompressed(job.header, job.raw.clone());
+            seal(plain, &job.raw, sealer)
+        }
+        None => SealedChunk::uncompressed(job.header, job.raw),
+    };
     tx.send(Event::Chunk(sealed, job.bytes)).map_err(|_| ())
 }
 
-fn compress_loop(level: i32, rx: &Receiver<Job>, tx: &SyncSender<Event>) {
+fn compress_loop(level: i32, rx: &Receiver<Job>, tx: &SyncSender<Event>, sealer: Option<&Sealer>) {
     let mut zstd = zstd::bulk::Compressor::new(level).ok();
     // Every thread takes the next job from one queue (crossbeam's channel has many receivers).
     while let Ok(job) = rx.recv() {
@@ -122,8 +148,10 @@ fn compress_loop(level: i32, rx: &Receiver<Job>, tx: &SyncSender<Event>) {
         // zstd fails only when it cannot allocate its context or output; the chunk is then kept
         // as it is rather than lost.
         let res = match sealed {
-            Some(s) => tx.send(Event::Chunk(s, job.bytes)).map_err(|_| ()),
-            None => store(job, tx),
+            Some(s) => tx
+                .send(Event::Chunk(seal(s, &job.raw, sealer), job.bytes))
+                .map_err(|_| ()),
+            None => store(job, tx, sealer),
         };
         if res.is_err() {
             return;

@@ -674,6 +674,7 @@ impl BackupPlan {
             opts.writer.zstd_level,
             opts.compression_threads,
             tx.clone(),
+            w.sealer().cloned(),
         );
         let workers = worker::spawn(opts, tasks, tx, stage, &self.rt);
         let mut collector = Collector::new(tasks);

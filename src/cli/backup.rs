@@ -82,6 +82,14 @@ settings! {
         /// given]
         #[arg(long, value_name = "FILE")]
         pub signature_out: Option<PathBuf>,
+        /// Encrypt the archive to this recipient (repeatable): an age public key (age1...), an
+        /// SSH public key (ssh-ed25519, ssh-rsa), or a file of them (e.g. ~/.ssh/id_ed25519.pub)
+        #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+        pub encrypt_to: Vec<String>,
+        /// Encrypt the archive to a passphrase too (from KAR_ARCHIVE_PASSPHRASE, or asked twice
+        /// on the terminal)
+        #[arg(long)]
+        pub encrypt_passphrase: bool,
         /// zstd level, 1 to 22 [default: 3]
         #[arg(long)]
         pub zstd_level: Option<i32>,
@@ -191,6 +199,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         o.writer.signer = Some(Arc::new(super::custody::load_key(k)?));
     }
     o.signature_out = b.signature_out;
+    o.writer.sealing = super::custody::sealing(&b.encrypt_to, b.encrypt_passphrase)?;
     if let Some(v) = b.zstd_level {
         o.writer.zstd_level = v;
     }

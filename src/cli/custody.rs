@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use age::secrecy::SecretString;
 use clap::Args;
 
 use super::out::outln;
@@ -13,6 +14,71 @@ use crate::archive::signing::{
 
 /// The environment variable a signing key's passphrase may come from.
 pub const PASSPHRASE_ENV: &str = "KAR_SIGNING_PASSPHRASE";
+/// The environment variable an encrypted archive's passphrase may come from.
+pub const ARCHIVE_PASSPHRASE_ENV: &str = "KAR_ARCHIVE_PASSPHRASE";
+
+/// What opens an encrypted archive (verify, inspect, restore, schemas).
+#[derive(Debug, Clone, Default, Args)]
+pub struct UnlockArgs {
+    /// An identity that opens an encrypted archive (repeatable): an age identity file
+    /// (AGE-SECRET-KEY-1...) or an unencrypted SSH private key (Ed25519, RSA); an archive
+    /// encrypted to a passphrase takes it from KAR_ARCHIVE_PASSPHRASE or the terminal
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+}
+
+impl UnlockArgs {
+    pub fn unlock(&self) -> anyhow::Result<std::sync::Arc<crate::archive::crypt::Unlock>> {
+        let mut u = crate::archive::crypt::Unlock::default();
+        for p in &self.identities {
+            u.add_identity_file(p)?;
+        }
+        u.passphrase = Some(Box::new(|| {
+            archive_passphrase("Passphrase of the archive: ").map(SecretString::from)
+        }));
+        Ok(std::sync::Arc::new(u))
+    }
+}
+
+/// The archive passphrase: KAR_ARCHIVE_PASSPHRASE, else asked on the terminal.
+fn archive_passphrase(prompt: &str) -> Option<String> {
+    if let Ok(p) = std::env::var(ARCHIVE_PASSPHRASE_ENV) {
+        return Some(p);
+    }
+    rpassword::prompt_password(prompt).ok()
+}
+
+/// The sealing of a backup: `--encrypt-to` recipients and/or `--encrypt-passphrase`.
+pub fn sealing(
+    recipients: &[String],
+    with_passphrase: bool,
+) -> anyhow::Result<Option<std::sync::Arc<crate::archive::crypt::Sealing>>> {
+    if recipients.is_empty() && !with_passphrase {
+        return Ok(None);
+    }
+    let mut rs = Vec::new();
+    for r in recipients {
+        rs.extend(crate::archive::crypt::parse_recipients(r)?);
+    }
+    let pw = if with_passphrase {
+        let pw = match std::env::var(ARCHIVE_PASSPHRASE_ENV) {
+            Ok(p) => p,
+            Err(_) => {
+                let first = rpassword::prompt_password("Passphrase for the archive: ").map_err(|e| {
+                    anyhow::anyhow!("no passphrase: set {ARCHIVE_PASSPHRASE_ENV} or answer on a terminal ({e})")
+                })?;
+                let again = rpassword::prompt_password("The same passphrase again: ")?;
+                anyhow::ensure!(first == again, "the passphrases differ; nothing was written");
+                first
+            }
+        };
+        anyhow::ensure!(!pw.is_empty(), "an empty archive passphrase");
+        Some(SecretString::from(pw))
+    } else {
+        None
+    };
+    Ok(Some(std::sync::Arc::new(crate::archive::crypt::seal_new(&rs, pw)?)))
+}
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {

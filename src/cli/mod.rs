@@ -25,7 +25,7 @@ use crate::archive::WriterOptions;
 use crate::archive::compact::compact_with_progress;
 use crate::archive::inspect::InspectReport;
 use crate::archive::repair::{RepairOptions, repair_with_progress};
-use crate::archive::verify::{VerifyLevel, VerifyReport, verify_with_progress};
+use crate::archive::verify::{VerifyLevel, VerifyReport};
 
 /// Backup and restore for Apache Kafka and its Schema Registry, into one verifiable file.
 #[derive(Debug, Parser)]
@@ -121,6 +121,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub struct SchemasArgs {
     /// The archive file
     pub file: PathBuf,
+    #[command(flatten)]
+    pub unlock: custody::UnlockArgs,
     /// Write DIR/subjects/<subject>/v<N>.json, _metadata.json, _global_config.json, _manifest.json
     #[arg(long, value_name = "DIR")]
     pub export: Option<PathBuf>,
@@ -183,8 +185,14 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with = "fast")]
     pub quick: bool,
     /// Check every frame's stored bytes against its hash without decompressing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stored")]
     pub fast: bool,
+    /// Check what needs no key (an encrypted archive on a courier's machine): every frame
+    /// header and stored hash, the footer and the frame count
+    #[arg(long, conflicts_with = "quick")]
+    pub stored: bool,
+    #[command(flatten)]
+    pub unlock: custody::UnlockArgs,
     #[command(flatten)]
     pub trust: custody::TrustArgs,
     /// Print the report as JSON
@@ -197,6 +205,8 @@ pub struct InspectArgs {
     /// The archive file (or a set's first volume, or every volume of the set)
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub unlock: custody::UnlockArgs,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -268,35 +278,36 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 }
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let level = match (a.quick, a.fast) {
-        (true, _) => VerifyLevel::Quick,
-        (_, true) => VerifyLevel::Fast,
+    let level = match (a.quick, a.fast, a.stored) {
+        (true, _, _) => VerifyLevel::Quick,
+        (_, true, _) => VerifyLevel::Fast,
+        (_, _, true) => VerifyLevel::Stored,
         _ => VerifyLevel::Full,
     };
+    let unlock = a.unlock.unlock()?;
     let file = &a.files[0];
-    let report = if a.files.len() > 1 {
-        anyhow::ensure!(a.tee.is_none(), "--tee copies a stream");
-        let source = crate::archive::source::map_list(&a.files)?;
-        with_progress(file, "verify", a.json, |p| {
-            Ok::<_, crate::archive::ArchiveError>(
-                crate::archive::verify::verify_source_with_progress(source, file, level, p),
-            )
-        })?
-    } else if is_stream(file) {
-        anyhow::ensure!(
-            !a.quick && !a.fast,
-            "a stream is verified fully in one pass: --quick and --fast need a file"
-        );
-        verify_stream_arg(file, a.tee.as_deref())?
-    } else {
+    let report = if a.files.len() > 1 || !is_stream(file) {
         anyhow::ensure!(
             a.tee.is_none(),
             "--tee copies a stream; {} is a file",
             file.display()
         );
+        let source = std::sync::Arc::new(crate::archive::source::map_list(&a.files)?);
         with_progress(file, "verify", a.json, |p| {
-            verify_with_progress(file, level, p)
+            Ok::<_, crate::archive::ArchiveError>(crate::archive::verify::verify_shared_with(
+                source,
+                file,
+                level,
+                Some(&unlock),
+                p,
+            ))
         })?
+    } else {
+        anyhow::ensure!(
+            !a.quick && !a.fast,
+            "a stream is verified fully in one pass: --quick and --fast need a file"
+        );
+        verify_stream_arg(file, a.tee.as_deref())?
     };
     let mut report = report;
     let trust = a.trust.options(false)?;
@@ -306,7 +317,8 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|t| crate::archive::signing::check_stream(&report, t))
     } else {
         let t = trust.clone().unwrap_or_default();
-        signatures_of(&a.files, &t).filter(|r| trust.is_some() || !r.signatures.is_empty())
+        signatures_of(&a.files, &t, &unlock)
+            .filter(|r| trust.is_some() || !r.signatures.is_empty())
     };
     if let Some(s) = signatures {
         report.ok &= s.ok;
@@ -331,13 +343,10 @@ use crate::archive::source::is_stream;
 fn signatures_of(
     files: &[PathBuf],
     trust: &crate::archive::signing::TrustOptions,
+    unlock: &crate::archive::crypt::Unlock,
 ) -> Option<crate::archive::signing::SignatureReport> {
-    let source = if files.len() > 1 {
-        crate::archive::source::map_list(files).ok()?
-    } else {
-        crate::archive::Source::map(&files[0]).ok()?
-    };
-    let a = crate::archive::Archive::from_source(source, &files[0]).ok()?;
+    let source = std::sync::Arc::new(crate::archive::source::map_list(files).ok()?);
+    let a = crate::archive::Archive::from_shared_with(source, &files[0], Some(unlock)).ok()?;
     Some(crate::archive::signing::check_archive(&a, trust))
 }
 
@@ -381,6 +390,7 @@ fn print_verify(r: &VerifyReport) {
         VerifyLevel::Quick => "quick",
         VerifyLevel::Fast => "fast",
         VerifyLevel::Full => "full",
+        VerifyLevel::Stored => "stored (no key: frame headers and stored hashes only)",
     };
     outln!("archive   {}", r.path.display());
     outln!("format    {}", r.format_version.as_deref().unwrap_or("?"));
@@ -426,7 +436,8 @@ fn print_verify(r: &VerifyReport) {
 }
 
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = crate::archive::inspect::inspect_list(&a.files)?;
+    let unlock = a.unlock.unlock()?;
+    let report = crate::archive::inspect::inspect_list(&a.files, Some(&unlock))?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -705,7 +716,8 @@ fn progress_bar(total: u64, what: &str, hidden: bool) -> indicatif::ProgressBar 
 }
 
 fn run_schemas(a: SchemasArgs) -> anyhow::Result<ExitCode> {
-    let archive = crate::archive::Archive::open(&a.file)?;
+    let unlock = a.unlock.unlock()?;
+    let archive = crate::archive::Archive::open_with(&a.file, Some(&unlock))?;
     let Some(snap) = crate::registry::snapshot::read_from_archive(&archive)? else {
         anyhow::bail!(
             "{} holds no Schema Registry snapshot (it was backed up without --registry)",

@@ -38,6 +38,8 @@ pub struct RestoreArgs {
     pub require_signature: bool,
     #[command(flatten)]
     pub trust: super::custody::TrustArgs,
+    #[command(flatten)]
+    pub unlock: super::custody::UnlockArgs,
     /// YAML config file (kafka:, registry:, restore: sections); flags override it
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -235,6 +237,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     let mut o = RestoreOptions::new(&a.files[0], kafka);
     o.volumes = a.files[1..].to_vec();
     o.trust = a.trust.options(a.require_signature)?;
+    o.unlock = Some(a.unlock.unlock()?);
     o.registry = a.registry.clone().over(file.registry).settings()?;
     o.schema_ids = r.schema_ids.map_or(SchemaIds::Keep, SchemaIds::from);
     o.schemas = r

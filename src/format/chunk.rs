@@ -408,6 +408,22 @@ impl SealedChunk {
         })
     }
 
+    /// The chunk sealed (§15): its keyed content ID, its stored bytes encrypted. `raw` is its
+    /// content, as given to [`SealedChunk::compress_with`] or [`SealedChunk::uncompressed`].
+    pub fn sealed(self, raw: &[u8], sealer: &super::crypt::Sealer) -> SealedChunk {
+        let (frame, stored) = sealer.seal_frame(
+            FrameKind::RecordChunk,
+            self.frame.compression,
+            raw,
+            &self.stored,
+        );
+        SealedChunk {
+            header: self.header,
+            frame,
+            stored,
+        }
+    }
+
     /// A chunk stored as it is (compression 0): no CPU spent beyond hashing its content.
     pub fn uncompressed(header: ChunkHeader, raw: Vec<u8>) -> SealedChunk {
         let frame = FrameHeader::for_content(FrameKind::RecordChunk, Compression::None, &raw, &raw);

@@ -23,8 +23,14 @@ pub enum FormatError {
         detail: String,
     },
 
+    /// A sealed frame (§15) and no key to open it.
     #[error(
-        "unsupported format version {found_major}.{found_minor} at offset {offset}: this kar reads major versions 2 and {supported_major}; use a kar release that reads version {found_major}"
+        "the frame at offset {offset} is encrypted and no key was given: the archive's identity (age or SSH private key) or its passphrase opens it"
+    )]
+    Encrypted { offset: u64 },
+
+    #[error(
+        "unsupported format version {found_major}.{found_minor} at offset {offset}: this kar reads major versions 2 to {supported_major}; use a kar release that reads version {found_major}"
     )]
     UnsupportedVersion {
         offset: u64,
@@ -40,7 +46,8 @@ impl FormatError {
         match self {
             FormatError::Truncated { offset, .. }
             | FormatError::Corrupt { offset, .. }
-            | FormatError::UnsupportedVersion { offset, .. } => *offset,
+            | FormatError::UnsupportedVersion { offset, .. }
+            | FormatError::Encrypted { offset } => *offset,
         }
     }
 

@@ -22,6 +22,8 @@ pub const MAGIC: [u8; 8] = *b"\x89KAR\r\n\x1a\n";
 pub const LEN_V2: usize = 32;
 /// The length of a 3.x header: where the first frame of a 3.x archive begins.
 pub const LEN: usize = 64;
+/// Flag bit 0 (4.x): the archive is encrypted (§15).
+pub const FLAG_ENCRYPTED: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
@@ -41,6 +43,11 @@ impl FileHeader {
             flags: 0,
             archive_id: Some(id),
         }
+    }
+
+    /// Whether the archive is encrypted (§15): a 4.x header with flag bit 0.
+    pub fn is_encrypted(&self) -> bool {
+        self.major >= 4 && self.flags & FLAG_ENCRYPTED != 0
     }
 
     /// The header's length: where the first frame begins.
@@ -85,7 +92,7 @@ impl FileHeader {
                 offset: 8,
                 found_major: major,
                 found_minor: minor,
-                supported_major: VERSION_MAJOR,
+                supported_major: super::VERSION_MAJOR_ENCRYPTED,
             });
         }
         let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());

@@ -6,7 +6,8 @@
 //! | 0 | 4 | magic "KARF" |
 //! | 4 | 1 | kind (see [`FrameKind`]; bit 0x80 = optional, may be skipped by a reader that does not know the kind) |
 //! | 5 | 1 | compression: 0 none, 1 zstd |
-//! | 6 | 2 | reserved, zero |
+//! | 6 | 1 | encryption: 0 none, 1 sealed with XChaCha20-Poly1305 (§15, 4.x only) |
+//! | 7 | 1 | reserved, zero |
 //! | 8 | 8 | stored length (u64): bytes that follow the header |
 //! | 16 | 8 | raw length (u64): bytes after decompression |
 //! | 24 | 32 | content ID: blake3 of the raw (uncompressed) bytes |
@@ -33,6 +34,8 @@ pub enum FrameKind {
     Manifest,
     /// A signed statement over the archive's root (§14), optional: outside the root.
     Signature,
+    /// An age file holding the archive's file key (§15), the first frames of a 4.x archive.
+    Envelope,
     /// A kind this reader does not know; `optional` says whether it may be skipped.
     Unknown(u8),
 }
@@ -46,6 +49,7 @@ impl FrameKind {
             FrameKind::Index => 0x10,
             FrameKind::Manifest => 0x11,
             FrameKind::Signature => super::signature::FRAME_KIND,
+            FrameKind::Envelope => 0x20,
             FrameKind::Unknown(c) => c,
         }
     }
@@ -58,6 +62,7 @@ impl FrameKind {
             0x10 => FrameKind::Index,
             0x11 => FrameKind::Manifest,
             super::signature::FRAME_KIND => FrameKind::Signature,
+            0x20 => FrameKind::Envelope,
             other => FrameKind::Unknown(other),
         }
     }
@@ -70,6 +75,7 @@ impl FrameKind {
             FrameKind::Index => "index",
             FrameKind::Manifest => "manifest",
             FrameKind::Signature => "signature",
+            FrameKind::Envelope => "key envelope",
             FrameKind::Unknown(_) => "unknown frame",
         }
     }
@@ -97,6 +103,9 @@ pub struct FrameHeader {
     pub raw_len: u64,
     pub content_id: Hash,
     pub stored_hash: Hash,
+    /// Sealed with the archive's frame key (byte 6 = 1, §15): the stored bytes are
+    /// `nonce ‖ ciphertext ‖ tag` of what `compression` says.
+    pub encrypted: bool,
 }
 
 impl FrameHeader {
@@ -119,6 +128,34 @@ impl FrameHeader {
             raw_len: raw.len() as u64,
             content_id,
             stored_hash,
+            encrypted: false,
+        }
+    }
+
+    /// The header of content sealed (§15): `content_id` keyed, `stored` the sealed bytes.
+    pub fn for_sealed(
+        kind: FrameKind,
+        compression: Compression,
+        raw_len: u64,
+        content_id: Hash,
+        stored: &[u8],
+    ) -> FrameHeader {
+        FrameHeader {
+            kind,
+            compression,
+            stored_len: stored.len() as u64,
+            raw_len,
+            content_id,
+            stored_hash: *blake3::hash(stored).as_bytes(),
+            encrypted: true,
+        }
+    }
+
+    /// The code of the header's compression field.
+    pub fn compression_code(&self) -> u8 {
+        match self.compression {
+            Compression::None => 0,
+            Compression::Zstd => 1,
         }
     }
 
@@ -127,10 +164,8 @@ impl FrameHeader {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
         b[4] = self.kind.code();
-        b[5] = match self.compression {
-            Compression::None => 0,
-            Compression::Zstd => 1,
-        };
+        b[5] = self.compression_code();
+        b[6] = u8::from(self.encrypted);
         b[8..16].copy_from_slice(&self.stored_len.to_le_bytes());
         b[16..24].copy_from_slice(&self.raw_len.to_le_bytes());
         b[24..56].copy_from_slice(&self.content_id);
@@ -166,7 +201,12 @@ impl FrameHeader {
             1 => Compression::Zstd,
             other => return Err(c.corrupt(offset + 5, format!("unknown compression code {other}"))),
         };
-        c.take(2)?;
+        let encrypted = match c.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(c.corrupt(offset + 6, format!("unknown encryption code {other}"))),
+        };
+        c.take(1)?;
         let stored_len = c.u64()?;
         let raw_len = c.u64()?;
         let content_id = c.array()?;
@@ -177,7 +217,9 @@ impl FrameHeader {
                 format!("raw length {raw_len} exceeds the limit of {MAX_FRAME_RAW_LEN} bytes"),
             ));
         }
-        if compression == Compression::None && stored_len != raw_len {
+        // Sealing adds the nonce and the tag (§15).
+        let overhead = if encrypted { super::crypt::OVERHEAD } else { 0 };
+        if compression == Compression::None && stored_len != raw_len + overhead {
             return Err(c.corrupt(
                 offset + 8,
                 format!(
@@ -185,7 +227,7 @@ impl FrameHeader {
                 ),
             ));
         }
-        if compression == Compression::None && stored_hash != content_id {
+        if compression == Compression::None && !encrypted && stored_hash != content_id {
             return Err(c.corrupt(
                 offset + 56,
                 "uncompressed frame whose stored hash differs from its content ID",
@@ -193,7 +235,7 @@ impl FrameHeader {
         }
         // zstd never expands beyond a small bound; a larger stored length is corrupt, and this also
         // caps what a reader may read for the frame.
-        if stored_len > zstd_bound(raw_len) {
+        if stored_len > zstd_bound(raw_len) + overhead {
             return Err(c.corrupt(
                 offset + 8,
                 format!(
@@ -208,6 +250,7 @@ impl FrameHeader {
             raw_len,
             content_id,
             stored_hash,
+            encrypted,
         })
     }
 
@@ -228,15 +271,26 @@ pub fn check_stored(h: &FrameHeader, stored: &[u8]) -> bool {
 }
 
 /// Turns stored frame bytes back into content and checks the content ID. Holds one zstd context
-/// and reuses it across frames.
+/// and reuses it across frames; in an encrypted archive also its keys, to open sealed frames.
 pub struct ContentDecoder {
     zstd: zstd::bulk::Decompressor<'static>,
+    keys: Option<(std::sync::Arc<super::crypt::FrameKeys>, ArchiveId)>,
+    opened: Vec<u8>,
 }
 
 impl ContentDecoder {
     pub fn new() -> std::io::Result<Self> {
+        Self::with_keys(None)
+    }
+
+    /// A decoder that opens the sealed frames of the archive `id` with `keys`.
+    pub fn with_keys(
+        keys: Option<(std::sync::Arc<super::crypt::FrameKeys>, ArchiveId)>,
+    ) -> std::io::Result<Self> {
         Ok(ContentDecoder {
             zstd: zstd::bulk::Decompressor::new()?,
+            keys,
+            opened: Vec::new(),
         })
     }
 
@@ -252,6 +306,42 @@ impl ContentDecoder {
     ) -> Result<(), FormatError> {
         let content_at = offset + HEADER_LEN as u64;
         out.clear();
+        let mut opened = std::mem::take(&mut self.opened);
+        let stored = if h.encrypted {
+            let Some((keys, id)) = &self.keys else {
+                return Err(FormatError::Encrypted { offset });
+            };
+            let aad = super::crypt::aad(
+                *id,
+                h.kind.code(),
+                h.compression_code(),
+                h.raw_len,
+                &h.content_id,
+            );
+            if keys.open(&aad, stored, &mut opened).is_err() {
+                self.opened = opened;
+                return Err(FormatError::Corrupt {
+                    structure: "sealed frame content",
+                    offset: content_at,
+                    detail: "does not authenticate: changed since it was written (or sealed for another archive)".into(),
+                });
+            }
+            &opened[..]
+        } else {
+            stored
+        };
+        let decoded = self.decode_plain(h, stored, content_at, out);
+        self.opened = opened;
+        decoded
+    }
+
+    fn decode_plain(
+        &mut self,
+        h: &FrameHeader,
+        stored: &[u8],
+        content_at: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
         match h.compression {
             Compression::None => out.extend_from_slice(stored),
             Compression::Zstd => {
@@ -274,7 +364,12 @@ impl ContentDecoder {
                 detail: format!("decodes to {} bytes, header says {}", out.len(), h.raw_len),
             });
         }
-        if *blake3::hash(out).as_bytes() != h.content_id {
+        let keys = self
+            .keys
+            .as_ref()
+            .filter(|_| h.encrypted)
+            .map(|(k, _)| &**k);
+        if super::crypt::content_id(keys, out) != h.content_id {
             return Err(FormatError::Corrupt {
                 structure: "frame content",
                 offset: content_at,

@@ -7,6 +7,7 @@
 
 pub mod chunk;
 pub mod consumer_groups;
+pub mod crypt;
 pub mod error;
 pub mod file_header;
 pub mod footer;
@@ -30,8 +31,11 @@ pub const VERSION_MINOR: u16 = 0;
 /// Minor version of a signed archive (§14): 3.1 added the signature frame and the index's
 /// `signatures` table. An unsigned archive is written as 3.0, byte for byte as before.
 pub const VERSION_MINOR_SIGNED: u16 = 1;
-/// The major versions this code reads: 2.x (no archive ID) and 3.x.
-pub const READ_MAJORS: [u16; 2] = [2, 3];
+/// Major version of an encrypted archive (§15): a 3.x reader would take its sealed frames for
+/// damage, so it refuses the version by name instead.
+pub const VERSION_MAJOR_ENCRYPTED: u16 = 4;
+/// The major versions this code reads: 2.x (no archive ID), 3.x, 4.x (encrypted).
+pub const READ_MAJORS: [u16; 3] = [2, 3, 4];
 
 /// The largest uncompressed size of one frame's content: bounds every allocation a reader makes
 /// from a length field.

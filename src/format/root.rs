@@ -14,10 +14,22 @@ pub const DOMAIN: &[u8] = b"kar-root-v1";
 /// Computes the root from the manifest's content ID and the content IDs (any order, duplicates
 /// allowed: they are sorted and deduplicated here).
 pub fn root_hash(manifest_id: &Hash, content_ids: impl IntoIterator<Item = Hash>) -> Hash {
+    root_hash_keyed(None, manifest_id, content_ids)
+}
+
+/// [`root_hash`], keyed with the content ID key in an encrypted archive (§15).
+pub fn root_hash_keyed(
+    key: Option<&[u8; 32]>,
+    manifest_id: &Hash,
+    content_ids: impl IntoIterator<Item = Hash>,
+) -> Hash {
     let mut ids: Vec<Hash> = content_ids.into_iter().collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut h = blake3::Hasher::new();
+    let mut h = match key {
+        Some(k) => blake3::Hasher::new_keyed(k),
+        None => blake3::Hasher::new(),
+    };
     h.update(DOMAIN);
     h.update(manifest_id);
     h.update(&(ids.len() as u64).to_le_bytes());

@@ -683,19 +683,37 @@ pub fn write_to_archive<W: std::io::Write>(
     c: &Captured,
     w: &mut crate::archive::ArchiveWriter<W>,
 ) -> Result<(), crate::archive::ArchiveError> {
-    for text in c.texts.values() {
-        w.add_blob(text.as_bytes())?;
+    // The texts were captured under their plain BLAKE3 IDs; an encrypted archive stores them
+    // under keyed ones (§15), which the document then names.
+    let mut ids = BTreeMap::new();
+    for (plain, text) in &c.texts {
+        ids.insert(*plain, w.add_blob(text.as_bytes())?);
     }
-    for s in &c.snapshot.subjects {
+    let mut snapshot = c.snapshot.clone();
+    name_blobs(&mut snapshot, &ids);
+    for s in &snapshot.subjects {
         for v in &s.versions {
             if let Some(id) = crate::format::parse_hex(&v.schema) {
                 w.index_schema(v.id, id);
             }
         }
     }
-    let doc = serde_json::to_vec(&c.snapshot).expect("a snapshot serializes");
+    let doc = serde_json::to_vec(&snapshot).expect("a snapshot serializes");
     w.add_metadata(KIND, &doc)?;
     Ok(())
+}
+
+/// Points every version of the snapshot (and of its contexts) at the ID its text was stored
+/// under.
+fn name_blobs(snapshot: &mut RegistrySnapshot, ids: &BTreeMap<[u8; 32], [u8; 32]>) {
+    for v in snapshot.subjects.iter_mut().flat_map(|s| s.versions.iter_mut()) {
+        if let Some(stored) = crate::format::parse_hex(&v.schema).and_then(|p| ids.get(&p)) {
+            v.schema = hex(stored);
+        }
+    }
+    for c in &mut snapshot.contexts {
+        name_blobs(c, ids);
+    }
 }
 
 /// Reads the snapshot back from an archive, if it has one.

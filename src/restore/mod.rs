@@ -178,6 +178,8 @@ pub struct RestoreOptions {
     /// The signers trusted: with `require`, an archive without a valid signature by one of them
     /// is refused in pre-flight.
     pub trust: Option<crate::archive::signing::TrustOptions>,
+    /// What opens an encrypted archive.
+    pub unlock: Option<Arc<crate::archive::crypt::Unlock>>,
     /// Allow appending to target topics that already hold records.
     pub append: bool,
     /// Where the state file goes; default: next to the archive.
@@ -260,6 +262,7 @@ impl RestoreOptions {
             groups: None,
             dry_run: false,
             trust: None,
+            unlock: None,
             append: false,
             state_dir: None,
             concurrency: 4,
@@ -773,7 +776,14 @@ fn open_verified(
         .chain(opts.volumes.iter().cloned())
         .collect();
     let source = Arc::new(crate::archive::source::map_list(&paths)?);
-    let v = crate::archive::verify::verify_shared(source.clone(), path, VerifyLevel::Quick);
+    let unlock = opts.unlock.as_deref();
+    let v = crate::archive::verify::verify_shared_with(
+        source.clone(),
+        path,
+        VerifyLevel::Quick,
+        unlock,
+        &|_| {},
+    );
     // Gaps a repair recorded are not damage: the partitions' own check decides on them.
     if let Some(first) = v.problems.first() {
         return Err(RestoreError::Refused(format!(
@@ -782,7 +792,7 @@ fn open_verified(
             v.problems.len()
         )));
     }
-    let archive = Archive::from_shared(source, path)?;
+    let archive = Archive::from_shared_with(source, path, unlock)?;
     let signatures = opts
         .trust
         .as_ref()

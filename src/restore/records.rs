@@ -301,10 +301,7 @@ pub fn planned_records(
         return Ok(chunks.iter().map(|c| u64::from(c.record_count)).sum());
     };
     let mut n = 0;
-    let mut dec = ContentDecoder::new().map_err(crate::archive::ArchiveError::io(
-        "initialise zstd for",
-        a.path(),
-    ))?;
+    let mut dec = a.decoder()?;
     let mut buf = Vec::new();
     for c in &chunks {
         if c.max_timestamp <= until {
@@ -335,10 +332,7 @@ pub fn restored_before(
     limit: u64,
 ) -> Result<u64, crate::archive::ArchiveError> {
     let mut k = 0u64;
-    let mut dec = ContentDecoder::new().map_err(crate::archive::ArchiveError::io(
-        "initialise zstd for",
-        a.path(),
-    ))?;
+    let mut dec = a.decoder()?;
     let mut buf = Vec::new();
     for c in a.chunks_of(topic, partition)? {
         if c.last_offset < committed {
@@ -375,7 +369,7 @@ pub fn restore_partition(
             Ok(FileChunks {
                 archive,
                 chunks: chunks.into_iter(),
-                dec: ContentDecoder::new().map_err(PartitionError::Zstd)?,
+                dec: archive.decoder().map_err(PartitionError::from)?,
                 job,
             })
         });
