@@ -65,7 +65,15 @@ pub fn compact_with_progress(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CompactReport, ArchiveError> {
     let (input, output) = (input.as_ref(), output.as_ref());
-    let a = Archive::open(input)?;
+    let source = super::Source::map(input)?;
+    if crate::format::file_header::FileHeader::decode(&source).is_ok_and(|h| h.is_encrypted()) {
+        // Known limit: compaction re-seals every frame; it does not take a key yet.
+        return Err(ArchiveError::Crypt {
+            path: input.to_path_buf(),
+            source: super::crypt::CryptError::Unsupported("kar compact of an encrypted archive"),
+        });
+    }
+    let a = Archive::from_source(source, input)?;
     // Compact carries over what the index lists; what verify would refuse besides (frames the
     // index does not know, bytes between frames, a wrong frame count) must stop it too. The
     // content of every frame is checked below as it is decoded.

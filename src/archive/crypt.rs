@@ -140,6 +140,10 @@ fn wrap(enc: age::Encryptor, key: &FileKey) -> Result<Vec<u8>, CryptError> {
 pub struct Unlock {
     pub identities: Vec<Box<dyn age::Identity + Send + Sync>>,
     pub passphrase: Option<Box<dyn Fn() -> Option<SecretString> + Send + Sync>>,
+    /// The passphrase once asked for: a command opens an archive more than once, and asks once.
+    asked: std::sync::OnceLock<Option<SecretString>>,
+    /// Keys already opened, by the BLAKE3 of the envelopes: scrypt takes a second each time.
+    opened: std::sync::Mutex<Vec<([u8; 32], Arc<FrameKeys>)>>,
 }
 
 impl std::fmt::Debug for Unlock {
@@ -189,8 +193,45 @@ impl Unlock {
     }
 }
 
+impl Unlock {
+    fn passphrase(&self) -> Option<SecretString> {
+        self.asked
+            .get_or_init(|| self.passphrase.as_ref().and_then(|ask| ask()))
+            .clone()
+    }
+}
+
 /// Opens the envelopes (offset, bytes) with what `unlock` holds: the archive's frame keys.
 pub fn open_envelopes(
+    envelopes: &[(u64, &[u8])],
+    unlock: &Unlock,
+) -> Result<Arc<FrameKeys>, CryptError> {
+    let mut h = blake3::Hasher::new();
+    for (_, e) in envelopes {
+        h.update(&(e.len() as u64).to_le_bytes());
+        h.update(e);
+    }
+    let tag = *h.finalize().as_bytes();
+    let cached = unlock
+        .opened
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map(|(_, k)| k.clone());
+    if let Some(k) = cached {
+        return Ok(k);
+    }
+    let keys = open_uncached(envelopes, unlock)?;
+    unlock
+        .opened
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((tag, keys.clone()));
+    Ok(keys)
+}
+
+fn open_uncached(
     envelopes: &[(u64, &[u8])],
     unlock: &Unlock,
 ) -> Result<Arc<FrameKeys>, CryptError> {
@@ -203,10 +244,9 @@ pub fn open_envelopes(
         };
         let d = age::Decryptor::new_buffered(*bytes).map_err(tampered)?;
         let reader = if d.is_scrypt() {
-            let Some(ask) = &unlock.passphrase else {
+            let Some(pw) = unlock.passphrase() else {
                 continue;
             };
-            let Some(pw) = ask() else { continue };
             asked = true;
             let id = age::scrypt::Identity::new(pw);
             match d.decrypt(std::iter::once(&id as &dyn age::Identity)) {

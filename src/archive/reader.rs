@@ -44,6 +44,28 @@ pub(crate) fn frame_at(
     Ok((h, &bytes[data_start..data_start + h.stored_len as usize]))
 }
 
+/// The root hash of the archive in `source`: a plain archive opened whole (manifest and index
+/// checked), an encrypted one by its header and footer (no key needed: split, join, countersign
+/// handle its bytes, not its content).
+pub fn root_of(source: Arc<Source>, path: &Path) -> Result<Hash, ArchiveError> {
+    let header = FileHeader::decode(&source).map_err(ArchiveError::format(path, ""))?;
+    if !header.is_encrypted() {
+        return Ok(Archive::from_shared(source, path)?.root());
+    }
+    let bytes: &[u8] = &source;
+    if bytes.len() < header.size() + footer::LEN {
+        return Err(ArchiveError::format(path, "")(FormatError::Truncated {
+            structure: "archive",
+            offset: bytes.len() as u64,
+            needed: (header.size() + footer::LEN - bytes.len()) as u64,
+            available: 0,
+        }));
+    }
+    let f = Footer::decode(bytes, header.major, header.archive_id)
+        .map_err(ArchiveError::format(path, ""))?;
+    Ok(f.root)
+}
+
 /// The key envelope frames (§15) at the start of an encrypted archive: offset and content, each
 /// checked against its stored hash.
 pub(crate) fn envelopes<'a>(

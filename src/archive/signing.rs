@@ -638,71 +638,95 @@ pub fn detached_beside(archive: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Reads the signature frames the index lists; a frame that is not one is a problem.
-fn embedded_frames(a: &Archive, problems: &mut Vec<String>) -> Vec<(u64, Vec<u8>)> {
-    let ix = match a.index_content() {
-        Ok(ix) => ix,
-        Err(e) => {
-            problems.push(e.to_string());
-            return Vec::new();
-        }
-    };
-    let bytes = a.bytes();
-    let data_end = a.footer().manifest_offset;
-    let mut out = Vec::new();
-    for (off, id) in &ix.signatures {
-        let frame = frame_at(bytes, *off, data_end, a.id())
-            .map_err(|e| e.to_string())
-            .and_then(|(h, stored)| {
-                if h.kind != FrameKind::Signature || h.content_id != *id {
-                    return Err(format!(
-                        "the index lists a signature frame at offset {off}, which holds a {} frame",
-                        h.kind.name()
-                    ));
-                }
-                let mut raw = Vec::new();
-                ContentDecoder::new()
-                    .map_err(|e| e.to_string())?
-                    .decode(&h, stored, *off, &mut raw)
-                    .map_err(|e| e.to_string())?;
-                Ok(raw)
-            });
-        match frame {
-            Ok(raw) => out.push((*off, raw)),
-            Err(e) => problems.push(format!("signature frame at offset {off}: {e}")),
-        }
+/// The signature frames of the archive in `bytes` (they lie between the content frames and the
+/// manifest), found by walking the frame headers: no key or index needed, so the signatures of
+/// an encrypted archive are checked without its key. Also what their statements must state.
+fn embedded_frames(bytes: &[u8], problems: &mut Vec<String>) -> Option<StreamSignatures> {
+    use crate::format::{file_header::FileHeader, footer, footer::Footer};
+    let mut fail = |e: String| problems.push(format!("signatures not read: {e}"));
+    let header = FileHeader::decode(bytes)
+        .map_err(|e| fail(e.to_string()))
+        .ok()?;
+    let id = header.archive_id;
+    if bytes.len() < header.size() + footer::LEN {
+        fail("the file is shorter than a header and a footer".into());
+        return None;
     }
-    out
+    let f = Footer::decode(bytes, header.major, id)
+        .map_err(|e| fail(e.to_string()))
+        .ok()?;
+    let data_end = (bytes.len() - footer::LEN) as u64;
+    let (mh, _) = frame_at(bytes, f.manifest_offset, data_end, id)
+        .map_err(|e| fail(e.to_string()))
+        .ok()?;
+    let expect = Expected {
+        archive_id: id,
+        root: f.root,
+        manifest_id: mh.content_id,
+    };
+    let mut dec = ContentDecoder::new()
+        .map_err(|e| fail(e.to_string()))
+        .ok()?;
+    let (mut out, mut at) = (Vec::new(), header.size() as u64);
+    while at < f.manifest_offset {
+        let (h, stored) = match frame_at(bytes, at, f.manifest_offset, id) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("signatures not all read: {e}"));
+                break;
+            }
+        };
+        if h.kind == FrameKind::Signature {
+            let mut raw = Vec::new();
+            match dec.decode(&h, stored, at, &mut raw) {
+                Ok(()) if crate::format::frame::check_stored(&h, stored) => out.push((at, raw)),
+                Ok(()) => problems.push(format!(
+                    "signature frame at offset {at}: its bytes do not match their hash"
+                )),
+                Err(e) => problems.push(format!("signature frame at offset {at}: {e}")),
+            }
+        }
+        at += h.frame_len();
+    }
+    Some((expect, out))
 }
 
 /// Every signature of an archive file (its frames, the `.minisig` files beside it, the ones
 /// named) checked against the trusted keys.
 pub fn check_archive(a: &Archive, trust: &TrustOptions) -> SignatureReport {
+    check_bytes(a.bytes(), a.path(), trust)
+}
+
+/// [`check_archive`] of an archive's bytes, `path` naming it (and where its `.minisig` files
+/// are): it needs no key, so an encrypted archive's signatures are checked on a courier's
+/// machine too.
+pub fn check_bytes(bytes: &[u8], path: &Path, trust: &TrustOptions) -> SignatureReport {
     let mut problems = Vec::new();
-    let expect = Expected::of(a);
     let mut signatures = Vec::new();
     let mut embedded_keys = Vec::new();
-    for (off, raw) in embedded_frames(a, &mut problems) {
-        let c = check_embedded(&raw, off, &expect, trust);
-        if let Ok((doc, _)) = SignatureDocument::decode(&raw, off)
-            && matches!(
-                c.status,
-                SignatureStatus::Trusted | SignatureStatus::Untrusted
-            )
-            && let Ok(pk) = minisign::PublicKey::from_base64(&doc.public_key)
-        {
-            embedded_keys.push(pk);
+    if let Some((expect, frames)) = embedded_frames(bytes, &mut problems) {
+        for (off, raw) in frames {
+            let c = check_embedded(&raw, off, &expect, trust);
+            if let Ok((doc, _)) = SignatureDocument::decode(&raw, off)
+                && matches!(
+                    c.status,
+                    SignatureStatus::Trusted | SignatureStatus::Untrusted
+                )
+                && let Ok(pk) = minisign::PublicKey::from_base64(&doc.public_key)
+            {
+                embedded_keys.push(pk);
+            }
+            signatures.push(c);
         }
-        signatures.push(c);
     }
-    let mut files = detached_beside(a.path());
+    let mut files = detached_beside(path);
     for f in &trust.signature_files {
         if !files.contains(f) {
             files.push(f.clone());
         }
     }
     for f in files {
-        match check_detached(&f, a.bytes(), &embedded_keys, trust) {
+        match check_detached(&f, bytes, &embedded_keys, trust) {
             Ok(c) => signatures.push(c),
             Err(e) => problems.push(e),
         }
@@ -782,7 +806,15 @@ pub fn countersign(
         super::Source::map(first)?
     };
     let source = std::sync::Arc::new(source);
-    let v = super::verify::verify_shared(source.clone(), first, super::verify::VerifyLevel::Fast);
+    // An encrypted archive is countersigned as the courier sees it: its stored bytes checked.
+    let header = crate::format::file_header::FileHeader::decode(&source)
+        .map_err(ArchiveError::format(first, ""))?;
+    let level = if header.is_encrypted() {
+        super::verify::VerifyLevel::Stored
+    } else {
+        super::verify::VerifyLevel::Fast
+    };
+    let v = super::verify::verify_shared(source.clone(), first, level);
     if let Some(p) = v.problems.first() {
         return Err(ArchiveError::Sign {
             path: first.clone(),
@@ -792,7 +824,7 @@ pub fn countersign(
             ),
         });
     }
-    let a = Archive::from_shared(source, first)?;
+    let root = super::reader::root_of(source.clone(), first)?;
     let path = match out {
         Some(p) => p.to_path_buf(),
         None => {
@@ -808,14 +840,14 @@ pub fn countersign(
     if path.exists() {
         return Err(sign_err(SignError::Exists { path }));
     }
-    let comment = detached_comment(first, a.id(), Some(&a.root()), "countersignature");
+    let comment = detached_comment(first, header.archive_id, Some(&root), "countersignature");
     let text = key
-        .sign_reader(Cursor::new(a.bytes()), &comment)
+        .sign_reader(Cursor::new(&source[..]), &comment)
         .map_err(sign_err)?;
     write_new(&path, &text, 0o644).map_err(sign_err)?;
     Ok(CountersignReport {
         archive: first.clone(),
-        root_hash: hex(&a.root()),
+        root_hash: hex(&root),
         key_id: key.key_id_hex(),
         signature_file: path,
     })

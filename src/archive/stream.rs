@@ -57,6 +57,10 @@ struct Seen {
     index: Option<(u64, FrameHeader, Vec<u8>)>,
     /// Signature frames (§14): offset and content.
     signatures: Vec<(u64, Vec<u8>)>,
+    /// Key envelope frames (§15), until the keys are opened from them.
+    envelopes: Vec<(u64, Vec<u8>)>,
+    /// An encrypted archive's keys, once opened.
+    keys: Option<std::sync::Arc<crate::format::crypt::FrameKeys>>,
     /// The sink asked to stop reading.
     stopped: bool,
 }
@@ -93,7 +97,19 @@ pub fn verify_stream(
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
-    verify_stream_into(r, name, tee, progress, &mut Discard)
+    verify_stream_into(r, name, tee, progress, &mut Discard, None)
+}
+
+/// [`verify_stream`] of an archive that may be encrypted, opened with what `unlock` holds (none,
+/// or none that fits: the frames are checked as far as a reader without the key can).
+pub fn verify_stream_unlocked(
+    r: impl Read,
+    name: impl Into<PathBuf>,
+    tee: Option<&mut dyn Write>,
+    progress: &dyn Fn(u64),
+    unlock: Option<&super::crypt::Unlock>,
+) -> VerifyReport {
+    verify_stream_into(r, name, tee, progress, &mut Discard, unlock)
 }
 
 /// Like [`verify_stream`], handing every intact content frame to `sink` as it is checked. A sink
@@ -104,6 +120,7 @@ pub fn verify_stream_into(
     tee: Option<&mut dyn Write>,
     progress: &dyn Fn(u64),
     sink: &mut dyn FrameSink,
+    unlock: Option<&super::crypt::Unlock>,
 ) -> VerifyReport {
     let mut cx = Ctx::default();
     let mut input = Input {
@@ -114,7 +131,15 @@ pub fn verify_stream_into(
     };
     let mut report = VerifyReport::new(name.into(), VerifyLevel::Full);
     let mut seen = Seen::default();
-    let footer = read_through(&mut input, &mut seen, &mut report, &mut cx, progress, sink);
+    let footer = read_through(
+        &mut input,
+        &mut seen,
+        &mut report,
+        &mut cx,
+        progress,
+        sink,
+        unlock,
+    );
     if seen.stopped {
         cx.add(
             input.pos,
@@ -154,6 +179,7 @@ fn read_through<R: Read>(
     cx: &mut Ctx,
     progress: &dyn Fn(u64),
     sink: &mut dyn FrameSink,
+    unlock: Option<&super::crypt::Unlock>,
 ) -> Option<Footer> {
     let header = read_header(input, seen, cx)?;
     if !sink.begin(&header) {
@@ -206,13 +232,43 @@ fn read_through<R: Read>(
             return None;
         }
         seen.scan.frames += 1;
+        if header.is_encrypted() && seen.keys.is_none() && fh.kind != FrameKind::Envelope {
+            // Past the envelopes: the keys, or (none that fits) the stored checks only.
+            dec = open_stream_keys(at, id, seen, unlock, cx);
+        }
         let intact = check_frame(at, &fh, &stored, dec.as_mut(), &mut raw, seen, cx);
+        if intact && fh.kind == FrameKind::Envelope {
+            seen.envelopes.push((at, stored.clone()));
+        }
         let checked = intact && dec.is_some() && cx.problems.is_empty();
         if checked && fh.kind.is_content() && !sink.content(at, &fh, &raw) {
             seen.stopped = true;
             return None;
         }
         progress(input.pos);
+    }
+}
+
+/// Opens an encrypted stream's keys from the envelopes read: a decoder with them, or `None`
+/// (the problem noted) for a reader that checks only what needs no key.
+fn open_stream_keys(
+    at: u64,
+    id: Option<crate::format::ArchiveId>,
+    seen: &mut Seen,
+    unlock: Option<&super::crypt::Unlock>,
+    cx: &mut Ctx,
+) -> Option<ContentDecoder> {
+    let envelopes: Vec<(u64, &[u8])> = seen.envelopes.iter().map(|(o, b)| (*o, &b[..])).collect();
+    let default = super::crypt::Unlock::default();
+    match super::crypt::open_envelopes(&envelopes, unlock.unwrap_or(&default)) {
+        Ok(keys) => {
+            seen.keys = Some(keys.clone());
+            ContentDecoder::with_keys(id.map(|id| (keys, id))).ok()
+        }
+        Err(e) => {
+            cx.add(at, "key envelope", e.to_string());
+            None
+        }
     }
 }
 
@@ -276,7 +332,7 @@ fn check_frame(
         );
     }
     let mut intact = true;
-    if h.kind == FrameKind::Index {
+    if h.kind == FrameKind::Index && !h.encrypted {
         seen.index = Some((at, *h, stored.to_vec()));
     } else if let Some(dec) = dec {
         match dec.decode(h, stored, at, raw) {
@@ -303,6 +359,10 @@ fn check_frame(
             },
             Ok(()) if h.kind == FrameKind::Manifest => {
                 seen.manifest = Some((at, *h, raw.clone()));
+            }
+            // A sealed index, opened: kept as the redb bytes it holds.
+            Ok(()) if h.kind == FrameKind::Index => {
+                seen.index = Some((at, *h, raw.clone()));
             }
             Ok(()) if h.kind == FrameKind::Signature => {
                 seen.signatures.push((at, raw.clone()));
@@ -446,8 +506,24 @@ fn check_tail(f: &Footer, data_end: u64, seen: &mut Seen, report: &mut VerifyRep
             return;
         }
     };
-    report.gaps = check_index(&manifest, &manifest_id, f, &ix, data_end, None, cx);
-    check_scan(f, &seen.scan, Some(&ix), data_end, Some(None), cx);
+    let root_key = seen.keys.as_ref().map(|k| *k.id_key());
+    report.gaps = check_index(
+        &manifest,
+        &manifest_id,
+        f,
+        &ix,
+        data_end,
+        root_key.as_ref(),
+        cx,
+    );
+    check_scan(
+        f,
+        &seen.scan,
+        Some(&ix),
+        data_end,
+        Some(root_key.as_ref()),
+        cx,
+    );
     let expect = super::signing::Expected {
         archive_id: report.archive_id_value,
         root: f.root,

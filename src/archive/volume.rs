@@ -361,10 +361,11 @@ pub struct VolumesReport {
 /// Cuts the archive `input` into volumes of at most `volume_size` bytes, the first at `first`.
 /// The input must open as an archive; it is not changed.
 pub fn split(input: &Path, first: &Path, volume_size: u64) -> Result<VolumesReport, ArchiveError> {
-    let a = super::Archive::open(input)?;
+    let source = std::sync::Arc::new(super::Source::map(input)?);
+    let root = super::reader::root_of(source.clone(), input)?;
     let mut w = VolumeWriter::create(first, volume_size)?;
     let done = w
-        .write_all(a.bytes())
+        .write_all(&source)
         .map_err(ArchiveError::io("write the volumes of", first));
     let paths = match done {
         Ok(()) => w.finish()?,
@@ -378,8 +379,8 @@ pub fn split(input: &Path, first: &Path, volume_size: u64) -> Result<VolumesRepo
     Ok(VolumesReport {
         volumes: paths,
         output: first.to_path_buf(),
-        bytes: a.bytes().len() as u64,
-        root_hash: crate::format::hex(&a.root()),
+        bytes: source.len() as u64,
+        root_hash: crate::format::hex(&root),
     })
 }
 
@@ -486,7 +487,9 @@ pub fn join(files: &[PathBuf], output: &Path) -> Result<VolumesReport, ArchiveEr
     }
     let written = written.and_then(|()| out.sync_all().map_err(ArchiveError::io("sync", output)));
     let root = match written {
-        Ok(()) if whole => super::Archive::open(output).map(|a| crate::format::hex(&a.root())),
+        Ok(()) if whole => super::Source::map(output)
+            .and_then(|s| super::reader::root_of(std::sync::Arc::new(s), output))
+            .map(|r| crate::format::hex(&r)),
         Ok(()) => Ok(String::new()),
         Err(e) => Err(e),
     };

@@ -68,7 +68,10 @@ pub fn sealing(
                     anyhow::anyhow!("no passphrase: set {ARCHIVE_PASSPHRASE_ENV} or answer on a terminal ({e})")
                 })?;
                 let again = rpassword::prompt_password("The same passphrase again: ")?;
-                anyhow::ensure!(first == again, "the passphrases differ; nothing was written");
+                anyhow::ensure!(
+                    first == again,
+                    "the passphrases differ; nothing was written"
+                );
                 first
             }
         };
@@ -77,7 +80,9 @@ pub fn sealing(
     } else {
         None
     };
-    Ok(Some(std::sync::Arc::new(crate::archive::crypt::seal_new(&rs, pw)?)))
+    Ok(Some(std::sync::Arc::new(crate::archive::crypt::seal_new(
+        &rs, pw,
+    )?)))
 }
 
 #[derive(Debug, Args)]

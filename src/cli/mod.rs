@@ -307,7 +307,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             !a.quick && !a.fast,
             "a stream is verified fully in one pass: --quick and --fast need a file"
         );
-        verify_stream_arg(file, a.tee.as_deref())?
+        verify_stream_arg(file, a.tee.as_deref(), &unlock)?
     };
     let mut report = report;
     let trust = a.trust.options(false)?;
@@ -317,12 +317,16 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|t| crate::archive::signing::check_stream(&report, t))
     } else {
         let t = trust.clone().unwrap_or_default();
-        signatures_of(&a.files, &t, &unlock)
-            .filter(|r| trust.is_some() || !r.signatures.is_empty())
+        signatures_of(&a.files, &t).filter(|r| trust.is_some() || !r.signatures.is_empty())
     };
-    if let Some(s) = signatures {
-        report.ok &= s.ok;
-        report.signatures = Some(s);
+    match signatures {
+        Some(s) => {
+            report.ok &= s.ok;
+            report.signatures = Some(s);
+        }
+        // Signatures were required and could not be read: not trusted.
+        None if trust.as_ref().is_some_and(|t| t.require) => report.ok = false,
+        None => {}
     }
     if a.json {
         print_json(&report)?;
@@ -338,21 +342,22 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 use crate::archive::source::is_stream;
 
-/// The signatures of an archive file or volume set; `None` when it does not open as one (the
-/// verify report says why).
+/// The signatures of an archive file or volume set; `None` when it cannot be read (the verify
+/// report says why).
 fn signatures_of(
     files: &[PathBuf],
     trust: &crate::archive::signing::TrustOptions,
-    unlock: &crate::archive::crypt::Unlock,
 ) -> Option<crate::archive::signing::SignatureReport> {
-    let source = std::sync::Arc::new(crate::archive::source::map_list(files).ok()?);
-    let a = crate::archive::Archive::from_shared_with(source, &files[0], Some(unlock)).ok()?;
-    Some(crate::archive::signing::check_archive(&a, trust))
+    let source = crate::archive::source::map_list(files).ok()?;
+    Some(crate::archive::signing::check_bytes(
+        &source, &files[0], trust,
+    ))
 }
 
 fn verify_stream_arg(
     path: &std::path::Path,
     tee: Option<&std::path::Path>,
+    unlock: &crate::archive::crypt::Unlock,
 ) -> anyhow::Result<VerifyReport> {
     let mut copy = match tee {
         Some(t) => Some(std::io::BufWriter::new(
@@ -365,11 +370,12 @@ fn verify_stream_arg(
         None => None,
     };
     let (reader, name) = crate::archive::source::open_stream(path)?;
-    let mut report = crate::archive::stream::verify_stream(
+    let mut report = crate::archive::stream::verify_stream_unlocked(
         reader,
         name,
         copy.as_mut().map(|c| c as &mut dyn std::io::Write),
         &|_| {},
+        Some(unlock),
     );
     if let (Some(mut c), Some(t)) = (copy, tee) {
         let synced = std::io::Write::flush(&mut c).and_then(|()| c.get_ref().sync_all());

@@ -706,7 +706,11 @@ pub fn write_to_archive<W: std::io::Write>(
 /// Points every version of the snapshot (and of its contexts) at the ID its text was stored
 /// under.
 fn name_blobs(snapshot: &mut RegistrySnapshot, ids: &BTreeMap<[u8; 32], [u8; 32]>) {
-    for v in snapshot.subjects.iter_mut().flat_map(|s| s.versions.iter_mut()) {
+    for v in snapshot
+        .subjects
+        .iter_mut()
+        .flat_map(|s| s.versions.iter_mut())
+    {
         if let Some(stored) = crate::format::parse_hex(&v.schema).and_then(|p| ids.get(&p)) {
             v.schema = hex(stored);
         }

@@ -777,6 +777,13 @@ fn open_verified(
         .collect();
     let source = Arc::new(crate::archive::source::map_list(&paths)?);
     let unlock = opts.unlock.as_deref();
+    // An encrypted archive that does not open (no key, a wrong one) is said as such, not as
+    // damage.
+    if let Err(e @ ArchiveError::Crypt { .. }) =
+        Archive::from_shared_with(source.clone(), path, unlock)
+    {
+        return Err(e.into());
+    }
     let v = crate::archive::verify::verify_shared_with(
         source.clone(),
         path,

@@ -62,7 +62,14 @@ pub fn restore_stream(rt: &Runtime, opts: &RestoreOptions) -> Result<RestoreRepo
         planned: None,
         error: None,
     };
-    let check = verify_stream_into(reader, name, None, &|_| {}, &mut sink);
+    let check = verify_stream_into(
+        reader,
+        name,
+        None,
+        &|_| {},
+        &mut sink,
+        opts.unlock.as_deref(),
+    );
     sink.finish(check)
 }
 
