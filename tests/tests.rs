@@ -10,6 +10,7 @@ mod backup;
 mod common;
 mod compact;
 mod contracts;
+mod encryption;
 mod registry;
 mod repair;
 mod restore;

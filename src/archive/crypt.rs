@@ -33,7 +33,9 @@ pub enum CryptError {
         "the archive is encrypted: give an identity (--identity FILE: an age identity file or an SSH private key) or its passphrase (KAR_ARCHIVE_PASSPHRASE)"
     )]
     MissingIdentity,
-    #[error("wrong key: none of the identities given opens this archive ({detail})")]
+    #[error(
+        "wrong key: none of the identities given opens this archive ({detail}; or the envelope's recipient lines were changed, which reads the same)"
+    )]
     WrongKey { detail: String },
     #[error("wrong passphrase: the archive's passphrase envelope does not open with it")]
     WrongPassphrase,

@@ -1,0 +1,421 @@
+//! Chain of custody, encryption at rest (spec §15): archives encrypted to keys made by the real
+//! `age-keygen` and `ssh-keygen` and to a passphrase, restored with each, checked without the key
+//! (`verify --stored`), and the four failures told apart: no identity, a wrong key, a changed
+//! ciphertext, a changed key envelope. What is on the stick in clear holds no record, name or
+//! secret.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::{self, consume_all};
+use crate::stream::{PER_PARTITION, assert_restored, orders};
+
+/// Runs `kar ARGS` with `env` set (and neither passphrase variable inherited).
+fn kar(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
+    c.args(args)
+        .env_remove("KAR_ARCHIVE_PASSPHRASE")
+        .env_remove("KAR_SIGNING_PASSPHRASE")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let json = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), json, text)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} (scripts/build-deps installs it): {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// An age identity made by age-keygen: (identity file, recipient).
+fn age_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    run("age-keygen", &["-o", s(&path)]);
+    let recipient = run("age-keygen", &["-y", s(&path)]).trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (path, recipient)
+}
+
+/// An unencrypted SSH key pair made by ssh-keygen: (private key, public key file).
+fn ssh_key(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+    let path = dir.join(format!("id_{kind}"));
+    let mut args = vec!["-q", "-t", kind, "-N", "", "-C", "kar-test", "-f", s(&path)];
+    if kind == "rsa" {
+        args.extend(["-b", "2048"]);
+    }
+    run("ssh-keygen", &args);
+    let public = dir.join(format!("id_{kind}.pub"));
+    (path, public)
+}
+
+fn restore_args<'a>(file: &'a str, topic: &str, to: &str, state: &'a str) -> Vec<String> {
+    [
+        "restore",
+        file,
+        "--bootstrap",
+        &common::bootstrap(),
+        "--map",
+        &format!("{topic}={to}"),
+        "--registry",
+        &common::target_registry(),
+        "--schema-ids",
+        "rewrite",
+        "--state",
+        state,
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The frame at `at` of `bytes`: its decoded header and where its stored bytes are.
+fn frame(
+    bytes: &[u8],
+    at: u64,
+    id: kar::format::ArchiveId,
+) -> (kar::format::frame::FrameHeader, usize) {
+    let h = kar::format::frame::FrameHeader::decode(&bytes[at as usize..], at, Some(id)).unwrap();
+    (h, at as usize + 96)
+}
+
+/// Changes one byte of the stored bytes of the frame at `at` and makes its stored hash and header
+/// check agree again: what an attacker who knows the format, but not the key, can do.
+fn tamper_sealed(bytes: &mut [u8], at: u64, id: kar::format::ArchiveId, byte: usize) {
+    let (mut h, start) = frame(bytes, at, id);
+    let end = start + h.stored_len as usize;
+    bytes[start + byte] ^= 0x01;
+    h.stored_hash = *blake3::hash(&bytes[start..end]).as_bytes();
+    if !h.encrypted {
+        // An unsealed frame stored as it is: its content ID is its stored hash.
+        h.content_id = h.stored_hash;
+    }
+    bytes[at as usize..start].copy_from_slice(&h.encode(Some(id)));
+}
+
+/// The drill on an encrypted, signed archive: encrypted to an age key (age-keygen), an SSH
+/// Ed25519 and an SSH RSA key (ssh-keygen) and a passphrase, signed with a minisign key; restored
+/// with each of the four, the signature required, records compared one by one, and decoded by
+/// Confluent's client on the target. Verified without the key as far as that goes (`--stored`);
+/// the envelope opens with the `age` tool itself; nothing in clear names a topic, holds a record,
+/// or a secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_passphrase() {
+    common::require_kafka();
+    let p = common::unique("sealed");
+    let (topic, _group, _) = orders(&p).await;
+    let source = consume_all(&topic, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (age_id, age_recipient) = age_key(dir.path(), "age.txt");
+    let (ed, ed_pub) = ssh_key(dir.path(), "ed25519");
+    let (rsa, rsa_pub) = ssh_key(dir.path(), "rsa");
+    let (sk, pk) = (dir.path().join("ops.key"), dir.path().join("ops.pub"));
+    run("minisign", &["-G", "-W", "-p", s(&pk), "-s", s(&sk)]);
+    let pw = format!("pw-{}", common::unique("archive"));
+    let file = dir.path().join("sealed.kar");
+    let args = [
+        "backup",
+        "--chunk-size",
+        "4096",
+        "--bootstrap",
+        &common::bootstrap(),
+        "--topics",
+        &topic,
+        "--registry",
+        &common::source_registry(),
+        "--subjects",
+        &format!("{p}-.*"),
+        "--groups",
+        &format!("{p}-.*"),
+        "--encrypt-to",
+        &age_recipient,
+        "--encrypt-to",
+        s(&ed_pub),
+        "--encrypt-to",
+        s(&rsa_pub),
+        "--encrypt-passphrase",
+        "--sign-with",
+        s(&sk),
+        "--out",
+        s(&file),
+        "--json",
+    ];
+    let (code, r, out) = kar(&args, &[("KAR_ARCHIVE_PASSPHRASE", &pw)]);
+    assert_eq!(code, Some(0), "{out}");
+    let mut printed = vec![out];
+    let bytes = std::fs::read(&file).unwrap();
+    let header = kar::format::file_header::FileHeader::decode(&bytes).unwrap();
+    assert_eq!((header.major, header.minor, header.flags), (4, 0, 1));
+    let id = header.archive_id.unwrap();
+
+    // Nothing in clear: no topic or subject name, no record value, no secret.
+    let secrets = [
+        topic.clone(),
+        format!("{p}-orders-value"),
+        format!("0-7-{}", "x".repeat(40)),
+        pw.clone(),
+        std::fs::read_to_string(&age_id)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string(),
+    ];
+    for needle in &secrets {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle:?} is in the archive in clear"
+        );
+    }
+
+    // The first frame is an age file: the age tool opens it with the age identity, to 32 bytes.
+    let (h, start) = frame(&bytes, 64, id);
+    assert_eq!(h.kind, kar::format::frame::FrameKind::Envelope);
+    let envelope = dir.path().join("envelope.age");
+    std::fs::write(&envelope, &bytes[start..start + h.stored_len as usize]).unwrap();
+    let o = Command::new("age")
+        .args(["-d", "-i", s(&age_id), s(&envelope)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout.len(), 32, "the file key");
+
+    // Without a key: the stored bytes and the signature check out, nothing else can.
+    let (code, v, out) = kar(
+        &[
+            "verify",
+            s(&file),
+            "--stored",
+            "--trusted-key",
+            s(&pk),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        (v["level"].as_str(), v["ok"].as_bool()),
+        (Some("stored"), Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["signatures"]["trusted_signature"], true, "{v}");
+    let (code, _, out) = kar(&["verify", s(&file)], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the archive is encrypted: give an identity"),
+        "{out}"
+    );
+    printed.push(out);
+
+    // Each identity, and the passphrase, restores every record, the signature required.
+    let ids: [(&str, Vec<&str>, Vec<(&str, &str)>); 4] = [
+        ("age", vec!["--identity", s(&age_id)], vec![]),
+        ("ed25519", vec!["--identity", s(&ed)], vec![]),
+        ("rsa", vec!["--identity", s(&rsa)], vec![]),
+        (
+            "passphrase",
+            vec![],
+            vec![("KAR_ARCHIVE_PASSPHRASE", pw.as_str())],
+        ),
+    ];
+    for (what, extra, env) in &ids {
+        let to = format!("{topic}-{what}");
+        // A state folder each: every restore is its own (another target topic).
+        let state = dir.path().join(format!("state-{what}"));
+        std::fs::create_dir(&state).unwrap();
+        let mut a = restore_args(s(&file), &topic, &to, s(&state));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a.extend(["--require-signature", "--trusted-key", s(&pk)].map(String::from));
+        let (code, r, out) = kar(&strs(&a), env);
+        assert_eq!(code, Some(0), "{what}: {out}");
+        assert_eq!(r["records_written"], 3 * PER_PARTITION, "{what}");
+        let target_id = r["id_map"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_u64()
+            .unwrap();
+        assert_restored(&source, &consume_all(&to, 3), target_id as u32);
+        printed.push(out);
+        if *what == "age" {
+            let decoded = common::decode_with_confluent(&to, &common::target_registry());
+            assert_eq!(decoded.len() as i64, 3 * PER_PARTITION);
+            assert_eq!(decoded[7], json!({"id": format!("0-7-{}", "x".repeat(40))}));
+        }
+    }
+    // The same archive through a pipe: verified and read as it streams, with the RSA key.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | {} verify - --identity '{}' --json",
+            s(&file),
+            env!("CARGO_BIN_EXE_kar"),
+            s(&rsa)
+        ))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert!(
+        o.status.success(),
+        "{v}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(v["records"], 3 * PER_PARTITION);
+    assert_eq!(v["root_hash"], r["root_hash"]);
+
+    for out in &printed {
+        for needle in [&pw, &secrets[4]] {
+            assert!(
+                !out.contains(needle.as_str()),
+                "a secret in kar's output: {out}"
+            );
+        }
+    }
+}
+
+/// The four failures, each named as itself, none a panic: no identity, a wrong key (an age key
+/// and an SSH key that are not recipients, a wrong passphrase), a sealed frame changed with its
+/// hashes made to agree (only the tag finds it), and a changed key envelope.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_identity_a_wrong_key_a_changed_ciphertext_and_a_changed_envelope_differ() {
+    common::require_kafka();
+    let topic = common::unique("sealedfail");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 500, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (age_id, recipient) = age_key(dir.path(), "age.txt");
+    let (other, _) = age_key(dir.path(), "other.txt");
+    let (other_ssh, _) = ssh_key(dir.path(), "ed25519");
+    let file = dir.path().join("a.kar");
+    let (code, _, out) = kar(
+        &[
+            "backup",
+            "--bootstrap",
+            &common::bootstrap(),
+            "--topics",
+            &topic,
+            "--chunk-size",
+            "8192",
+            "--encrypt-to",
+            &recipient,
+            "--encrypt-passphrase",
+            "--out",
+            s(&file),
+        ],
+        &[("KAR_ARCHIVE_PASSPHRASE", "right one")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let verify = |f: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let mut a = vec!["verify", s(f)];
+        a.extend(extra);
+        a.push("--json");
+        let (code, v, out) = kar(&a, env);
+        assert!(!out.contains("panicked"), "{out}");
+        (code, v, out)
+    };
+    let (code, v, out) = verify(&file, &["--identity", s(&age_id)], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["level"], "full");
+
+    let (code, _, out) = verify(&file, &[], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("the archive is encrypted: give an identity"),
+        "{out}"
+    );
+    for wrong in [&other, &other_ssh] {
+        let (code, _, out) = verify(&file, &["--identity", s(wrong)], &[]);
+        assert_eq!(code, Some(1));
+        assert!(
+            out.contains("wrong key: none of the identities given opens this archive"),
+            "{out}"
+        );
+    }
+    let (code, _, out) = verify(&file, &[], &[("KAR_ARCHIVE_PASSPHRASE", "wrong one")]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("wrong passphrase"), "{out}");
+
+    // A sealed record chunk changed, its stored hash and header check recomputed.
+    let bytes = std::fs::read(&file).unwrap();
+    let id = kar::format::file_header::FileHeader::decode(&bytes)
+        .unwrap()
+        .archive_id
+        .unwrap();
+    let a = kar::archive::Archive::open_with(&file, Some(&unlock(&age_id))).unwrap();
+    let chunk = a.index_content().unwrap().chunks[1].frame_offset;
+    let changed = dir.path().join("changed.kar");
+    let mut b = bytes.clone();
+    tamper_sealed(&mut b, chunk, id, 40);
+    std::fs::write(&changed, &b).unwrap();
+    let (code, v, out) = verify(&changed, &["--stored"], &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the hashes agree, as the attacker made them: {out}"
+    );
+    let (code, v2, out) = verify(&changed, &["--identity", s(&age_id)], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let p = &v2["problems"][0];
+    assert_eq!(p["offset"], chunk + 96, "{v2}");
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not authenticate"),
+        "{v2}"
+    );
+    let _ = v;
+
+    // The key envelope changed (its hashes made to agree): in its header's MAC, or in its
+    // payload (the wrapped file key). age refuses it, named as such. (A changed recipient line
+    // reads as a stanza for another key: a wrong key, which the message allows for.)
+    let (h, start) = frame(&bytes, 64, id);
+    let envelope = &bytes[start..start + h.stored_len as usize];
+    let mac = envelope.windows(4).position(|w| w == b"--- ").unwrap() + 6;
+    for (what, byte) in [("MAC", mac), ("payload", envelope.len() - 3)] {
+        let mut b = bytes.clone();
+        tamper_sealed(&mut b, 64, id, byte);
+        let env_changed = dir.path().join(format!("envelope-{what}.kar"));
+        std::fs::write(&env_changed, &b).unwrap();
+        let (code, _, out) = verify(&env_changed, &["--identity", s(&age_id)], &[]);
+        assert_eq!(code, Some(1));
+        assert!(
+            out.contains("key envelope at offset 64 has been changed or damaged"),
+            "{what}: {out}"
+        );
+    }
+}
+
+fn unlock(identity: &Path) -> kar::archive::crypt::Unlock {
+    let mut u = kar::archive::crypt::Unlock::default();
+    u.add_identity_file(identity).unwrap();
+    u
+}
