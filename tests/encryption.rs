@@ -91,6 +91,9 @@ fn restore_args<'a>(file: &'a str, topic: &str, to: &str, state: &'a str) -> Vec
     .to_vec()
 }
 
+/// How a restore opens the archive: a name, its flags, its environment.
+type Opener<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -234,7 +237,7 @@ async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_pass
     printed.push(out);
 
     // Each identity, and the passphrase, restores every record, the signature required.
-    let ids: [(&str, Vec<&str>, Vec<(&str, &str)>); 4] = [
+    let ids: [Opener; 4] = [
         ("age", vec!["--identity", s(&age_id)], vec![]),
         ("ed25519", vec!["--identity", s(&ed)], vec![]),
         ("rsa", vec!["--identity", s(&rsa)], vec![]),
