@@ -104,7 +104,32 @@ fn resolve_blobs(v: &serde_json::Value, input: &Input) -> serde_json::Value {
     }
 }
 
-fn write_vector(input: &Input) -> Vec<u8> {
+/// The fixed file key of the encrypted vectors (§15), and its envelope: an age file made once by
+/// the age tool for `encryption/identity.txt` (a test key, public here on purpose).
+const FILE_KEY: &[u8; 32] = b"kar test vectors: the file key K";
+const NONCE_PREFIX: &[u8; 16] = b"kar test nonces!";
+
+fn sealing() -> std::sync::Arc<kar::archive::crypt::Sealing> {
+    use kar::format::crypt::{FileKey, FrameKeys};
+    let envelope = std::fs::read(vectors_dir().join("encryption/envelope.age")).unwrap();
+    std::sync::Arc::new(kar::archive::crypt::Sealing {
+        keys: std::sync::Arc::new(FrameKeys::derive(&FileKey(*FILE_KEY))),
+        nonce_prefix: *NONCE_PREFIX,
+        envelopes: vec![envelope],
+    })
+}
+
+fn unlock() -> kar::archive::crypt::Unlock {
+    let mut u = kar::archive::crypt::Unlock::default();
+    u.add_identity_file(&vectors_dir().join("encryption/identity.txt"))
+        .unwrap();
+    u
+}
+
+fn write_vector(
+    input: &Input,
+    sealing: Option<std::sync::Arc<kar::archive::crypt::Sealing>>,
+) -> Vec<u8> {
     let opts = WriterOptions {
         chunk_target_bytes: input.chunk_target_bytes,
         zstd_level: 3,
@@ -112,7 +137,7 @@ fn write_vector(input: &Input) -> Vec<u8> {
         writer: "kar test vectors".into(),
         archive_id: Some(kar::format::ArchiveId(*b"kar test vectors")),
         signer: None,
-        sealing: None,
+        sealing,
     };
     let mut w = ArchiveWriter::new(Vec::new(), "vector", opts).unwrap();
     let blob_ids: Vec<_> = input
@@ -173,7 +198,7 @@ fn write_vector(input: &Input) -> Vec<u8> {
                 let (_, last) = e.offsets();
                 let (h, raw) = e.finish(from..last + 1).unwrap();
                 from = last + 1;
-                w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
+                write_plain_chunk(&mut w, h, raw);
             }
             let e = enc.get_or_insert_with(|| ChunkEncoder::new(&p.topic, p.partition).unwrap());
             e.push(
@@ -189,11 +214,24 @@ fn write_vector(input: &Input) -> Vec<u8> {
         if let Some(e) = enc.take() {
             let (_, last) = e.offsets();
             let (h, raw) = e.finish(from..p.end_offset.max(last + 1)).unwrap();
-            w.write_chunk(SealedChunk::uncompressed(h, raw)).unwrap();
+            write_plain_chunk(&mut w, h, raw);
         }
         w.finish_partition(&p.topic, p.partition).unwrap();
     }
     w.finish(ArchiveStatus::Complete, vec![]).unwrap().0
+}
+
+/// A chunk stored as it is (compression 0), sealed when the archive is encrypted.
+fn write_plain_chunk(
+    w: &mut ArchiveWriter<Vec<u8>>,
+    h: kar::format::chunk::ChunkHeader,
+    raw: Vec<u8>,
+) {
+    let c = match w.sealer() {
+        Some(s) => SealedChunk::uncompressed(h, raw.clone()).sealed(&raw, s),
+        None => SealedChunk::uncompressed(h, raw),
+    };
+    w.write_chunk(c).unwrap();
 }
 
 fn expected_of(a: &Archive) -> Expected {
@@ -319,7 +357,7 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
         let input: Input =
             serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
         assert!(!input.description.is_empty());
-        let fresh = write_vector(&input);
+        let fresh = write_vector(&input, None);
         let fresh_archive =
             Archive::from_source(kar::archive::Source::Owned(fresh.clone()), &name).unwrap();
         if regenerate {
@@ -376,7 +414,96 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
             "{name}: chunk IDs"
         );
         check_contents(&old, &input, &name);
+
+        check_encrypted(&dir, &name, &input, &expected, regenerate);
     }
+}
+
+/// The same input encrypted (4.0) with the fixed file key, nonce prefix and envelope: the
+/// committed file opens with the vector identity, verifies, decodes to the input, has the keyed
+/// IDs of `expected-4.0.json` (none equal to the plain ones), which the writer reproduces; and
+/// its manifest frame opens by §15 alone (BLAKE3 and XChaCha20-Poly1305, not kar's code).
+fn check_encrypted(dir: &Path, name: &str, input: &Input, plain: &Expected, regenerate: bool) {
+    let fresh = write_vector(input, Some(sealing()));
+    let u = unlock();
+    let fresh_archive = Archive::from_shared_with(
+        std::sync::Arc::new(kar::archive::Source::Owned(fresh.clone())),
+        name,
+        Some(&u),
+    )
+    .unwrap();
+    if regenerate {
+        std::fs::write(dir.join("archive-4.0.kar"), &fresh).unwrap();
+        let e = expected_of(&fresh_archive);
+        std::fs::write(
+            dir.join("expected-4.0.json"),
+            serde_json::to_string_pretty(&e).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let expected: Expected =
+        serde_json::from_slice(&std::fs::read(dir.join("expected-4.0.json")).unwrap()).unwrap();
+    assert_eq!(expected_of(&fresh_archive), expected, "{name} 4.0: writer");
+    let path = dir.join("archive-4.0.kar");
+    let report = kar::archive::verify::verify_shared_with(
+        std::sync::Arc::new(kar::archive::Source::map(&path).unwrap()),
+        &path,
+        VerifyLevel::Full,
+        Some(&u),
+        &|_| {},
+    );
+    assert!(report.ok, "{name} 4.0: {:?}", report.problems);
+    assert_eq!(report.format_version.as_deref(), Some("4.0"));
+    let committed = Archive::open_with(&path, Some(&u)).unwrap();
+    assert_eq!(expected_of(&committed), expected, "{name} 4.0: committed");
+    check_contents(&committed, input, name);
+    assert_ne!(expected.root_hash, plain.root_hash);
+    for (a, b) in expected.chunk_ids.iter().zip(&plain.chunk_ids) {
+        assert_eq!((&a.0, a.1, a.2), (&b.0, b.1, b.2));
+        assert_ne!(a.3, b.3, "{name}: a keyed chunk ID equals the plain one");
+    }
+    manifest_by_the_spec(&std::fs::read(&path).unwrap(), &expected, name);
+}
+
+/// Opens the manifest frame of an encrypted vector as §15 says, with BLAKE3 and
+/// XChaCha20-Poly1305 directly: the spec, not kar's code, is what is checked.
+fn manifest_by_the_spec(bytes: &[u8], expected: &Expected, name: &str) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let footer = bytes.len() - 80;
+    let at = u64_at(footer + 8) as usize;
+    let id = &bytes[32..48];
+    let (kind, compression, encryption) = (bytes[at + 4], bytes[at + 5], bytes[at + 6]);
+    assert_eq!((kind, compression, encryption), (0x11, 1, 1), "{name}");
+    let (stored_len, raw_len) = (u64_at(at + 8) as usize, u64_at(at + 16));
+    let content_id = &bytes[at + 24..at + 56];
+    let stored = &bytes[at + 96..at + 96 + stored_len];
+    let frame_key = blake3::derive_key("kar 4 frame encryption key", FILE_KEY);
+    let id_key = blake3::derive_key("kar 4 content ID key", FILE_KEY);
+    let mut aad = b"kar 4 frame".to_vec();
+    aad.extend_from_slice(id);
+    aad.extend_from_slice(&[kind, compression]);
+    aad.extend_from_slice(&raw_len.to_le_bytes());
+    aad.extend_from_slice(content_id);
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new((&frame_key).into());
+    let plain = cipher
+        .decrypt(
+            chacha20poly1305::XNonce::from_slice(&stored[..24]),
+            Payload {
+                msg: &stored[24..],
+                aad: &aad,
+            },
+        )
+        .expect("the manifest frame opens by the spec");
+    assert_eq!(&stored[..16], NONCE_PREFIX, "{name}: the nonce's prefix");
+    let raw = zstd::bulk::decompress(&plain, raw_len as usize).unwrap();
+    assert_eq!(blake3::keyed_hash(&id_key, &raw).as_bytes(), content_id);
+    assert_eq!(hex(content_id.try_into().unwrap()), expected.manifest_id);
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        (m["format_major"].as_u64(), m["format_minor"].as_u64()),
+        (Some(4), Some(0))
+    );
 }
 
 /// The `schemas` vector's registry document reads into kar's typed snapshot: the 2.1 members

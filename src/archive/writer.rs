@@ -11,7 +11,7 @@ use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
 use crate::format::crypt::Sealer;
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
 use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
-use crate::format::{ArchiveId, Hash, VERSION_MAJOR, file_header::FileHeader, footer::Footer, hex};
+use crate::format::{ArchiveId, Hash, file_header::FileHeader, footer::Footer, hex};
 
 use super::error::ArchiveError;
 use super::index::{ChunkEntry, IndexContent};
@@ -742,7 +742,7 @@ impl<W: Write> ArchiveWriter<W> {
             .map(|p| p.records)
             .sum();
         let manifest = Manifest {
-            format_major: VERSION_MAJOR,
+            format_major: self.header.major,
             format_minor: self.header.minor,
             created_at_ms: self.opts.created_at_ms,
             writer: self.opts.writer.clone(),
