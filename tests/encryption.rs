@@ -12,24 +12,8 @@ use serde_json::{Value, json};
 use crate::common::{self, consume_all};
 use crate::stream::{PER_PARTITION, assert_restored, orders};
 
-/// Runs `kar ARGS` with `env` set (and neither passphrase variable inherited).
 fn kar(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kar"));
-    c.args(args)
-        .env_remove("KAR_ARCHIVE_PASSPHRASE")
-        .env_remove("KAR_SIGNING_PASSPHRASE")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    let json = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.code(), json, text)
+    common::kar_cli(args, env)
 }
 
 fn s(p: &Path) -> &str {
@@ -228,6 +212,29 @@ async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_pass
         "{v}"
     );
     assert_eq!(v["signatures"]["trusted_signature"], true, "{v}");
+    // That was the detached signature (over the bytes). The signature frame states the keyed
+    // root, which nobody without the key can check against the content: alone, it does not make
+    // the archive trusted.
+    let aside = dir.path().join("aside.minisig");
+    std::fs::rename(dir.path().join("sealed.kar.minisig"), &aside).unwrap();
+    let stored_args = [
+        "verify",
+        s(&file),
+        "--stored",
+        "--trusted-key",
+        s(&pk),
+        "--json",
+    ];
+    let (code, v, out) = kar(&stored_args, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["problems"], json!([]), "{v}");
+    let frame_sig = &v["signatures"]["signatures"][0];
+    assert_eq!(
+        (&frame_sig["status"], &frame_sig["binds_content"]),
+        (&json!("trusted"), &json!(false)),
+        "{v}"
+    );
+    std::fs::rename(&aside, dir.path().join("sealed.kar.minisig")).unwrap();
     let (code, _, out) = kar(&["verify", s(&file)], &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -421,4 +428,73 @@ fn unlock(identity: &Path) -> kar::archive::crypt::Unlock {
     let mut u = kar::archive::crypt::Unlock::default();
     u.add_identity_file(identity).unwrap();
     u
+}
+
+/// The committed encrypted vector and its identity (format-spec/vectors).
+fn vector() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors");
+    (
+        dir.join("edge-cases/archive-4.0.kar"),
+        dir.join("encryption/identity.txt"),
+    )
+}
+
+/// A record chunk put in clear into an encrypted archive, with every hash and check of its own
+/// right (its content ID the plain one, as a frame of a plain archive has): someone without the
+/// key can write that. A stream reader, which hands each checked chunk on before the index and
+/// root at the end, refuses it at its offset, so no record of it is written.
+#[test]
+fn a_chunk_in_clear_in_an_encrypted_archive_is_refused_where_it_is() {
+    use kar::format::frame::{Compression, FrameHeader, FrameKind};
+    let (path, identity) = vector();
+    let u = unlock(&identity);
+    let a = kar::archive::Archive::open_with(&path, Some(&u)).unwrap();
+    let c = a.index_content().unwrap().chunks[0].clone();
+    let mut dec = a.decoder().unwrap();
+    let mut raw = Vec::new();
+    a.read_chunk(&c, &mut dec, &mut raw).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let id = a.id().unwrap();
+    let (h, start) = frame(&bytes, c.frame_offset, id);
+    let stored = zstd::bulk::compress(&raw, 3).unwrap();
+    let plain = FrameHeader::for_content(FrameKind::RecordChunk, Compression::Zstd, &raw, &stored);
+    let mut forged = bytes[..c.frame_offset as usize].to_vec();
+    forged.extend_from_slice(&plain.encode(Some(id)));
+    forged.extend_from_slice(&stored);
+    forged.extend_from_slice(&bytes[start + h.stored_len as usize..]);
+    let r = kar::archive::stream::verify_stream_unlocked(
+        &forged[..],
+        "forged",
+        None,
+        &|_| {},
+        Some(&u),
+    );
+    assert!(!r.ok);
+    let first = &r.problems[0];
+    assert_eq!(first.offset, c.frame_offset, "{:?}", r.problems);
+    assert!(
+        first.message.contains("in clear in an encrypted archive"),
+        "{first}"
+    );
+}
+
+/// An encrypted archive whose file header is damaged is still taken for encrypted (its version
+/// and flags as they read): repair, which takes no key, refuses it and writes nothing, instead
+/// of dropping every sealed frame into an empty "repaired" plain archive.
+#[test]
+fn a_damaged_header_does_not_hide_that_an_archive_is_encrypted() {
+    let (path, _) = vector();
+    let dir = tempfile::tempdir().unwrap();
+    let damaged = dir.path().join("damaged.kar");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0xff; // a reserved byte: the header's checks fail
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = dir.path().join("repaired.kar");
+    let (code, _, text) = kar(&["repair", s(&damaged), "--out", s(&out)], &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("repair of an encrypted archive is not supported yet"),
+        "{text}"
+    );
+    assert!(!out.exists());
 }

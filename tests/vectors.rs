@@ -114,7 +114,7 @@ fn sealing() -> std::sync::Arc<kar::archive::crypt::Sealing> {
     let envelope = std::fs::read(vectors_dir().join("encryption/envelope.age")).unwrap();
     std::sync::Arc::new(kar::archive::crypt::Sealing {
         keys: std::sync::Arc::new(FrameKeys::derive(&FileKey(*FILE_KEY))),
-        nonce_prefix: *NONCE_PREFIX,
+        nonce_prefix: Some(*NONCE_PREFIX),
         envelopes: vec![envelope],
     })
 }

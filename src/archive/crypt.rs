@@ -50,8 +50,10 @@ pub enum CryptError {
 /// How a backup encrypts: the file key's derived keys and the envelopes that carry it.
 pub struct Sealing {
     pub keys: Arc<FrameKeys>,
-    /// The random first 16 bytes of every nonce this archive's frames are sealed with.
-    pub nonce_prefix: [u8; 16],
+    /// The first 16 bytes of every nonce: `None` (what a backup gives), a fresh random prefix
+    /// drawn by each writer, so that no two writers seal under one key with one nonce; fixed
+    /// only by the test vectors, whose bytes must not change.
+    pub nonce_prefix: Option<[u8; 16]>,
     /// Each a whole age file whose plaintext is the file key: one for the recipients, one for
     /// the passphrase (age does not mix the two in one file).
     pub envelopes: Vec<Vec<u8>>,
@@ -71,17 +73,25 @@ pub fn parse_recipients(arg: &str) -> Result<Vec<Recipient>, CryptError> {
     if let Some(r) = parse_one(arg.trim()) {
         return Ok(vec![r]);
     }
+    // A secret key given by mistake is not echoed.
+    let named = if arg.contains("SECRET-KEY") || arg.contains("PRIVATE KEY") {
+        "the value given (a secret key? give the public one)".to_string()
+    } else {
+        format!("{arg:?}")
+    };
+    let arg_shown = named;
     let path = Path::new(arg);
-    let text = std::fs::read_to_string(path).map_err(|_| CryptError::NotARecipient(arg.into()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|_| CryptError::NotARecipient(arg_shown.clone()))?;
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(parse_one(line).ok_or_else(|| CryptError::NotARecipient(arg.into()))?);
+        out.push(parse_one(line).ok_or_else(|| CryptError::NotARecipient(arg_shown.clone()))?);
     }
     if out.is_empty() {
-        return Err(CryptError::NotARecipient(arg.into()));
+        return Err(CryptError::NotARecipient(arg_shown));
     }
     Ok(out)
 }
@@ -118,11 +128,9 @@ pub fn seal_new(
             "no recipient and no passphrase".into(),
         ));
     }
-    let mut nonce_prefix = [0u8; 16];
-    getrandom::fill(&mut nonce_prefix).map_err(|e| CryptError::Envelope(e.to_string()))?;
     Ok(Sealing {
         keys: Arc::new(FrameKeys::derive(&key)),
-        nonce_prefix,
+        nonce_prefix: None,
         envelopes,
     })
 }

@@ -96,13 +96,18 @@ pub fn dump(bytes: &[u8]) -> String {
         };
         let _ = writeln!(
             w,
-            "\n@{pos} frame header: kind {} (0x{:02x}), compression {}, stored {} bytes, raw {} bytes\n    content id  {}\n    stored hash {}",
+            "\n@{pos} frame header: kind {} (0x{:02x}), compression {}{}, stored {} bytes, raw {} bytes\n    content id  {}\n    stored hash {}",
             h.kind.name(),
             h.kind.code(),
             if h.compression == Compression::Zstd {
                 "zstd"
             } else {
                 "none"
+            },
+            if h.encrypted {
+                ", sealed (XChaCha20-Poly1305)"
+            } else {
+                ""
             },
             h.stored_len,
             h.raw_len,

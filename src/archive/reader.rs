@@ -80,7 +80,14 @@ pub(crate) fn envelopes<'a>(
         if h.kind != FrameKind::Envelope {
             break;
         }
-        if !frame::check_stored(&h, stored) || h.encrypted {
+        if h.encrypted || h.compression != Compression::None {
+            return Err(FormatError::Corrupt {
+                structure: "key envelope",
+                offset: at,
+                detail: "a key envelope is stored as it is: neither sealed nor compressed".into(),
+            });
+        }
+        if !frame::check_stored(&h, stored) {
             return Err(FormatError::Corrupt {
                 structure: "key envelope",
                 offset: at,

@@ -428,6 +428,9 @@ pub struct SignatureCheck {
     pub signed_at: Option<String>,
     pub status: SignatureStatus,
     pub detail: String,
+    /// Whether it binds what was checked: a detached signature binds the bytes; a frame binds
+    /// the root it states, which only a check of the content proves (not `verify --stored`).
+    pub binds_content: bool,
 }
 
 /// Every signature of an archive, and the verdict.
@@ -469,6 +472,44 @@ fn key_for<'a>(trust: &'a TrustOptions, keynum: &[u8]) -> Option<&'a TrustedKey>
     trust.trusted.iter().find(|k| k.pk.keynum() == keynum)
 }
 
+/// Parses a `.minisig` text whose two signatures have their lengths (64 bytes of Ed25519 and the
+/// 10 bytes before it; 64 for the global one): minisign 0.10 slices the global signature without
+/// checking its length, so a short one, which anyone can write into a frame, would panic.
+fn parse_minisig(text: &str) -> Result<minisign::SignatureBox, String> {
+    use base64::Engine;
+    let b64 = |line: Option<&str>| {
+        line.and_then(|l| {
+            base64::engine::general_purpose::STANDARD
+                .decode(l.trim())
+                .ok()
+        })
+        .map(|b| b.len())
+    };
+    let mut lines = text.lines();
+    let (sig, global) = (b64(lines.nth(1)), b64(lines.nth(1)));
+    if sig != Some(74) || global != Some(64) {
+        return Err(
+            "its signature lines are not a signature and a global signature of the right lengths"
+                .into(),
+        );
+    }
+    minisign::SignatureBox::from_string(text).map_err(|e| e.to_string())
+}
+
+/// minisign's verify, a panic inside it (malformed input it did not check) made an error.
+fn verify_guarded(
+    pk: &minisign::PublicKey,
+    sig: &minisign::SignatureBox,
+    data: impl std::io::Read + std::io::Seek,
+) -> Result<(), String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        minisign::verify(pk, sig, data, true, false, false)
+    })) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the signature is malformed".into()),
+    }
+}
+
 /// Checks one signature document (a signature frame's content) against the archive it is in.
 pub fn check_embedded(
     raw: &[u8],
@@ -483,6 +524,7 @@ pub fn check_embedded(
         signed_at: None,
         status: SignatureStatus::Invalid,
         detail: String::new(),
+        binds_content: true,
     };
     let (doc, st) = match SignatureDocument::decode(raw, offset) {
         Ok(v) => v,
@@ -505,7 +547,7 @@ pub fn check_embedded(
         );
         return c;
     }
-    let sig = match minisign::SignatureBox::from_string(&doc.minisig) {
+    let sig = match parse_minisig(&doc.minisig) {
         Ok(s) => s,
         Err(e) => {
             c.detail = format!("not a minisign signature: {e}");
@@ -527,7 +569,7 @@ pub fn check_embedded(
         },
     };
     let data = Cursor::new(doc.statement.as_bytes());
-    match minisign::verify(&pk, &sig, data, true, false, false) {
+    match verify_guarded(&pk, &sig, data) {
         Err(e) => {
             c.detail = format!("the signature does not verify: {e}");
         }
@@ -554,7 +596,7 @@ pub fn check_detached(
 ) -> Result<SignatureCheck, String> {
     let text =
         std::fs::read_to_string(sig_path).map_err(|e| format!("{}: {e}", sig_path.display()))?;
-    let sig = minisign::SignatureBox::from_string(&text)
+    let sig = parse_minisig(&text)
         .map_err(|e| format!("{}: not a minisign signature: {e}", sig_path.display()))?;
     let key_id = keynum(sig.keynum());
     let signed_at = sig.trusted_comment().ok().and_then(|t| {
@@ -573,6 +615,7 @@ pub fn check_detached(
         signed_at,
         status: SignatureStatus::Unchecked,
         detail: String::new(),
+        binds_content: true,
     };
     let trusted = key_for(trust, &key_id);
     let pk = match trusted {
@@ -585,7 +628,7 @@ pub fn check_detached(
             }
         },
     };
-    match minisign::verify(&pk, &sig, Cursor::new(bytes), true, false, false) {
+    match verify_guarded(&pk, &sig, Cursor::new(bytes)) {
         Err(e) => {
             c.status = SignatureStatus::Invalid;
             c.detail = format!("does not verify over the archive's bytes: {e}");
@@ -694,19 +737,34 @@ fn embedded_frames(bytes: &[u8], problems: &mut Vec<String>) -> Option<StreamSig
 /// Every signature of an archive file (its frames, the `.minisig` files beside it, the ones
 /// named) checked against the trusted keys.
 pub fn check_archive(a: &Archive, trust: &TrustOptions) -> SignatureReport {
-    check_bytes(a.bytes(), a.path(), trust)
+    check_bytes(a.bytes(), a.path(), trust, true)
 }
 
 /// [`check_archive`] of an archive's bytes, `path` naming it (and where its `.minisig` files
 /// are): it needs no key, so an encrypted archive's signatures are checked on a courier's
 /// machine too.
-pub fn check_bytes(bytes: &[u8], path: &Path, trust: &TrustOptions) -> SignatureReport {
+///
+/// `root_checked` says whether the caller checks the footer's root against the content (every
+/// verify but `--stored`): a signature frame states that root, so without the check it proves
+/// nothing about the content, and it does not meet a required signature.
+pub fn check_bytes(
+    bytes: &[u8],
+    path: &Path,
+    trust: &TrustOptions,
+    root_checked: bool,
+) -> SignatureReport {
     let mut problems = Vec::new();
     let mut signatures = Vec::new();
     let mut embedded_keys = Vec::new();
     if let Some((expect, frames)) = embedded_frames(bytes, &mut problems) {
         for (off, raw) in frames {
-            let c = check_embedded(&raw, off, &expect, trust);
+            let mut c = check_embedded(&raw, off, &expect, trust);
+            if !root_checked {
+                c.binds_content = false;
+                c.detail.push_str(
+                    "; the root it states was not checked against the content (no key): it does not vouch for it",
+                );
+            }
             if let Ok((doc, _)) = SignatureDocument::decode(&raw, off)
                 && matches!(
                     c.status,
@@ -742,7 +800,7 @@ pub fn verdict(
 ) -> SignatureReport {
     let trusted_signature = signatures
         .iter()
-        .any(|s| s.status == SignatureStatus::Trusted);
+        .any(|s| s.status == SignatureStatus::Trusted && s.binds_content);
     SignatureReport {
         trusted_keys: trust.trusted.iter().map(|k| k.key_id_hex()).collect(),
         required: trust.require,
@@ -840,7 +898,9 @@ pub fn countersign(
     if path.exists() {
         return Err(sign_err(SignError::Exists { path }));
     }
-    let comment = detached_comment(first, header.archive_id, Some(&root), "countersignature");
+    // An encrypted archive's root is not checked here (no key): the comment does not state it.
+    let checked_root = (!header.is_encrypted()).then_some(&root);
+    let comment = detached_comment(first, header.archive_id, checked_root, "countersignature");
     let text = key
         .sign_reader(Cursor::new(&source[..]), &comment)
         .map_err(sign_err)?;

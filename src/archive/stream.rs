@@ -61,6 +61,8 @@ struct Seen {
     envelopes: Vec<(u64, Vec<u8>)>,
     /// An encrypted archive's keys, once opened.
     keys: Option<std::sync::Arc<crate::format::crypt::FrameKeys>>,
+    /// The envelopes were tried (once: a wrong passphrase costs a second of scrypt a try).
+    keys_tried: bool,
     /// The sink asked to stop reading.
     stopped: bool,
 }
@@ -232,7 +234,8 @@ fn read_through<R: Read>(
             return None;
         }
         seen.scan.frames += 1;
-        if header.is_encrypted() && seen.keys.is_none() && fh.kind != FrameKind::Envelope {
+        if header.is_encrypted() && !seen.keys_tried && fh.kind != FrameKind::Envelope {
+            seen.keys_tried = true;
             // Past the envelopes: the keys, or (none that fits) the stored checks only.
             dec = open_stream_keys(at, id, seen, unlock, cx);
         }

@@ -108,6 +108,10 @@ impl VerifyReport {
     }
 }
 
+/// The structure a problem names when an encrypted archive could not be opened: a key problem,
+/// not damage.
+pub const KEY: &str = "key";
+
 /// Problems are capped so a badly damaged file gives a readable report.
 const MAX_PROBLEMS: usize = 200;
 
@@ -330,9 +334,11 @@ fn verify_unlocked(
                 (level == VerifyLevel::Full).then_some(root_key.as_ref()),
                 &mut cx,
             ),
-            // The stored level: the footer against the frames found, no index or manifest.
-            (None, Some(f)) if level == VerifyLevel::Stored => {
-                check_scan(f, &scan, None, data_end, None, &mut cx)
+            // The stored level, or an encrypted archive not opened: the footer against the
+            // frames found, no index or manifest.
+            (None, Some(f)) if level == VerifyLevel::Stored || header.is_encrypted() => {
+                check_scan(f, &scan, None, data_end, None, &mut cx);
+                check_tail_frames(f, &scan, data_end, &mut cx);
             }
             _ => {}
         }
@@ -340,6 +346,22 @@ fn verify_unlocked(
 
     cx.finish(&mut report);
     report
+}
+
+/// The tail as §7 has it, from the frames a scan found (what the reader checks on open, for a
+/// verify that does not open the archive): the index frame follows the manifest frame and ends
+/// where the footer starts.
+fn check_tail_frames(f: &Footer, scan: &Scan, data_end: u64, cx: &mut Ctx) {
+    let end = |off: u64| scan.good.get(&off).map(|h| off + h.frame_len());
+    if let (Some(m), Some(i)) = (end(f.manifest_offset), end(f.index_offset))
+        && (m != f.index_offset || i != data_end)
+    {
+        cx.add(
+            data_end,
+            "footer",
+            format!("the manifest frame ends at {m} and the index frame at {i}, but the index frame must follow the manifest frame and end where the footer starts ({data_end}): not one archive"),
+        );
+    }
 }
 
 /// Opens the archive for the quick checks, turning a failure into a problem.
@@ -361,6 +383,8 @@ fn open_for_verify(
                 ArchiveError::Index { offset, detail, .. } => {
                     cx.add(*offset, "index", detail.clone())
                 }
+                // Not damage: the archive is encrypted and not opened (no key, a wrong one).
+                ArchiveError::Crypt { source, .. } => cx.add(0, KEY, source.to_string()),
                 other => cx.add(0, "archive", other.to_string()),
             }
             None

@@ -354,7 +354,17 @@ impl<W: Write> ArchiveWriter<W> {
         header.minor = 0;
         header.flags |= crate::format::file_header::FLAG_ENCRYPTED;
         let mut w = Self::with_header(out, path, opts, header)?;
-        w.sealer = Some(Sealer::new(sealing.keys.clone(), id, sealing.nonce_prefix));
+        let prefix = match sealing.nonce_prefix {
+            Some(p) => p,
+            None => {
+                let mut p = [0u8; 16];
+                getrandom::fill(&mut p).map_err(|e| {
+                    ArchiveError::io("draw a nonce prefix for", &w.path)(std::io::Error::other(e))
+                })?;
+                p
+            }
+        };
+        w.sealer = Some(Sealer::new(sealing.keys.clone(), id, prefix));
         for e in &sealing.envelopes {
             let h = FrameHeader::for_content(FrameKind::Envelope, Compression::None, e, e);
             let at = w.write_frame(&h, e)?;

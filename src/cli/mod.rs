@@ -304,8 +304,8 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         })?
     } else {
         anyhow::ensure!(
-            !a.quick && !a.fast,
-            "a stream is verified fully in one pass: --quick and --fast need a file"
+            !a.quick && !a.fast && !a.stored,
+            "a stream is verified fully in one pass: --quick, --fast and --stored need a file (`kar verify - --tee FILE` keeps one)"
         );
         verify_stream_arg(file, a.tee.as_deref(), &unlock)?
     };
@@ -317,7 +317,8 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|t| crate::archive::signing::check_stream(&report, t))
     } else {
         let t = trust.clone().unwrap_or_default();
-        signatures_of(&a.files, &t).filter(|r| trust.is_some() || !r.signatures.is_empty())
+        signatures_of(&a.files, &t, level != VerifyLevel::Stored)
+            .filter(|r| trust.is_some() || !r.signatures.is_empty())
     };
     match signatures {
         Some(s) => {
@@ -347,10 +348,14 @@ use crate::archive::source::is_stream;
 fn signatures_of(
     files: &[PathBuf],
     trust: &crate::archive::signing::TrustOptions,
+    root_checked: bool,
 ) -> Option<crate::archive::signing::SignatureReport> {
     let source = crate::archive::source::map_list(files).ok()?;
     Some(crate::archive::signing::check_bytes(
-        &source, &files[0], trust,
+        &source,
+        &files[0],
+        trust,
+        root_checked,
     ))
 }
 
@@ -423,6 +428,19 @@ fn print_verify(r: &VerifyReport) {
     }
     if r.problems.is_empty() && r.gaps.is_empty() {
         outln!("result    NOT TRUSTED: intact, but not signed by a trusted key");
+        return;
+    }
+    if !r.problems.is_empty()
+        && r.problems
+            .iter()
+            .all(|p| p.structure == crate::archive::verify::KEY)
+    {
+        for p in &r.problems {
+            outln!("result    NOT OPENED: {}", p.message);
+        }
+        outln!(
+            "          (its stored bytes check out; `kar verify --stored` checks them without a key)"
+        );
         return;
     }
     if r.problems.is_empty() {

@@ -132,7 +132,17 @@ impl FileHeader {
             };
         }
         let id = field(32..48).map(|b| ArchiveId(b.try_into().unwrap()));
+        // An encrypted archive's version and flags are kept as they read (a reader must not
+        // take its sealed frames for a plain archive's).
+        let (major, flags) = match field(12..16) {
+            Some(f) if major == super::VERSION_MAJOR_ENCRYPTED => {
+                (major, u32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+            }
+            _ => (VERSION_MAJOR, 0),
+        };
         FileHeader {
+            major,
+            flags,
             archive_id: Some(id.unwrap_or(ArchiveId([0; 16]))),
             ..FileHeader::new(ArchiveId([0; 16]))
         }

@@ -307,6 +307,22 @@ impl ContentDecoder {
         let content_at = offset + HEADER_LEN as u64;
         out.clear();
         let mut opened = std::mem::take(&mut self.opened);
+        // In an encrypted archive every frame that holds content is sealed (§15): one in
+        // clear was put there by someone without the key.
+        if self.keys.is_some()
+            && !h.encrypted
+            && !matches!(h.kind, FrameKind::Envelope | FrameKind::Signature)
+        {
+            self.opened = opened;
+            return Err(FormatError::Corrupt {
+                structure: "frame header",
+                offset,
+                detail: format!(
+                    "a {} frame in clear in an encrypted archive: not written by its writer",
+                    h.kind.name()
+                ),
+            });
+        }
         let stored = if h.encrypted {
             let Some((keys, id)) = &self.keys else {
                 return Err(FormatError::Encrypted { offset });

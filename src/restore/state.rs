@@ -72,6 +72,17 @@ fn create(path: &Path, fingerprint: &str) -> Result<(), StateError> {
         redb::DatabaseError::DatabaseAlreadyOpen => busy(),
         e => err(&e),
     })?;
+    // It names subjects and the target's configurations: readable by its owner only (an
+    // encrypted archive's state file sits beside it on the stick by default).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            StateError::Db {
+                path: path.to_path_buf(),
+                detail: format!("making it private: {e}"),
+            }
+        })?;
+    }
     let tx = db.begin_write().map_err(|e| err(&e))?;
     {
         let mut t = tx.open_table(META).map_err(|e| err(&e))?;

@@ -634,3 +634,25 @@ pub fn avro_string(s: &str) -> Vec<u8> {
     out.extend_from_slice(s.as_bytes());
     out
 }
+
+/// Runs the `kar` binary with `args`, `env` set and neither passphrase variable inherited (so a
+/// test says which it gives), stdin closed: the exit code, the JSON it printed (or null), and
+/// everything it printed, stdout then stderr.
+pub fn kar_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kar"));
+    c.args(args)
+        .env_remove("KAR_ARCHIVE_PASSPHRASE")
+        .env_remove("KAR_SIGNING_PASSPHRASE")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let json = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), json, text)
+}
