@@ -3,8 +3,8 @@
 //! XChaCha20-Poly1305. The file key itself travels in the key envelope frame, wrapped by age for
 //! each recipient (`archive::crypt`); nonces are drawn by the caller (this layer does no I/O).
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroize;
 
 use super::{ArchiveId, Hash};
@@ -77,32 +77,36 @@ impl FrameKeys {
         *blake3::keyed_hash(&self.id_key, raw).as_bytes()
     }
 
-    /// `nonce ‖ ciphertext ‖ tag` of `plain`, authenticating `aad` too.
+    /// `nonce ‖ ciphertext ‖ tag` of `plain`, authenticating `aad` too. Encrypted in place in
+    /// the output: one copy of the bytes, as the crate's own `encrypt` makes.
     pub fn seal(&self, aad: &[u8], nonce: [u8; NONCE_LEN], plain: &[u8]) -> Vec<u8> {
-        let ct = self
-            .aead
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-            .expect("XChaCha20-Poly1305 seals any length a frame can have");
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(plain);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+            .expect("XChaCha20-Poly1305 seals any length a frame can have");
+        out.extend_from_slice(&tag);
         out
     }
 
     /// Opens `stored` (`nonce ‖ ciphertext ‖ tag`) into `out`; Err if it does not authenticate
-    /// (tampered, cut, or sealed under another key or header).
+    /// (tampered, cut, or sealed under another key or header). Decrypted in place in `out`.
     pub fn open(&self, aad: &[u8], stored: &[u8], out: &mut Vec<u8>) -> Result<(), OpenError> {
         if stored.len() < NONCE_LEN + TAG_LEN {
             return Err(OpenError);
         }
-        let (nonce, ct) = stored.split_at(NONCE_LEN);
-        let plain = self
-            .aead
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| OpenError)?;
+        let (nonce, rest) = stored.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         out.clear();
-        out.extend_from_slice(&plain);
-        Ok(())
+        out.extend_from_slice(ct);
+        self.aead
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, out, Tag::from_slice(tag))
+            .map_err(|_| {
+                out.clear();
+                OpenError
+            })
     }
 }
 
