@@ -282,22 +282,9 @@ async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_pass
         }
     }
     // The same archive through a pipe: verified and read as it streams, with the RSA key.
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cat '{}' | {} verify - --identity '{}' --json",
-            s(&file),
-            env!("CARGO_BIN_EXE_kar"),
-            s(&rsa)
-        ))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    assert!(
-        o.status.success(),
-        "{v}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (ok, v, err) =
+        common::kar_piped(&file, &format!("verify - --identity '{}' --json", s(&rsa)));
+    assert!(ok, "{v}{err}");
     assert_eq!(v["records"], 3 * PER_PARTITION);
     assert_eq!(v["root_hash"], r["root_hash"]);
 

@@ -514,22 +514,11 @@ async fn a_signed_stream_a_compacted_archive_and_a_signed_volume_set() {
     let o = minisign(&["-Vm", s(&saved), "-x", s(&sig_file), "-p", s(&bob_pub)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cat '{}' | {} verify - --trusted-key '{}' --json",
-            s(&saved),
-            env!("CARGO_BIN_EXE_kar"),
-            s(&bob_pub)
-        ))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    assert!(
-        o.status.success(),
-        "{v}{}",
-        String::from_utf8_lossy(&o.stderr)
+    let (ok, v, err) = common::kar_piped(
+        &saved,
+        &format!("verify - --trusted-key '{}' --json", s(&bob_pub)),
     );
+    assert!(ok, "{v}{err}");
     assert_eq!(signatures(&v), vec![sig("embedded", &bob_id, "trusted")]);
     let o = Command::new("sh")
         .arg("-c")

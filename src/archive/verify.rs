@@ -152,6 +152,14 @@ impl Ctx {
         report.problems = self.problems;
     }
 
+    /// Whether a problem is already named inside the frame header at `off` (so that the index's
+    /// view of that frame is not reported again).
+    fn names_frame_at(&self, off: u64) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.offset >= off && p.offset < off + frame::HEADER_LEN as u64)
+    }
+
     pub(super) fn add_format(&mut self, e: &FormatError, suffix: &str) {
         let structure = match e {
             FormatError::Truncated { structure, .. } | FormatError::Corrupt { structure, .. } => {
@@ -794,13 +802,7 @@ pub(super) fn check_scan(
         .map(|(o, h)| (h.content_id, *o))
         .collect();
     for (id, off) in &ix.content {
-        if scanned.get(id) != Some(off)
-            && scan.good_end > *off
-            && !cx
-                .problems
-                .iter()
-                .any(|p| p.offset >= *off && p.offset < off + 96)
-        {
+        if scanned.get(id) != Some(off) && scan.good_end > *off && !cx.names_frame_at(*off) {
             cx.add(
                 *off,
                 "index",
@@ -839,12 +841,7 @@ pub(super) fn check_scan(
         }
     }
     for off in ix.signatures.keys() {
-        if !signed.contains_key(off)
-            && !cx
-                .problems
-                .iter()
-                .any(|p| p.offset >= *off && p.offset < off + 96)
-        {
+        if !signed.contains_key(off) && !cx.names_frame_at(*off) {
             cx.add(
                 *off,
                 "index",

@@ -656,3 +656,23 @@ pub fn kar_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, Stri
     );
     (o.status.code(), json, text)
 }
+
+/// `cat FILE | kar ARGS` (a stream as from a tape or a pipe): whether it succeeded, the JSON it
+/// printed (or null), and its stderr.
+pub fn kar_piped(file: &std::path::Path, args: &str) -> (bool, Value, String) {
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | {} {args}",
+            file.display(),
+            env!("CARGO_BIN_EXE_kar")
+        ))
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    (
+        o.status.success(),
+        v,
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
