@@ -604,7 +604,10 @@ fn describe(offset: u64, by_offset: &HashMap<u64, &ChunkEntry>) -> String {
 }
 
 /// Scans frames from the end of the file header to `data_end`. Damaged frames are reported; the
-/// scan resynchronises on the next intact frame header.
+/// scan resynchronises on the next intact frame header. With a decoder, a full scan: every
+/// frame's content decoded (opened, in an encrypted archive) and checked, on as many threads as
+/// there are cores (at most 4), a batch of frames at a time; what it finds is reported in file
+/// order, as one thread would.
 pub fn scan_frames(
     bytes: &[u8],
     header: FileHeader,
@@ -615,84 +618,139 @@ pub fn scan_frames(
     progress: &dyn Fn(u64),
 ) -> Scan {
     let mut scan = Scan::default();
-    // With a decoder, a full scan: every frame's content decoded and checked.
-    let mut dec = full;
-    let mut buf = Vec::new();
+    let mut decoders = decoders(full);
     let (mut pos, id) = (header.size() as u64, header.archive_id);
     scan.good_end = pos;
+    let mut batch: Vec<Walked<'_>> = Vec::new();
     while pos < data_end {
         match frame_at(bytes, pos, data_end, id) {
             Ok((h, stored)) => {
-                scan.frames += 1;
-                let next = pos + h.frame_len();
-                let what = h.kind.name();
-                if !frame::check_stored(&h, stored) {
-                    cx_out.problem(
-                        pos + frame::HEADER_LEN as u64,
-                        what,
-                        format!(
-                            "stored bytes of the frame at offset {pos} do not match their hash{}",
-                            describe(pos, by_offset)
-                        ),
-                    );
-                    pos = next;
-                    continue;
-                }
-                let mut intact = true;
-                if let FrameKind::Unknown(code) = h.kind
-                    && code & frame::OPTIONAL == 0
-                {
-                    cx_out.problem(
-                            pos,
-                            "frame header",
-                            format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
-                        );
-                }
-                if h.kind != FrameKind::Index
-                    && let Some(dec) = dec.as_mut()
-                {
-                    match dec.decode(&h, stored, pos, &mut buf) {
-                        Err(e) => {
-                            cx_out.problem(
-                                e.offset(),
-                                what,
-                                format!("{e}{}", describe(pos, by_offset)),
-                            );
-                            intact = false;
-                        }
-                        Ok(()) if h.kind == FrameKind::RecordChunk => match check_records(&buf) {
-                            Ok(ch) => scan.chunks.push(ChunkEntry::new(
-                                &ch,
-                                pos,
-                                h.content_id,
-                                h.raw_len,
-                                h.stored_len,
-                            )),
-                            Err(e) => {
-                                cx_out.problem(
-                                    pos + frame::HEADER_LEN as u64,
-                                    what,
-                                    format!(
-                                        "{e} (in the decompressed chunk){}",
-                                        describe(pos, by_offset)
-                                    ),
-                                );
-                                intact = false;
-                            }
-                        },
-                        Ok(()) => {}
-                    }
-                }
-                if intact {
-                    scan.good.insert(pos, h);
-                    if scan.good_end == pos {
-                        scan.good_end = next;
-                    }
-                }
-                pos = next;
-                progress(pos);
+                batch.push(Walked::Frame { pos, h, stored });
+                pos += h.frame_len();
             }
             Err(e) => {
+                batch.push(Walked::Damage { pos, e: e.clone() });
+                match resync(bytes, pos + 1, data_end, id) {
+                    Some(p) => pos = p,
+                    None => pos = data_end,
+                }
+            }
+        }
+        if batch.len() >= SCAN_BATCH || pos >= data_end {
+            let outcomes = check_batch(&batch, &mut decoders);
+            settle(batch.drain(..), outcomes, &mut scan, by_offset, cx_out);
+            progress(pos);
+        }
+    }
+    scan
+}
+
+/// Frames handed to the checking threads at once: enough to keep them busy, few enough that the
+/// progress moves.
+const SCAN_BATCH: usize = 32;
+
+/// What the walk found at one place: a frame whose header checks, or damage.
+enum Walked<'a> {
+    Frame {
+        pos: u64,
+        h: FrameHeader,
+        stored: &'a [u8],
+    },
+    Damage {
+        pos: u64,
+        e: FormatError,
+    },
+}
+
+/// What checking a frame's bytes found.
+enum Outcome {
+    StoredMismatch,
+    /// Stored bytes intact; decoding (when asked) gave this.
+    Checked(Result<Option<crate::format::chunk::ChunkHeader>, (u64, String)>),
+}
+
+/// The decoders of a full scan: the one given and fresh ones beside it, one a thread.
+fn decoders(full: Option<ContentDecoder>) -> Vec<ContentDecoder> {
+    let Some(first) = full else {
+        return Vec::new();
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut v: Vec<ContentDecoder> = (1..threads).filter_map(|_| first.fresh().ok()).collect();
+    v.insert(0, first);
+    v
+}
+
+/// Checks a batch's frames (stored hash; with decoders, the content too) on one thread per
+/// decoder; the outcomes in batch order (`None` for damage).
+fn check_batch(batch: &[Walked<'_>], decoders: &mut [ContentDecoder]) -> Vec<Option<Outcome>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |dec: Option<&mut ContentDecoder>| {
+        let mut dec = dec;
+        let mut buf = Vec::new();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(w) = batch.get(i) else { break };
+            done.push((i, check_one(w, dec.as_deref_mut(), &mut buf)));
+        }
+        done
+    };
+    let mut found: Vec<(usize, Option<Outcome>)> = if decoders.len() > 1 {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = decoders
+                .iter_mut()
+                .map(|d| s.spawn(|| work(Some(d))))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        work(decoders.first_mut())
+    };
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, o)| o).collect()
+}
+
+fn check_one(
+    w: &Walked<'_>,
+    dec: Option<&mut ContentDecoder>,
+    buf: &mut Vec<u8>,
+) -> Option<Outcome> {
+    let Walked::Frame { pos, h, stored } = w else {
+        return None;
+    };
+    if !frame::check_stored(h, stored) {
+        return Some(Outcome::StoredMismatch);
+    }
+    let Some(dec) = dec.filter(|_| h.kind != FrameKind::Index) else {
+        return Some(Outcome::Checked(Ok(None)));
+    };
+    let checked = match dec.decode(h, stored, *pos, buf) {
+        Err(e) => Err((e.offset(), e.to_string())),
+        Ok(()) if h.kind == FrameKind::RecordChunk => check_records(buf).map(Some).map_err(|e| {
+            (
+                *pos + frame::HEADER_LEN as u64,
+                format!("{e} (in the decompressed chunk)"),
+            )
+        }),
+        Ok(()) => Ok(None),
+    };
+    Some(Outcome::Checked(checked))
+}
+
+/// Reports a checked batch in file order, as the one-thread scan did, and keeps what is intact.
+fn settle<'a>(
+    batch: impl Iterator<Item = Walked<'a>>,
+    outcomes: Vec<Option<Outcome>>,
+    scan: &mut Scan,
+    by_offset: &HashMap<u64, &ChunkEntry>,
+    cx_out: &mut impl ProblemSink,
+) {
+    for (w, outcome) in batch.zip(outcomes) {
+        let (pos, h) = match w {
+            Walked::Damage { pos, e } => {
                 let torn = e.is_truncated();
                 cx_out.problem(
                     e.offset(),
@@ -703,14 +761,60 @@ pub fn scan_frames(
                     },
                     format!("{e}{}", describe(pos, by_offset)),
                 );
-                match resync(bytes, pos + 1, data_end, id) {
-                    Some(p) => pos = p,
-                    None => break,
+                continue;
+            }
+            Walked::Frame { pos, h, .. } => (pos, h),
+        };
+        scan.frames += 1;
+        let what = h.kind.name();
+        let checked = match outcome {
+            Some(Outcome::Checked(c)) => c,
+            _ => {
+                cx_out.problem(
+                    pos + frame::HEADER_LEN as u64,
+                    what,
+                    format!(
+                        "stored bytes of the frame at offset {pos} do not match their hash{}",
+                        describe(pos, by_offset)
+                    ),
+                );
+                continue;
+            }
+        };
+        if let FrameKind::Unknown(code) = h.kind
+            && code & frame::OPTIONAL == 0
+        {
+            cx_out.problem(
+                pos,
+                "frame header",
+                format!("frame kind 0x{code:02x} is unknown and not optional: this archive needs a newer kar to be read"),
+            );
+        }
+        match checked {
+            Err((offset, message)) => {
+                cx_out.problem(
+                    offset,
+                    what,
+                    format!("{message}{}", describe(pos, by_offset)),
+                );
+            }
+            Ok(chunk) => {
+                if let Some(ch) = chunk {
+                    scan.chunks.push(ChunkEntry::new(
+                        &ch,
+                        pos,
+                        h.content_id,
+                        h.raw_len,
+                        h.stored_len,
+                    ));
+                }
+                scan.good.insert(pos, h);
+                if scan.good_end == pos {
+                    scan.good_end = pos + h.frame_len();
                 }
             }
         }
     }
-    scan
 }
 
 /// Decodes every record of a chunk; returns its header.

@@ -283,6 +283,11 @@ impl ContentDecoder {
         Self::with_keys(None)
     }
 
+    /// Another decoder with the same keys (its own zstd context), for another thread.
+    pub fn fresh(&self) -> std::io::Result<Self> {
+        Self::with_keys(self.keys.clone())
+    }
+
     /// A decoder that opens the sealed frames of the archive `id` with `keys`.
     pub fn with_keys(
         keys: Option<(std::sync::Arc<super::crypt::FrameKeys>, ArchiveId)>,
