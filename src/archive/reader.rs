@@ -44,6 +44,62 @@ pub(crate) fn frame_at(
     Ok((h, &bytes[data_start..data_start + h.stored_len as usize]))
 }
 
+/// An encrypted archive's keys, from its envelopes and what `unlock` holds; `None` for a plain
+/// archive.
+fn open_keys(
+    bytes: &[u8],
+    header: &FileHeader,
+    data_end: u64,
+    unlock: Option<&Unlock>,
+    path: &Path,
+) -> Result<Option<Arc<FrameKeys>>, ArchiveError> {
+    if !header.is_encrypted() {
+        return Ok(None);
+    }
+    let envelopes = envelopes(bytes, header, data_end)
+        .map_err(ArchiveError::format(path, " (a key envelope)"))?;
+    super::crypt::open_envelopes(&envelopes, unlock.unwrap_or(&Unlock::default()))
+        .map(Some)
+        .map_err(|source| ArchiveError::Crypt {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Opens the index frame `ih` (stored bytes `stored`) at `offset`: a plain index where it lies
+/// in the map, a sealed one opened into memory.
+fn open_index(
+    source: &Arc<Source>,
+    path: &Path,
+    offset: u64,
+    ih: &FrameHeader,
+    stored: &[u8],
+    dec: &mut ContentDecoder,
+) -> Result<redb::ReadOnlyDatabase, ArchiveError> {
+    let index_error = |detail: String| ArchiveError::Index {
+        path: path.to_path_buf(),
+        offset,
+        detail,
+    };
+    let (index_source, start, len) = if ih.encrypted {
+        let mut plain = Vec::new();
+        dec.decode(ih, stored, offset, &mut plain)
+            .map_err(ArchiveError::format(path, " (the index frame)"))?;
+        let len = plain.len();
+        (Arc::new(Source::Owned(plain)), 0, len)
+    } else {
+        let start = offset as usize + frame::HEADER_LEN;
+        (source.clone(), start, ih.stored_len as usize)
+    };
+    index::guarded(
+        || {
+            index::open(index_source, start, len)
+                .map_err(|e| index_error(format!("cannot open the redb index: {e}")))
+        },
+        index_error,
+    )
+}
+
 /// The root hash of the archive in `source`: a plain archive opened whole (manifest and index
 /// checked), an encrypted one by its header and footer (no key needed: split, join, countersign
 /// handle its bytes, not its content).
@@ -190,19 +246,7 @@ impl Archive {
         let footer =
             Footer::decode(bytes, header.major, id).map_err(ArchiveError::format(&path, ""))?;
         let data_end = (bytes.len() - footer::LEN) as u64;
-        let keys = if header.is_encrypted() {
-            let envelopes = envelopes(bytes, &header, data_end)
-                .map_err(ArchiveError::format(&path, " (a key envelope)"))?;
-            let keys =
-                super::crypt::open_envelopes(&envelopes, unlock.unwrap_or(&Unlock::default()))
-                    .map_err(|source| ArchiveError::Crypt {
-                        path: path.clone(),
-                        source,
-                    })?;
-            Some(keys)
-        } else {
-            None
-        };
+        let keys = open_keys(bytes, &header, data_end, unlock, &path)?;
         let mut dec = ContentDecoder::with_keys(keys.clone().zip(id))
             .map_err(ArchiveError::io("initialise zstd for", &path))?;
 
@@ -267,29 +311,7 @@ impl Archive {
                 ),
             }));
         }
-        let index_error = |detail: String| ArchiveError::Index {
-            path: path.clone(),
-            offset: footer.index_offset,
-            detail,
-        };
-        // A plain index is opened where it lies in the map; a sealed one is opened into memory.
-        let (index_source, index_start, index_len) = if ih.encrypted {
-            let mut plain = Vec::new();
-            dec.decode(&ih, istored, footer.index_offset, &mut plain)
-                .map_err(ArchiveError::format(&path, " (the index frame)"))?;
-            let len = plain.len();
-            (Arc::new(Source::Owned(plain)), 0, len)
-        } else {
-            let start = footer.index_offset as usize + frame::HEADER_LEN;
-            (source.clone(), start, ih.stored_len as usize)
-        };
-        let index = index::guarded(
-            || {
-                index::open(index_source, index_start, index_len)
-                    .map_err(|e| index_error(format!("cannot open the redb index: {e}")))
-            },
-            index_error,
-        )?;
+        let index = open_index(&source, &path, footer.index_offset, &ih, istored, &mut dec)?;
         Ok(Archive {
             path,
             source,

@@ -250,22 +250,9 @@ fn verify_unlocked(
     report.file_bytes = file_bytes;
 
     let bytes: &[u8] = &source;
-    match FileHeader::decode(bytes) {
-        Ok(h) => {
-            report.format_version = Some(format!("{}.{}", h.major, h.minor));
-            report.archive_id = h.archive_id.map(|id| id.hex());
-            report.archive_id_value = h.archive_id;
-        }
-        Err(e) => {
-            let fatal = matches!(e, FormatError::UnsupportedVersion { .. })
-                || bytes.len() < file_header::LEN_V2
-                || bytes[..8] != file_header::MAGIC;
-            cx.add_format(&e, "");
-            if fatal {
-                report.problems = cx.problems;
-                return report;
-            }
-        }
+    if !read_header(bytes, &mut report, &mut cx) {
+        report.problems = cx.problems;
+        return report;
     }
     // Past a damaged header, frames are read with what its bytes say.
     let header = FileHeader::salvage(bytes);
@@ -369,6 +356,26 @@ fn check_tail_frames(f: &Footer, scan: &Scan, data_end: u64, cx: &mut Ctx) {
             "footer",
             format!("the manifest frame ends at {m} and the index frame at {i}, but the index frame must follow the manifest frame and end where the footer starts ({data_end}): not one archive"),
         );
+    }
+}
+
+/// Decodes the file header into the report; false when nothing further can be read (not a kar
+/// file, or a version this reader does not implement).
+fn read_header(bytes: &[u8], report: &mut VerifyReport, cx: &mut Ctx) -> bool {
+    match FileHeader::decode(bytes) {
+        Ok(h) => {
+            report.format_version = Some(format!("{}.{}", h.major, h.minor));
+            report.archive_id = h.archive_id.map(|id| id.hex());
+            report.archive_id_value = h.archive_id;
+            true
+        }
+        Err(e) => {
+            let fatal = matches!(e, FormatError::UnsupportedVersion { .. })
+                || bytes.len() < file_header::LEN_V2
+                || bytes[..8] != file_header::MAGIC;
+            cx.add_format(&e, "");
+            !fatal
+        }
     }
 }
 
@@ -929,32 +936,7 @@ pub(super) fn check_scan(
             );
         }
     }
-    let signed: BTreeMap<u64, Hash> = scan
-        .good
-        .iter()
-        .filter(|(_, h)| h.kind == FrameKind::Signature)
-        .map(|(o, h)| (*o, h.content_id))
-        .collect();
-    for (off, id) in &signed {
-        if ix.signatures.get(off) != Some(id) {
-            cx.add(
-                *off,
-                "index",
-                format!("the signature frame at offset {off} is missing from the index"),
-            );
-        }
-    }
-    for off in ix.signatures.keys() {
-        if !signed.contains_key(off) && !cx.names_frame_at(*off) {
-            cx.add(
-                *off,
-                "index",
-                format!(
-                    "lists a signature frame at offset {off}, which the file does not hold there"
-                ),
-            );
-        }
-    }
+    check_signature_frames(scan, ix, cx);
     if let Some(root_key) = full {
         let mut want: Vec<&ChunkEntry> = ix.chunks.iter().collect();
         let mut have: Vec<&ChunkEntry> = scan.chunks.iter().collect();
@@ -987,6 +969,36 @@ pub(super) fn check_scan(
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The signature frames a scan found against the index's `signatures` table (§14).
+fn check_signature_frames(scan: &Scan, ix: &IndexContent, cx: &mut Ctx) {
+    let signed: BTreeMap<u64, Hash> = scan
+        .good
+        .iter()
+        .filter(|(_, h)| h.kind == FrameKind::Signature)
+        .map(|(o, h)| (*o, h.content_id))
+        .collect();
+    for (off, id) in &signed {
+        if ix.signatures.get(off) != Some(id) {
+            cx.add(
+                *off,
+                "index",
+                format!("the signature frame at offset {off} is missing from the index"),
+            );
+        }
+    }
+    for off in ix.signatures.keys() {
+        if !signed.contains_key(off) && !cx.names_frame_at(*off) {
+            cx.add(
+                *off,
+                "index",
+                format!(
+                    "lists a signature frame at offset {off}, which the file does not hold there"
+                ),
+            );
         }
     }
 }
