@@ -96,6 +96,12 @@ fn signatures(report: &Value) -> Vec<(String, String, String)> {
     v
 }
 
+/// The signatures expected, in the order `signatures` lists them.
+fn sorted(mut v: Vec<(String, String, String)>) -> Vec<(String, String, String)> {
+    v.sort();
+    v
+}
+
 fn sig(kind: &str, key: &str, status: &str) -> (String, String, String) {
     (kind.into(), key.into(), status.into())
 }
@@ -191,10 +197,10 @@ async fn a_signed_backup_is_checked_by_minisign_trusted_by_kar_countersigned_and
     assert_eq!(v["format_version"], "3.1");
     assert_eq!(
         signatures(&v),
-        vec![
+        sorted(vec![
             sig("detached", &alice_id, "trusted"),
             sig("embedded", &alice_id, "trusted")
-        ]
+        ])
     );
     for s in v["signatures"]["signatures"].as_array().unwrap() {
         assert!(s["signed_at"].as_str().unwrap().starts_with("20"), "{s}");
@@ -208,10 +214,10 @@ async fn a_signed_backup_is_checked_by_minisign_trusted_by_kar_countersigned_and
     assert_eq!(v["signatures"]["trusted_signature"], false);
     assert_eq!(
         signatures(&v),
-        vec![
+        sorted(vec![
             sig("detached", &alice_id, "untrusted"),
             sig("embedded", &alice_id, "untrusted")
-        ]
+        ])
     );
 
     // An auditor countersigns with a key the minisign tool made; minisign checks it, and the
@@ -235,11 +241,11 @@ async fn a_signed_backup_is_checked_by_minisign_trusted_by_kar_countersigned_and
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         signatures(&v),
-        vec![
+        sorted(vec![
             sig("detached", &alice_id, "untrusted"),
             sig("detached", &bob_id, "trusted"),
             sig("embedded", &alice_id, "untrusted")
-        ]
+        ])
     );
 
     // The drill: a restore that requires alice's signature, with new schema IDs; every record
@@ -380,10 +386,10 @@ async fn a_changed_archive_a_wrong_signature_and_an_unsigned_archive_are_named_a
     assert_eq!(first["offset"], chunk + 96, "{v}");
     assert_eq!(
         signatures(&v),
-        vec![
+        sorted(vec![
             sig("detached", &bob_id, "invalid"),
             sig("embedded", &bob_id, "trusted")
-        ]
+        ])
     );
 
     // A .minisig of other bytes (the damaged copy) beside an intact archive: named invalid.
@@ -407,7 +413,10 @@ async fn a_changed_archive_a_wrong_signature_and_an_unsigned_archive_are_named_a
     );
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(v["problems"], json!([]), "intact: {v}");
-    assert_eq!(signatures(&v), vec![sig("detached", &bob_id, "invalid")]);
+    assert_eq!(
+        signatures(&v),
+        sorted(vec![sig("detached", &bob_id, "invalid")])
+    );
     let detail = v["signatures"]["signatures"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("does not verify"), "{detail}");
 
@@ -519,7 +528,10 @@ async fn a_signed_stream_a_compacted_archive_and_a_signed_volume_set() {
         &format!("verify - --trusted-key '{}' --json", s(&bob_pub)),
     );
     assert!(ok, "{v}{err}");
-    assert_eq!(signatures(&v), vec![sig("embedded", &bob_id, "trusted")]);
+    assert_eq!(
+        signatures(&v),
+        sorted(vec![sig("embedded", &bob_id, "trusted")])
+    );
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -553,7 +565,10 @@ async fn a_signed_stream_a_compacted_archive_and_a_signed_volume_set() {
         None,
     );
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(signatures(&v), vec![sig("embedded", &bob_id, "trusted")]);
+    assert_eq!(
+        signatures(&v),
+        sorted(vec![sig("embedded", &bob_id, "trusted")])
+    );
 
     // A signed backup in volumes: the detached signature is over the joined archive.
     let big = common::unique("sigvolumes");
@@ -590,10 +605,10 @@ async fn a_signed_stream_a_compacted_archive_and_a_signed_volume_set() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         signatures(&v),
-        vec![
+        sorted(vec![
             sig("detached", &bob_id, "trusted"),
             sig("embedded", &bob_id, "trusted")
-        ]
+        ])
     );
     let joined = dir.path().join("joined.kar");
     let (code, _, out) = kar(&["join", s(&first), "--out", s(&joined)], None);
