@@ -7,14 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::common::{self, consume_all};
+use crate::common::{self, consume_all, kar_cli as kar};
 use crate::stream::{PER_PARTITION, assert_restored, orders};
-
-fn kar(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
-    common::kar_cli(args, env)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -53,26 +49,6 @@ fn ssh_key(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
     run("ssh-keygen", &args);
     let public = dir.join(format!("id_{kind}.pub"));
     (path, public)
-}
-
-fn restore_args<'a>(file: &'a str, topic: &str, to: &str, state: &'a str) -> Vec<String> {
-    [
-        "restore",
-        file,
-        "--bootstrap",
-        &common::bootstrap(),
-        "--map",
-        &format!("{topic}={to}"),
-        "--registry",
-        &common::target_registry(),
-        "--schema-ids",
-        "rewrite",
-        "--state",
-        state,
-        "--json",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// How a restore opens the archive: a name, its flags, its environment.
@@ -259,7 +235,8 @@ async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_pass
         // A state folder each: every restore is its own (another target topic).
         let state = dir.path().join(format!("state-{what}"));
         std::fs::create_dir(&state).unwrap();
-        let mut a = restore_args(s(&file), &topic, &to, s(&state));
+        let mut a = common::restore_args(s(&file), &topic, &to, &state);
+        a.extend(["--schema-ids", "rewrite"].map(String::from));
         a.extend(extra.iter().map(|x| x.to_string()));
         a.extend(["--require-signature", "--trusted-key", s(&pk)].map(String::from));
         let (code, r, out) = kar(&strs(&a), env);

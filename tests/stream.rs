@@ -80,24 +80,6 @@ fn backup_cmd(p: &str, topic: &str) -> String {
 }
 
 /// `kar restore -` of the stream into `to`, with new schema IDs on the target registry.
-fn restore_args(topic: &str, to: &str, state: &std::path::Path) -> Vec<String> {
-    [
-        "restore",
-        "-",
-        "--bootstrap",
-        &common::bootstrap(),
-        "--map",
-        &format!("{topic}={to}"),
-        "--registry",
-        &common::target_registry(),
-        "--state",
-        &state.display().to_string(),
-        "--json",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// Runs `kar ARGS` with `input` on its standard input: exit code and the JSON it printed.
 fn kar_fed(args: &[String], input: &[u8]) -> (Option<i32>, Value, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kar"))
@@ -154,7 +136,7 @@ async fn a_backup_piped_into_a_stream_restore_is_read_by_confluents_client() {
     let source = consume_all(&topic, 3);
     let dir = tempfile::tempdir().unwrap();
     let to = format!("{topic}-restored");
-    let restore = restore_args(&topic, &to, dir.path())
+    let restore = common::restore_args("-", &topic, &to, dir.path())
         .iter()
         .map(|a| format!("'{a}'"))
         .collect::<Vec<_>>()
@@ -229,7 +211,7 @@ async fn a_cut_stream_restore_continues_from_the_stream_again_and_the_file_finds
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = std::fs::read(&file).unwrap();
     let to = format!("{topic}-restored");
-    let args = restore_args(&topic, &to, dir.path());
+    let args = common::restore_args("-", &topic, &to, dir.path());
 
     // A dry run reads the whole stream and writes nothing.
     let mut dry = args.clone();
@@ -324,7 +306,7 @@ async fn a_cut_stream_restore_continues_from_the_stream_again_and_the_file_finds
     ))
     .unwrap();
     let (code, _, err) = kar_fed(
-        &restore_args("greetings", &format!("{p}-old"), dir.path()),
+        &common::restore_args("-", "greetings", &format!("{p}-old"), dir.path()),
         &old,
     );
     assert_eq!(code, Some(2), "{err}");

@@ -458,16 +458,6 @@ pub struct Expected {
     pub manifest_id: Hash,
 }
 
-impl Expected {
-    pub fn of(a: &Archive) -> Expected {
-        Expected {
-            archive_id: a.id(),
-            root: a.root(),
-            manifest_id: *a.manifest_id(),
-        }
-    }
-}
-
 fn key_for<'a>(trust: &'a TrustOptions, keynum: &[u8]) -> Option<&'a TrustedKey> {
     trust.trusted.iter().find(|k| k.pk.keynum() == keynum)
 }

@@ -224,7 +224,9 @@ pub fn verify_shared_with(
     unlock: Option<&Unlock>,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
-    verify_unlocked(source, path, level, unlock, progress)
+    let path = path.into();
+    let opened = open_unless_stored(&source, &path, level, unlock);
+    verify_opened(source, path, level, opened, progress).0
 }
 
 fn verify_shared_with_progress(
@@ -233,16 +235,31 @@ fn verify_shared_with_progress(
     level: VerifyLevel,
     progress: &dyn Fn(u64),
 ) -> VerifyReport {
-    verify_unlocked(source, path, level, None, progress)
+    verify_shared_with(source, path, level, None, progress)
 }
 
-fn verify_unlocked(
+/// The reader's open of the archive, which checks the manifest and index hashes (and opens the
+/// keys of an encrypted archive); the stored level reads no content.
+fn open_unless_stored(
+    source: &Arc<Source>,
+    path: &Path,
+    level: VerifyLevel,
+    unlock: Option<&Unlock>,
+) -> Option<Result<Archive, ArchiveError>> {
+    (level != VerifyLevel::Stored).then(|| Archive::from_shared_with(source.clone(), path, unlock))
+}
+
+/// Verifies archive bytes the caller already opened (`opened`: the reader's open of them, `None`
+/// at the stored level), handing the opened archive back (with the report that says whether it
+/// verified): a restore opens an
+/// encrypted archive's keys and index once for both.
+pub fn verify_opened(
     source: Arc<Source>,
     path: impl Into<PathBuf>,
     level: VerifyLevel,
-    unlock: Option<&Unlock>,
+    opened: Option<Result<Archive, ArchiveError>>,
     progress: &dyn Fn(u64),
-) -> VerifyReport {
+) -> (VerifyReport, Option<Archive>) {
     let path = path.into();
     let mut cx = Ctx::default();
     let file_bytes = source.len() as u64;
@@ -252,7 +269,7 @@ fn verify_unlocked(
     let bytes: &[u8] = &source;
     if !read_header(bytes, &mut report, &mut cx) {
         report.problems = cx.problems;
-        return report;
+        return (report, None);
     }
     // Past a damaged header, frames are read with what its bytes say.
     let header = FileHeader::salvage(bytes);
@@ -272,10 +289,9 @@ fn verify_unlocked(
     };
 
     // Quick checks go through the reader, which checks manifest and index hashes on open.
-    let archive = if footer.is_some() && level != VerifyLevel::Stored {
-        open_for_verify(&source, &path, unlock, &mut cx)
-    } else {
-        None
+    let archive = match opened {
+        Some(opened) if footer.is_some() => open_for_verify(opened, &mut cx),
+        _ => None,
     };
     let bytes: &[u8] = &source;
 
@@ -340,7 +356,7 @@ fn verify_unlocked(
     }
 
     cx.finish(&mut report);
-    report
+    (report, archive)
 }
 
 /// The tail as §7 has it, from the frames a scan found (what the reader checks on open, for a
@@ -380,13 +396,8 @@ fn read_header(bytes: &[u8], report: &mut VerifyReport, cx: &mut Ctx) -> bool {
 }
 
 /// Opens the archive for the quick checks, turning a failure into a problem.
-fn open_for_verify(
-    source: &Arc<Source>,
-    path: &Path,
-    unlock: Option<&Unlock>,
-    cx: &mut Ctx,
-) -> Option<Archive> {
-    match Archive::from_shared_with(source.clone(), path, unlock) {
+fn open_for_verify(opened: Result<Archive, ArchiveError>, cx: &mut Ctx) -> Option<Archive> {
+    match opened {
         Ok(a) => Some(a),
         Err(e) => {
             match &e {

@@ -776,30 +776,31 @@ fn open_verified(
         .chain(opts.volumes.iter().cloned())
         .collect();
     let source = Arc::new(crate::archive::source::map_list(&paths)?);
-    let unlock = opts.unlock.as_deref();
-    // An encrypted archive that does not open (no key, a wrong one) is said as such, not as
-    // damage.
-    if let Err(e @ ArchiveError::Crypt { .. }) =
-        Archive::from_shared_with(source.clone(), path, unlock)
-    {
+    // One open (an encrypted archive's keys and index opened once) serves the verify and the
+    // restore. One that does not open for want of a key is said as such, not as damage.
+    let opened = Archive::from_shared_with(source.clone(), path, opts.unlock.as_deref());
+    if let Err(e @ ArchiveError::Crypt { .. }) = opened {
         return Err(e.into());
     }
-    let v = crate::archive::verify::verify_shared_with(
-        source.clone(),
+    let (v, archive) = crate::archive::verify::verify_opened(
+        source,
         path,
         VerifyLevel::Quick,
-        unlock,
+        Some(opened),
         &|_| {},
     );
     // Gaps a repair recorded are not damage: the partitions' own check decides on them.
-    if let Some(first) = v.problems.first() {
-        return Err(RestoreError::Refused(format!(
-            "{} does not verify ({} problem(s), first: {first}); run `kar verify` for the full list, `kar repair` to recover what is intact",
-            path.display(),
-            v.problems.len()
-        )));
-    }
-    let archive = Archive::from_shared_with(source, path, unlock)?;
+    let archive = match (v.problems.first(), archive) {
+        (None, Some(a)) => a,
+        (first, _) => {
+            return Err(RestoreError::Refused(format!(
+                "{} does not verify ({} problem(s), first: {}); run `kar verify` for the full list, `kar repair` to recover what is intact",
+                path.display(),
+                v.problems.len(),
+                first.map_or_else(|| "not opened".to_string(), ToString::to_string)
+            )));
+        }
+    };
     let signatures = opts
         .trust
         .as_ref()

@@ -659,6 +659,26 @@ pub fn kar_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, Stri
 
 /// `cat FILE | kar ARGS` (a stream as from a tape or a pipe): whether it succeeded, the JSON it
 /// printed (or null), and its stderr.
+/// `kar restore FILE` (`-`: a stream) of one topic as `to` into the target services, with its
+/// state file at `state` and a JSON report.
+pub fn restore_args(file: &str, topic: &str, to: &str, state: &std::path::Path) -> Vec<String> {
+    [
+        "restore",
+        file,
+        "--bootstrap",
+        &bootstrap(),
+        "--map",
+        &format!("{topic}={to}"),
+        "--registry",
+        &target_registry(),
+        "--state",
+        &state.display().to_string(),
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub fn kar_piped(file: &std::path::Path, args: &str) -> (bool, Value, String) {
     let o = std::process::Command::new("sh")
         .arg("-c")
