@@ -18,3 +18,4 @@ pub mod registry;
 #[cfg(feature = "kafka")]
 pub mod restore;
 pub mod runtime;
+pub mod schema;
