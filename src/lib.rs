@@ -7,6 +7,7 @@
 pub mod archive;
 #[cfg(feature = "kafka")]
 pub mod backup;
+pub mod cat;
 #[cfg(feature = "kafka")]
 pub mod cli;
 pub mod config;

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "kafka")]
 mod backup;
+mod cat;
 mod connection;
 mod custody;
 pub(crate) mod out;
@@ -51,6 +52,8 @@ pub enum Command {
     Repair(RepairArgs),
     /// Rewrite an archive with every frame compressed (same content, same root hash)
     Compact(CompactArgs),
+    /// Print an archive's records, keys and values decoded with its schemas, no cluster needed
+    Cat(cat::CatArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
     Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
@@ -252,6 +255,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
         Command::Schemas(a) => run_schemas(a),
+        Command::Cat(a) => cat::run(a),
         Command::Keygen(a) => custody::run_keygen(a),
         Command::Sign(a) => custody::run_sign(a),
     };

@@ -87,6 +87,11 @@ impl<'a> Catalog<'a> {
         self.by_id.contains_key(&id)
     }
 
+    /// The ID of the schema with this GUID (Confluent 8), if the archive holds it.
+    pub fn id_of_guid(&self, guid: &[u8; 16]) -> Option<u32> {
+        self.guids.get(guid).copied()
+    }
+
     /// The version an ID is reported as: under `subject` where that subject has it (the topic's
     /// `<topic>-key` / `<topic>-value`), else the first live one.
     fn version_of(&self, id: u32, subject: &str) -> Option<&Version> {
