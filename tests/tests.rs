@@ -7,6 +7,7 @@
 
 mod archive;
 mod backup;
+mod cat;
 mod common;
 mod compact;
 mod contracts;

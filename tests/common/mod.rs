@@ -513,11 +513,9 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Reads every record of `topic` with Confluent's Python client (scripts/python/decode.py, in the
-/// environment scripts/python-deps makes; `KAR_TEST_PYTHON` names its python) and decodes each
-/// value with its AvroDeserializer against `registry`: the decoded values, in partition and
-/// offset order. Panics, naming the record, if one does not decode.
-pub fn decode_with_confluent(topic: &str, registry: &str) -> Vec<Value> {
+/// The python of the environment scripts/python-deps makes (Confluent's Python client);
+/// `KAR_TEST_PYTHON` names another.
+pub fn python() -> String {
     let python = std::env::var("KAR_TEST_PYTHON").unwrap_or_else(|_| {
         let home = std::env::var("HOME").unwrap_or_default();
         format!("{home}/.cache/kar/venv/bin/python")
@@ -526,6 +524,15 @@ pub fn decode_with_confluent(topic: &str, registry: &str) -> Vec<Value> {
         std::path::Path::new(&python).exists(),
         "Confluent's Python client is not installed at {python}: run scripts/python-deps"
     );
+    python
+}
+
+/// Reads every record of `topic` with Confluent's Python client (scripts/python/decode.py, in the
+/// environment scripts/python-deps makes; `KAR_TEST_PYTHON` names its python) and decodes each
+/// value with its AvroDeserializer against `registry`: the decoded values, in partition and
+/// offset order. Panics, naming the record, if one does not decode.
+pub fn decode_with_confluent(topic: &str, registry: &str) -> Vec<Value> {
+    let python = python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python/decode.py");
     let out = std::process::Command::new(&python)
         .args([script, &bootstrap(), topic, registry])
