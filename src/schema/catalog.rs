@@ -256,3 +256,99 @@ fn parse_guid(s: &str) -> Option<[u8; 16]> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::wire;
+
+    struct Texts(HashMap<String, String>);
+
+    impl SchemaTexts for Texts {
+        fn text(&self, blob: &str) -> Result<String, String> {
+            self.0
+                .get(blob)
+                .cloned()
+                .ok_or_else(|| format!("no blob {blob}"))
+        }
+    }
+
+    const GUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+    /// Schema 7 (a string) under two subjects; schema 8 references a subject version the
+    /// archive does not hold.
+    fn snapshot() -> RegistrySnapshot {
+        let v = |id: u32, blob: &str, refs: Value| {
+            json!({"version": 1, "id": id, "schema_type": "AVRO", "schema": blob,
+                   "references": refs, "deleted": false, "guid": GUID})
+        };
+        serde_json::from_value(json!({
+            "kind": "schema-registry", "source": "test", "captured_at_ms": 0, "global": {},
+            "restore_order": [], "order_complete": true,
+            "subjects": [
+                {"subject": "a-value", "deleted": false, "versions": [v(7, "s", json!([]))]},
+                {"subject": "orders-value", "deleted": false, "versions": [v(7, "s", json!([]))]},
+                {"subject": "broken", "deleted": false, "versions": [
+                    {"version": 1, "id": 8, "schema_type": "AVRO", "schema": "s", "deleted": false,
+                     "references": [{"name": "X", "subject": "gone", "version": 3}]}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    use serde_json::{Value, json};
+
+    #[test]
+    fn ids_guids_and_subjects_as_a_consumer_would_find_them() {
+        let texts = Texts(HashMap::from([("s".to_string(), "\"string\"".to_string())]));
+        let snap = snapshot();
+        let mut c = Catalog::new(&snap, &texts);
+        let mut field = wire::header(7).to_vec();
+        field.extend_from_slice(&crate::schema::tests_avro_string("hi"));
+        // The topic's own subject is named where it holds the ID, else the first by name.
+        let d = c.decode(&field, IdSource::Prefix, "orders-value").unwrap();
+        assert_eq!(
+            (d.json.clone(), d.schema.subject.as_str()),
+            (json!("hi"), "orders-value")
+        );
+        let d = c.decode(&field, IdSource::Prefix, "other-value").unwrap();
+        assert_eq!(d.schema.subject, "a-value");
+        // The header forms: the ID, and the GUID (Confluent 8); the field is the bare payload.
+        let bare = &field[5..];
+        let by_id = c
+            .decode(bare, IdSource::Header(&wire::header(7)), "x")
+            .unwrap();
+        assert_eq!(by_id.json, json!("hi"));
+        let mut guid = vec![wire::GUID_MAGIC];
+        guid.extend_from_slice(&parse_guid(GUID).unwrap());
+        assert_eq!(wire::guid_text(&parse_guid(GUID).unwrap()), GUID);
+        let by_guid = c.decode(bare, IdSource::Header(&guid), "x").unwrap();
+        assert_eq!(by_guid.schema.id, 7);
+        guid[16] ^= 1;
+        assert!(matches!(
+            c.decode(bare, IdSource::Header(&guid), "x"),
+            Err(NotDecoded::UnknownGuid(_))
+        ));
+        assert!(matches!(
+            c.decode(bare, IdSource::Header(&[9, 9]), "x"),
+            Err(NotDecoded::BadHeader(_))
+        ));
+        // A schema that cannot be built says why, with its ID.
+        let err = c
+            .decode(&wire::header(8), IdSource::Prefix, "x")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("names gone v3, which the archive does not hold"),
+            "{err}"
+        );
+        assert_eq!(
+            c.decode(&wire::header(9), IdSource::Prefix, "x"),
+            Err(NotDecoded::UnknownId(9))
+        );
+        assert_eq!(
+            c.decode(b"abc", IdSource::Prefix, "x"),
+            Err(NotDecoded::NotWire)
+        );
+    }
+}

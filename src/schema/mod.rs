@@ -111,6 +111,14 @@ pub fn text_or_base64(b: &[u8]) -> (String, bool) {
     }
 }
 
+/// Avro's binary encoding of a string, for the tests.
+#[cfg(test)]
+pub(crate) fn tests_avro_string(s: &str) -> Vec<u8> {
+    let mut out = vec![(s.len() as u8) << 1];
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
