@@ -11,6 +11,8 @@ pub mod cat;
 #[cfg(feature = "kafka")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "kafka")]
+pub mod diff;
 pub mod format;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -9,6 +9,8 @@ mod backup;
 mod cat;
 mod connection;
 mod custody;
+#[cfg(feature = "kafka")]
+mod diff;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -52,6 +54,9 @@ pub enum Command {
     Repair(RepairArgs),
     /// Rewrite an archive with every frame compressed (same content, same root hash)
     Compact(CompactArgs),
+    /// Compare a target cluster's topics with the archive, record by record
+    #[cfg(feature = "kafka")]
+    Diff(diff::DiffArgs),
     /// Print an archive's records, keys and values decoded with its schemas, no cluster needed
     Cat(cat::CatArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
@@ -256,6 +261,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
         Command::Schemas(a) => run_schemas(a),
         Command::Cat(a) => cat::run(a),
+        #[cfg(feature = "kafka")]
+        Command::Diff(a) => on_runtime(|rt| diff::run(a, rt)),
         Command::Keygen(a) => custody::run_keygen(a),
         Command::Sign(a) => custody::run_sign(a),
     };

@@ -4,6 +4,7 @@
 //! partition writers, committed progress).
 
 pub mod connection;
+pub mod reader;
 pub mod sink;
 pub mod source;
 pub mod txn;

@@ -87,6 +87,16 @@ impl<'a> Catalog<'a> {
         self.by_id.contains_key(&id)
     }
 
+    /// The type and text of schema `id`, if the archive holds it.
+    pub fn schema_text(&self, id: u32) -> Option<Result<(String, String), String>> {
+        let v = self.by_id.get(&id)?.first()?;
+        Some(
+            self.texts
+                .text(&v.state.schema)
+                .map(|t| (v.state.schema_type.clone(), t)),
+        )
+    }
+
     /// The ID of the schema with this GUID (Confluent 8), if the archive holds it.
     pub fn id_of_guid(&self, guid: &[u8; 16]) -> Option<u32> {
         self.guids.get(guid).copied()
