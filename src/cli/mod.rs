@@ -56,7 +56,7 @@ pub enum Command {
     Compact(CompactArgs),
     /// Compare a target cluster's topics with the archive, record by record
     #[cfg(feature = "kafka")]
-    Diff(diff::DiffArgs),
+    Diff(Box<diff::DiffArgs>),
     /// Print an archive's records, keys and values decoded with its schemas, no cluster needed
     Cat(cat::CatArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
@@ -262,7 +262,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Schemas(a) => run_schemas(a),
         Command::Cat(a) => cat::run(a),
         #[cfg(feature = "kafka")]
-        Command::Diff(a) => on_runtime(|rt| diff::run(a, rt)),
+        Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
         Command::Keygen(a) => custody::run_keygen(a),
         Command::Sign(a) => custody::run_sign(a),
     };

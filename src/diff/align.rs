@@ -21,6 +21,9 @@ pub enum Outcome<R> {
     Extra(R),
 }
 
+/// The fields in which two records differ (none: they are the same).
+pub type FieldsDiffer<'f, R, E> = dyn FnMut(&R, &R) -> Result<Vec<&'static str>, E> + 'f;
+
 /// A side's records, one at a time.
 pub trait Records<R, E> {
     fn next_record(&mut self) -> Result<Option<R>, E>;
@@ -32,7 +35,7 @@ pub fn align<R: Clone, E>(
     archive: &mut dyn Records<R, E>,
     target: &mut dyn Records<R, E>,
     window: usize,
-    diff: &mut dyn FnMut(&R, &R) -> Result<Vec<&'static str>, E>,
+    diff: &mut FieldsDiffer<'_, R, E>,
     found: &mut dyn FnMut(Outcome<R>),
 ) -> Result<(), E> {
     let (mut a, mut t) = (VecDeque::new(), VecDeque::new());
