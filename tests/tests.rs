@@ -11,6 +11,7 @@ mod cat;
 mod common;
 mod compact;
 mod contracts;
+mod diff;
 mod encryption;
 mod registry;
 mod repair;

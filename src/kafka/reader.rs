@@ -73,6 +73,7 @@ impl PartitionReader {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(request("creating a consumer"))?;
         let mut tpl = TopicPartitionList::new();
@@ -95,7 +96,7 @@ impl PartitionReader {
     pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, SourceError> {
         let started = Instant::now();
         while !self.done {
-            let Some(m) = self.consumer.poll(Duration::from_millis(500)) else {
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else {
                 if started.elapsed() > self.idle {
                     return Err(self.error(
                         "reading",

@@ -295,8 +295,20 @@ pub fn send(
     partition: i32,
     r: &crate::archive::Rec,
 ) {
+    send_queued(p, topic, partition, r);
+    rdkafka::producer::Producer::flush(p, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
+}
+
+/// Queues one record (flush the producer to wait for them all).
+pub fn send_queued(
+    p: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    partition: i32,
+    r: &crate::archive::Rec,
+) {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, Producer};
+    use rdkafka::producer::BaseRecord;
     let mut headers = OwnedHeaders::new();
     for (k, v) in &r.headers {
         headers = headers.insert(Header {
@@ -317,8 +329,7 @@ pub fn send(
     p.send(rec)
         .map_err(|(e, _)| e)
         .unwrap_or_else(|e| panic!("producing to {topic}/{partition}: {e}"));
-    p.flush(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("flushing to {topic}: {e}"));
+    p.poll(Duration::ZERO);
 }
 
 /// Commits offsets (with metadata) for a consumer group.
