@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "kafka")]
 pub mod diff;
+#[cfg(feature = "kafka")]
+pub mod drill;
 pub mod format;
 #[cfg(feature = "kafka")]
 pub mod kafka;

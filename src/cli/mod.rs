@@ -11,6 +11,8 @@ mod connection;
 mod custody;
 #[cfg(feature = "kafka")]
 mod diff;
+#[cfg(feature = "kafka")]
+mod drill;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -57,6 +59,10 @@ pub enum Command {
     /// Compare a target cluster's topics with the archive, record by record
     #[cfg(feature = "kafka")]
     Diff(Box<diff::DiffArgs>),
+    /// The restore drill in one command: restore into scratch topics, read back, decode through
+    /// the target registry, diff, clean up
+    #[cfg(feature = "kafka")]
+    Drill(Box<drill::DrillArgs>),
     /// Print an archive's records, keys and values decoded with its schemas, no cluster needed
     Cat(cat::CatArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
@@ -263,6 +269,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cat(a) => cat::run(a),
         #[cfg(feature = "kafka")]
         Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
+        #[cfg(feature = "kafka")]
+        Command::Drill(a) => on_runtime(|rt| drill::run(*a, rt)),
         Command::Keygen(a) => custody::run_keygen(a),
         Command::Sign(a) => custody::run_sign(a),
     };

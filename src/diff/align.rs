@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 /// What the walk found for a record (or a pair).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<R> {
-    Equal,
+    Equal { archive: R, target: R },
     /// The pair at the same place differs in these fields.
     Different {
         archive: R,
@@ -52,9 +52,8 @@ pub fn align<R: Clone, E>(
         };
         let fields = diff(x, y)?;
         if fields.is_empty() {
-            a.pop_front();
-            t.pop_front();
-            found(Outcome::Equal);
+            let (archive, target) = (a.pop_front().unwrap(), t.pop_front().unwrap());
+            found(Outcome::Equal { archive, target });
             continue;
         }
         // The archive's record further on the target: the target's records before it are extra.
@@ -127,7 +126,7 @@ mod tests {
             &mut diff,
             &mut |o| {
                 out.push(match o {
-                    Outcome::Equal => "=".into(),
+                    Outcome::Equal { .. } => "=".into(),
                     Outcome::Different {
                         archive, target, ..
                     } => {

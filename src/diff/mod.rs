@@ -181,6 +181,12 @@ impl Records<OwnedRecord, DiffError> for TargetSide {
     }
 }
 
+/// The fields in which an archived record and a target record differ (none: the same).
+pub type Differ<'f> = dyn FnMut(&OwnedRecord, &OwnedRecord) -> Result<Vec<&'static str>, String> + 'f;
+
+/// Told of each pair found the same: (topic, partition, archived record, target record).
+pub type OnSame<'f> = dyn FnMut(&str, i32, &OwnedRecord, &OwnedRecord) + 'f;
+
 /// Diffs the target against the archive.
 pub fn diff(opts: &DiffOptions, rt: &crate::runtime::Runtime) -> Result<DiffReport, DiffError> {
     let archive = Archive::open_with(&opts.archive, opts.unlock.as_deref())?;
@@ -198,6 +204,25 @@ pub fn diff(opts: &DiffOptions, rt: &crate::runtime::Runtime) -> Result<DiffRepo
         None => None,
     };
     let mut same = Sameness::new(&catalog, target_registry);
+    let mut report = diff_with(
+        &archive,
+        opts,
+        rt,
+        &mut |a, t| same.differences(a, t),
+        &mut |_, _, _, _| {},
+    )?;
+    report.id_map = same.id_map.clone();
+    Ok(report)
+}
+
+/// Diffs the target against an opened archive, records compared by `differ`.
+pub fn diff_with(
+    archive: &Archive,
+    opts: &DiffOptions,
+    rt: &crate::runtime::Runtime,
+    differ: &mut Differ<'_>,
+    on_same: &mut OnSame<'_>,
+) -> Result<DiffReport, DiffError> {
     let target = Target::connect(&opts.kafka, rt.context())?;
     let target_topics = target.topics()?;
     let mut report = DiffReport {
@@ -212,11 +237,7 @@ pub fn diff(opts: &DiffOptions, rt: &crate::runtime::Runtime) -> Result<DiffRepo
         if opts.topics.as_ref().is_some_and(|re| !re.is_match(&t.name)) {
             continue;
         }
-        let to = opts
-            .map
-            .get(&t.name)
-            .cloned()
-            .unwrap_or_else(|| t.name.clone());
+        let to = opts.map.get(&t.name).cloned().unwrap_or_else(|| t.name.clone());
         let on_target = target_topics.get(&to).map_or(0, |tt| tt.partitions);
         let partitions = t
             .partitions
@@ -233,25 +254,30 @@ pub fn diff(opts: &DiffOptions, rt: &crate::runtime::Runtime) -> Result<DiffRepo
                 Vec::new()
             };
             let side = ArchiveSide {
-                archive: &archive,
+                archive,
                 chunks: chunks.into(),
                 dec: archive.decoder()?,
                 buf: Vec::new(),
                 records: VecDeque::new(),
             };
-            let d = diff_partition(opts, &mut same, side, TargetSide(reader), (&t.name, &to, p))?;
+            let d = diff_partition(
+                opts,
+                (differ, on_same),
+                side,
+                TargetSide(reader),
+                (&t.name, &to, p),
+            )?;
             report.totals.add(&d.counts);
             report.partitions.push(d);
         }
     }
-    report.id_map = same.id_map.clone();
     report.ok = report.totals.clean();
     Ok(report)
 }
 
 fn diff_partition(
     opts: &DiffOptions,
-    same: &mut Sameness<'_, '_>,
+    (differ, on_same): (&mut Differ<'_>, &mut OnSame<'_>),
     mut archive: ArchiveSide<'_>,
     mut target: TargetSide,
     (topic, to, partition): (&str, &str, i32),
@@ -263,12 +289,12 @@ fn diff_partition(
         counts: Counts::default(),
         first_differences: Vec::new(),
     };
-    let mut differences =
-        |a: &OwnedRecord, t: &OwnedRecord| same.differences(a, t).map_err(DiffError::Failed);
+    let mut differences = |a: &OwnedRecord, t: &OwnedRecord| differ(a, t).map_err(DiffError::Failed);
     let mut found = |o: Outcome<OwnedRecord>| {
         let (kind, a, t, fields) = match o {
-            Outcome::Equal => {
+            Outcome::Equal { archive, target } => {
                 d.counts.equal += 1;
+                on_same(topic, partition, &archive, &target);
                 return;
             }
             Outcome::Different {

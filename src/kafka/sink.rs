@@ -236,6 +236,32 @@ impl Target {
         })
     }
 
+    /// Deletes topics (a drill's scratch topics); one already gone is not an error.
+    pub fn delete_topics(&self, names: &[&str]) -> Result<(), SourceError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let res = self
+            .rt
+            .block_on(
+                self.admin
+                    .delete_topics(names, &AdminOptions::new().operation_timeout(Some(TIMEOUT))),
+            )
+            .map_err(self.req(format!("deleting topics {names:?}")))?;
+        for r in res {
+            if let Err((name, code)) = r
+                && code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+            {
+                return Err(SourceError::Request {
+                    bootstrap: self.conn.bootstrap.clone(),
+                    what: format!("deleting topic {name}"),
+                    source: Box::new(rdkafka::error::KafkaError::AdminOp(code)),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a consumer group has members on the target.
     pub fn group_has_members(&self, group: &str) -> Result<bool, SourceError> {
         let list = self

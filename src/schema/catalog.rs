@@ -82,6 +82,32 @@ impl<'a> Catalog<'a> {
         c
     }
 
+    /// Adds a version learnt elsewhere (a drill's target registry), its text reachable through
+    /// the catalog's [`SchemaTexts`] under `state.schema`.
+    pub fn add(&mut self, subject: &str, state: VersionState) {
+        let v = Version {
+            subject: subject.to_string(),
+            deleted: state.deleted,
+            state,
+        };
+        self.by_version.insert(
+            SubjectVersion {
+                subject: subject.to_string(),
+                version: v.state.version,
+            },
+            v.clone(),
+        );
+        self.by_id.entry(v.state.id).or_default().push(v);
+    }
+
+    /// Whether the catalog holds version `version` of `subject`.
+    pub fn has_version(&self, subject: &str, version: i32) -> bool {
+        self.by_version.contains_key(&SubjectVersion {
+            subject: subject.to_string(),
+            version,
+        })
+    }
+
     /// Whether the archive holds schema `id`.
     pub fn has(&self, id: u32) -> bool {
         self.by_id.contains_key(&id)
