@@ -12,6 +12,7 @@ mod common;
 mod compact;
 mod contracts;
 mod diff;
+mod drill;
 mod encryption;
 mod registry;
 mod repair;

@@ -115,8 +115,9 @@ fn print(r: &DrillReport) {
     );
     for f in &r.first_decode_failures {
         outln!(
-            "  {}/{} archive offset {} target offset {} {}: {}",
+            "  {} (as {})/{} archive offset {} target offset {} {}: {}",
             f.topic,
+            f.target_topic,
             f.partition,
             f.archive_offset,
             f.target_offset,
@@ -139,7 +140,11 @@ fn print(r: &DrillReport) {
         outln!(
             "schemas   {} version(s) registered, {}",
             r.schemas_registered.len(),
-            if r.schemas_removed { "removed" } else { "left on the target" }
+            if r.schemas_removed {
+                "removed"
+            } else {
+                "left on the target"
+            }
         );
     }
     outln!(

@@ -8,7 +8,10 @@ use std::collections::VecDeque;
 /// What the walk found for a record (or a pair).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<R> {
-    Equal { archive: R, target: R },
+    Equal {
+        archive: R,
+        target: R,
+    },
     /// The pair at the same place differs in these fields.
     Different {
         archive: R,

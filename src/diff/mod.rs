@@ -182,7 +182,8 @@ impl Records<OwnedRecord, DiffError> for TargetSide {
 }
 
 /// The fields in which an archived record and a target record differ (none: the same).
-pub type Differ<'f> = dyn FnMut(&OwnedRecord, &OwnedRecord) -> Result<Vec<&'static str>, String> + 'f;
+pub type Differ<'f> =
+    dyn FnMut(&OwnedRecord, &OwnedRecord) -> Result<Vec<&'static str>, String> + 'f;
 
 /// Told of each pair found the same: (topic, partition, archived record, target record).
 pub type OnSame<'f> = dyn FnMut(&str, i32, &OwnedRecord, &OwnedRecord) + 'f;
@@ -237,7 +238,11 @@ pub fn diff_with(
         if opts.topics.as_ref().is_some_and(|re| !re.is_match(&t.name)) {
             continue;
         }
-        let to = opts.map.get(&t.name).cloned().unwrap_or_else(|| t.name.clone());
+        let to = opts
+            .map
+            .get(&t.name)
+            .cloned()
+            .unwrap_or_else(|| t.name.clone());
         let on_target = target_topics.get(&to).map_or(0, |tt| tt.partitions);
         let partitions = t
             .partitions
@@ -289,7 +294,8 @@ fn diff_partition(
         counts: Counts::default(),
         first_differences: Vec::new(),
     };
-    let mut differences = |a: &OwnedRecord, t: &OwnedRecord| differ(a, t).map_err(DiffError::Failed);
+    let mut differences =
+        |a: &OwnedRecord, t: &OwnedRecord| differ(a, t).map_err(DiffError::Failed);
     let mut found = |o: Outcome<OwnedRecord>| {
         let (kind, a, t, fields) = match o {
             Outcome::Equal { archive, target } => {

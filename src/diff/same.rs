@@ -29,6 +29,9 @@ pub struct Sameness<'a, 'c> {
     pub catalog: &'c Catalog<'a>,
     pub target: Option<TargetRegistry<'c>>,
     verdicts: HashMap<(u32, u32), Result<bool, String>>,
+    /// Archive ID → target ID pairs known to be the same (a restore's own ID map), taken
+    /// without asking the registry.
+    pub known: BTreeMap<u32, u32>,
     /// Archive ID → target ID, for every pair found to name the same schema.
     pub id_map: BTreeMap<u32, u32>,
 }
@@ -39,6 +42,7 @@ impl<'a, 'c> Sameness<'a, 'c> {
             catalog,
             target,
             verdicts: HashMap::new(),
+            known: BTreeMap::new(),
             id_map: BTreeMap::new(),
         }
     }
@@ -118,6 +122,9 @@ impl<'a, 'c> Sameness<'a, 'c> {
     }
 
     fn ask(&self, a: u32, t: u32) -> Result<bool, String> {
+        if self.known.get(&a) == Some(&t) {
+            return Ok(true);
+        }
         let Some(target) = &self.target else {
             return Ok(false);
         };

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::archive::Archive;
 use crate::archive::crypt::Unlock;
 use crate::archive::signing::{SignatureReport, TrustOptions};
-use crate::diff::same::{Sameness, TargetRegistry};
+use crate::diff::same::Sameness;
 use crate::diff::{DiffError, DiffOptions, DiffReport};
 use crate::format::hex;
 use crate::kafka::connection::KafkaConnection;
@@ -54,7 +54,9 @@ pub struct DrillOptions {
 /// A record whose key or value did not read back as the archive holds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeFailure {
+    /// The archived topic, and the scratch topic it was restored to.
     pub topic: String,
+    pub target_topic: String,
     pub partition: i32,
     pub archive_offset: i64,
     pub target_offset: i64,
@@ -162,7 +164,7 @@ pub fn drill(opts: &DrillOptions, rt: &crate::runtime::Runtime) -> Result<DrillR
             return Err(e.into());
         }
     };
-    let mut report = read_back(opts, rt, &archive, &map)?;
+    let mut report = read_back(opts, rt, &archive, &map, &restored.id_map)?;
     report.signatures = opts
         .trust
         .as_ref()
@@ -261,6 +263,7 @@ fn read_back(
     rt: &crate::runtime::Runtime,
     archive: &Archive,
     map: &BTreeMap<String, String>,
+    id_map: &BTreeMap<u32, u32>,
 ) -> Result<DrillReport, DrillError> {
     let snapshot = crate::registry::snapshot::read_from_archive(archive)?;
     let texts = crate::diff::ArchiveTexts(archive);
@@ -272,14 +275,11 @@ fn read_back(
     let served = ServedTexts::default();
     let mut on_target = Catalog::empty(&served);
     let client = RegistryClient::new(&opts.registry)?;
-    let mut resolver = Resolver::new(client.clone(), rt.context(), &served);
-    let mut same = Sameness::new(
-        &ids_of_archive,
-        Some(TargetRegistry {
-            client,
-            rt: rt.context(),
-        }),
-    );
+    let mut resolver = Resolver::new(client, rt.context(), &served);
+    // The bytes are held against what the restore says it wrote (its ID map); whether the
+    // target serves the right schema for each ID is the decoding's to find, as a consumer would.
+    let mut same = Sameness::new(&ids_of_archive, None);
+    same.known = id_map.clone();
     let mut dopts = DiffOptions::new(opts.archive.clone(), opts.kafka.clone());
     dopts.map = map.clone();
     let names: Vec<String> = map.keys().map(|t| regex::escape(t)).collect();
@@ -294,7 +294,8 @@ fn read_back(
         &mut |topic, partition, a, t| {
             check_decoding(
                 (&mut archived, &mut on_target, &mut resolver),
-                (topic, partition, a, t),
+                (topic, &map[topic], partition),
+                (a, t),
                 opts.show,
                 &mut d,
             )
@@ -333,7 +334,8 @@ fn read_back(
 /// the datum against the archive's.
 fn check_decoding(
     (archived, on_target, resolver): (&mut Catalog<'_>, &mut Catalog<'_>, &mut Resolver<'_>),
-    (topic, partition, a, t): (&str, i32, &OwnedRecord, &OwnedRecord),
+    (topic, target_topic, partition): (&str, &str, i32),
+    (a, t): (&OwnedRecord, &OwnedRecord),
     show: usize,
     d: &mut Decoding,
 ) {
@@ -381,6 +383,7 @@ fn check_decoding(
                 if d.first.len() < show {
                     d.first.push(DecodeFailure {
                         topic: topic.to_string(),
+                        target_topic: target_topic.to_string(),
                         partition,
                         archive_offset: a.offset,
                         target_offset: t.offset,
@@ -405,7 +408,9 @@ fn clean_up(
     if !opts.keep_topics {
         match target.delete_topics(scratch) {
             Ok(()) => report.topics_deleted = true,
-            Err(e) => report.problems.push(format!("deleting the scratch topics: {e}")),
+            Err(e) => report
+                .problems
+                .push(format!("deleting the scratch topics: {e}")),
         }
     }
     if !opts.clean_schemas {

@@ -97,9 +97,9 @@ impl<'c> Resolver<'c> {
             .rt
             .block_on(self.client.get_list(&format!("/schemas/ids/{id}/versions")))
             .map_err(ask)?;
-        let (subject, version) = used
-            .first()
-            .map_or((format!("(schema {id})"), 0), |u| (u.subject.clone(), u.version));
+        let (subject, version) = used.first().map_or((format!("(schema {id})"), 0), |u| {
+            (u.subject.clone(), u.version)
+        });
         let mut seen = HashSet::new();
         for r in &s.references {
             self.reference(catalog, r, &mut seen)?;
@@ -120,10 +120,16 @@ impl<'c> Resolver<'c> {
         r: &Reference,
         seen: &mut HashSet<(String, i32)>,
     ) -> Result<(), String> {
-        if catalog.has_version(&r.subject, r.version) || !seen.insert((r.subject.clone(), r.version)) {
+        if catalog.has_version(&r.subject, r.version)
+            || !seen.insert((r.subject.clone(), r.version))
+        {
             return Ok(());
         }
-        let path = format!("/subjects/{}/versions/{}", path_segment(&r.subject), r.version);
+        let path = format!(
+            "/subjects/{}/versions/{}",
+            path_segment(&r.subject),
+            r.version
+        );
         let v: SubjectVersionReply = self.rt.block_on(self.client.get(&path)).map_err(|e| {
             format!(
                 "the target registry, asked for reference {:?} ({} v{}): {e}",
