@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{self, consume_all, kar_cli as kar};
 use crate::stream::{PER_PARTITION, assert_restored, orders};
@@ -213,6 +213,36 @@ async fn an_encrypted_signed_archive_is_restored_with_each_identity_and_the_pass
     std::fs::rename(&aside, dir.path().join("sealed.kar.minisig")).unwrap();
     let (code, _, out) = kar(&["verify", s(&file)], &[]);
     assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the archive is encrypted: give an identity"),
+        "{out}"
+    );
+    printed.push(out);
+
+    // kar cat reads a record with the key, decoded with the archived (sealed) schema; not without.
+    let (code, _, out) = kar(
+        &[
+            "cat",
+            s(&file),
+            "--partition",
+            "1",
+            "--offset",
+            "5",
+            "--identity",
+            s(&age_id),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let rec: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        rec["value"],
+        json!({"id": format!("1-5-{}", "x".repeat(40))}),
+        "{rec}"
+    );
+    assert_eq!(rec["value_schema"]["type"], "AVRO");
+    let (code, _, out) = kar(&["cat", s(&file), "--limit", "1"], &[]);
+    assert_eq!(code, Some(2), "{out}");
     assert!(
         out.contains("the archive is encrypted: give an identity"),
         "{out}"

@@ -207,6 +207,7 @@ async fn the_import_probe_leaves_every_subject_as_it_was() {
         ids: SchemaIds::Keep,
         policy: kar::restore::SchemaPolicy::AddMissing,
         global: Default::default(),
+        versions_only: false,
     };
     probe.probe_import().await.unwrap();
     assert_eq!(subject_state(&target, &subject).await, before);

@@ -244,11 +244,14 @@ pub fn diff_with(
             .cloned()
             .unwrap_or_else(|| t.name.clone());
         let on_target = target_topics.get(&to).map_or(0, |tt| tt.partitions);
-        let partitions = t
+        // The archive's partitions and every one the target has: a repaired archive may list
+        // only some, and records in a target partition it lacks are extra.
+        let partitions: std::collections::BTreeSet<i32> = t
             .partitions
             .iter()
             .map(|p| p.partition)
-            .chain(t.partitions.len() as i32..on_target);
+            .chain(0..on_target)
+            .collect();
         for p in partitions {
             let reader = (p < on_target)
                 .then(|| PartitionReader::open(&opts.kafka, &to, p))

@@ -164,7 +164,15 @@ pub fn drill(opts: &DrillOptions, rt: &crate::runtime::Runtime) -> Result<DrillR
             return Err(e.into());
         }
     };
-    let mut report = read_back(opts, rt, &archive, &map, &restored.id_map)?;
+    let mut report = match read_back(opts, rt, &archive, &map, &restored.id_map) {
+        Ok(r) => r,
+        Err(e) => {
+            if !opts.keep_topics {
+                let _ = target.delete_topics(&scratch);
+            }
+            return Err(e);
+        }
+    };
     report.signatures = opts
         .trust
         .as_ref()
@@ -179,11 +187,8 @@ pub fn drill(opts: &DrillOptions, rt: &crate::runtime::Runtime) -> Result<DrillR
         .sum();
     report.records_restored = restored.records_written;
     report.restore_ok = restored.ok;
-    report.schemas_registered = restored
-        .schemas
-        .iter()
-        .filter(|s| s.action == crate::restore::schemas::VersionAction::Register)
-        .map(|s| format!("{} v{}", s.subject, s.version))
+    report.schemas_registered = registered(&restored)
+        .map(|(subject, version)| format!("{subject} v{version}"))
         .collect();
     report.scratch_topics = map.values().cloned().collect();
     clean_up(opts, rt, &target, &scratch, &restored, &mut report);
@@ -232,6 +237,9 @@ fn restore_options(
     // The drill proves records and schemas; the target's consumer groups are not touched.
     r.groups = Some(r"\A\z.".into());
     r.state_dir = Some(state.to_path_buf());
+    // The registry may be one in use: the drill adds the versions it needs and changes no
+    // subject's configuration or mode, deletes nothing.
+    r.schema_versions_only = true;
     r.unlock = opts.unlock.clone();
     r.trust = opts.trust.clone();
     r
@@ -396,6 +404,14 @@ fn check_decoding(
     }
 }
 
+/// The schema versions the restore registered: (subject, the version the target gave it).
+fn registered(r: &crate::restore::RestoreReport) -> impl Iterator<Item = (&str, i32)> {
+    r.schemas
+        .iter()
+        .filter(|s| s.action == crate::restore::schemas::VersionAction::Register)
+        .filter_map(|s| Some((s.subject.as_str(), s.target_version?)))
+}
+
 /// Deletes the scratch topics (unless kept) and, if asked, the schema versions registered.
 fn clean_up(
     opts: &DrillOptions,
@@ -420,16 +436,11 @@ fn clean_up(
         Ok(c) => c,
         Err(e) => return report.problems.push(e.to_string()),
     };
-    let registered = restored
-        .schemas
-        .iter()
-        .filter(|s| s.action == crate::restore::schemas::VersionAction::Register);
     let mut all = true;
-    for s in registered {
+    for (subject, version) in registered(restored) {
         let path = format!(
-            "/subjects/{}/versions/{}",
-            crate::registry::client::path_segment(&s.subject),
-            s.version
+            "/subjects/{}/versions/{version}",
+            crate::registry::client::path_segment(subject),
         );
         // A hard delete needs the soft one first (Confluent's rule).
         for p in [path.clone(), format!("{path}?permanent=true")] {
@@ -440,7 +451,7 @@ fn clean_up(
                 all = false;
                 report
                     .problems
-                    .push(format!("removing {} v{}: {e}", s.subject, s.version));
+                    .push(format!("removing {subject} v{version}: {e}"));
                 break;
             }
         }

@@ -51,6 +51,9 @@ pub struct PartitionReader {
     topic: String,
     partition: i32,
     done: bool,
+    /// The partition's end when the reader opened (high watermark): records written after it
+    /// are not this reading's, so a topic being written to does not keep it going.
+    end: i64,
     /// How long a poll may go without a record or the partition's end before it is an error.
     idle: Duration,
 }
@@ -82,12 +85,16 @@ impl PartitionReader {
         consumer
             .assign(&tpl)
             .map_err(request(&format!("assigning {topic}/{partition}")))?;
+        let (low, end) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map_err(request(&format!("reading the end of {topic}/{partition}")))?;
         Ok(PartitionReader {
             consumer,
             bootstrap: conn.bootstrap.clone(),
             topic: topic.to_string(),
             partition,
-            done: false,
+            done: end <= low,
+            end,
             idle: Duration::from_secs(60),
         })
     }
@@ -106,7 +113,12 @@ impl PartitionReader {
                 continue;
             };
             match m {
-                Ok(m) => return Ok(Some(owned(&m))),
+                Ok(m) => {
+                    // Past the last record it set out to read, the reading is done (the end may
+                    // also be a transaction marker, after which the end of the partition says so).
+                    self.done = m.offset() >= self.end - 1;
+                    return Ok(Some(owned(&m)));
+                }
                 Err(KafkaError::PartitionEOF(_)) => self.done = true,
                 Err(e) => return Err(self.error("reading", e)),
             }

@@ -202,6 +202,10 @@ pub struct RestoreOptions {
     pub producer_compression: Option<crate::kafka::txn::Compression>,
     /// Restore the Schema Registry snapshot alone, even from an archive with records.
     pub registry_only: bool,
+    /// Register the archived schema versions only: none of the archive's subject or global
+    /// configurations, modes, deletions or DEK registry (what the restore itself changed, such as
+    /// a subject put in IMPORT mode, is still put back). A drill into a registry in use.
+    pub schema_versions_only: bool,
     /// Each partition's records go in transactions of about this many bytes (ended at the first
     /// chunk boundary after it): what an interrupted run leaves aborted in the log is at most this
     /// much per partition being written.
@@ -260,6 +264,7 @@ impl RestoreOptions {
             map: BTreeMap::new(),
             until: None,
             groups: None,
+            schema_versions_only: false,
             dry_run: false,
             trust: None,
             unlock: None,

@@ -27,6 +27,10 @@ pub struct SchemaAction {
     pub action: VersionAction,
     /// Known before registering for `exists` and with kept IDs.
     pub target_id: Option<u32>,
+    /// The version number the target gave it (known once registered or found): not always the
+    /// archive's, in a subject that has other versions on the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<i32>,
 }
 
 /// What a restore does with one archived schema version.
@@ -82,6 +86,9 @@ pub struct SchemaRestore<'a> {
     pub ids: SchemaIds,
     pub policy: SchemaPolicy,
     pub global: GlobalPlan,
+    /// Versions only: none of the archive's subject configurations, modes or deletions (what
+    /// the restore itself changed is still put back).
+    pub versions_only: bool,
 }
 
 impl SchemaRestore<'_> {
@@ -456,6 +463,7 @@ impl SchemaRestore<'_> {
                 source_id: v.id,
                 action,
                 target_id,
+                target_version: None,
             });
         }
         Ok(out)
@@ -496,6 +504,7 @@ impl SchemaRestore<'_> {
                     source_id: v.id,
                     action: VersionAction::Skip,
                     target_id: None,
+                    target_version: None,
                 });
                 continue;
             } else {
@@ -510,6 +519,7 @@ impl SchemaRestore<'_> {
                 source_id: v.id,
                 action,
                 target_id: Some(target_id),
+                target_version: Some(target_version),
             });
         }
         if !state.is_done("schema-settings")? {
@@ -664,7 +674,8 @@ impl SchemaRestore<'_> {
                 && !skipped.contains(&s.subject)
         }) {
             let s = enc(&st.subject);
-            for v in st.versions.iter().filter(|v| v.deleted) {
+            let archived = !self.versions_only;
+            for v in st.versions.iter().filter(|v| v.deleted && archived) {
                 if let Some(t) = versions.get(&(st.subject.clone(), v.version)) {
                     let _ = self
                         .client
@@ -678,14 +689,20 @@ impl SchemaRestore<'_> {
             }
             // The archive's own settings; where it has none, the target's own, if this restore
             // changed them (recorded in the state before the first change, whichever run).
-            match (st.own_config(), state.before("config", &st.subject)?) {
+            match (
+                st.own_config().filter(|_| archived),
+                state.before("config", &st.subject)?,
+            ) {
                 (Some(c), _) => self.put_whole_config(&format!("/config/{s}"), &c).await?,
                 (None, Some(before)) => {
                     self.put_back_config(&st.subject, before.as_deref()).await?
                 }
                 (None, None) => {}
             }
-            match (&st.mode, state.before("mode", &st.subject)?) {
+            match (
+                st.mode.as_ref().filter(|_| archived),
+                state.before("mode", &st.subject)?,
+            ) {
                 (Some(m), _) => {
                     self.client
                         .request::<Value>(
@@ -698,14 +715,14 @@ impl SchemaRestore<'_> {
                 (None, Some(before)) => self.put_back_mode(&st.subject, before.as_deref()).await?,
                 (None, None) => {}
             }
-            if st.deleted {
+            if st.deleted && archived {
                 let _ = self
                     .client
                     .request::<Value>(Method::DELETE, &format!("/subjects/{s}"), None)
                     .await;
             }
         }
-        if self.global.apply {
+        if self.global.apply && !self.versions_only {
             if let Some(c) = self.snap.global.own_config() {
                 self.put_whole_config("/config", &c).await?;
             }
@@ -860,6 +877,7 @@ impl SchemaPlan {
             ids: opts.schema_ids,
             policy: opts.schemas,
             global: GlobalPlan::default(),
+            versions_only: opts.schema_versions_only,
         };
         let target_was_empty = rt.block_on(async {
             Ok::<_, RestoreError>(client.get_list::<String>("/subjects").await?.is_empty())
@@ -930,8 +948,12 @@ impl SchemaPlan {
             ids: opts.schema_ids,
             policy: opts.schemas,
             global: self.global.clone(),
+            versions_only: opts.schema_versions_only,
         };
-        if let Some(keks) = &snap.dek_registry
+        if let Some(keks) = snap
+            .dek_registry
+            .as_ref()
+            .filter(|_| !opts.schema_versions_only)
             && !state.is_done("dek-registry")?
         {
             self.rt.block_on(async {

@@ -62,10 +62,24 @@ fn message(c: &Compiled, indexes: &[i32]) -> Result<MessageDescriptor, String> {
     let mut m = pick(Box::new(file.messages()), *first, "file's messages")?;
     for i in rest {
         let what = format!("messages nested in {}", m.full_name());
-        let children: Vec<MessageDescriptor> = m.child_messages().collect();
-        m = pick(Box::new(children.into_iter()), *i, &what)?;
+        m = pick(Box::new(declared_children(&m).into_iter()), *i, &what)?;
     }
     Ok(m)
+}
+
+/// The messages declared inside `m`, in order, as Confluent's Java serializers count them (the
+/// `.proto` text's message elements): not the map-entry types a compiler makes for `map<>` fields,
+/// nor proto2 group types. (Confluent's Python client counts from compiled descriptors, map
+/// entries included; kar follows the Java client and the registry.)
+fn declared_children(m: &MessageDescriptor) -> Vec<MessageDescriptor> {
+    let groups: Vec<String> = m
+        .fields()
+        .filter(|f| f.is_group())
+        .filter_map(|f| f.kind().as_message().map(|g| g.full_name().to_string()))
+        .collect();
+    m.child_messages()
+        .filter(|c| !c.is_map_entry() && !groups.iter().any(|g| g == c.full_name()))
+        .collect()
 }
 
 /// Decodes `payload` as the message `indexes` name; the message's full name and its JSON.
@@ -105,5 +119,20 @@ mod tests {
                 .contains("out of range")
         );
         assert!(decode(&c, &[1, 0], &line[..4]).is_err(), "cut short");
+    }
+
+    #[test]
+    fn map_entries_are_not_counted_as_nested_messages() {
+        let text = "syntax = \"proto3\";\npackage m;\n\
+            message Outer { map<string, string> labels = 1; message Inner { string x = 1; } }\n";
+        let c = compile(text, &[]).unwrap();
+        // Confluent's Java serializer writes Inner as [0, 0]: the map's entry type is skipped.
+        let (name, v) = decode(&c, &[0, 0], &[0x0a, 1, b'y']).unwrap();
+        assert_eq!(name, "m.Outer.Inner");
+        assert_eq!(v, serde_json::json!({"x": "y"}));
+        assert!(
+            decode(&c, &[0, 1], &[]).is_err(),
+            "only one declared nested message"
+        );
     }
 }
