@@ -20,6 +20,7 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import (
     Schema,
     SchemaReference,
@@ -72,19 +73,45 @@ def protobuf_records(client, topic, workdir, n):
         yield prefix_schema_id_serializer(msg.SerializeToString(), ctx, SchemaId("PROTOBUF", sid, message_indexes=[1]))
 
 
+def create_topic(bootstrap, topic):
+    """Three partitions; an existing topic is emptied by being made anew (the broker does not
+    create topics on first use)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=10).topics:
+        admin.delete_topics([topic])[topic].result()
+        while topic in admin.list_topics(timeout=10).topics:
+            time.sleep(0.2)
+    for _ in range(50):
+        try:
+            admin.create_topics([NewTopic(topic, 3, 1)])[topic].result()
+            return
+        except Exception as e:  # deletion still under way: try again
+            last = e
+            time.sleep(0.2)
+    sys.exit(f"creating {topic}: {last}")
+
+
 def seed(bootstrap, topic, registry, workdir, kind, n):
+    create_topic(bootstrap, topic)
     client = SchemaRegistryClient({"url": registry})
     values = avro_records(client, topic, n) if kind == "avro" else protobuf_records(client, topic, workdir, n)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
+    failed = []
+
+    def delivered(err, _msg):
+        if err is not None:
+            failed.append(err)
+
     for i, v in enumerate(values):
         while True:
             try:
-                p.produce(topic, value=v, key=f"order-{i}".encode(), partition=i % 3)
+                p.produce(topic, value=v, key=f"order-{i}".encode(), partition=i % 3, on_delivery=delivered)
                 break
             except BufferError:
                 p.poll(0.1)
         p.poll(0)
-    p.flush(60)
+    if p.flush(60) > 0 or failed:
+        sys.exit(f"{topic}: {len(failed)} record(s) not delivered: {failed[:1]}")
 
 
 def read_all(bootstrap, topic):
