@@ -185,73 +185,88 @@ fn check_depth(c: &Compiled, payload: &[u8]) -> Result<(), (usize, String)> {
                 }
                 at <= payload.len()
             }
-            Step::One(s, d) => match s {
-                Schema::Null => true,
-                Schema::Boolean => skip(&mut at, 1),
-                Schema::Float => skip(&mut at, 4),
-                Schema::Double => skip(&mut at, 8),
-                Schema::Int
-                | Schema::Long
-                | Schema::Enum(_)
-                | Schema::Date
-                | Schema::TimeMillis
-                | Schema::TimeMicros
-                | Schema::TimestampMillis
-                | Schema::TimestampMicros
-                | Schema::TimestampNanos
-                | Schema::LocalTimestampMillis
-                | Schema::LocalTimestampMicros
-                | Schema::LocalTimestampNanos => long(payload, &mut at).is_some(),
-                Schema::Bytes
-                | Schema::String
-                | Schema::BigDecimal
-                | Schema::Uuid(UuidSchema::Bytes | UuidSchema::String) => {
-                    long(payload, &mut at).is_some_and(|n| skip(&mut at, n))
-                }
-                Schema::Decimal(x) => match &x.inner {
-                    InnerDecimalSchema::Fixed(f) => skip(&mut at, f.size as i64),
-                    InnerDecimalSchema::Bytes => {
-                        long(payload, &mut at).is_some_and(|n| skip(&mut at, n))
-                    }
-                },
-                Schema::Fixed(f) | Schema::Duration(f) | Schema::Uuid(UuidSchema::Fixed(f)) => {
-                    skip(&mut at, f.size as i64)
-                }
-                Schema::Union(u) => match long(payload, &mut at)
-                    .and_then(|i| u.variants().get(usize::try_from(i).ok()?))
-                {
-                    Some(v) => {
-                        todo.push(Step::One(v, d + 1));
-                        true
-                    }
-                    None => false,
-                },
-                Schema::Array(a) => {
-                    todo.push(Step::Block(&a.items, false, 0, d + 1));
-                    true
-                }
-                Schema::Map(m) => {
-                    todo.push(Step::Block(&m.types, true, 0, d + 1));
-                    true
-                }
-                Schema::Record(r) => {
-                    todo.extend(r.fields.iter().rev().map(|f| Step::One(&f.schema, d + 1)));
-                    true
-                }
-                Schema::Ref { name } => match names.get(name) {
-                    Some(t) => {
-                        todo.push(Step::One(t, d));
-                        true
-                    }
-                    None => false,
-                },
-            },
+            Step::One(s, d) => one(s, d, payload, &mut at, &mut todo, &names),
         };
         if !ok {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// Walks one datum of `s` at depth `d`: skips its bytes, or queues what it holds. `false`: the
+/// bytes ran out (or name a union branch or type that is not there).
+fn one<'s>(
+    s: &'s Schema,
+    d: usize,
+    payload: &[u8],
+    at: &mut usize,
+    todo: &mut Vec<Step<'s>>,
+    names: &Names<'s>,
+) -> bool {
+    let skip = |at: &mut usize, n: i64| {
+        *at = at.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+        *at <= payload.len()
+    };
+    match s {
+        Schema::Null => true,
+        Schema::Boolean => skip(at, 1),
+        Schema::Float => skip(at, 4),
+        Schema::Double => skip(at, 8),
+        Schema::Int
+        | Schema::Long
+        | Schema::Enum(_)
+        | Schema::Date
+        | Schema::TimeMillis
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => long(payload, at).is_some(),
+        Schema::Bytes
+        | Schema::String
+        | Schema::BigDecimal
+        | Schema::Uuid(UuidSchema::Bytes | UuidSchema::String) => {
+            long(payload, at).is_some_and(|n| skip(at, n))
+        }
+        Schema::Decimal(x) => match &x.inner {
+            InnerDecimalSchema::Fixed(f) => skip(at, f.size as i64),
+            InnerDecimalSchema::Bytes => long(payload, at).is_some_and(|n| skip(at, n)),
+        },
+        Schema::Fixed(f) | Schema::Duration(f) | Schema::Uuid(UuidSchema::Fixed(f)) => {
+            skip(at, f.size as i64)
+        }
+        Schema::Union(u) => {
+            match long(payload, at).and_then(|i| u.variants().get(usize::try_from(i).ok()?)) {
+                Some(v) => {
+                    todo.push(Step::One(v, d + 1));
+                    true
+                }
+                None => false,
+            }
+        }
+        Schema::Array(a) => {
+            todo.push(Step::Block(&a.items, false, 0, d + 1));
+            true
+        }
+        Schema::Map(m) => {
+            todo.push(Step::Block(&m.types, true, 0, d + 1));
+            true
+        }
+        Schema::Record(r) => {
+            todo.extend(r.fields.iter().rev().map(|f| Step::One(&f.schema, d + 1)));
+            true
+        }
+        Schema::Ref { name } => match names.get(name) {
+            Some(t) => {
+                todo.push(Step::One(t, d));
+                true
+            }
+            None => false,
+        },
+    }
 }
 
 /// Decodes one datum; on failure, the byte of `payload` where the reader stood and why.
