@@ -101,6 +101,10 @@ pub fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
 }
 
 fn options(a: &CatArgs) -> anyhow::Result<CatOptions> {
+    anyhow::ensure!(
+        a.file.as_os_str() != "-",
+        "kar cat reads an archive file (its index chooses the chunks): keep a stream with `kar verify - --tee FILE`, then cat FILE"
+    );
     let topics = a
         .topic
         .as_deref()
