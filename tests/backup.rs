@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::archive::{Rec, read_records};
 use crate::common::{self, commit, consume_all, producer, send};
 
-fn rec(
+pub(crate) fn rec(
     offset: i64,
     ts: i64,
     key: Option<&[u8]>,

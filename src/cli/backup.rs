@@ -242,7 +242,7 @@ pub fn run(a: BackupArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCo
         print_summary(&report);
     }
     for w in &report.warnings {
-        eprintln!("kar: warning: {w}");
+        super::logs::warning(&w.to_string());
     }
     Ok(if report.status == ArchiveStatus::Complete {
         ExitCode::SUCCESS

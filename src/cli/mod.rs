@@ -13,6 +13,7 @@ mod custody;
 mod diff;
 #[cfg(feature = "kafka")]
 mod drill;
+mod logs;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -36,6 +37,12 @@ use crate::archive::verify::{VerifyLevel, VerifyReport};
 #[derive(Debug, Parser)]
 #[command(name = "kar", version, about, long_about = None)]
 pub struct Cli {
+    /// Diagnostics on stderr as text, or as JSON (one event a line, with "command" and "job")
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: logs::LogFormat,
+    /// A name for this run, carried by every JSON log event
+    #[arg(long, global = true, value_name = "NAME")]
+    pub job: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -239,18 +246,9 @@ fn on_runtime(
 
 /// Runs the parsed command line; errors become a message on stderr and a non-zero exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    // Diagnostics go to stderr, filtered by KAR_LOG (e.g. `KAR_LOG=kar=debug` for phase timings,
-    // `KAR_LOG=librdkafka=info` for librdkafka's own log, which the rdkafka crate logs under the
-    // target `librdkafka`). By default kar's warnings only: librdkafka reports routine events (a
-    // partition's end, a reconnect, a fenced producer) as errors, and what matters of them reaches
-    // kar's own messages.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rdkafka=off,librdkafka=off"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let command = command_name(&cli.command);
+    logs::init(cli.log_format, command, cli.job.as_deref());
+    let started = std::time::Instant::now();
     let result = match cli.command {
         #[cfg(feature = "kafka")]
         Command::Backup(a) => on_runtime(|rt| backup::run(*a, rt)),
@@ -277,17 +275,54 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kar: error: {}", error_chain(&e));
+            logs::error(&error_chain(&e));
             ExitCode::from(2)
         }
     };
     // The report was not delivered (a full disk under a redirection, say): that is a failure.
-    match out::failure() {
+    let code = match out::failure() {
         Some(e) => {
-            eprintln!("kar: error: writing the output to stdout: {e}");
+            logs::error(&format!("writing the output to stdout: {e}"));
             ExitCode::from(2)
         }
         None => code,
+    };
+    let exit_code = match code {
+        c if c == ExitCode::SUCCESS => 0,
+        c if c == ExitCode::from(1) => 1,
+        _ => 2,
+    };
+    tracing::info!(
+        target: "kar::summary",
+        exit_code,
+        seconds = started.elapsed().as_secs_f64(),
+        "kar {command} ended with exit code {exit_code}"
+    );
+    code
+}
+
+/// The subcommand's name, as typed.
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        #[cfg(feature = "kafka")]
+        Command::Backup(_) => "backup",
+        #[cfg(feature = "kafka")]
+        Command::Restore(_) => "restore",
+        Command::Verify(_) => "verify",
+        Command::Inspect(_) => "inspect",
+        Command::Repair(_) => "repair",
+        Command::Compact(_) => "compact",
+        Command::Dump(_) => "dump",
+        Command::Split(_) => "split",
+        Command::Join(_) => "join",
+        Command::Schemas(_) => "schemas",
+        Command::Cat(_) => "cat",
+        #[cfg(feature = "kafka")]
+        Command::Diff(_) => "diff",
+        #[cfg(feature = "kafka")]
+        Command::Drill(_) => "drill",
+        Command::Keygen(_) => "keygen",
+        Command::Sign(_) => "sign",
     }
 }
 

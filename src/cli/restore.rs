@@ -297,7 +297,7 @@ pub fn run(a: RestoreArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitC
     let opts = options(&a, cancel)?;
     let report = restore(rt, &opts)?;
     for w in &report.plan.warnings {
-        eprintln!("kar: warning: {w}");
+        super::logs::warning(&w.to_string());
     }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
