@@ -34,26 +34,6 @@ fn cat(args: &[&str]) -> (Vec<Value>, Value) {
     (lines, stats)
 }
 
-fn backup(topic: &str, subjects: &str, out: &Path, extra: &[&str]) {
-    let (bootstrap, registry) = (common::bootstrap(), common::source_registry());
-    let mut args = vec![
-        "backup",
-        "--bootstrap",
-        &bootstrap,
-        "--topics",
-        topic,
-        "--registry",
-        &registry,
-        "--subjects",
-        subjects,
-        "--out",
-        s(out),
-    ];
-    args.extend_from_slice(extra);
-    let (code, _, text) = kar_cli(&args, &[]);
-    assert_eq!(code, Some(0), "{text}");
-}
-
 /// Writes the records of scripts/python/serialized.py with Confluent's serializers; its rows.
 fn serialize_with_confluent(topic: &str, dir: &Path) -> Vec<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python/serialized.py");
@@ -96,7 +76,7 @@ fn cat_decodes_what_confluents_serializers_wrote() {
     let rows = serialize_with_confluent(&topic, dir.path());
     assert_eq!(rows.len(), 14);
     let file = dir.path().join("serde.kar");
-    backup(&topic, &format!("{topic}-.*"), &file, &[]);
+    common::backup_cli(&topic, &format!("{topic}-.*"), &file, &[]);
 
     let (got, stats) = cat(&[s(&file)]);
     assert_eq!(got.len(), rows.len(), "every record printed, none dropped");
@@ -191,7 +171,7 @@ fn cat_reads_only_the_chunks_an_offset_or_a_time_needs() {
     });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lookup.kar");
-    backup(&topic, "^$", &file, &["--chunk-size", "16384"]);
+    common::backup_cli(&topic, "^$", &file, &["--chunk-size", "16384"]);
 
     let (all, stats) = cat(&[s(&file), "--partition", "1"]);
     assert_eq!(all.len(), 2000);

@@ -33,24 +33,7 @@ fn diff_is_clean_after_a_rewrite_restore_and_names_each_fault() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("diff.kar");
     let file = file.to_str().unwrap();
-    let (bootstrap, source) = (common::bootstrap(), common::source_registry());
-    let (code, _, out) = kar_cli(
-        &[
-            "backup",
-            "--bootstrap",
-            &bootstrap,
-            "--topics",
-            &topic,
-            "--registry",
-            &source,
-            "--subjects",
-            &format!("{p}-.*"),
-            "--out",
-            file,
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{out}");
+    common::backup_cli(&topic, &format!("{p}-.*"), file.as_ref(), &[]);
     let total = 3 * PER_PARTITION;
 
     // A restore with new IDs: bytes differ in the ID only.

@@ -10,28 +10,6 @@ use crate::common::http_proxy::{Fault, http_proxy};
 use crate::common::{self, kar_cli};
 use crate::stream::{PER_PARTITION, orders};
 
-fn backup(p: &str, topic: &str, file: &str) {
-    let (bootstrap, source) = (common::bootstrap(), common::source_registry());
-    let subjects = format!("{p}-.*");
-    let (code, _, out) = kar_cli(
-        &[
-            "backup",
-            "--bootstrap",
-            &bootstrap,
-            "--topics",
-            topic,
-            "--registry",
-            &source,
-            "--subjects",
-            &subjects,
-            "--out",
-            file,
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{out}");
-}
-
 fn drill(file: &str, registry: &str, prefix: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
     let bootstrap = common::bootstrap();
     let mut args = vec![
@@ -57,7 +35,7 @@ async fn a_drill_passes_on_a_good_archive_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drill.kar");
     let file = file.to_str().unwrap();
-    backup(&p, &topic, file);
+    common::backup_cli(&topic, &format!("{p}-.*"), file.as_ref(), &[]);
     let total = 3 * PER_PARTITION;
     let prefix = format!("{p}-scratch-");
     let target = common::target_registry();
@@ -127,7 +105,7 @@ async fn a_drill_fails_naming_the_records_when_the_target_serves_another_schema(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drill.kar");
     let file = file.to_str().unwrap().to_string();
-    backup(&p, &topic, &file);
+    common::backup_cli(&topic, &format!("{p}-.*"), file.as_ref(), &[]);
     // The restore goes through untouched; what a consumer asks by ID gets a schema of other
     // fields, which reads the same bytes as something else.
     let fake = json!({"schema": r#"{"type":"record","name":"Fake","fields":[{"name":"n","type":"long"}]}"#});

@@ -21,7 +21,7 @@ use crate::archive::index::ChunkEntry;
 use crate::archive::{Archive, ArchiveError};
 use crate::format::chunk::{ChunkRecords, Record};
 use crate::registry::wire;
-use crate::schema::{Catalog, IdSource, SchemaTexts};
+use crate::schema::{Catalog, IdSource};
 use record::{Field, id_source};
 
 /// How records are printed.
@@ -81,26 +81,11 @@ pub enum CatError {
     Output(std::io::Error),
 }
 
-struct ArchiveTexts<'a>(&'a Archive);
-
-impl SchemaTexts for ArchiveTexts<'_> {
-    fn text(&self, blob: &str) -> Result<String, String> {
-        let id = crate::format::parse_hex(blob)
-            .ok_or_else(|| format!("the snapshot names blob {blob:?}, not a content ID"))?;
-        let bytes = self.0.read_content(&id).map_err(|e| e.to_string())?;
-        String::from_utf8(bytes).map_err(|_| format!("schema text {blob} is not UTF-8"))
-    }
-}
-
 /// Prints the records `opts` choose to `out`.
 pub fn cat(opts: &CatOptions, out: &mut dyn Write) -> Result<CatReport, CatError> {
     let archive = Archive::open_with(&opts.archive, opts.unlock.as_deref())?;
     let snapshot = crate::registry::snapshot::read_from_archive(&archive)?;
-    let texts = ArchiveTexts(&archive);
-    let mut catalog = match &snapshot {
-        Some(s) => Catalog::new(s, &texts),
-        None => Catalog::empty(&texts),
-    };
+    let mut catalog = Catalog::of(snapshot.as_ref(), &archive);
     if let Some(id) = opts.schema_id
         && archive.schema_blob(id)?.is_none()
     {

@@ -43,12 +43,7 @@ impl Field {
 /// Where the schema ID of a record's field is: the last schema-ID header for it (Confluent's
 /// deserializers read the last), else the field's prefix.
 pub fn id_source<'a>(r: &Record<'a>, f: Field) -> IdSource<'a> {
-    r.headers
-        .iter()
-        .filter(|(name, _)| *name == f.id_header())
-        .filter_map(|(_, v)| v)
-        .last()
-        .map_or(IdSource::Prefix, IdSource::Header)
+    crate::schema::id_source(r.headers.iter(), f.id_header())
 }
 
 fn timestamp_type(t: TimestampType) -> &'static str {

@@ -24,7 +24,7 @@ use crate::kafka::reader::{OwnedRecord, PartitionReader};
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
-use crate::schema::{Catalog, SchemaTexts};
+use crate::schema::Catalog;
 use align::{Outcome, Records};
 use same::{Sameness, TargetRegistry};
 
@@ -126,17 +126,6 @@ pub enum DiffError {
     Failed(String),
 }
 
-pub(crate) struct ArchiveTexts<'a>(pub &'a Archive);
-
-impl SchemaTexts for ArchiveTexts<'_> {
-    fn text(&self, blob: &str) -> Result<String, String> {
-        let id = crate::format::parse_hex(blob)
-            .ok_or_else(|| format!("the snapshot names blob {blob:?}, not a content ID"))?;
-        let bytes = self.0.read_content(&id).map_err(|e| e.to_string())?;
-        String::from_utf8(bytes).map_err(|_| format!("schema text {blob} is not UTF-8"))
-    }
-}
-
 /// An archived partition's records, a chunk at a time.
 struct ArchiveSide<'a> {
     archive: &'a Archive,
@@ -192,11 +181,7 @@ pub type OnSame<'f> = dyn FnMut(&str, i32, &OwnedRecord, &OwnedRecord) + 'f;
 pub fn diff(opts: &DiffOptions, rt: &crate::runtime::Runtime) -> Result<DiffReport, DiffError> {
     let archive = Archive::open_with(&opts.archive, opts.unlock.as_deref())?;
     let snapshot = crate::registry::snapshot::read_from_archive(&archive)?;
-    let texts = ArchiveTexts(&archive);
-    let catalog = match &snapshot {
-        Some(s) => Catalog::new(s, &texts),
-        None => Catalog::empty(&texts),
-    };
+    let catalog = Catalog::of(snapshot.as_ref(), &archive);
     let target_registry = match &opts.registry {
         Some(s) => Some(TargetRegistry {
             client: RegistryClient::new(s)?,

@@ -247,12 +247,8 @@ fn restore_options(
 
 /// Where a key's or value's schema ID is: the last schema-ID header for it, else its prefix.
 fn id_source<'r>(r: &'r OwnedRecord, header: &str) -> IdSource<'r> {
-    r.headers
-        .iter()
-        .filter(|(n, _)| n == header)
-        .filter_map(|(_, v)| v.as_deref())
-        .next_back()
-        .map_or(IdSource::Prefix, IdSource::Header)
+    let headers = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
+    crate::schema::id_source(headers, header)
 }
 
 /// What the read-back found, counted.
@@ -274,12 +270,10 @@ fn read_back(
     id_map: &BTreeMap<u32, u32>,
 ) -> Result<DrillReport, DrillError> {
     let snapshot = crate::registry::snapshot::read_from_archive(archive)?;
-    let texts = crate::diff::ArchiveTexts(archive);
-    let catalog = |s: &Option<_>| match s {
-        Some(s) => Catalog::new(s, &texts),
-        None => Catalog::empty(&texts),
-    };
-    let (ids_of_archive, mut archived) = (catalog(&snapshot), catalog(&snapshot));
+    let (ids_of_archive, mut archived) = (
+        Catalog::of(snapshot.as_ref(), archive),
+        Catalog::of(snapshot.as_ref(), archive),
+    );
     let served = ServedTexts::default();
     let mut on_target = Catalog::empty(&served);
     let client = RegistryClient::new(&opts.registry)?;

@@ -35,16 +35,15 @@ struct ById {
     references: Vec<Reference>,
 }
 
+/// `GET /subjects/{subject}/versions/{version}`: the schema's text, type and references, as
+/// `GET /schemas/ids/{id}` gives them, with where it stands.
 #[derive(Deserialize)]
 struct SubjectVersionReply {
     subject: String,
     version: i32,
     id: u32,
-    schema: String,
-    #[serde(rename = "schemaType")]
-    schema_type: Option<String>,
-    #[serde(default)]
-    references: Vec<Reference>,
+    #[serde(flatten)]
+    body: ById,
 }
 
 #[derive(Deserialize)]
@@ -136,14 +135,14 @@ impl<'c> Resolver<'c> {
                 r.name, r.subject, r.version
             )
         })?;
-        for inner in &v.references {
+        for inner in &v.body.references {
             self.reference(catalog, inner, seen)?;
         }
         let key = format!("{} v{}", v.subject, v.version);
-        self.texts.0.borrow_mut().insert(key.clone(), v.schema);
+        self.texts.0.borrow_mut().insert(key.clone(), v.body.schema);
         catalog.add(
             &v.subject,
-            state(v.version, v.id, v.schema_type, key, v.references),
+            state(v.version, v.id, v.body.schema_type, key, v.body.references),
         );
         Ok(())
     }

@@ -12,6 +12,16 @@ pub trait SchemaTexts {
     fn text(&self, blob: &str) -> Result<String, String>;
 }
 
+/// An archive's blobs, read (and checked against their content IDs) as they are asked for.
+impl SchemaTexts for crate::archive::Archive {
+    fn text(&self, blob: &str) -> Result<String, String> {
+        let id = crate::format::parse_hex(blob)
+            .ok_or_else(|| format!("the snapshot names blob {blob:?}, not a content ID"))?;
+        let bytes = self.read_content(&id).map_err(|e| e.to_string())?;
+        String::from_utf8(bytes).map_err(|_| format!("schema text {blob} is not UTF-8"))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Version {
     subject: String,
@@ -44,6 +54,14 @@ impl<'a> Catalog<'a> {
             by_version: HashMap::new(),
             guids: HashMap::new(),
             compiled: HashMap::new(),
+        }
+    }
+
+    /// The catalog of a snapshot, or an empty one where the archive holds none.
+    pub fn of(snapshot: Option<&RegistrySnapshot>, texts: &'a dyn SchemaTexts) -> Self {
+        match snapshot {
+            Some(s) => Catalog::new(s, texts),
+            None => Catalog::empty(texts),
         }
     }
 
@@ -106,11 +124,6 @@ impl<'a> Catalog<'a> {
             subject: subject.to_string(),
             version,
         })
-    }
-
-    /// Whether the archive holds schema `id`.
-    pub fn has(&self, id: u32) -> bool {
-        self.by_id.contains_key(&id)
     }
 
     /// The type and text of schema `id`, if the archive holds it.

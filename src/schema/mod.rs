@@ -66,6 +66,20 @@ pub enum IdSource<'a> {
     Header(&'a [u8]),
 }
 
+/// Where a key's or value's schema ID is, given its record's headers: the last `header` (the
+/// field's `__key_schema_id` / `__value_schema_id`) with a value, as Confluent's deserializers
+/// read it, else the field's prefix.
+pub fn id_source<'a>(
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    header: &str,
+) -> IdSource<'a> {
+    headers
+        .filter(|(name, _)| *name == header)
+        .filter_map(|(_, v)| v)
+        .last()
+        .map_or(IdSource::Prefix, IdSource::Header)
+}
+
 /// Reads a Protobuf message-index list as Confluent's serializers write it: a zig-zag varint
 /// count, then that many zig-zag varint indexes; a count of 0 stands for `[0]`. Returns the
 /// indexes and the bytes read.

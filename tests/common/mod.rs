@@ -677,6 +677,29 @@ pub fn kar_cli(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value, Stri
 
 /// `cat FILE | kar ARGS` (a stream as from a tape or a pipe): whether it succeeded, the JSON it
 /// printed (or null), and its stderr.
+/// `kar backup` of `topic` with the source registry's `subjects` (a regex) into `out`, exit 0
+/// asserted.
+pub fn backup_cli(topic: &str, subjects: &str, out: &std::path::Path, extra: &[&str]) {
+    let (bootstrap, registry) = (bootstrap(), source_registry());
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "backup",
+        "--bootstrap",
+        &bootstrap,
+        "--topics",
+        topic,
+        "--registry",
+        &registry,
+        "--subjects",
+        subjects,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, text) = kar_cli(&args, &[]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 /// `kar restore FILE` (`-`: a stream) of one topic as `to` into the target services, with its
 /// state file at `state` and a JSON report.
 pub fn restore_args(file: &str, topic: &str, to: &str, state: &std::path::Path) -> Vec<String> {
