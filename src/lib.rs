@@ -18,6 +18,7 @@ pub mod drill;
 pub mod format;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metrics;
 pub mod progress;
 pub mod registry;
 #[cfg(feature = "kafka")]

@@ -116,7 +116,7 @@ pub fn compact_with_progress(
     // From here on the output is this call's own: on any error it is removed.
     let res = (|| {
         let offsets = output_order(&index);
-        let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20)
+        let mut syncer = BackgroundSync::start(w.get_ref().get_ref(), 64 << 20, Default::default())
             .map_err(ArchiveError::io("sync", output))?;
         for (id, blob) in &index.schemas {
             w.index_schema(*id, *blob);

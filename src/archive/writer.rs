@@ -12,6 +12,7 @@ use crate::format::crypt::Sealer;
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
 use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
 use crate::format::{ArchiveId, Hash, file_header::FileHeader, footer::Footer, hex};
+use crate::progress::{Event, Progress};
 
 use super::error::ArchiveError;
 use super::index::{ChunkEntry, IndexContent};
@@ -190,6 +191,7 @@ pub fn finish_output(
     out: BufWriter<Output>,
     path: &Path,
     kind: OutputKind,
+    progress: &Progress,
 ) -> Result<Finished, ArchiveError> {
     let Output { sink, signer } = flush_out(out, path)?;
     let volumes = match sink {
@@ -197,7 +199,11 @@ pub fn finish_output(
         // A stream has nothing to sync: flushed into the pipe or device, it is delivered.
         Sink::File(_) if kind.is_stream() => Vec::new(),
         Sink::File(f) => {
+            let started = std::time::Instant::now();
             f.sync_all().map_err(ArchiveError::io("sync", path))?;
+            progress.event(Event::Synced {
+                seconds: started.elapsed().as_secs_f64(),
+            });
             Vec::new()
         }
     };
@@ -931,7 +937,8 @@ impl BackgroundSync {
         }
     }
 
-    pub fn start(file: &File, every: u64) -> std::io::Result<BackgroundSync> {
+    /// Syncs `file` every `every` bytes written, telling `progress` how long each sync took.
+    pub fn start(file: &File, every: u64, progress: Progress) -> std::io::Result<BackgroundSync> {
         let file = file.try_clone()?;
         // One pending request is enough: a sync covers everything written before it starts.
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -939,8 +946,12 @@ impl BackgroundSync {
             .name("kar-sync".into())
             .spawn(move || {
                 for () in rx {
-                    if let Err(e) = file.sync_data() {
-                        tracing::debug!("background sync failed: {e}");
+                    let started = std::time::Instant::now();
+                    match file.sync_data() {
+                        Ok(()) => progress.event(Event::Synced {
+                            seconds: started.elapsed().as_secs_f64(),
+                        }),
+                        Err(e) => tracing::debug!("background sync failed: {e}"),
                     }
                 }
             })?;

@@ -29,8 +29,10 @@ use crate::format::hex;
 use crate::format::kafka_topics::{Broker, DeclaredRange, KafkaTopicsDoc};
 use crate::format::manifest::ArchiveStatus;
 use crate::format::provenance::Provenance;
+use crate::format::schema_registry::RegistrySnapshot;
 use crate::kafka::KafkaConnection;
 use crate::kafka::source::{GroupOffsets, Source, SourceError, TopicInfo, is_internal};
+use crate::progress::Event as ProgressEvent;
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{Captured, SubjectFilter, capture, write_to_archive};
 use crate::runtime::{Context, Runtime};
@@ -471,6 +473,18 @@ fn unmatched<'a>(
         .collect())
 }
 
+/// What a captured registry state holds, every context's together.
+fn schemas_backed_up(snap: &RegistrySnapshot) -> ProgressEvent<'static> {
+    let all = || std::iter::once(snap).chain(&snap.contexts);
+    ProgressEvent::SchemasBackedUp {
+        subjects: all().map(|c| c.subjects.len() as u64).sum(),
+        versions: all()
+            .flat_map(|c| &c.subjects)
+            .map(|s| s.versions.len() as u64)
+            .sum(),
+    }
+}
+
 /// The registry's state, through its REST API.
 fn snapshot_registry(
     opts: &BackupOptions,
@@ -480,7 +494,7 @@ fn snapshot_registry(
     let Some(settings) = &opts.registry else {
         return Ok(None);
     };
-    let client = Arc::new(RegistryClient::new(settings)?);
+    let client = Arc::new(RegistryClient::new(settings)?.observed_by(opts.progress.clone()));
     Ok(Some(rt.block_on(capture(client, &opts.subjects, at_ms))?))
 }
 
@@ -563,6 +577,9 @@ impl BackupPlan {
             }
         };
         self.write_metadata(&mut w).map_err(unfinished)?;
+        if let Some(r) = &self.registry {
+            opts.progress.event(schemas_backed_up(&r.snapshot));
+        }
         let mut read = self
             .read_records(opts, &mut w, output)
             .map_err(unfinished)?;
@@ -589,10 +606,13 @@ impl BackupPlan {
         };
         let (out, summary) = w.finish(status, notes).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "index and manifest written");
-        let finished = finish_output(out, &opts.out, output).map_err(unfinished)?;
+        let finished = finish_output(out, &opts.out, output, &opts.progress).map_err(unfinished)?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "archive synced to disk");
         let mut report = self.report(opts, status, &summary, read);
         report.volumes = finished.volumes;
+        opts.progress.event(ProgressEvent::ArchiveSize {
+            bytes: report.archive_bytes,
+        });
         if let (Some(path), Some(text)) = (detached, finished.detached) {
             crate::archive::signing::write_new(&path, &text, 0o644).map_err(|e| {
                 BackupError::Invalid(format!(
@@ -663,11 +683,19 @@ impl BackupPlan {
         let tasks = &self.kafka.tasks;
         let mut syncer = match w.get_ref().get_ref().file() {
             Some(f) if !output.is_stream() => {
-                BackgroundSync::start(f, 64 << 20).map_err(ArchiveError::io("sync", &opts.out))?
+                BackgroundSync::start(f, 64 << 20, opts.progress.clone())
+                    .map_err(ArchiveError::io("sync", &opts.out))?
             }
             _ => BackgroundSync::disabled(),
         };
         opts.progress.begin(&worker::offsets_per_topic(tasks));
+        for t in tasks {
+            opts.progress.event(ProgressEvent::PartitionPlanned {
+                topic: &t.topic,
+                partition: t.partition,
+                total: (t.end - t.start).max(0) as u64,
+            });
+        }
         let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
         let (stage, compressors) = compress::Stage::start(
             opts.compression,
@@ -677,7 +705,7 @@ impl BackupPlan {
             w.sealer().cloned(),
         );
         let workers = worker::spawn(opts, tasks, tx, stage, &self.rt);
-        let mut collector = Collector::new(tasks);
+        let mut collector = Collector::new(tasks, opts.progress.clone());
         let mut write_error = None;
         for ev in rx {
             if let Err(e) = collector.take(ev, w, &mut syncer) {

@@ -16,7 +16,7 @@ use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use super::compress::Stage;
 use super::{BackupOptions, Event};
 use crate::format::chunk::{ChunkEncoder, TimestampType};
-use crate::progress::Progress;
+use crate::progress::{Event as ProgressEvent, Progress};
 use crate::runtime::Context;
 
 /// One partition's share of a snapshot: offsets `start..end`.
@@ -449,6 +449,13 @@ fn flush(st: &mut State, to: Option<i64>, stage: &Stage, progress: &Progress) ->
             bytes,
         );
         st.reported_to = last + 1;
+        progress.event(ProgressEvent::Read {
+            topic: &st.task.topic,
+            partition: st.task.partition,
+            records: n,
+            bytes,
+            left: (st.task.end - st.reported_to).max(0) as u64,
+        });
     }
     Ok(())
 }
@@ -466,6 +473,13 @@ fn finish(
         0,
         0,
     );
+    progress.event(ProgressEvent::Read {
+        topic: &st.task.topic,
+        partition: st.task.partition,
+        records: 0,
+        bytes: 0,
+        left: 0,
+    });
     st.done = true;
     tx.send(Event::Done {
         topic: st.task.topic.clone(),

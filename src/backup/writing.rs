@@ -9,6 +9,7 @@ use super::{Event, PartitionResult, PartitionTask};
 use crate::archive::writer::BackgroundSync;
 use crate::archive::{ArchiveError, ArchiveWriter};
 use crate::format::chunk::SealedChunk;
+use crate::progress::{Event as ProgressEvent, Progress};
 
 type Writer = ArchiveWriter<BufWriter<crate::archive::writer::Output>>;
 
@@ -21,10 +22,11 @@ pub(super) struct Collector {
     pub record_bytes: u64,
     pub chunks: u64,
     pub uncompressed: u64,
+    progress: Progress,
 }
 
 impl Collector {
-    pub fn new(tasks: &[PartitionTask]) -> Collector {
+    pub fn new(tasks: &[PartitionTask], progress: Progress) -> Collector {
         let results = tasks
             .iter()
             .map(|t| {
@@ -46,6 +48,7 @@ impl Collector {
             record_bytes: 0,
             chunks: 0,
             uncompressed: 0,
+            progress,
         }
     }
 
@@ -66,9 +69,20 @@ impl Collector {
                 }
                 for c in self.order.arrive(c) {
                     let key = (c.header.topic.clone(), c.header.partition);
+                    let (records, bytes) = (u64::from(c.header.record_count), c.frame.frame_len());
+                    let started = std::time::Instant::now();
                     let written = w.write_chunk(c);
                     syncer.written(w.position());
                     written?;
+                    self.progress.event(ProgressEvent::ChunkWritten {
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                    self.progress.event(ProgressEvent::Written {
+                        topic: &key.0,
+                        partition: key.1,
+                        records,
+                        bytes,
+                    });
                     if self.completion.chunk_written(&key) {
                         self.complete(w, &key)?;
                     }
@@ -94,6 +108,11 @@ impl Collector {
                 records,
                 error,
             } => {
+                self.progress.event(ProgressEvent::PartitionEnded {
+                    topic: &topic,
+                    partition,
+                    ok: false,
+                });
                 let r = self.results.get_mut(&(topic, partition)).expect("a task");
                 r.records = records;
                 r.error = Some(error);
@@ -104,7 +123,13 @@ impl Collector {
 
     fn complete(&mut self, w: &mut Writer, key: &(String, i32)) -> Result<(), ArchiveError> {
         self.results.get_mut(key).expect("a task").complete = true;
-        w.finish_partition(&key.0, key.1)
+        w.finish_partition(&key.0, key.1)?;
+        self.progress.event(ProgressEvent::PartitionEnded {
+            topic: &key.0,
+            partition: key.1,
+            ok: true,
+        });
+        Ok(())
     }
 
     /// Once every message is taken: each incomplete partition, named with why, for the manifest.

@@ -221,12 +221,17 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     Ok(o)
 }
 
-pub fn run(a: BackupArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCode> {
+pub fn run(
+    a: BackupArgs,
+    rt: &crate::runtime::Runtime,
+    metrics: &crate::progress::Progress,
+) -> anyhow::Result<ExitCode> {
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C (and SIGTERM) stop the workers; the archive is finished as partial.
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
-    let opts = options(&a, cancel)?;
+    let mut opts = options(&a, cancel)?;
+    opts.progress = opts.progress.and(metrics.clone());
     if matches!(OutputKind::of(&opts.out), Ok(OutputKind::Stdout)) {
         anyhow::ensure!(
             !std::io::IsTerminal::is_terminal(&std::io::stdout()),

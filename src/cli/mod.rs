@@ -14,6 +14,7 @@ mod diff;
 #[cfg(feature = "kafka")]
 mod drill;
 mod logs;
+mod metrics;
 pub(crate) mod out;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -43,6 +44,8 @@ pub struct Cli {
     /// A name for this run, carried by every JSON log event
     #[arg(long, global = true, value_name = "NAME")]
     pub job: Option<String>,
+    #[command(flatten)]
+    pub metrics: metrics::MetricsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -249,29 +252,12 @@ pub fn run(cli: Cli) -> ExitCode {
     let command = command_name(&cli.command);
     logs::init(cli.log_format, command, cli.job.as_deref());
     let started = std::time::Instant::now();
-    let result = match cli.command {
-        #[cfg(feature = "kafka")]
-        Command::Backup(a) => on_runtime(|rt| backup::run(*a, rt)),
-        #[cfg(feature = "kafka")]
-        Command::Restore(a) => on_runtime(|rt| restore::run(*a, rt)),
-        Command::Verify(a) => run_verify(a),
-        Command::Inspect(a) => run_inspect(a),
-        Command::Repair(a) => run_repair(a),
-        Command::Compact(a) => run_compact(a),
-        Command::Dump(a) => run_dump(a),
-        Command::Split(a) => run_volumes(a.json, || {
-            crate::archive::volume::split(&a.file, &a.out, a.volume_size)
-        }),
-        Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
-        Command::Schemas(a) => run_schemas(a),
-        Command::Cat(a) => cat::run(a),
-        #[cfg(feature = "kafka")]
-        Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
-        #[cfg(feature = "kafka")]
-        Command::Drill(a) => on_runtime(|rt| drill::run(*a, rt)),
-        Command::Keygen(a) => custody::run_keygen(a),
-        Command::Sign(a) => custody::run_sign(a),
-    };
+    let (metrics, ready) =
+        match metrics::RunMetrics::start(&cli.metrics, command, cli.job.as_deref()) {
+            Ok(m) => (m, Ok(())),
+            Err(e) => (metrics::RunMetrics::default(), Err(e)),
+        };
+    let result = ready.and_then(|()| dispatch(cli.command, &metrics.sink()));
     let code = match result {
         Ok(code) => code,
         Err(e) => {
@@ -292,6 +278,7 @@ pub fn run(cli: Cli) -> ExitCode {
         c if c == ExitCode::from(1) => 1,
         _ => 2,
     };
+    metrics.finish(exit_code);
     tracing::info!(
         target: "kar::summary",
         exit_code,
@@ -299,6 +286,33 @@ pub fn run(cli: Cli) -> ExitCode {
         "kar {command} ended with exit code {exit_code}"
     );
     code
+}
+
+/// Runs the command; `metrics` is the sink of the workflows that count into metrics.
+fn dispatch(command: Command, metrics: &crate::progress::Progress) -> anyhow::Result<ExitCode> {
+    match command {
+        #[cfg(feature = "kafka")]
+        Command::Backup(a) => on_runtime(|rt| backup::run(*a, rt, metrics)),
+        #[cfg(feature = "kafka")]
+        Command::Restore(a) => on_runtime(|rt| restore::run(*a, rt, metrics)),
+        Command::Verify(a) => run_verify(a, metrics),
+        Command::Inspect(a) => run_inspect(a),
+        Command::Repair(a) => run_repair(a),
+        Command::Compact(a) => run_compact(a),
+        Command::Dump(a) => run_dump(a),
+        Command::Split(a) => run_volumes(a.json, || {
+            crate::archive::volume::split(&a.file, &a.out, a.volume_size)
+        }),
+        Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
+        Command::Schemas(a) => run_schemas(a),
+        Command::Cat(a) => cat::run(a),
+        #[cfg(feature = "kafka")]
+        Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
+        #[cfg(feature = "kafka")]
+        Command::Drill(a) => on_runtime(|rt| drill::run(*a, rt)),
+        Command::Keygen(a) => custody::run_keygen(a),
+        Command::Sign(a) => custody::run_sign(a),
+    }
 }
 
 /// The subcommand's name, as typed.
@@ -331,7 +345,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+fn run_verify(a: VerifyArgs, metrics: &crate::progress::Progress) -> anyhow::Result<ExitCode> {
     let level = match (a.quick, a.fast, a.stored) {
         (true, _, _) => VerifyLevel::Quick,
         (_, true, _) => VerifyLevel::Fast,
@@ -388,6 +402,13 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_verify(&report);
     }
+    metrics.event(crate::progress::Event::Verified {
+        frames: report.frames,
+        problems: report.problems.len() as u64,
+    });
+    metrics.event(crate::progress::Event::ArchiveSize {
+        bytes: report.file_bytes,
+    });
     Ok(if report.ok {
         ExitCode::SUCCESS
     } else {

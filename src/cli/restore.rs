@@ -290,11 +290,16 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     Ok(o)
 }
 
-pub fn run(a: RestoreArgs, rt: &crate::runtime::Runtime) -> anyhow::Result<ExitCode> {
+pub fn run(
+    a: RestoreArgs,
+    rt: &crate::runtime::Runtime,
+    metrics: &crate::progress::Progress,
+) -> anyhow::Result<ExitCode> {
     let cancel = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
-    let opts = options(&a, cancel)?;
+    let mut opts = options(&a, cancel)?;
+    opts.progress = opts.progress.and(metrics.clone());
     let report = restore(rt, &opts)?;
     for w in &report.plan.warnings {
         super::logs::warning(&w.to_string());

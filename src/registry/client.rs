@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::config::Secret;
+use crate::progress::{Event, Progress};
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
@@ -146,6 +147,8 @@ pub struct RegistryClient {
     in_flight: Arc<Semaphore>,
     max_attempts: u32,
     deadline: Duration,
+    /// Told of every attempt's answer, retry and rate-limit wait (metrics).
+    observer: Progress,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -236,7 +239,19 @@ impl RegistryClient {
             in_flight: Arc::new(Semaphore::new(s.concurrency.max(1))),
             max_attempts: s.max_attempts.max(1),
             deadline: Duration::from_secs(s.deadline_secs.max(1)),
+            observer: Progress::default(),
         })
+    }
+
+    /// This client, telling `observer` of every request's attempts (see [`Event::RegistryAnswer`]).
+    pub fn observed_by(mut self, observer: Progress) -> RegistryClient {
+        self.observer = observer;
+        self
+    }
+
+    /// Who is told of this client's requests: workflows tell it what they did through it.
+    pub fn observer(&self) -> &Progress {
+        &self.observer
     }
 
     /// The same registry seen through one context's base path (`/contexts/{context}`, Confluent's
@@ -312,9 +327,10 @@ impl RegistryClient {
             .without_max_times()
             .build();
         let mut attempts = 0u32;
+        let template = endpoint_template(self.base.path(), path);
         loop {
             attempts += 1;
-            self.limiter.until_ready().await;
+            self.wait_for_rate_limit().await;
             let permit = self
                 .in_flight
                 .acquire()
@@ -334,8 +350,15 @@ impl RegistryClient {
                 Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
                 Auth::Bearer(t) => req.bearer_auth(t.expose()),
             };
+            let sent = Instant::now();
             let outcome = req.send().await;
             drop(permit);
+            self.observer.event(Event::RegistryAnswer {
+                method: method.as_str(),
+                endpoint: &template,
+                status: outcome.as_ref().ok().map(|r| r.status().as_u16()),
+                seconds: sent.elapsed().as_secs_f64(),
+            });
             let (last, retry_after) = match outcome {
                 Ok(resp) => {
                     let status = resp.status();
@@ -384,9 +407,51 @@ impl RegistryClient {
                 });
             }
             tracing::debug!(%endpoint, attempts, ?wait, "registry request failed, retrying: {last}");
+            self.observer.event(Event::RegistryRetry {
+                wait_seconds: wait.as_secs_f64(),
+            });
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// Waits for the rate limit, telling how long when it held the request back.
+    async fn wait_for_rate_limit(&self) {
+        if self.limiter.check().is_ok() {
+            return;
+        }
+        let waited = Instant::now();
+        self.limiter.until_ready().await;
+        self.observer.event(Event::RateLimited {
+            seconds: waited.elapsed().as_secs_f64(),
+        });
+    }
+}
+
+/// The endpoint of `path` under the base path `base`, without what varies: every segment after
+/// one naming a collection (subjects, versions, IDs, contexts, KEKs, DEKs, configs, modes) is
+/// replaced by that collection's placeholder, and the query is dropped, so that metrics count
+/// endpoints, not subjects.
+pub fn endpoint_template(base: &str, path: &str) -> String {
+    let full = format!("{}{}", base.trim_end_matches('/'), path);
+    let full = full.split('?').next().unwrap_or_default();
+    let mut out = String::new();
+    let mut previous = "";
+    for seg in full.split('/').filter(|s| !s.is_empty()) {
+        let placeholder = match previous {
+            "subjects" => Some("{subject}"),
+            "versions" => Some("{version}"),
+            "ids" | "guids" => Some("{id}"),
+            "contexts" => Some("{context}"),
+            "keks" => Some("{kek}"),
+            "deks" => Some("{dek}"),
+            "config" | "mode" => Some("{subject}"),
+            _ => None,
+        };
+        out.push('/');
+        out.push_str(placeholder.unwrap_or(seg));
+        previous = if placeholder.is_some() { "" } else { seg };
+    }
+    if out.is_empty() { "/".into() } else { out }
 }
 
 fn retryable(s: StatusCode) -> bool {
@@ -450,4 +515,42 @@ pub fn path_segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_template;
+
+    #[test]
+    fn endpoints_are_counted_without_names_numbers_or_queries() {
+        for (base, path, want) in [
+            ("/", "/subjects", "/subjects"),
+            (
+                "/",
+                "/subjects/orders-value/versions/3?deleted=true",
+                "/subjects/{subject}/versions/{version}",
+            ),
+            (
+                "/",
+                "/subjects/a%2Fb/versions/latest/referencedby",
+                "/subjects/{subject}/versions/{version}/referencedby",
+            ),
+            ("/", "/schemas/ids/7/versions", "/schemas/ids/{id}/versions"),
+            ("/sr", "/mode/orders-value?force=true", "/sr/mode/{subject}"),
+            ("/", "/config", "/config"),
+            (
+                "/contexts/.staging",
+                "/subjects/x/versions",
+                "/contexts/{context}/subjects/{subject}/versions",
+            ),
+            (
+                "/",
+                "/dek-registry/v1/keks/k1/deks/orders/versions/1",
+                "/dek-registry/v1/keks/{kek}/deks/{dek}/versions/{version}",
+            ),
+            ("", "", "/"),
+        ] {
+            assert_eq!(endpoint_template(base, path), want, "{base} {path}");
+        }
+    }
 }

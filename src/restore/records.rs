@@ -14,7 +14,7 @@ use super::progress::{Progress, ProgressError, transactional_id};
 use super::rewrite::{IdMap, RewriteStats, rewrite_record};
 use crate::archive::{Archive, ArchiveError};
 use crate::format::FormatError;
-use crate::format::chunk::{ChunkRecords, RecordPositions};
+use crate::format::chunk::{ChunkRecords, Record, RecordPositions};
 use crate::format::frame::ContentDecoder;
 use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
@@ -23,6 +23,7 @@ use crate::kafka::txn::{
     Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
     first_committed,
 };
+use crate::progress::Event;
 
 /// A transaction is committed at the first chunk boundary after this long, whatever its size, so
 /// that it stays far from the transaction timeout on a slow link.
@@ -360,7 +361,7 @@ pub fn restore_partition(
     s: &Shared<'_>,
     archive: &Archive,
     job: &PartitionJob,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(&Produced),
 ) -> PartitionOutcome {
     let source = archive
         .chunks_of(&job.source_topic, job.partition)
@@ -391,7 +392,7 @@ pub fn restore_from(
     s: &Shared<'_>,
     job: &PartitionJob,
     src: &mut dyn ChunkSource,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(&Produced),
 ) -> PartitionOutcome {
     let mut out = PartitionOutcome {
         source_topic: job.source_topic.clone(),
@@ -551,7 +552,7 @@ fn restore_inner(
     job: &PartitionJob,
     src: &mut dyn ChunkSource,
     w: &PartitionWriter,
-    progress: &dyn Fn(u64),
+    progress: &dyn Fn(&Produced),
     out: &mut PartitionOutcome,
 ) -> Result<(), PartitionError> {
     let mut doc = resume_point(s, job, out)?;
@@ -598,7 +599,11 @@ fn restore_inner(
                 return Err(e);
             }
         };
-        progress(produced);
+        let produced = Produced {
+            left: (src.total() != UNKNOWN).then(|| src.total().saturating_sub(index)),
+            ..produced
+        };
+        progress(&produced);
         let t = txn.as_mut().expect("a transaction is open");
         t.bytes += buf.len();
         if t.bytes >= s.txn_bytes || t.began.elapsed() >= TXN_MAX_TIME || index >= src.total() {
@@ -625,6 +630,77 @@ fn restore_inner(
     Ok(())
 }
 
+/// What the records of one chunk did on the target: told to a restore's progress.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Produced {
+    pub records: u64,
+    /// Their keys', values' and headers' bytes.
+    pub bytes: u64,
+    pub rewritten_ids: u64,
+    pub unknown_ids: u64,
+    /// Records of the partition left to restore, when known (not in a stream).
+    pub left: Option<u64>,
+}
+
+impl Produced {
+    /// Tells `progress` what one chunk of `job` produced.
+    pub fn tell(&self, progress: &crate::progress::Progress, job: &PartitionJob) {
+        let (topic, partition) = (job.target_topic.as_str(), job.partition);
+        progress.advance(topic, self.records, self.records, self.bytes);
+        if let Some(left) = self.left {
+            progress.event(Event::Read {
+                topic,
+                partition,
+                records: self.records,
+                bytes: self.bytes,
+                left,
+            });
+        }
+        progress.event(Event::Written {
+            topic,
+            partition,
+            records: self.records,
+            bytes: self.bytes,
+        });
+        if self.rewritten_ids + self.unknown_ids > 0 {
+            progress.event(Event::SchemaIds {
+                topic,
+                rewritten: self.rewritten_ids,
+                unknown: self.unknown_ids,
+            });
+        }
+    }
+}
+
+/// Tells `progress` that `job` is to be restored.
+pub fn tell_planned(progress: &crate::progress::Progress, job: &PartitionJob) {
+    if job.records != UNKNOWN {
+        progress.event(Event::PartitionPlanned {
+            topic: &job.target_topic,
+            partition: job.partition,
+            total: job.records,
+        });
+    }
+}
+
+/// Tells `progress` how a partition's restore ended.
+pub fn tell_ended(progress: &crate::progress::Progress, out: &PartitionOutcome) {
+    progress.event(Event::PartitionEnded {
+        topic: &out.target_topic,
+        partition: out.partition,
+        ok: out.error.is_none(),
+    });
+}
+
+fn record_bytes(r: &Record<'_>) -> u64 {
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+        .sum();
+    (r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len) + headers) as u64
+}
+
 /// Produces the records of one decompressed chunk from `*index` on (skipping those an earlier
 /// run committed), rewriting schema IDs in place; returns how many it produced.
 #[allow(clippy::too_many_arguments)]
@@ -637,7 +713,7 @@ fn produce_chunk(
     index: &mut u64,
     already: u64,
     out: &mut PartitionOutcome,
-) -> Result<u64, PartitionError> {
+) -> Result<Produced, PartitionError> {
     let records = |source| PartitionError::Records {
         topic: job.source_topic.clone(),
         partition: job.partition,
@@ -645,7 +721,7 @@ fn produce_chunk(
     };
     let mut positions = RecordPositions::new(buf, 0).map_err(records)?;
     let mut stats = RewriteStats::default();
-    let mut produced = 0;
+    let mut produced = Produced::default();
     while let Some(at) = positions.next_in(buf) {
         let at = at.map_err(records)?;
         if *index >= src.total() {
@@ -662,13 +738,17 @@ fn produce_chunk(
             rewrite_record(buf, &at, s.ids, &mut stats);
         }
         let report = src.wanted().contains(index).then_some(*index);
-        w.send(&at.record(buf), report)?;
+        let record = at.record(buf);
+        w.send(&record, report)?;
         *index += 1;
-        produced += 1;
+        produced.records += 1;
+        produced.bytes += record_bytes(&record);
         if w.failing() {
             break;
         }
     }
+    produced.rewritten_ids = stats.rewritten;
+    produced.unknown_ids = stats.unknown_ids;
     out.rewritten_ids += stats.rewritten;
     out.unknown_ids += stats.unknown_ids;
     out.rewritten_header_ids += stats.header_rewritten;

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::state::Scoped;
 use super::{GlobalConfigPolicy, RestoreError, RestoreOptions, SchemaIds, SchemaPolicy};
 use crate::archive::reader::Contents;
+use crate::progress::Event;
 use crate::registry::client::{
     RegistryClient, RegistryError, RegistrySettings, path_segment as enc,
 };
@@ -230,8 +231,12 @@ impl SchemaRestore<'_> {
                 Some(&json!({"mode": "IMPORT"})),
             )
             .await
-            .map(|_| ())
-            .map_err(|e| import_refused(subject, &e))
+            .map_err(|e| import_refused(subject, &e))?;
+        self.client.observer().event(Event::ModeSet {
+            subject,
+            mode: Some("IMPORT"),
+        });
+        Ok(())
     }
 
     async fn put_back_mode(&self, subject: &str, mode: Option<&str>) -> Result<(), RegistryError> {
@@ -262,6 +267,9 @@ impl SchemaRestore<'_> {
                 }
             }
         }
+        self.client
+            .observer()
+            .event(Event::ModeSet { subject, mode });
         Ok(())
     }
 
@@ -579,6 +587,7 @@ impl SchemaRestore<'_> {
             .client
             .request(Method::POST, &path, Some(&body))
             .await?;
+        self.client.observer().event(Event::SchemaRegistered);
         if self.ids == SchemaIds::Keep {
             if id != v.id {
                 return Err(RestoreError::Refused(format!(
@@ -868,7 +877,7 @@ impl SchemaPlan {
                 snap.order_problems.join("; ")
             )));
         }
-        let client = Arc::new(RegistryClient::new(settings)?);
+        let client = Arc::new(RegistryClient::new(settings)?.observed_by(opts.progress.clone()));
         let texts = texts(archive, snap)?;
         let mut sr = SchemaRestore {
             client: client.clone(),

@@ -583,8 +583,10 @@ fn spawn(run: Arc<Running>, job: PartitionJob, start: i64, offsets: BTreeSet<i64
             o.accept_retention_loss,
         );
         let shared = run.kafka.shared(o, &run.ids, run.rewrite);
-        let wrote = |n| o.progress.advance(&job.target_topic, n, n, 0);
+        let wrote = |p: &records::Produced| p.tell(&o.progress, &job);
+        records::tell_planned(&o.progress, &job);
         let out = records::restore_from(&shared, &job, &mut src, &wrote);
+        records::tell_ended(&o.progress, &out);
         (out, src.facts())
     });
     Worker {

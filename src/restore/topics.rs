@@ -562,6 +562,7 @@ fn run_partitions(
     opts.progress.begin(&totals.into_iter().collect::<Vec<_>>());
     let (queue, jobs_rx) = crossbeam_channel::unbounded();
     for j in jobs {
+        records::tell_planned(&opts.progress, &j);
         let _ = queue.send(j);
     }
     drop(queue);
@@ -571,8 +572,10 @@ fn run_partitions(
             let (jobs_rx, results) = (jobs_rx.clone(), results.clone());
             scope.spawn(move || {
                 for job in jobs_rx {
-                    let wrote = |n| opts.progress.advance(&job.target_topic, n, n, 0);
-                    let _ = results.send(records::restore_partition(shared, archive, &job, &wrote));
+                    let wrote = |p: &records::Produced| p.tell(&opts.progress, &job);
+                    let out = records::restore_partition(shared, archive, &job, &wrote);
+                    records::tell_ended(&opts.progress, &out);
+                    let _ = results.send(out);
                     if opts.cancel.load(Ordering::SeqCst) {
                         break;
                     }
