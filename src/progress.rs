@@ -45,11 +45,13 @@ pub enum Event<'a> {
         records: u64,
         bytes: u64,
     },
-    /// A partition is over: complete, or failed.
+    /// A partition is over: complete, or failed with `error`; `records` read (backup) or
+    /// restored (restore).
     PartitionEnded {
         topic: &'a str,
         partition: i32,
-        ok: bool,
+        records: u64,
+        error: Option<&'a str>,
     },
     /// A record chunk's frame was written to the archive.
     ChunkWritten { seconds: f64 },
@@ -69,8 +71,13 @@ pub enum Event<'a> {
     RateLimited { seconds: f64 },
     /// The registry's subjects and versions captured into the archive.
     SchemasBackedUp { subjects: u64, versions: u64 },
-    /// A schema version registered on the target.
-    SchemaRegistered,
+    /// A schema version registered on the target: the archive's subject and version, the ID the
+    /// target gave it.
+    SchemaRegistered {
+        subject: &'a str,
+        version: i32,
+        id: u32,
+    },
     /// A subject's mode set on the target: into IMPORT, or back to what it was (`None`: its own
     /// mode removed).
     ModeSet {

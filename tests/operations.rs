@@ -57,6 +57,25 @@ async fn json_logs_parse_line_by_line_carry_the_job_and_hold_no_secret() {
         );
         assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
     }
+    // The partition's end is an event of its own, with its topic and partition as fields.
+    let ended: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "partition complete")
+        .collect();
+    assert_eq!(ended.len(), 1, "{text}");
+    assert_eq!(
+        (
+            &ended[0]["topic"],
+            &ended[0]["partition"],
+            &ended[0]["records"]
+        ),
+        (
+            &Value::from(topic.as_str()),
+            &Value::from(0),
+            &Value::from(1)
+        ),
+        "{text}"
+    );
     let summary = events.last().unwrap();
     assert_eq!(summary["target"], "kar::summary", "{summary}");
     assert_eq!(summary["exit_code"], 0);

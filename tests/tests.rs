@@ -14,6 +14,7 @@ mod contracts;
 mod diff;
 mod drill;
 mod encryption;
+mod metrics;
 mod operations;
 mod registry;
 mod repair;

@@ -111,7 +111,8 @@ impl Collector {
                 self.progress.event(ProgressEvent::PartitionEnded {
                     topic: &topic,
                     partition,
-                    ok: false,
+                    records,
+                    error: Some(&error),
                 });
                 let r = self.results.get_mut(&(topic, partition)).expect("a task");
                 r.records = records;
@@ -122,12 +123,15 @@ impl Collector {
     }
 
     fn complete(&mut self, w: &mut Writer, key: &(String, i32)) -> Result<(), ArchiveError> {
-        self.results.get_mut(key).expect("a task").complete = true;
+        let r = self.results.get_mut(key).expect("a task");
+        r.complete = true;
+        let records = r.records;
         w.finish_partition(&key.0, key.1)?;
         self.progress.event(ProgressEvent::PartitionEnded {
             topic: &key.0,
             partition: key.1,
-            ok: true,
+            records,
+            error: None,
         });
         Ok(())
     }

@@ -231,7 +231,7 @@ pub fn run(
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let mut opts = options(&a, cancel)?;
-    opts.progress = opts.progress.and(metrics.clone());
+    opts.progress = opts.progress.and(metrics.clone()).and(super::logs::sink());
     if matches!(OutputKind::of(&opts.out), Ok(OutputKind::Stdout)) {
         anyhow::ensure!(
             !std::io::IsTerminal::is_terminal(&std::io::stdout()),

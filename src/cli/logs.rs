@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use clap::ValueEnum;
+
+use crate::progress::{Event as ProgressEvent, Progress, ProgressSink};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -103,4 +105,55 @@ pub fn init(format: LogFormat, command: &str, job: Option<&str>) {
                 .try_init()
         }
     };
+}
+
+/// What a workflow did that earns a log event of its own, with its topic and partition or its
+/// subject as fields: at info level (JSON logs show kar's info events; text shows them with
+/// `KAR_LOG=kar=info`), a failed partition as a warning.
+pub struct Logged;
+
+impl ProgressSink for Logged {
+    fn event(&self, e: &ProgressEvent<'_>) {
+        match *e {
+            ProgressEvent::PartitionEnded {
+                topic,
+                partition,
+                records,
+                error: None,
+            } => tracing::info!(target: "kar", topic, partition, records, "partition complete"),
+            ProgressEvent::PartitionEnded {
+                topic,
+                partition,
+                records,
+                error: Some(error),
+            } => tracing::warn!(
+                target: "kar",
+                topic,
+                partition,
+                records,
+                error,
+                "partition {topic}/{partition} failed: {error}"
+            ),
+            ProgressEvent::SchemasBackedUp { subjects, versions } => {
+                tracing::info!(target: "kar", subjects, versions, "schema registry captured")
+            }
+            ProgressEvent::SchemaRegistered {
+                subject,
+                version,
+                id,
+            } => tracing::info!(target: "kar", subject, version, id, "schema version registered"),
+            ProgressEvent::ModeSet { subject, mode } => tracing::info!(
+                target: "kar",
+                subject,
+                mode = mode.unwrap_or("(its own removed)"),
+                "subject mode set"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The sink that logs workflow events (see [`Logged`]).
+pub fn sink() -> Progress {
+    Progress::to(Logged)
 }

@@ -299,7 +299,7 @@ pub fn run(
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone())?;
     let mut opts = options(&a, cancel)?;
-    opts.progress = opts.progress.and(metrics.clone());
+    opts.progress = opts.progress.and(metrics.clone()).and(super::logs::sink());
     let report = restore(rt, &opts)?;
     for w in &report.plan.warnings {
         super::logs::warning(&w.to_string());

@@ -446,8 +446,8 @@ impl ProgressSink for Metrics {
                 self.records_written.get_or_create(&l).inc_by(records);
                 self.written_bytes.get_or_create(&l).inc_by(bytes);
             }
-            Event::PartitionEnded { ok, .. } => {
-                if ok {
+            Event::PartitionEnded { error, .. } => {
+                if error.is_none() {
                     self.partitions_done.inc();
                 } else {
                     self.partitions_failed.inc();
@@ -491,7 +491,7 @@ impl Metrics {
                 self.subjects_backed_up.inc_by(subjects);
                 self.versions_backed_up.inc_by(versions);
             }
-            Event::SchemaRegistered => {
+            Event::SchemaRegistered { .. } => {
                 self.versions_registered.inc();
             }
             Event::ModeSet { mode, .. } => {

@@ -688,7 +688,8 @@ pub fn tell_ended(progress: &crate::progress::Progress, out: &PartitionOutcome) 
     progress.event(Event::PartitionEnded {
         topic: &out.target_topic,
         partition: out.partition,
-        ok: out.error.is_none(),
+        records: out.written,
+        error: out.error.as_deref(),
     });
 }
 

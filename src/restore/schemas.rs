@@ -587,7 +587,11 @@ impl SchemaRestore<'_> {
             .client
             .request(Method::POST, &path, Some(&body))
             .await?;
-        self.client.observer().event(Event::SchemaRegistered);
+        self.client.observer().event(Event::SchemaRegistered {
+            subject,
+            version: v.version,
+            id,
+        });
         if self.ids == SchemaIds::Keep {
             if id != v.id {
                 return Err(RestoreError::Refused(format!(
@@ -712,7 +716,7 @@ impl SchemaRestore<'_> {
                 st.mode.as_ref().filter(|_| archived),
                 state.before("mode", &st.subject)?,
             ) {
-                (Some(m), _) => {
+                (Some(m), changed) => {
                     self.client
                         .request::<Value>(
                             Method::PUT,
@@ -720,6 +724,13 @@ impl SchemaRestore<'_> {
                             Some(&json!({"mode": m})),
                         )
                         .await?;
+                    if changed.is_some() {
+                        // Out of the IMPORT mode the registration took.
+                        self.client.observer().event(Event::ModeSet {
+                            subject: &st.subject,
+                            mode: Some(m),
+                        });
+                    }
                 }
                 (None, Some(before)) => self.put_back_mode(&st.subject, before.as_deref()).await?,
                 (None, None) => {}
