@@ -29,13 +29,14 @@ pub enum Event<'a> {
         total: u64,
     },
     /// Records read from the source: Kafka in a backup, the archive in a restore. `left`: what
-    /// remains to the snapshot end (offsets in a backup, records in a restore).
+    /// remains to the snapshot end (offsets in a backup, records in a restore), when known (not
+    /// in a stream restore).
     Read {
         topic: &'a str,
         partition: i32,
         records: u64,
         bytes: u64,
-        left: u64,
+        left: Option<u64>,
     },
     /// Records written to the target: the archive in a backup (`bytes` as stored in it), Kafka
     /// in a restore (keys, values and headers).

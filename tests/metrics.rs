@@ -450,3 +450,50 @@ async fn a_restore_keeping_ids_counts_its_import_mode_changes() {
     assert_eq!(t.one("kar_schema_versions_registered_total", &[]), 1.0);
     assert_eq!(t.sum("kar_schema_ids_rewritten_total", &[]), 0.0);
 }
+
+/// What the metrics need is checked before the command does anything: a port in use, a textfile
+/// that cannot be written. Exit 2, the address or path named, nothing done.
+#[test]
+fn a_port_in_use_or_an_unwritable_textfile_stops_the_command_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = dir.path().join("never.kar");
+    let out = out.to_str().unwrap();
+    let (code, _, text) = common::kar_cli(
+        &[
+            "backup",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--out",
+            out,
+            "--metrics-addr",
+            &addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("serving metrics on {addr}")),
+        "{text}"
+    );
+    let prom = dir.path().join("no-such-dir/kar.prom");
+    let (code, _, text) = common::kar_cli(
+        &[
+            "backup",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--out",
+            out,
+            "--metrics-textfile",
+            prom.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("writing the metrics textfile {}", prom.display())),
+        "{text}"
+    );
+    assert!(!std::path::Path::new(out).exists(), "nothing was written");
+}

@@ -454,7 +454,7 @@ fn flush(st: &mut State, to: Option<i64>, stage: &Stage, progress: &Progress) ->
             partition: st.task.partition,
             records: n,
             bytes,
-            left: (st.task.end - st.reported_to).max(0) as u64,
+            left: Some((st.task.end - st.reported_to).max(0) as u64),
         });
     }
     Ok(())
@@ -478,7 +478,7 @@ fn finish(
         partition: st.task.partition,
         records: 0,
         bytes: 0,
-        left: 0,
+        left: Some(0),
     });
     st.done = true;
     tx.send(Event::Done {

@@ -434,7 +434,9 @@ impl ProgressSink for Metrics {
                 let l = self.partition(topic, partition);
                 self.records_read.get_or_create(&l).inc_by(records);
                 self.read_bytes.get_or_create(&l).inc_by(bytes);
-                self.lag.get_or_create(&l).set(left as i64);
+                if let Some(left) = left {
+                    self.lag.get_or_create(&l).set(left as i64);
+                }
             }
             Event::Written {
                 topic,
@@ -549,7 +551,7 @@ mod tests {
                 partition: 1,
                 records: 4,
                 bytes: 400,
-                left: 6,
+                left: Some(6),
             },
             Event::RegistryAnswer {
                 method: "GET",

@@ -647,15 +647,13 @@ impl Produced {
     pub fn tell(&self, progress: &crate::progress::Progress, job: &PartitionJob) {
         let (topic, partition) = (job.target_topic.as_str(), job.partition);
         progress.advance(topic, self.records, self.records, self.bytes);
-        if let Some(left) = self.left {
-            progress.event(Event::Read {
-                topic,
-                partition,
-                records: self.records,
-                bytes: self.bytes,
-                left,
-            });
-        }
+        progress.event(Event::Read {
+            topic,
+            partition,
+            records: self.records,
+            bytes: self.bytes,
+            left: self.left,
+        });
         progress.event(Event::Written {
             topic,
             partition,
