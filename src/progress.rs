@@ -22,11 +22,12 @@ pub trait ProgressSink: Send + Sync {
 /// about one thing, borrowed, and cheap to make; a sink ignores what it has no use for.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// A partition's work is known: `total` offsets to read (backup) or records to write (restore).
+    /// A partition's work is known: `total` offsets to read (backup) or records to write
+    /// (restore), when known (not in a stream restore).
     PartitionPlanned {
         topic: &'a str,
         partition: i32,
-        total: u64,
+        total: Option<u64>,
     },
     /// Records read from the source: Kafka in a backup, the archive in a restore. `left`: what
     /// remains to the snapshot end (offsets in a backup, records in a restore), when known (not
@@ -79,11 +80,12 @@ pub enum Event<'a> {
         version: i32,
         id: u32,
     },
-    /// A subject's mode set on the target: into IMPORT, or back to what it was (`None`: its own
-    /// mode removed).
+    /// A subject's mode set on the target by a restore keeping IDs: into IMPORT (`into`), or
+    /// out of it, back to what it was or to the archived mode (`None`: its own mode removed).
     ModeSet {
         subject: &'a str,
         mode: Option<&'a str>,
+        into: bool,
     },
     /// Schema IDs in records of a partition: rewritten in place, or unknown and left.
     SchemaIds {

@@ -693,7 +693,7 @@ impl BackupPlan {
             opts.progress.event(ProgressEvent::PartitionPlanned {
                 topic: &t.topic,
                 partition: t.partition,
-                total: (t.end - t.start).max(0) as u64,
+                total: Some((t.end - t.start).max(0) as u64),
             });
         }
         let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);

@@ -100,6 +100,9 @@ settings! {
         /// Partitions consumed at once, each worker with its own consumer [default: 4]
         #[arg(long)]
         pub concurrency: Option<usize>,
+        /// Threads compressing record chunks [default: one per core]
+        #[arg(long)]
+        pub compression_threads: Option<usize>,
         /// Seconds a partition may make no progress before it fails [default: 60]
         #[arg(long)]
         pub stall_timeout: Option<u64>,
@@ -208,6 +211,10 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     }
     if let Some(v) = b.concurrency {
         o.concurrency = v;
+    }
+    if let Some(v) = b.compression_threads {
+        anyhow::ensure!(v >= 1, "--compression-threads must be at least 1");
+        o.compression_threads = v;
     }
     if let Some(v) = b.stall_timeout {
         o.stall_timeout = Duration::from_secs(v);

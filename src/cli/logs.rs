@@ -109,7 +109,7 @@ pub fn init(format: LogFormat, command: &str, job: Option<&str>) {
 
 /// What a workflow did that earns a log event of its own, with its topic and partition or its
 /// subject as fields: at info level (JSON logs show kar's info events; text shows them with
-/// `KAR_LOG=kar=info`), a failed partition as a warning.
+/// `KAR_LOG=kar=info`), a failed partition as a warning in JSON.
 pub struct Logged;
 
 impl ProgressSink for Logged {
@@ -121,12 +121,26 @@ impl ProgressSink for Logged {
                 records,
                 error: None,
             } => tracing::info!(target: "kar", topic, partition, records, "partition complete"),
+            // As text the command's report names it already: a warning only in JSON logs.
             ProgressEvent::PartitionEnded {
                 topic,
                 partition,
                 records,
                 error: Some(error),
-            } => tracing::warn!(
+            } if json() => tracing::warn!(
+                target: "kar",
+                topic,
+                partition,
+                records,
+                error,
+                "partition {topic}/{partition} failed: {error}"
+            ),
+            ProgressEvent::PartitionEnded {
+                topic,
+                partition,
+                records,
+                error: Some(error),
+            } => tracing::info!(
                 target: "kar",
                 topic,
                 partition,
@@ -142,7 +156,7 @@ impl ProgressSink for Logged {
                 version,
                 id,
             } => tracing::info!(target: "kar", subject, version, id, "schema version registered"),
-            ProgressEvent::ModeSet { subject, mode } => tracing::info!(
+            ProgressEvent::ModeSet { subject, mode, .. } => tracing::info!(
                 target: "kar",
                 subject,
                 mode = mode.unwrap_or("(its own removed)"),

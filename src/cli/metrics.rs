@@ -9,7 +9,6 @@ use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use crate::metrics::Metrics;
@@ -21,8 +20,8 @@ const TEXTFILE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
-    /// Serve Prometheus metrics on http://HOST:PORT/metrics while the command runs
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    /// Serve Prometheus metrics on http://IP:PORT/metrics while the command runs
+    #[arg(long, global = true, value_name = "IP:PORT")]
     pub metrics_addr: Option<SocketAddr>,
     /// Write the metrics to this file (node_exporter's textfile collector reads *.prom) at the
     /// start, every 10 s and at the end, each time whole (a temporary file renamed over it)
@@ -48,30 +47,49 @@ impl ProgressSink for Counting {
 }
 
 impl RunMetrics {
-    /// Starts what `a` asks for: binds the address, writes the first textfile (so that a port in
-    /// use or a directory that cannot be written stops the command before it does anything).
-    pub fn start(a: &MetricsArgs, command: &str, job: Option<&str>) -> anyhow::Result<RunMetrics> {
+    /// Starts what `a` asks for: the first textfile, then the endpoint (so that a directory
+    /// that cannot be written or a port in use stops the command before it does anything). The
+    /// metrics are kept whatever failed, so that a textfile that was written ends with the
+    /// failure in it.
+    pub fn start(
+        a: &MetricsArgs,
+        command: &str,
+        job: Option<&str>,
+    ) -> (RunMetrics, anyhow::Result<()>) {
         if a.metrics_addr.is_none() && a.metrics_textfile.is_none() {
-            return Ok(RunMetrics::default());
+            return (RunMetrics::default(), Ok(()));
         }
         let metrics = Arc::new(Metrics::new(command, job));
-        if let Some(addr) = a.metrics_addr {
-            let bound = crate::metrics::serve::serve(addr, metrics.clone())
-                .with_context(|| format!("serving metrics on {addr}"))?;
-            tracing::info!(target: "kar", %bound, "serving metrics on http://{bound}/metrics");
-        }
-        let mut writer = None;
+        let mut run = RunMetrics {
+            metrics: Some(metrics.clone()),
+            textfile: None,
+            writer: None,
+        };
         if let Some(path) = &a.metrics_textfile {
-            metrics.carry_over(&Earlier::read(path));
-            textfile::write(path, &metrics.text())
-                .with_context(|| format!("writing the metrics textfile {}", path.display()))?;
-            writer = Some(rewrite_every(path.clone(), metrics.clone())?);
+            metrics.carry_over(&Earlier::read(path, command, job));
+            if let Err(e) = textfile::write(path, &metrics.text()) {
+                let e = anyhow::Error::new(e)
+                    .context(format!("writing the metrics textfile {}", path.display()));
+                return (run, Err(e));
+            }
+            run.textfile = Some(path.clone());
+            match rewrite_every(path.clone(), metrics.clone()) {
+                Ok(w) => run.writer = Some(w),
+                Err(e) => return (run, Err(e)),
+            }
         }
-        Ok(RunMetrics {
-            metrics: Some(metrics),
-            textfile: a.metrics_textfile.clone(),
-            writer,
-        })
+        if let Some(addr) = a.metrics_addr {
+            match crate::metrics::serve::serve(addr, metrics) {
+                Ok(bound) => {
+                    tracing::info!(target: "kar", %bound, "serving metrics on http://{bound}/metrics")
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context(format!("serving metrics on {addr}"));
+                    return (run, Err(e));
+                }
+            }
+        }
+        (run, Ok(()))
     }
 
     /// The sink a workflow's options take, to count into the metrics (none if not asked for).

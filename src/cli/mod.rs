@@ -252,11 +252,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let command = command_name(&cli.command);
     logs::init(cli.log_format, command, cli.job.as_deref());
     let started = std::time::Instant::now();
-    let (metrics, ready) =
-        match metrics::RunMetrics::start(&cli.metrics, command, cli.job.as_deref()) {
-            Ok(m) => (m, Ok(())),
-            Err(e) => (metrics::RunMetrics::default(), Err(e)),
-        };
+    let (metrics, ready) = metrics::RunMetrics::start(&cli.metrics, command, cli.job.as_deref());
     let result = ready.and_then(|()| dispatch(cli.command, &metrics.sink()));
     let code = match result {
         Ok(code) => code,

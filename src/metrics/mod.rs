@@ -251,7 +251,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "registry_request",
-            "Time of one Schema Registry request attempt",
+            "Time of one Schema Registry request attempt, until its status and headers came",
             Unit::Seconds,
             self.request_seconds.clone(),
         );
@@ -421,8 +421,10 @@ impl ProgressSink for Metrics {
                 total,
             } => {
                 self.partitions_planned.inc();
-                let l = self.partition(topic, partition);
-                self.lag.get_or_create(&l).set(total as i64);
+                if let Some(total) = total {
+                    let l = self.partition(topic, partition);
+                    self.lag.get_or_create(&l).set(total as i64);
+                }
             }
             Event::Read {
                 topic,
@@ -496,12 +498,8 @@ impl Metrics {
             Event::SchemaRegistered { .. } => {
                 self.versions_registered.inc();
             }
-            Event::ModeSet { mode, .. } => {
-                let change = if mode == Some("IMPORT") {
-                    "into"
-                } else {
-                    "back"
-                };
+            Event::ModeSet { into, .. } => {
+                let change = if into { "into" } else { "back" };
                 self.import_changes
                     .get_or_create(&ChangeLabels {
                         change: change.into(),
@@ -544,7 +542,7 @@ mod tests {
             Event::PartitionPlanned {
                 topic: "t",
                 partition: 1,
-                total: 10,
+                total: Some(10),
             },
             Event::Read {
                 topic: "t",
@@ -568,10 +566,12 @@ mod tests {
             Event::ModeSet {
                 subject: "s",
                 mode: Some("IMPORT"),
+                into: true,
             },
             Event::ModeSet {
                 subject: "s",
                 mode: None,
+                into: false,
             },
         ] {
             m.event(&e);
@@ -622,6 +622,17 @@ mod tests {
         );
         assert!(sample(&text, "kar_last_failure_timestamp_seconds{").is_empty());
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    }
+
+    #[test]
+    fn the_next_run_finds_its_job_in_the_textfile_whatever_its_name() {
+        for job in [Some("nightly"), Some(r#"odd "job" \ name"#), None] {
+            let m = Metrics::new("backup", job);
+            m.finish(0);
+            let earlier = textfile::Earlier::parse(&m.text(), "backup", job);
+            assert!(earlier.last_success.is_some(), "{job:?}: {}", m.text());
+            assert!(earlier.last_success_duration.is_some());
+        }
     }
 
     #[test]

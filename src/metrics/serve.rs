@@ -44,7 +44,9 @@ async fn accept(listener: TcpListener, metrics: Arc<Metrics>) {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
                 tracing::debug!("metrics endpoint: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };

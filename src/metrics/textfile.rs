@@ -65,23 +65,32 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// Reads the textfile at `path`, if there is one; a missing or unreadable file, or a line
-    /// that is not a sample, tells nothing (the file is ours to overwrite).
-    pub fn read(path: &Path) -> Earlier {
+    /// Reads the textfile at `path`, if there is one, for the run of `command` and `job`; a
+    /// missing or unreadable file, or a line that is not a sample of theirs, tells nothing (the
+    /// file is ours to overwrite).
+    pub fn read(path: &Path, command: &str, job: Option<&str>) -> Earlier {
         std::fs::read_to_string(path)
-            .map(|t| Earlier::parse(&t))
+            .map(|t| Earlier::parse(&t, command, job))
             .unwrap_or_default()
     }
 
-    pub fn parse(text: &str) -> Earlier {
+    /// The samples of `command` and `job` in `text`: their label sets exactly as
+    /// [`super::Metrics`] writes them, values escaped as the text formats escape them.
+    pub fn parse(text: &str, command: &str, job: Option<&str>) -> Earlier {
+        let labels = match job {
+            Some(j) => format!(
+                r#"{{command="{}",kar_job="{}"}} "#,
+                escape(command),
+                escape(j)
+            ),
+            None => format!(r#"{{command="{}"}} "#, escape(command)),
+        };
         let mut e = Earlier::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            let value = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite());
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(&labels) else {
+                continue;
+            };
+            let value = value.parse::<f64>().ok().filter(|v| v.is_finite());
             let slot = match name {
                 "kar_last_success_timestamp_seconds" => &mut e.last_success,
                 "kar_last_success_duration_seconds" => &mut e.last_success_duration,
@@ -92,6 +101,13 @@ impl Earlier {
         }
         e
     }
+}
+
+/// A label value as the text formats write it: backslash, double quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
 }
 
 #[cfg(test)]
@@ -131,21 +147,26 @@ mod tests {
     }
 
     #[test]
-    fn an_earlier_file_tells_the_last_success_and_failure() {
-        let t = "# TYPE kar_last_success_timestamp_seconds gauge\n\
-                 kar_last_success_timestamp_seconds{command=\"backup\",kar_job=\"nightly x\"} 1764800000.5\n\
-                 kar_last_success_duration_seconds{command=\"backup\"} 12.25\n\
-                 kar_run_exit_code{command=\"backup\"} 0\n\
-                 kar_last_failure_timestamp_seconds garbage\n";
+    fn an_earlier_file_tells_the_last_success_and_failure_of_its_job() {
+        let t = r#"# TYPE kar_last_success_timestamp_seconds gauge
+kar_last_success_timestamp_seconds{command="backup",kar_job="nightly \"x\""} 1764800000.5
+kar_last_success_timestamp_seconds{command="backup",kar_job="other"} 1.0
+kar_last_success_timestamp_seconds{command="restore"} 2.0
+kar_last_success_duration_seconds{command="backup",kar_job="nightly \"x\""} 12.25
+kar_run_exit_code{command="backup",kar_job="nightly \"x\""} 0
+kar_last_failure_timestamp_seconds{command="backup",kar_job="nightly \"x\""} garbage
+"#;
         assert_eq!(
-            Earlier::parse(t),
+            Earlier::parse(t, "backup", Some("nightly \"x\"")),
             Earlier {
                 last_success: Some(1764800000.5),
                 last_success_duration: Some(12.25),
                 last_failure: None,
             }
         );
-        assert_eq!(Earlier::parse(""), Earlier::default());
+        assert_eq!(Earlier::parse(t, "restore", None).last_success, Some(2.0));
+        assert_eq!(Earlier::parse(t, "backup", None), Earlier::default());
+        assert_eq!(Earlier::parse("", "backup", None), Earlier::default());
     }
 
     #[test]

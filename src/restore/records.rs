@@ -541,10 +541,31 @@ fn check_same_restore(
     Ok(())
 }
 
-/// One open transaction: when it began and how many bytes of chunks it holds.
+/// One open transaction: when it began, how many bytes of chunks it holds, and the key, value
+/// and header bytes of the records sent in it.
 struct Txn {
     began: Instant,
     bytes: usize,
+    record_bytes: u64,
+}
+
+/// Commits the open transaction and tells `progress` what it made durable.
+fn commit_told(
+    w: &PartitionWriter,
+    s: &Shared<'_>,
+    doc: &mut Progress,
+    index: u64,
+    out: &mut PartitionOutcome,
+    txn: &Txn,
+    progress: &dyn Fn(&Produced),
+) -> Result<(), PartitionError> {
+    let before = out.written;
+    commit(w, s, doc, index, out)?;
+    progress(&Produced {
+        committed: (out.written - before, txn.record_bytes),
+        ..Produced::default()
+    });
+    Ok(())
 }
 
 fn restore_inner(
@@ -557,6 +578,13 @@ fn restore_inner(
 ) -> Result<(), PartitionError> {
     let mut doc = resume_point(s, job, out)?;
     let already = doc.records;
+    if src.total() != UNKNOWN {
+        // Where this run starts: an earlier run may have restored some or all of it.
+        progress(&Produced {
+            left: Some(src.total().saturating_sub(already)),
+            ..Produced::default()
+        });
+    }
     if already == src.total() {
         return Ok(());
     }
@@ -575,7 +603,7 @@ fn restore_inner(
         if let Some(e) = e {
             return match txn.take() {
                 // What came before the damaged chunk is committed.
-                Some(_) => commit(w, s, &mut doc, index, out).and(Err(e)),
+                Some(t) => commit_told(w, s, &mut doc, index, out, &t, progress).and(Err(e)),
                 None => Err(e),
             };
         }
@@ -584,6 +612,7 @@ fn restore_inner(
             txn = Some(Txn {
                 began: Instant::now(),
                 bytes: 0,
+                record_bytes: 0,
             });
         }
         let produced = match produce_chunk(s, job, src, w, &mut buf, &mut index, already, out) {
@@ -606,13 +635,14 @@ fn restore_inner(
         progress(&produced);
         let t = txn.as_mut().expect("a transaction is open");
         t.bytes += buf.len();
+        t.record_bytes += produced.bytes;
         if t.bytes >= s.txn_bytes || t.began.elapsed() >= TXN_MAX_TIME || index >= src.total() {
-            txn = None;
-            commit(w, s, &mut doc, index, out)?;
+            let t = txn.take().expect("a transaction is open");
+            commit_told(w, s, &mut doc, index, out, &t, progress)?;
         }
     }
-    if txn.is_some() {
-        commit(w, s, &mut doc, index, out)?;
+    if let Some(t) = txn.take() {
+        commit_told(w, s, &mut doc, index, out, &t, progress)?;
     }
     let total = match src.total() {
         UNKNOWN => index,
@@ -640,26 +670,34 @@ pub struct Produced {
     pub unknown_ids: u64,
     /// Records of the partition left to restore, when known (not in a stream).
     pub left: Option<u64>,
+    /// Records, and their bytes, of a transaction just committed: in the target for good.
+    pub committed: (u64, u64),
 }
 
 impl Produced {
     /// Tells `progress` what one chunk of `job` produced.
     pub fn tell(&self, progress: &crate::progress::Progress, job: &PartitionJob) {
         let (topic, partition) = (job.target_topic.as_str(), job.partition);
-        progress.advance(topic, self.records, self.records, self.bytes);
-        progress.event(Event::Read {
-            topic,
-            partition,
-            records: self.records,
-            bytes: self.bytes,
-            left: self.left,
-        });
-        progress.event(Event::Written {
-            topic,
-            partition,
-            records: self.records,
-            bytes: self.bytes,
-        });
+        if self.records > 0 {
+            progress.advance(topic, self.records, self.records, self.bytes);
+        }
+        if self.records > 0 || self.left.is_some() {
+            progress.event(Event::Read {
+                topic,
+                partition,
+                records: self.records,
+                bytes: self.bytes,
+                left: self.left,
+            });
+        }
+        if self.committed.0 > 0 {
+            progress.event(Event::Written {
+                topic,
+                partition,
+                records: self.committed.0,
+                bytes: self.committed.1,
+            });
+        }
         if self.rewritten_ids + self.unknown_ids > 0 {
             progress.event(Event::SchemaIds {
                 topic,
@@ -672,13 +710,11 @@ impl Produced {
 
 /// Tells `progress` that `job` is to be restored.
 pub fn tell_planned(progress: &crate::progress::Progress, job: &PartitionJob) {
-    if job.records != UNKNOWN {
-        progress.event(Event::PartitionPlanned {
-            topic: &job.target_topic,
-            partition: job.partition,
-            total: job.records,
-        });
-    }
+    progress.event(Event::PartitionPlanned {
+        topic: &job.target_topic,
+        partition: job.partition,
+        total: (job.records != UNKNOWN).then_some(job.records),
+    });
 }
 
 /// Tells `progress` how a partition's restore ended.
@@ -746,7 +782,7 @@ fn produce_chunk(
             break;
         }
     }
-    produced.rewritten_ids = stats.rewritten;
+    produced.rewritten_ids = stats.rewritten + stats.header_rewritten;
     produced.unknown_ids = stats.unknown_ids;
     out.rewritten_ids += stats.rewritten;
     out.unknown_ids += stats.unknown_ids;

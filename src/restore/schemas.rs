@@ -235,6 +235,7 @@ impl SchemaRestore<'_> {
         self.client.observer().event(Event::ModeSet {
             subject,
             mode: Some("IMPORT"),
+            into: true,
         });
         Ok(())
     }
@@ -267,9 +268,11 @@ impl SchemaRestore<'_> {
                 }
             }
         }
-        self.client
-            .observer()
-            .event(Event::ModeSet { subject, mode });
+        self.client.observer().event(Event::ModeSet {
+            subject,
+            mode,
+            into: false,
+        });
         Ok(())
     }
 
@@ -729,6 +732,7 @@ impl SchemaRestore<'_> {
                         self.client.observer().event(Event::ModeSet {
                             subject: &st.subject,
                             mode: Some(m),
+                            into: false,
                         });
                     }
                 }

@@ -189,7 +189,7 @@ impl KafkaPlan {
         let shared = self.shared(opts, ids, rewrite);
         let started = Instant::now();
         let mut partitions = run_partitions(opts, &shared, archive, self.jobs.clone())?;
-        not_started(&self.jobs, &mut partitions);
+        not_started(&self.jobs, &mut partitions, &opts.progress);
         let records_seconds = started.elapsed().as_secs_f64();
         let groups = if partitions.iter().all(|o| o.error.is_none()) {
             self.restore_groups(&self.jobs)?
@@ -822,13 +822,17 @@ fn restorable_groups(groups: Vec<GroupOffsets>) -> Vec<GroupOffsets> {
 
 /// A partition the run never began (it was stopped first) is reported, failed, so that the run
 /// is not taken for whole.
-fn not_started(jobs: &[PartitionJob], outcomes: &mut Vec<PartitionOutcome>) {
+fn not_started(
+    jobs: &[PartitionJob],
+    outcomes: &mut Vec<PartitionOutcome>,
+    progress: &crate::progress::Progress,
+) {
     for j in jobs {
         if !outcomes
             .iter()
             .any(|o| o.target_topic == j.target_topic && o.partition == j.partition)
         {
-            outcomes.push(PartitionOutcome {
+            let o = PartitionOutcome {
                 source_topic: j.source_topic.clone(),
                 target_topic: j.target_topic.clone(),
                 partition: j.partition,
@@ -838,7 +842,9 @@ fn not_started(jobs: &[PartitionJob], outcomes: &mut Vec<PartitionOutcome>) {
                         .into(),
                 ),
                 ..Default::default()
-            });
+            };
+            records::tell_ended(progress, &o);
+            outcomes.push(o);
         }
     }
     outcomes.sort_by(|a, b| (&a.target_topic, a.partition).cmp(&(&b.target_topic, b.partition)));
