@@ -8,6 +8,7 @@
 mod archive;
 mod backup;
 mod cat;
+mod chain;
 mod common;
 mod compact;
 mod contracts;

@@ -138,6 +138,7 @@ fn write_vector(
         archive_id: Some(kar::format::ArchiveId(*b"kar test vectors")),
         signer: None,
         sealing,
+        chain: None,
     };
     let mut w = ArchiveWriter::new(Vec::new(), "vector", opts).unwrap();
     let blob_ids: Vec<_> = input

@@ -200,11 +200,11 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
     assert_eq!(a.manifest().topics.len(), 2);
     assert!(verify_source(Source::Owned(newer_minor), "minor.kar", VerifyLevel::Full).ok);
 
-    let newer_major = with_versions(bytes, 5, 0);
+    let newer_major = with_versions(bytes, 6, 0);
     let err = Archive::from_source(Source::Owned(newer_major.clone()), "major.kar").unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("5.0") && msg.contains("major versions 2 to 4"),
+        msg.contains("6.0") && msg.contains("major versions 2 to 5"),
         "{msg}"
     );
     let r = verify_source(Source::Owned(newer_major), "major.kar", VerifyLevel::Full);
@@ -212,7 +212,7 @@ fn a_newer_major_version_is_refused_and_a_newer_minor_read() {
         !r.ok
             && r.problems[0]
                 .message
-                .contains("unsupported format version 5.0"),
+                .contains("unsupported format version 6.0"),
         "{:?}",
         r.problems
     );
@@ -347,6 +347,9 @@ fn archive_with_index(index: &[u8]) -> Vec<u8> {
         metadata: vec![],
         blobs: 0,
         notes: vec![],
+        parent: None,
+        inherited_blobs: vec![],
+        changes: vec![],
     }
     .encode();
     let id = kar::format::ArchiveId([7; 16]);

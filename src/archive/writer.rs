@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use crate::format::chunk::{ChunkEncoder, SealedChunk, TimestampType};
 use crate::format::crypt::Sealer;
 use crate::format::frame::{Compression, FrameHeader, FrameKind};
-use crate::format::manifest::{ArchiveStatus, Manifest, MetadataRef, PartitionEntry, TopicEntry};
+use crate::format::manifest::{
+    ArchiveStatus, ChainChange, Lineage, Manifest, MetadataRef, ParentRef, PartitionEntry,
+    TopicEntry,
+};
 use crate::format::{ArchiveId, Hash, file_header::FileHeader, footer::Footer, hex};
 use crate::progress::{Event, Progress};
 
@@ -36,6 +39,17 @@ pub struct WriterOptions {
     /// The archive ID to write (§2); `None`: a new random one, as every backup takes. Test
     /// vectors fix it; compact keeps the input's.
     pub archive_id: Option<ArchiveId>,
+    /// Write a chain member (§16): format 5.0, linked to this parent.
+    pub chain: Option<ChainLink>,
+}
+
+/// What a chain member's writer knows of the chain below it (§16).
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    pub parent: ParentRef,
+    /// Content IDs the chain below stores (the parent's own and those it inherits): a blob with
+    /// one of these IDs is named, not stored again.
+    pub stored_below: std::sync::Arc<HashSet<Hash>>,
 }
 
 impl Default for WriterOptions {
@@ -48,6 +62,7 @@ impl Default for WriterOptions {
             archive_id: None,
             signer: None,
             sealing: None,
+            chain: None,
         }
     }
 }
@@ -77,6 +92,8 @@ pub struct WriteSummary {
     pub records: u64,
     /// Frames not written because identical content was already in the file.
     pub deduplicated: u64,
+    /// Blobs named, not stored: a chain member's chain below holds them (§16).
+    pub inherited_blobs: usize,
 }
 
 pub struct ArchiveWriter<W: Write> {
@@ -98,6 +115,10 @@ pub struct ArchiveWriter<W: Write> {
     blobs: u64,
     /// Seals frames in an encrypted archive.
     sealer: Option<Sealer>,
+    /// A chain member's blobs stored below it and named here (§16).
+    inherited: std::collections::BTreeSet<Hash>,
+    /// A chain member's changes since its parent (§16).
+    changes: Vec<ChainChange>,
 }
 
 /// Where an archive goes, by the path given: `-` or `/dev/stdout` is standard output, an existing
@@ -353,11 +374,18 @@ impl<W: Write> ArchiveWriter<W> {
         if opts.signer.is_some() {
             header.minor = crate::format::VERSION_MINOR_SIGNED;
         }
+        if opts.chain.is_some() {
+            header.major = crate::format::VERSION_MAJOR_CHAIN;
+            header.minor = 0;
+            header.flags |= crate::format::file_header::FLAG_CHAIN;
+        }
         let Some(sealing) = opts.sealing.clone() else {
             return Self::with_header(out, path, opts, header);
         };
-        header.major = crate::format::VERSION_MAJOR_ENCRYPTED;
-        header.minor = 0;
+        if opts.chain.is_none() {
+            header.major = crate::format::VERSION_MAJOR_ENCRYPTED;
+            header.minor = 0;
+        }
         header.flags |= crate::format::file_header::FLAG_ENCRYPTED;
         let mut w = Self::with_header(out, path, opts, header)?;
         let prefix = match sealing.nonce_prefix {
@@ -405,6 +433,8 @@ impl<W: Write> ArchiveWriter<W> {
             metadata: Vec::new(),
             blobs: 0,
             sealer: None,
+            inherited: Default::default(),
+            changes: Vec::new(),
         })
     }
 
@@ -693,9 +723,30 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Stores opaque bytes (a schema text) once, however often they are added; returns their ID.
     /// Only before the first record chunk (§3: a stream restore has every blob before any record).
+    /// A chain member names, without storing it, a blob the chain below stores (§16): only when
+    /// unencrypted, where a content ID is the same in every archive.
     pub fn add_blob(&mut self, raw: &[u8]) -> Result<Hash, ArchiveError> {
         self.before_records("a blob")?;
+        if self.sealer.is_none()
+            && let Some(link) = &self.opts.chain
+        {
+            let id = crate::format::crypt::content_id(None, raw);
+            if link.stored_below.contains(&id) && !self.written.contains(&id) {
+                self.inherited.insert(id);
+                return Ok(id);
+            }
+        }
         self.write_content(FrameKind::Blob, raw)
+    }
+
+    /// Records a change since the parent, for a chain member's manifest (§16).
+    pub fn add_change(&mut self, change: ChainChange) {
+        self.changes.push(change);
+    }
+
+    /// Records how a chain member's partition continues its parent's (§16).
+    pub fn set_lineage(&mut self, topic: &str, partition: i32, lineage: Lineage) {
+        self.partition_entry(topic, partition).lineage = Some(lineage);
     }
 
     /// Blobs and metadata documents but `provenance` precede every record chunk (§3), so that a
@@ -767,6 +818,9 @@ impl<W: Write> ArchiveWriter<W> {
             metadata: std::mem::take(&mut self.metadata),
             blobs: self.blobs,
             notes,
+            parent: self.opts.chain.as_ref().map(|c| c.parent.clone()),
+            inherited_blobs: self.inherited.iter().map(hex).collect(),
+            changes: std::mem::take(&mut self.changes),
         };
         let summary = self.finish_with_manifest(&manifest)?;
         Ok((self.out, WriteSummary { records, ..summary }))
@@ -834,6 +888,7 @@ impl<W: Write> ArchiveWriter<W> {
             chunks: self.index.chunks.len() as u64,
             records: 0,
             deduplicated: self.deduplicated,
+            inherited_blobs: self.inherited.len(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! consumer; workers encode chunks, a pool of compression threads seals them, and the one writer
 //! writes them, all through bounded channels, so memory stays bounded whatever the topic size.
 
+mod chain;
 mod compress;
 mod worker;
 mod writing;
@@ -28,6 +29,7 @@ use crate::format::consumer_groups::ConsumerGroupsDoc;
 use crate::format::hex;
 use crate::format::kafka_topics::{Broker, DeclaredRange, KafkaTopicsDoc};
 use crate::format::manifest::ArchiveStatus;
+use crate::format::manifest::{ChainChange, ParentRef};
 use crate::format::provenance::Provenance;
 use crate::format::schema_registry::RegistrySnapshot;
 use crate::kafka::KafkaConnection;
@@ -97,6 +99,8 @@ pub struct BackupOptions {
     pub from_time: Option<i64>,
     /// Capture only records before this time.
     pub until_time: Option<i64>,
+    /// Continue a chain (§16): back up what is new since this archive (the chain's newest).
+    pub incremental_from: Option<PathBuf>,
     pub writer: WriterOptions,
     /// Where the detached signature goes when `writer.signer` is set: by default `OUT.minisig`
     /// beside a file (or a volume set's first volume); a stream gets one only when this names
@@ -170,6 +174,7 @@ impl BackupOptions {
             groups: None,
             from_time: None,
             until_time: None,
+            incremental_from: None,
             writer: WriterOptions::default(),
             signature_out: None,
             compression: CompressionMode::default(),
@@ -229,9 +234,29 @@ pub struct BackupReport {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySummary>,
-    /// Selections that took nothing (`--topics`, `--groups`, `--subjects` patterns), named.
+    /// Selections that took nothing (`--topics`, `--groups`, `--subjects` patterns), named; a
+    /// chain member's losses and restarted logs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The archive this member continues (`--incremental-from`, §16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// A member's changes since its parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<ChainChange>>,
+    /// Schema texts named, not stored: the chain below holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inherited_blobs: Option<usize>,
+}
+
+impl BackupReport {
+    /// Whether records were lost between the parent and this member: the chain is not whole.
+    pub fn chain_lost_records(&self) -> bool {
+        self.changes
+            .iter()
+            .flatten()
+            .any(|c| c.kind == crate::format::manifest::ChangeKind::RetentionGap)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -511,6 +536,8 @@ pub struct BackupPlan {
     with_kafka: bool,
     kafka: KafkaSnapshot,
     registry: Option<Captured>,
+    /// A chain member's parent and plan (§16).
+    chain: Option<(chain::Parent, chain::ChainPlan)>,
     rt: Context,
     /// Selections that took nothing, named.
     pub warnings: Vec<String>,
@@ -523,10 +550,22 @@ impl BackupPlan {
         let started = Instant::now();
         let started_ms = now_ms();
         let with_kafka = check_options(opts)?;
-        let kafka = if with_kafka {
+        // The parent is checked before anything is read from Kafka.
+        let parent = match &opts.incremental_from {
+            Some(p) => Some(chain::open_parent(p)?),
+            None => None,
+        };
+        let mut kafka = if with_kafka {
             snapshot_kafka(opts, rt)?
         } else {
             KafkaSnapshot::default()
+        };
+        let chain = match parent {
+            Some(p) => {
+                let plan = chain::plan(&p, &opts.kafka, &mut kafka.tasks)?;
+                Some((p, plan))
+            }
+            None => None,
         };
         tracing::debug!(elapsed = ?started.elapsed(), "kafka snapshot taken");
         let registry = snapshot_registry(opts, rt, started_ms)?;
@@ -543,12 +582,24 @@ impl BackupPlan {
         for w in &warnings {
             tracing::debug!("selection: {w}");
         }
+        if let Some((_, plan)) = &chain {
+            warnings.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| c.kind.is_loss_or_restart())
+                    .map(|c| match c.partition {
+                        Some(p) => format!("{}/{p}: {}", c.topic, c.detail),
+                        None => format!("{}: {}", c.topic, c.detail),
+                    }),
+            );
+        }
         Ok(BackupPlan {
             started,
             started_ms,
             with_kafka,
             kafka,
             registry,
+            chain,
             rt: rt.clone(),
             warnings,
         })
@@ -559,6 +610,7 @@ impl BackupPlan {
     pub fn execute(self, opts: &BackupOptions) -> Result<BackupReport, BackupError> {
         let writer_opts = WriterOptions {
             created_at_ms: self.started_ms,
+            chain: self.chain.as_ref().map(|(p, _)| p.link.clone()),
             ..opts.writer.clone()
         };
         let detached = detached_path(opts);
@@ -669,6 +721,16 @@ impl BackupPlan {
         for t in &k.tasks {
             w.declare_partition(&t.topic, t.partition, t.start, t.end);
         }
+        if let Some((_, plan)) = &self.chain {
+            for ((topic, p), c) in &plan.partitions {
+                if let Some(l) = &c.lineage {
+                    w.set_lineage(topic, *p, l.clone());
+                }
+            }
+            for c in &plan.changes {
+                w.add_change(c.clone());
+            }
+        }
         Ok(())
     }
 
@@ -772,6 +834,12 @@ impl BackupPlan {
                 pulled_in: r.snapshot.pulled_in.clone(),
             }),
             warnings: self.warnings,
+            parent: self.chain.as_ref().map(|(p, _)| p.link.parent.clone()),
+            changes: self.chain.map(|(_, plan)| plan.changes),
+            inherited_blobs: opts
+                .incremental_from
+                .as_ref()
+                .map(|_| summary.inherited_blobs),
         }
     }
 }
@@ -813,6 +881,11 @@ fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
             "{} already exists: the detached signature would overwrite it",
             p.display()
         )));
+    }
+    if opts.incremental_from.is_some() && (!with_kafka || opts.from_time.is_some()) {
+        return Err(BackupError::Invalid(
+            "--incremental-from continues every partition where its archive ended: it needs --bootstrap, and takes no --from-time".into(),
+        ));
     }
     Ok(with_kafka)
 }

@@ -73,6 +73,11 @@ settings! {
         /// at least 1M; 4G fits FAT32): --out NAME.kar, then NAME.kar.002, ...
         #[arg(long, value_parser = crate::cli::parse_size)]
         pub volume_size: Option<u64>,
+        /// Continue a chain: back up only what is new since this archive (the chain's newest,
+        /// checked first), with the complete metadata and registry of now; schema texts the
+        /// chain already holds are named, not stored again
+        #[arg(long, value_name = "PREV")]
+        pub incremental_from: Option<PathBuf>,
         /// Sign the archive with this minisign secret key (passphrase from
         /// KAR_SIGNING_PASSPHRASE or the terminal): a signature frame inside it, and a detached
         /// OUT.minisig beside it that `minisign -Vm OUT -p KEY.pub` checks
@@ -198,6 +203,7 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         o.writer.chunk_target_bytes = v;
     }
     o.volume_size = b.volume_size;
+    o.incremental_from = b.incremental_from;
     if let Some(k) = &b.sign_with {
         o.writer.signer = Some(Arc::new(super::custody::load_key(k)?));
     }
@@ -256,11 +262,14 @@ pub fn run(
     for w in &report.warnings {
         super::logs::warning(&w.to_string());
     }
-    Ok(if report.status == ArchiveStatus::Complete {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    // Records lost between two members (retention outran the backups): the chain is not whole.
+    Ok(
+        if report.status == ArchiveStatus::Complete && !report.chain_lost_records() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn print_summary(r: &BackupReport) {
@@ -321,6 +330,19 @@ fn print_summary(r: &BackupReport) {
         for p in &g.order_problems {
             outln!("  - {p}");
         }
+    }
+    if let Some(p) = &r.parent {
+        outln!(
+            "chain member {} of parent {} (root {}): {} schema texts named, not stored again",
+            p.depth,
+            p.archive_id,
+            p.root,
+            r.inherited_blobs.unwrap_or(0)
+        );
+    }
+    for c in r.changes.iter().flatten() {
+        let at = c.partition.map_or(String::new(), |p| format!("/{p}"));
+        outln!("  {:?} {}{at}: {}", c.kind, c.topic, c.detail);
     }
     outln!("status  {:?}", r.status);
     outln!("archive {}", r.out.display());

@@ -24,6 +24,8 @@ pub const LEN_V2: usize = 32;
 pub const LEN: usize = 64;
 /// Flag bit 0 (4.x): the archive is encrypted (§15).
 pub const FLAG_ENCRYPTED: u32 = 1;
+/// Flag bit 1 (5.x): the archive is a chain member (§16).
+pub const FLAG_CHAIN: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
@@ -45,9 +47,14 @@ impl FileHeader {
         }
     }
 
-    /// Whether the archive is encrypted (§15): a 4.x header with flag bit 0.
+    /// Whether the archive is encrypted (§15): a 4.x or 5.x header with flag bit 0.
     pub fn is_encrypted(&self) -> bool {
         self.major >= 4 && self.flags & FLAG_ENCRYPTED != 0
+    }
+
+    /// Whether the archive is a chain member (§16): a 5.x header with flag bit 1.
+    pub fn is_chain_member(&self) -> bool {
+        self.major >= 5 && self.flags & FLAG_CHAIN != 0
     }
 
     /// The header's length: where the first frame begins.
@@ -92,7 +99,7 @@ impl FileHeader {
                 offset: 8,
                 found_major: major,
                 found_minor: minor,
-                supported_major: super::VERSION_MAJOR_ENCRYPTED,
+                supported_major: super::VERSION_MAJOR_CHAIN,
             });
         }
         let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
@@ -132,10 +139,13 @@ impl FileHeader {
             };
         }
         let id = field(32..48).map(|b| ArchiveId(b.try_into().unwrap()));
-        // An encrypted archive's version and flags are kept as they read (a reader must not
-        // take its sealed frames for a plain archive's).
+        // An encrypted archive's or a chain member's version and flags are kept as they read (a
+        // reader must not take its sealed frames or inherited blobs for a plain archive's).
         let (major, flags) = match field(12..16) {
-            Some(f) if major == super::VERSION_MAJOR_ENCRYPTED => {
+            Some(f)
+                if major == super::VERSION_MAJOR_ENCRYPTED
+                    || major == super::VERSION_MAJOR_CHAIN =>
+            {
                 (major, u32::from_le_bytes([f[0], f[1], f[2], f[3]]))
             }
             _ => (VERSION_MAJOR, 0),

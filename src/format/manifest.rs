@@ -37,6 +37,78 @@ pub struct Manifest {
     /// Free-text remarks, e.g. what a repair dropped.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// A chain member's parent (§16); absent in a full archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// Content IDs (64 hex digits, ascending) of the blobs this member names and an ancestor
+    /// stores (§16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited_blobs: Vec<String>,
+    /// What changed since the parent (§16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChainChange>,
+}
+
+/// The archive a chain member continues (§16).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// 32 hex digits.
+    pub archive_id: String,
+    /// The parent's root hash, 64 hex digits.
+    pub root: String,
+    pub created_at_ms: i64,
+    /// The parent's depth + 1: the base of a chain has depth 0.
+    pub depth: u32,
+}
+
+/// One change between a chain member and its parent (§16).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainChange {
+    pub kind: ChangeKind,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    TopicAdded,
+    TopicDeleted,
+    PartitionsAdded,
+    RetentionGap,
+    EndWentBack,
+    LogDiverged,
+}
+
+impl ChangeKind {
+    /// Records lost (a retention gap) or a log restarted: what an operator must hear of.
+    pub fn is_loss_or_restart(self) -> bool {
+        matches!(
+            self,
+            ChangeKind::RetentionGap | ChangeKind::EndWentBack | ChangeKind::LogDiverged
+        )
+    }
+}
+
+/// How a member's partition continues its parent's (§16): from the record it was found to
+/// continue, or restarted on a new log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Lineage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    /// 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +145,9 @@ pub struct PartitionEntry {
     /// beyond (`kar repair --keep-gaps`): records known to be lost. Absent when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<OffsetRange>,
+    /// In a chain member: how it continues its parent's partition (§16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
 }
 
 /// Offsets `from..to`.
@@ -111,4 +186,22 @@ impl Manifest {
             .iter()
             .find(|p| p.partition == partition)
     }
+}
+
+/// The digest a chain member's `lineage` names a record by (§16): BLAKE3 over the key and the
+/// value, each a u32 length (`0xFFFFFFFF` for null, then no bytes) and its bytes.
+pub fn lineage_digest(key: Option<&[u8]>, value: Option<&[u8]>) -> super::Hash {
+    let mut h = blake3::Hasher::new();
+    for field in [key, value] {
+        match field {
+            Some(b) => {
+                h.update(&(b.len() as u32).to_le_bytes());
+                h.update(b);
+            }
+            None => {
+                h.update(&u32::MAX.to_le_bytes());
+            }
+        }
+    }
+    *h.finalize().as_bytes()
 }

@@ -34,8 +34,12 @@ pub const VERSION_MINOR_SIGNED: u16 = 1;
 /// Major version of an encrypted archive (§15): a 3.x reader would take its sealed frames for
 /// damage, so it refuses the version by name instead.
 pub const VERSION_MAJOR_ENCRYPTED: u16 = 4;
-/// The major versions this code reads: 2.x (no archive ID), 3.x, 4.x (encrypted).
-pub const READ_MAJORS: [u16; 3] = [2, 3, 4];
+/// Major version of a chain member (§16), encrypted or not: a 3.x or 4.x reader would take its
+/// inherited blobs for damage and its ranges for a whole backup, so it refuses it by name.
+pub const VERSION_MAJOR_CHAIN: u16 = 5;
+/// The major versions this code reads: 2.x (no archive ID), 3.x, 4.x (encrypted), 5.x (chain
+/// members).
+pub const READ_MAJORS: [u16; 4] = [2, 3, 4, 5];
 
 /// The largest uncompressed size of one frame's content: bounds every allocation a reader makes
 /// from a length field.

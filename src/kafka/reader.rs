@@ -60,6 +60,16 @@ pub struct PartitionReader {
 
 impl PartitionReader {
     pub fn open(conn: &KafkaConnection, topic: &str, partition: i32) -> Result<Self, SourceError> {
+        Self::open_at(conn, topic, partition, rdkafka::Offset::Beginning)
+    }
+
+    /// A reader from `offset` on (the first record at or after it) to the partition's end.
+    pub fn open_at(
+        conn: &KafkaConnection,
+        topic: &str,
+        partition: i32,
+        offset: rdkafka::Offset,
+    ) -> Result<Self, SourceError> {
         let request = |what: &str| {
             let (bootstrap, what) = (conn.bootstrap.clone(), what.to_string());
             move |e: KafkaError| SourceError::Request {
@@ -80,7 +90,7 @@ impl PartitionReader {
             .create()
             .map_err(request("creating a consumer"))?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(topic, partition, offset)
             .map_err(request("assigning"))?;
         consumer
             .assign(&tpl)
@@ -93,7 +103,7 @@ impl PartitionReader {
             bootstrap: conn.bootstrap.clone(),
             topic: topic.to_string(),
             partition,
-            done: end <= low,
+            done: end <= low || matches!(offset, rdkafka::Offset::Offset(o) if o >= end),
             end,
             idle: Duration::from_secs(60),
         })

@@ -820,7 +820,22 @@ fn open_verified(
     if archive.manifest().status == ArchiveStatus::Partial {
         tracing::warn!("the archive is partial: some partitions are incomplete");
     }
+    refuse_chain_member(&archive)?;
     Ok((archive, signatures))
+}
+
+/// A chain member (§16) alone is not a backup: its partitions start where its parent's ended and
+/// its schema texts may be in its ancestors. Until a chain restores as one, it is refused.
+fn refuse_chain_member(archive: &Archive) -> Result<(), RestoreError> {
+    let Some(p) = &archive.manifest().parent else {
+        return Ok(());
+    };
+    Err(RestoreError::Refused(format!(
+        "{} is member {} of a chain (it continues archive {}): a member holds only what was new since its parent, so it is not restored alone, and restoring a chain is not supported yet; restore the chain's full base; nothing was written",
+        archive.path().display(),
+        p.depth,
+        p.archive_id
+    )))
 }
 
 /// Whether this restore writes to Kafka: not with `--registry-only`, nor without `--bootstrap`

@@ -1,0 +1,332 @@
+//! A backup that continues a chain (`--incremental-from PREV`, spec §16): PREV checked before
+//! anything is read from Kafka, then, per partition, where the member starts: where PREV's
+//! partition ended when the log is the one PREV read (its last record found again), the log's
+//! start when the partition is new or its log restarted; and every change since PREV named.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{BackupError, PartitionTask};
+use crate::archive::verify::{VerifyLevel, verify};
+use crate::archive::writer::ChainLink;
+use crate::archive::{Archive, ArchiveError};
+use crate::format::manifest::{
+    ChainChange, ChangeKind, Lineage, Manifest, ParentRef, PartitionEntry, lineage_digest,
+};
+use crate::format::{Hash, hex, parse_hex};
+use crate::kafka::KafkaConnection;
+use crate::kafka::reader::PartitionReader;
+
+/// The archive a member continues, checked, and what the member's writer needs of it.
+pub struct Parent {
+    pub archive: Archive,
+    pub link: ChainLink,
+}
+
+/// Opens PREV and checks it as a quick verification does (footer, manifest, index, every
+/// partition's coverage, the root recomputed from the index): a member vouches for its parent by
+/// its root, so a damaged or unfinished PREV is refused. Its chunks are read later only where a
+/// lineage check needs one, each checked against its content ID.
+pub fn open_parent(path: &Path) -> Result<Parent, BackupError> {
+    let report = verify(path, VerifyLevel::Quick)?;
+    if !report.ok {
+        let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        return Err(BackupError::Invalid(format!(
+            "--incremental-from {}: the archive does not verify, so a member cannot vouch for it: {}{}",
+            path.display(),
+            problems.join("; "),
+            if report.gaps.is_empty() {
+                String::new()
+            } else {
+                format!("; lost offsets {}", report.gaps.join(", "))
+            }
+        )));
+    }
+    let archive = Archive::open(path)?;
+    if archive.header().is_encrypted() {
+        return Err(BackupError::Invalid(format!(
+            "--incremental-from {}: the archive is encrypted; a chain over encrypted archives is not supported yet",
+            path.display()
+        )));
+    }
+    let m = archive.manifest();
+    let id = archive.id().ok_or_else(|| {
+        BackupError::Invalid(format!(
+            "--incremental-from {}: a 2.x archive has no archive ID to link to; `kar compact` does not change that, back up in full",
+            path.display()
+        ))
+    })?;
+    let mut stored_below: HashSet<Hash> = archive.index_content()?.content.into_keys().collect();
+    for b in &m.inherited_blobs {
+        stored_below.insert(parse_hex(b).ok_or_else(|| {
+            BackupError::Invalid(format!(
+                "--incremental-from {}: its manifest names the inherited blob {b:?}, which is not a content ID",
+                path.display()
+            ))
+        })?);
+    }
+    let link = ChainLink {
+        parent: ParentRef {
+            archive_id: id.hex(),
+            root: hex(&archive.root()),
+            created_at_ms: m.created_at_ms,
+            depth: m.parent.as_ref().map_or(1, |p| p.depth + 1),
+        },
+        stored_below: Arc::new(stored_below),
+    };
+    Ok(Parent { archive, link })
+}
+
+/// How a member backs one partition up, beyond its task's range.
+#[derive(Debug, Clone, Default)]
+pub struct Continued {
+    pub lineage: Option<Lineage>,
+}
+
+/// What a member changes in the backup's plan: the partitions' ranges (in the tasks), their
+/// lineage, and the changes since the parent.
+#[derive(Debug, Default)]
+pub struct ChainPlan {
+    pub partitions: BTreeMap<(String, i32), Continued>,
+    pub changes: Vec<ChainChange>,
+}
+
+/// The record a partition's log ended with in the parent (or, where the parent holds no record
+/// of it, the one the parent found its own parent's log continue from).
+struct Anchor {
+    offset: i64,
+    timestamp: i64,
+    digest: Hash,
+}
+
+/// Plans a member: each task (a partition's full range now, `low..high`) starts where the parent
+/// left off when its log is the same log; changes are named.
+pub fn plan(
+    parent: &Parent,
+    conn: &KafkaConnection,
+    tasks: &mut [PartitionTask],
+) -> Result<ChainPlan, BackupError> {
+    let m = parent.archive.manifest();
+    let mut plan = ChainPlan::default();
+    deleted(m, tasks, &mut plan);
+    let mut added_topics = BTreeSet::new();
+    for t in tasks.iter_mut() {
+        let Some(pe) = m.partition(&t.topic, t.partition) else {
+            added(m, t, &mut added_topics, &mut plan);
+            continue;
+        };
+        let ends_at = continues_at(&parent.archive, &t.topic, pe)?;
+        let c = continue_partition(parent, conn, t, ends_at, pe, &mut plan.changes)?;
+        plan.partitions.insert((t.topic.clone(), t.partition), c);
+    }
+    Ok(plan)
+}
+
+/// Topics (and partitions) the parent holds that the member does not: deleted, or no longer
+/// selected.
+fn deleted(m: &Manifest, tasks: &[PartitionTask], plan: &mut ChainPlan) {
+    let now: BTreeSet<(&str, i32)> = tasks
+        .iter()
+        .map(|t| (t.topic.as_str(), t.partition))
+        .collect();
+    for t in &m.topics {
+        let gone: Vec<i32> = t
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .filter(|p| !now.contains(&(t.name.as_str(), *p)))
+            .collect();
+        if gone.len() == t.partitions.len() {
+            plan.changes.push(change(
+                ChangeKind::TopicDeleted,
+                &t.name,
+                None,
+                "in the parent, not in this backup (deleted, or no longer selected)".into(),
+            ));
+        } else {
+            for p in gone {
+                plan.changes.push(change(
+                    ChangeKind::TopicDeleted,
+                    &t.name,
+                    Some(p),
+                    "the partition is in the parent, not in this backup (the topic was re-created with fewer partitions)".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn added(
+    m: &Manifest,
+    t: &PartitionTask,
+    added_topics: &mut BTreeSet<String>,
+    plan: &mut ChainPlan,
+) {
+    if m.topics.iter().any(|x| x.name == t.topic) {
+        plan.changes.push(change(
+            ChangeKind::PartitionsAdded,
+            &t.topic,
+            Some(t.partition),
+            format!("a new partition, backed up from its start {}", t.start),
+        ));
+    } else if added_topics.insert(t.topic.clone()) {
+        plan.changes.push(change(
+            ChangeKind::TopicAdded,
+            &t.topic,
+            None,
+            "a topic the parent does not hold, backed up from its start".into(),
+        ));
+    }
+}
+
+/// Where the parent's records of a partition end: its snapshot end when it got the whole range,
+/// else where its chunks stop (a partial parent: the member takes over from there).
+fn continues_at(archive: &Archive, topic: &str, pe: &PartitionEntry) -> Result<i64, ArchiveError> {
+    let start = pe.start_offset.unwrap_or(0);
+    match (pe.complete, pe.end_offset) {
+        (true, Some(end)) => Ok(end),
+        _ => Ok(archive
+            .chunks_of(topic, pe.partition)?
+            .iter()
+            .map(|c| c.covers_to)
+            .max()
+            .unwrap_or(start)),
+    }
+}
+
+/// Decides one partition of the parent's: continued (the task starts at the parent's end), with
+/// a retention gap, or restarted on a new log.
+fn continue_partition(
+    parent: &Parent,
+    conn: &KafkaConnection,
+    t: &mut PartitionTask,
+    ends_at: i64,
+    pe: &PartitionEntry,
+    changes: &mut Vec<ChainChange>,
+) -> Result<Continued, BackupError> {
+    let (low, high) = (t.start, t.end);
+    if high < ends_at {
+        changes.push(change(
+            ChangeKind::EndWentBack,
+            &t.topic,
+            Some(t.partition),
+            format!(
+                "the log ends at {high}, before the parent's end {ends_at} (truncated after an unclean leader election, or the topic re-created): a new lineage, backed up from {low}"
+            ),
+        ));
+        return Ok(restarted());
+    }
+    if low > ends_at {
+        let mut c = change(
+            ChangeKind::RetentionGap,
+            &t.topic,
+            Some(t.partition),
+            format!(
+                "offsets {ends_at}..{low} were deleted by retention after the parent was taken: they are in no archive of the chain"
+            ),
+        );
+        (c.from, c.to) = (Some(ends_at), Some(low));
+        changes.push(c);
+        return Ok(Continued::default());
+    }
+    let anchor = anchor_of(&parent.archive, &t.topic, pe)?;
+    let lineage = match anchor {
+        Some(a) if a.offset >= low => match found(conn, &t.topic, t.partition, &a)? {
+            Some(true) => Some(Lineage {
+                offset: Some(a.offset),
+                timestamp: Some(a.timestamp),
+                digest: Some(hex(&a.digest)),
+                restarted: false,
+            }),
+            Some(false) => {
+                changes.push(change(
+                    ChangeKind::LogDiverged,
+                    &t.topic,
+                    Some(t.partition),
+                    format!(
+                        "the record at offset {} is not the one the parent holds there (the topic re-created, or the log rewritten): a new lineage, backed up from {low}",
+                        a.offset
+                    ),
+                ));
+                return Ok(restarted());
+            }
+            // Compacted away since: nothing to compare.
+            None => None,
+        },
+        _ => None,
+    };
+    t.start = ends_at;
+    Ok(Continued { lineage })
+}
+
+fn restarted() -> Continued {
+    Continued {
+        lineage: Some(Lineage {
+            restarted: true,
+            ..Lineage::default()
+        }),
+    }
+}
+
+/// The parent's last record of the partition, or the anchor its own lineage names.
+fn anchor_of(
+    archive: &Archive,
+    topic: &str,
+    pe: &PartitionEntry,
+) -> Result<Option<Anchor>, BackupError> {
+    let Some(last) = archive.chunks_of(topic, pe.partition)?.pop() else {
+        return Ok(pe.lineage.as_ref().and_then(|l| {
+            Some(Anchor {
+                offset: l.offset?,
+                timestamp: l.timestamp?,
+                digest: parse_hex(l.digest.as_deref()?)?,
+            })
+        }));
+    };
+    let mut dec = archive.decoder()?;
+    let mut buf = Vec::new();
+    archive.read_chunk(&last, &mut dec, &mut buf)?;
+    let mut anchor = None;
+    for r in crate::format::chunk::ChunkRecords::new(&buf, 0)
+        .map_err(ArchiveError::format(archive.path(), ""))?
+    {
+        let r = r.map_err(ArchiveError::format(archive.path(), ""))?;
+        anchor = Some(Anchor {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            digest: lineage_digest(r.key, r.value),
+        });
+    }
+    Ok(anchor)
+}
+
+/// Whether the log holds the anchor's record at its offset: `None` when no record is there any
+/// more (compacted away).
+fn found(
+    conn: &KafkaConnection,
+    topic: &str,
+    partition: i32,
+    a: &Anchor,
+) -> Result<Option<bool>, BackupError> {
+    let mut reader =
+        PartitionReader::open_at(conn, topic, partition, rdkafka::Offset::Offset(a.offset))?;
+    Ok(match reader.next_record()? {
+        Some(r) if r.offset == a.offset => Some(
+            r.timestamp == a.timestamp
+                && lineage_digest(r.key.as_deref(), r.value.as_deref()) == a.digest,
+        ),
+        _ => None,
+    })
+}
+
+fn change(kind: ChangeKind, topic: &str, partition: Option<i32>, detail: String) -> ChainChange {
+    ChainChange {
+        kind,
+        topic: topic.to_string(),
+        partition,
+        from: None,
+        to: None,
+        detail,
+    }
+}

@@ -1,0 +1,289 @@
+//! Incremental chains (spec §16): a full backup, then members that carry only what is new, each
+//! linked to its parent by ID and root, naming what changed: a new topic, a topic re-created, a
+//! log that diverged, records lost to retention between two backups.
+
+use std::time::{Duration, Instant};
+
+use kar::archive::Archive;
+use kar::format::hex;
+use kar::format::manifest::{ChangeKind, Manifest};
+use serde_json::{Value, json};
+
+use crate::archive::read_records;
+use crate::common::{self, Registry, consume_all, producer, send};
+
+/// `kar backup` of the topics `prefix-.*` and `subject` into `out`, continuing `parent` if given:
+/// (exit code, JSON report, output).
+fn backup(
+    prefix: &str,
+    subject: &str,
+    out: &std::path::Path,
+    parent: Option<&std::path::Path>,
+) -> (Option<i32>, Value, String) {
+    let (bootstrap, registry) = (common::bootstrap(), common::source_registry());
+    let topics = format!("{prefix}-.*");
+    let mut args = vec![
+        "backup",
+        "--bootstrap",
+        &bootstrap,
+        "--topics",
+        &topics,
+        "--registry",
+        &registry,
+        "--subjects",
+        subject,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    if let Some(p) = parent {
+        args.extend(["--incremental-from", p.to_str().unwrap()]);
+    }
+    common::kar_cli(&args, &[])
+}
+
+fn changes(m: &Manifest) -> Vec<(ChangeKind, String, Option<i32>)> {
+    m.changes
+        .iter()
+        .map(|c| (c.kind, c.topic.clone(), c.partition))
+        .collect()
+}
+
+async fn register(subject: &str, field: &str) {
+    let schema = json!({"type": "record", "name": "Chained", "fields": [{"name": field, "type": "string", "default": ""}]});
+    Registry::source()
+        .register(subject, json!({"schema": schema.to_string()}))
+        .await;
+}
+
+/// Deletes `topic` and makes it again (Kafka deletes asynchronously: creation is retried).
+async fn recreate(topic: &str) {
+    let admin = common::admin();
+    let opts = rdkafka::admin::AdminOptions::new();
+    for r in admin.delete_topics(&[topic], &opts).await.unwrap() {
+        r.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
+        let r = admin.create_topics([&t], &opts).await.unwrap();
+        if r.iter().all(|r| r.is_ok()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} not re-created in 60 s: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Produces `values` into a freshly re-created single-partition `topic`: a producer's first
+/// sends after a re-creation may be refused while the broker settles, so the records are sent
+/// until the topic holds them all.
+async fn produce_after_recreate(topic: &str, values: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = producer(&[]);
+        for (i, v) in values.iter().enumerate() {
+            let r = crate::backup::rec(
+                i as i64,
+                1_700_000_500_000 + i as i64,
+                None,
+                Some(v.as_bytes()),
+                &[],
+            );
+            send(&p, topic, 0, &r);
+        }
+        let end = common::end_offsets(topic, 1).await[0];
+        if end == values.len() as i64 {
+            return;
+        }
+        assert_eq!(end, 0, "{topic}: some of the records went, not all");
+        assert!(Instant::now() < deadline, "{topic} took no record in 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_carry_only_what_is_new_and_name_every_change() {
+    let prefix = common::unique("chain");
+    let (a, b) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    let subject = format!("{prefix}-value");
+    common::create_topic(&a, 2, &[]).await;
+    common::fill(&a, 2, 100, 20).await;
+    register(&subject, "one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+
+    // The base: a full backup.
+    let (code, _, text) = backup(&prefix, &subject, &path("base.kar"), None);
+    assert_eq!(code, Some(0), "{text}");
+    let base = Archive::open(path("base.kar")).unwrap();
+
+    // Member 1: 60 new records of a, a new topic b, a second schema version.
+    common::fill(&a, 2, 60, 20).await;
+    common::create_topic(&b, 1, &[]).await;
+    common::fill(&b, 1, 10, 20).await;
+    register(&subject, "two").await;
+    let (code, r, text) = backup(&prefix, &subject, &path("m1.kar"), Some(&path("base.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r["parent"]["depth"], 1, "{r}");
+    assert_eq!(
+        r["inherited_blobs"], 1,
+        "the first version's text is the base's: {r}"
+    );
+    let m1 = Archive::open(path("m1.kar")).unwrap();
+    assert_eq!(
+        (m1.header().major, m1.header().is_chain_member()),
+        (5, true)
+    );
+    let m = m1.manifest();
+    let parent = m.parent.as_ref().unwrap();
+    assert_eq!(parent.archive_id, base.id().unwrap().hex());
+    assert_eq!(parent.root, hex(&base.root()));
+    assert_eq!(changes(m), [(ChangeKind::TopicAdded, b.clone(), None)]);
+    assert_eq!(m.blobs, 1, "only the new version's text is stored");
+    assert_eq!(m.inherited_blobs.len(), 1);
+    let truth = consume_all(&a, 2);
+    for p in 0..2 {
+        let before = base.manifest().partition(&a, p).unwrap();
+        let now = m.partition(&a, p).unwrap();
+        assert_eq!(
+            now.start_offset, before.end_offset,
+            "partition {p} continues"
+        );
+        let got = read_records(&m1, &a, p);
+        assert_eq!(
+            got[..],
+            truth[&p][50..],
+            "partition {p}: the 30 new records, exactly"
+        );
+        let l = now.lineage.as_ref().unwrap();
+        assert_eq!(
+            l.offset, before.last_offset,
+            "anchored on the base's last record"
+        );
+        assert!(!l.restarted);
+    }
+    assert_eq!(read_records(&m1, &b, 0), consume_all(&b, 1)[&0]);
+    let (code, _, text) = common::kar_cli(&["verify", path("m1.kar").to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "a member verifies: {text}");
+    // Alone, a member is not a backup: restore refuses it, from a file and from a stream.
+    let state = dir.path().join("state");
+    let args = common::restore_args(path("m1.kar").to_str().unwrap(), &a, &a, &state);
+    let (code, _, text) =
+        common::kar_cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("is member 1 of a chain"), "{text}");
+    let (ok, _, text) = common::kar_piped(
+        &path("m1.kar"),
+        &format!(
+            "restore - --bootstrap {} --map {a}=x --state {}",
+            common::bootstrap(),
+            state.display()
+        ),
+    );
+    assert!(!ok && text.contains("is a chain member"), "{text}");
+
+    // Member 2: nothing new; every schema text inherited, no record, no change.
+    let (code, r, text) = backup(&prefix, &subject, &path("m2.kar"), Some(&path("m1.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    let m2 = Archive::open(path("m2.kar")).unwrap();
+    let m = m2.manifest();
+    assert_eq!(m.parent.as_ref().unwrap().depth, 2);
+    assert_eq!((m.blobs, m.inherited_blobs.len()), (0, 2), "{r}");
+    assert!(m.changes.is_empty(), "{:?}", m.changes);
+    assert_eq!(
+        m.topics
+            .iter()
+            .map(|t| t.partitions.iter().map(|p| p.records).sum::<u64>())
+            .sum::<u64>(),
+        0
+    );
+
+    // Member 3: b deleted and re-created with other records, more of them than before: its log
+    // diverged; a's first partition loses records to retention between the two backups.
+    recreate(&b).await;
+    let values: Vec<String> = (0..12).map(|i| format!("another life {i}")).collect();
+    produce_after_recreate(&b, &values.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    common::fill(&a, 2, 20, 20).await;
+    let ends = common::end_offsets(&a, 2).await;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&a, 0, rdkafka::Offset::Offset(ends[0] - 3))
+        .unwrap();
+    common::admin()
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    let (code, r, text) = backup(&prefix, &subject, &path("m3.kar"), Some(&path("m2.kar")));
+    assert_eq!(
+        code,
+        Some(1),
+        "records lost between members: not whole: {text}"
+    );
+    assert!(text.contains("deleted by retention"), "{text}");
+    let m3 = Archive::open(path("m3.kar")).unwrap();
+    let m = m3.manifest();
+    let was = m2.manifest().partition(&a, 0).unwrap().end_offset.unwrap();
+    assert_eq!(
+        changes(m),
+        [
+            (ChangeKind::RetentionGap, a.clone(), Some(0)),
+            (ChangeKind::LogDiverged, b.clone(), Some(0)),
+        ],
+        "{r}"
+    );
+    let gap = &m.changes[0];
+    assert_eq!((gap.from, gap.to), (Some(was), Some(ends[0] - 3)));
+    assert_eq!(m.partition(&a, 0).unwrap().start_offset, Some(ends[0] - 3));
+    assert_eq!(read_records(&m3, &a, 0).len(), 3);
+    assert_eq!(
+        read_records(&m3, &a, 1).len(),
+        10,
+        "partition 1 continues whole"
+    );
+    let nb = m.partition(&b, 0).unwrap();
+    assert!(nb.lineage.as_ref().unwrap().restarted);
+    assert_eq!(
+        (nb.start_offset, nb.records),
+        (Some(0), 12),
+        "the new log, from its start"
+    );
+    assert_eq!(read_records(&m3, &b, 0), consume_all(&b, 1)[&0]);
+
+    // Member 4: b re-created again with fewer records than member 3 saw: its end went back.
+    recreate(&b).await;
+    produce_after_recreate(&b, &["short"]).await;
+    let (code, _, text) = backup(&prefix, &subject, &path("m4.kar"), Some(&path("m3.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    let m4 = Archive::open(path("m4.kar")).unwrap();
+    assert_eq!(
+        changes(m4.manifest()),
+        [(ChangeKind::EndWentBack, b.clone(), Some(0))]
+    );
+}
+
+/// A damaged parent is refused before anything is read or written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_parent_is_refused() {
+    let prefix = common::unique("chain-bad");
+    let a = format!("{prefix}-a");
+    common::create_topic(&a, 1, &[]).await;
+    common::fill(&a, 1, 50, 20).await;
+    let subject = format!("{prefix}-value");
+    register(&subject, "one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.kar");
+    let (code, _, text) = backup(&prefix, &subject, &base, None);
+    assert_eq!(code, Some(0), "{text}");
+    let mut bytes = std::fs::read(&base).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 0xff;
+    std::fs::write(&base, bytes).unwrap();
+    let out = dir.path().join("m1.kar");
+    let (code, _, text) = backup(&prefix, &subject, &out, Some(&base));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("does not verify"), "{text}");
+    assert!(!out.exists());
+}
