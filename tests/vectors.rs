@@ -130,15 +130,29 @@ fn write_vector(
     input: &Input,
     sealing: Option<std::sync::Arc<kar::archive::crypt::Sealing>>,
 ) -> Vec<u8> {
+    write_vector_as(input, sealing, None)
+}
+
+fn write_vector_as(
+    input: &Input,
+    sealing: Option<std::sync::Arc<kar::archive::crypt::Sealing>>,
+    chain: Option<kar::archive::writer::ChainLink>,
+) -> Vec<u8> {
+    let member = chain.is_some();
     let opts = WriterOptions {
         chunk_target_bytes: input.chunk_target_bytes,
         zstd_level: 3,
         created_at_ms: input.created_at_ms,
         writer: "kar test vectors".into(),
-        archive_id: Some(kar::format::ArchiveId(*b"kar test vectors")),
+        // A member is another archive than its parent: its own ID.
+        archive_id: Some(kar::format::ArchiveId(if member {
+            *b"kar test member!"
+        } else {
+            *b"kar test vectors"
+        })),
         signer: None,
         sealing,
-        chain: None,
+        chain,
     };
     let mut w = ArchiveWriter::new(Vec::new(), "vector", opts).unwrap();
     let blob_ids: Vec<_> = input
@@ -218,6 +232,32 @@ fn write_vector(
             write_plain_chunk(&mut w, h, raw);
         }
         w.finish_partition(&p.topic, p.partition).unwrap();
+    }
+    if member {
+        let first = &input.partitions[0];
+        w.add_change(kar::format::manifest::ChainChange {
+            kind: kar::format::manifest::ChangeKind::PartitionsAdded,
+            topic: first.topic.clone(),
+            partition: Some(first.partition),
+            from: None,
+            to: None,
+            detail: "a test vector's change".into(),
+        });
+        if let Some(last) = first.records.last() {
+            w.set_lineage(
+                &first.topic,
+                first.partition,
+                kar::format::manifest::Lineage {
+                    offset: Some(last.offset),
+                    timestamp: Some(last.timestamp),
+                    digest: Some(hex(&kar::format::manifest::lineage_digest(
+                        last.key.as_ref().map(Bytes::bytes).as_deref(),
+                        last.value.as_ref().map(Bytes::bytes).as_deref(),
+                    ))),
+                    restarted: false,
+                },
+            );
+        }
     }
     w.finish(ArchiveStatus::Complete, vec![]).unwrap().0
 }
@@ -417,6 +457,7 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
         check_contents(&old, &input, &name);
 
         check_encrypted(&dir, &name, &input, &expected, regenerate);
+        check_member(&dir, &name, &input, &committed, regenerate);
     }
 }
 
@@ -424,6 +465,64 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
 /// committed file opens with the vector identity, verifies, decodes to the input, has the keyed
 /// IDs of `expected-4.0.json` (none equal to the plain ones), which the writer reproduces; and
 /// its manifest frame opens by §15 alone (BLAKE3 and XChaCha20-Poly1305, not kar's code).
+/// The same input as a chain member (§16) of `archive.kar`: 5.0, linked to it by ID and root,
+/// every blob inherited (named, not stored), one change and one lineage anchor.
+fn check_member(dir: &Path, name: &str, input: &Input, parent: &Archive, regenerate: bool) {
+    let stored: std::collections::HashSet<_> = parent
+        .index_content()
+        .unwrap()
+        .content
+        .into_keys()
+        .collect();
+    let link = kar::archive::writer::ChainLink {
+        parent: kar::format::manifest::ParentRef {
+            archive_id: parent.id().unwrap().hex(),
+            root: hex(&parent.root()),
+            created_at_ms: input.created_at_ms,
+            depth: 1,
+        },
+        stored_below: std::sync::Arc::new(stored),
+    };
+    let fresh = write_vector_as(input, None, Some(link.clone()));
+    let fresh_archive =
+        Archive::from_source(kar::archive::Source::Owned(fresh.clone()), name).unwrap();
+    if regenerate {
+        std::fs::write(dir.join("archive-5.0.kar"), &fresh).unwrap();
+        let e = expected_of(&fresh_archive);
+        std::fs::write(
+            dir.join("expected-5.0.json"),
+            serde_json::to_string_pretty(&e).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let expected: Expected =
+        serde_json::from_slice(&std::fs::read(dir.join("expected-5.0.json")).unwrap()).unwrap();
+    assert_eq!(expected_of(&fresh_archive), expected, "{name} 5.0: writer");
+    let path = dir.join("archive-5.0.kar");
+    let report = verify(&path, VerifyLevel::Full).unwrap();
+    assert!(report.ok, "{name} 5.0: {:?}", report.problems);
+    assert_eq!(report.format_version.as_deref(), Some("5.0"));
+    let a = Archive::open(&path).unwrap();
+    assert_eq!(expected_of(&a), expected, "{name} 5.0: committed");
+    assert!(a.header().is_chain_member() && !a.header().is_encrypted());
+    let m = a.manifest();
+    assert_eq!(m.parent.as_ref(), Some(&link.parent));
+    let mut blobs: Vec<String> = input
+        .blobs
+        .iter()
+        .map(|b| hex(&blake3::hash(&b.bytes()).into()))
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    assert_eq!(m.inherited_blobs, blobs, "{name} 5.0: every blob inherited");
+    assert_eq!(m.blobs, 0);
+    assert_eq!(m.changes.len(), 1);
+    for p in &input.partitions {
+        let pe = m.partition(&p.topic, p.partition).unwrap();
+        assert_eq!(pe.records as usize, p.records.len(), "{name} 5.0");
+    }
+}
+
 fn check_encrypted(dir: &Path, name: &str, input: &Input, plain: &Expected, regenerate: bool) {
     let fresh = write_vector(input, Some(sealing()));
     let u = unlock();
