@@ -262,6 +262,75 @@ async fn members_carry_only_what_is_new_and_name_every_change() {
         changes(m4.manifest()),
         [(ChangeKind::EndWentBack, b.clone(), Some(0))]
     );
+
+    check_the_chain(dir.path(), &a, &b, was, ends[0] - 3);
+}
+
+/// `kar chain` and `kar verify --chain` over the members the test above wrote: in order, linked,
+/// the retention gap named as lost, b's new lineage named; a chain without its base is broken; a
+/// chain up to member 2 is whole.
+fn check_the_chain(dir: &std::path::Path, a: &str, b: &str, lost_from: i64, lost_to: i64) {
+    let d = dir.to_str().unwrap();
+    let (code, r, text) = common::kar_cli(&["chain", d, "--json"], &[]);
+    assert_eq!(code, Some(1), "records were lost: not whole: {text}");
+    let depths: Vec<u64> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["depth"].as_u64().unwrap())
+        .collect();
+    assert_eq!(depths, [0, 1, 2, 3, 4], "{r}");
+    assert!(r["problems"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(
+        r["lost"],
+        json!([format!(
+            "{a}/0: offsets {lost_from}..{lost_to} (before member 3)"
+        )])
+    );
+    let span = |t: &str, p: i64| {
+        r["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["topic"] == t && s["partition"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(span(b, 0)["restarted_at"], 4, "{r}");
+    assert_eq!(span(a, 1)["ranges"].as_array().unwrap().len(), 5, "{r}");
+    let (code, v, text) = common::kar_cli(&["verify", "--chain", d, "--json"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(v["lost"], r["lost"]);
+    assert!(
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["intact"] == true)
+    );
+
+    // Without its base: broken, named.
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (code, _, text) = common::kar_cli(&["chain", &f("m1.kar"), &f("m2.kar")], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("is member 1 of a chain, but its parent"),
+        "{text}"
+    );
+
+    // Base to member 2: whole.
+    let (code, _, text) = common::kar_cli(
+        &[
+            "chain",
+            &f("m2.kar"),
+            &f("base.kar"),
+            &f("m1.kar"),
+            "--full",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("OK: every archive intact"), "{text}");
 }
 
 /// A damaged parent is refused before anything is read or written.

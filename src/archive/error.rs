@@ -45,6 +45,9 @@ pub enum ArchiveError {
 
     #[error("{path}: {detail}", path = .path.display())]
     Order { path: PathBuf, detail: String },
+    /// The files given do not make one chain (§16).
+    #[error("chain: {0}")]
+    Chain(String),
 
     /// A volume of a set that is missing, of another set, out of order or cut short.
     #[error("{path}: {detail}", path = .path.display())]

@@ -2,6 +2,7 @@
 //! the file, and the operations on whole archives (verify, inspect, repair, compact). The byte layout itself
 //! is `crate::format`'s.
 
+pub mod chain;
 pub mod compact;
 pub mod coverage;
 pub mod crypt;

@@ -7,6 +7,7 @@
 #[cfg(feature = "kafka")]
 mod backup;
 mod cat;
+mod chain;
 mod connection;
 mod custody;
 #[cfg(feature = "kafka")]
@@ -75,6 +76,8 @@ pub enum Command {
     Drill(Box<drill::DrillArgs>),
     /// Print an archive's records, keys and values decoded with its schemas, no cluster needed
     Cat(cat::CatArgs),
+    /// List a chain of incremental archives (a full base and its members) and check its links
+    Chain(chain::ChainArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
     Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
@@ -215,6 +218,10 @@ pub struct VerifyArgs {
     /// header and stored hash, the footer and the frame count
     #[arg(long, conflicts_with = "quick")]
     pub stored: bool,
+    /// The files (or folders) are a chain of incremental archives: verify each, and the links
+    /// from the newest member down to the base (see `kar chain`)
+    #[arg(long, conflicts_with_all = ["stored", "tee"])]
+    pub chain: bool,
     #[command(flatten)]
     pub unlock: custody::UnlockArgs,
     #[command(flatten)]
@@ -302,6 +309,7 @@ fn dispatch(command: Command, metrics: &crate::progress::Progress) -> anyhow::Re
         Command::Join(a) => run_volumes(a.json, || crate::archive::volume::join(&a.files, &a.out)),
         Command::Schemas(a) => run_schemas(a),
         Command::Cat(a) => cat::run(a),
+        Command::Chain(a) => chain::run(a),
         #[cfg(feature = "kafka")]
         Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
         #[cfg(feature = "kafka")]
@@ -327,6 +335,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Join(_) => "join",
         Command::Schemas(_) => "schemas",
         Command::Cat(_) => "cat",
+        Command::Chain(_) => "chain",
         #[cfg(feature = "kafka")]
         Command::Diff(_) => "diff",
         #[cfg(feature = "kafka")]
@@ -348,6 +357,10 @@ fn run_verify(a: VerifyArgs, metrics: &crate::progress::Progress) -> anyhow::Res
         (_, _, true) => VerifyLevel::Stored,
         _ => VerifyLevel::Full,
     };
+    if a.chain {
+        let r = crate::archive::chain::check_chain(&a.files, level)?;
+        return chain::report(&r, a.json);
+    }
     let unlock = a.unlock.unlock()?;
     let file = &a.files[0];
     let report = if a.files.len() > 1 || !is_stream(file) {

@@ -1,0 +1,317 @@
+//! A chain of archives (spec §16): a full base, then members, each naming its parent by archive
+//! ID and root. Found among the files given (or the files of the folders given), ordered from
+//! the newest member down to the base, and checked: every archive verified, every link (the
+//! parent is there, its root is the one the member recorded), every inherited blob stored below,
+//! every partition's ranges meeting from one archive to the next, each break named with what
+//! explains it (a retention gap, a restarted log, a new partition) or as a problem.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::verify::{VerifyLevel, verify};
+use super::{Archive, ArchiveError};
+use crate::format::manifest::{ChainChange, ChangeKind, Manifest};
+use crate::format::parse_hex;
+
+/// What checking a chain found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    /// Every archive intact, every link and range in order, nothing lost between members.
+    pub ok: bool,
+    /// The chain's archives, base first.
+    pub members: Vec<Member>,
+    /// Per partition of the newest member, its ranges through the chain.
+    pub partitions: Vec<Span>,
+    /// Records lost between members (retention), by partition: the chain is not whole.
+    pub lost: Vec<String>,
+    /// What is wrong: broken links, damaged archives, ranges that do not meet.
+    pub problems: Vec<String>,
+    /// Files given that are not archives of this chain, with why.
+    pub not_in_chain: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub path: PathBuf,
+    pub archive_id: String,
+    pub depth: u32,
+    pub created_at_ms: i64,
+    pub root: String,
+    pub records: u64,
+    /// Its own verification's verdict (at the level asked for).
+    pub intact: bool,
+    pub inherited_blobs: usize,
+    pub changes: Vec<ChainChange>,
+}
+
+/// One partition's ranges through the chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Span {
+    pub topic: String,
+    pub partition: i32,
+    /// `(depth, start, end, records)` of every archive that holds the partition, from the one
+    /// its current lineage starts in.
+    pub ranges: Vec<(u32, i64, i64, u64)>,
+    /// The depth of the member whose lineage restarted the partition, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<u32>,
+}
+
+/// One archive found among the files.
+struct Found {
+    path: PathBuf,
+    archive: Archive,
+    intact: bool,
+    problems: Vec<String>,
+    root: String,
+}
+
+/// Checks the chain the files (or folders) hold: its newest member is the deepest archive.
+pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport, ArchiveError> {
+    let mut not_in_chain = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
+    for path in expand(paths)? {
+        match open(&path, level) {
+            Ok(f) => found.push(f),
+            Err(e) => not_in_chain.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let order = order(&found, &mut not_in_chain)?;
+    let chain: Vec<&Found> = order.iter().map(|&i| &found[i]).collect();
+    let mut problems = links(&chain);
+    for f in &chain {
+        problems.extend(
+            f.problems
+                .iter()
+                .map(|p| format!("{}: {p}", f.path.display())),
+        );
+    }
+    problems.extend(inherited(&chain)?);
+    let (partitions, lost) = spans(&chain, &mut problems);
+    let members: Vec<Member> = chain.iter().map(|f| member(f)).collect();
+    Ok(ChainReport {
+        ok: problems.is_empty() && lost.is_empty() && members.iter().all(|m| m.intact),
+        members,
+        partitions,
+        lost,
+        problems,
+        not_in_chain,
+    })
+}
+
+/// The files given, a folder's regular files (sorted) in its place.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(ArchiveError::io("read the folder", p))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file())
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn open(path: &Path, level: VerifyLevel) -> Result<Found, ArchiveError> {
+    let archive = Archive::open(path)?;
+    let report = verify(path, level)?;
+    Ok(Found {
+        path: path.to_path_buf(),
+        intact: report.ok,
+        problems: report.problems.iter().map(|p| p.to_string()).collect(),
+        root: report.root_hash.unwrap_or_default(),
+        archive,
+    })
+}
+
+fn id_of(f: &Found) -> String {
+    f.archive.id().map(|i| i.hex()).unwrap_or_default()
+}
+
+fn depth_of(m: &Manifest) -> u32 {
+    m.parent.as_ref().map_or(0, |p| p.depth)
+}
+
+/// The chain's archives, base first: from the deepest member down its parents. Archives off
+/// that path are named as not in the chain.
+fn order(found: &[Found], not_in_chain: &mut Vec<String>) -> Result<Vec<usize>, ArchiveError> {
+    let Some(deepest) = found.iter().map(|f| depth_of(f.archive.manifest())).max() else {
+        return Ok(Vec::new());
+    };
+    let heads: Vec<usize> = (0..found.len())
+        .filter(|&i| depth_of(found[i].archive.manifest()) == deepest)
+        .collect();
+    if heads.len() > 1 {
+        let names: Vec<String> = heads
+            .iter()
+            .map(|&i| found[i].path.display().to_string())
+            .collect();
+        return Err(ArchiveError::Chain(format!(
+            "{} archives are the newest member at depth {deepest}: {}; give the files of one chain",
+            heads.len(),
+            names.join(", ")
+        )));
+    }
+    let by_id: HashMap<String, usize> = (0..found.len()).map(|i| (id_of(&found[i]), i)).collect();
+    let mut chain = vec![heads[0]];
+    while let Some(p) = &found[*chain.last().expect("one")].archive.manifest().parent {
+        match by_id.get(&p.archive_id) {
+            Some(&i) if !chain.contains(&i) => chain.push(i),
+            _ => break,
+        }
+    }
+    chain.reverse();
+    let on: HashSet<usize> = chain.iter().copied().collect();
+    for (_, f) in found.iter().enumerate().filter(|(i, _)| !on.contains(i)) {
+        not_in_chain.push(format!(
+            "{}: archive {} at depth {} is not on the chain of the newest member",
+            f.path.display(),
+            id_of(f),
+            depth_of(f.archive.manifest())
+        ));
+    }
+    Ok(chain)
+}
+
+/// Each link: the first archive is a full base, every other names the one before it by ID and
+/// root and is one deeper.
+fn links(chain: &[&Found]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(first) = chain.first() else {
+        return vec!["no archive among the files".into()];
+    };
+    if let Some(p) = &first.archive.manifest().parent {
+        problems.push(format!(
+            "{} is member {} of a chain, but its parent (archive {}, depth {}) is not among the files: the chain below it is missing",
+            first.path.display(),
+            p.depth,
+            p.archive_id,
+            p.depth - 1
+        ));
+    }
+    for w in chain.windows(2) {
+        let (parent, child) = (w[0], w[1]);
+        let link = child.archive.manifest().parent.as_ref().expect("a member");
+        if link.root != parent.root {
+            problems.push(format!(
+                "{} continues archive {} with root {}, but {} has root {}: it is not the archive the member continued",
+                child.path.display(),
+                link.archive_id,
+                link.root,
+                parent.path.display(),
+                parent.root
+            ));
+        }
+        if link.depth != depth_of(parent.archive.manifest()) + 1 {
+            problems.push(format!(
+                "{} says depth {}, its parent {} depth {}",
+                child.path.display(),
+                link.depth,
+                parent.path.display(),
+                depth_of(parent.archive.manifest())
+            ));
+        }
+    }
+    problems
+}
+
+/// Every blob a member inherits is stored in an archive below it.
+fn inherited(chain: &[&Found]) -> Result<Vec<String>, ArchiveError> {
+    let mut problems = Vec::new();
+    let mut below: HashSet<crate::format::Hash> = HashSet::new();
+    for f in chain {
+        for b in &f.archive.manifest().inherited_blobs {
+            if !parse_hex(b).is_some_and(|h| below.contains(&h)) {
+                problems.push(format!(
+                    "{}: blob {b} is inherited, but no archive below it in the chain stores it",
+                    f.path.display()
+                ));
+            }
+        }
+        below.extend(f.archive.index_content()?.content.into_keys());
+    }
+    Ok(problems)
+}
+
+/// Each partition of the newest member through the chain; a break between two archives is
+/// explained by the later one's changes, or is a problem.
+fn spans(chain: &[&Found], problems: &mut Vec<String>) -> (Vec<Span>, Vec<String>) {
+    let mut spans: BTreeMap<(String, i32), Span> = BTreeMap::new();
+    let mut lost = Vec::new();
+    for f in chain {
+        let m = f.archive.manifest();
+        let depth = depth_of(m);
+        let change = |kind: ChangeKind, t: &str, p: i32| {
+            m.changes
+                .iter()
+                .find(|c| c.kind == kind && c.topic == t && c.partition.is_none_or(|x| x == p))
+        };
+        let here: HashSet<(String, i32)> = m
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition)))
+            .collect();
+        spans.retain(|k, _| here.contains(k) || depth == 0);
+        for t in &m.topics {
+            for p in &t.partitions {
+                let (start, end) = (p.start_offset.unwrap_or(0), p.end_offset.unwrap_or(0));
+                let key = (t.name.clone(), p.partition);
+                let restarted = p.lineage.as_ref().is_some_and(|l| l.restarted);
+                let span = spans.entry(key).or_insert_with(|| Span {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    ranges: Vec::new(),
+                    restarted_at: None,
+                });
+                if restarted {
+                    span.ranges.clear();
+                    span.restarted_at = Some(depth);
+                } else if let Some(&(_, _, before, _)) = span.ranges.last()
+                    && before != start
+                {
+                    match change(ChangeKind::RetentionGap, &t.name, p.partition) {
+                        Some(c) if c.from == Some(before) && c.to == Some(start) => lost.push(
+                            format!("{}/{}: offsets {before}..{start} (before member {depth})", t.name, p.partition),
+                        ),
+                        _ => problems.push(format!(
+                            "{}/{}: member {depth} ({}) starts at {start}, but the chain before it ends at {before}, and no change of its explains it",
+                            t.name,
+                            p.partition,
+                            f.path.display()
+                        )),
+                    }
+                }
+                span.ranges.push((depth, start, end, p.records));
+            }
+        }
+    }
+    (spans.into_values().collect(), lost)
+}
+
+fn member(f: &Found) -> Member {
+    let m = f.archive.manifest();
+    Member {
+        path: f.path.clone(),
+        archive_id: id_of(f),
+        depth: depth_of(m),
+        created_at_ms: m.created_at_ms,
+        root: f.root.clone(),
+        records: m
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum(),
+        intact: f.intact,
+        inherited_blobs: m.inherited_blobs.len(),
+        changes: m.changes.clone(),
+    }
+}

@@ -1,0 +1,115 @@
+//! `kar chain FILES|DIR...` and `kar verify --chain`: a chain of archives listed and checked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::out::outln;
+use crate::archive::chain::{ChainReport, check_chain};
+use crate::archive::verify::VerifyLevel;
+
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// The chain's archives, or folders holding them (any order): the deepest member is the
+    /// newest, and the chain is followed from it down to its base
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Verify every archive fully (every chunk decoded) instead of quickly (footer, manifest,
+    /// index, root)
+    #[arg(long)]
+    pub full: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ChainArgs) -> anyhow::Result<ExitCode> {
+    let level = if a.full {
+        VerifyLevel::Full
+    } else {
+        VerifyLevel::Quick
+    };
+    report(&check_chain(&a.files, level)?, a.json)
+}
+
+/// Prints a chain's report; exit 0 when it is whole, 1 when not.
+pub fn report(r: &ChainReport, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        print(r);
+    }
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print(r: &ChainReport) {
+    let mut table = super::out::table(
+        &[
+            "depth",
+            "archive",
+            "id",
+            "created",
+            "records",
+            "inherited",
+            "intact",
+        ],
+        &[0, 4, 5],
+    );
+    for m in &r.members {
+        table.add_row(vec![
+            m.depth.to_string(),
+            m.path.display().to_string(),
+            m.archive_id.clone(),
+            jiff::Timestamp::from_millisecond(m.created_at_ms)
+                .map_or_else(|_| m.created_at_ms.to_string(), |t| t.to_string()),
+            m.records.to_string(),
+            m.inherited_blobs.to_string(),
+            if m.intact { "yes" } else { "NO" }.to_string(),
+        ]);
+    }
+    super::out::print_table(&table, "");
+    for m in &r.members {
+        for c in &m.changes {
+            let at = c.partition.map_or(String::new(), |p| format!("/{p}"));
+            outln!(
+                "member {}: {:?} {}{at}: {}",
+                m.depth,
+                c.kind,
+                c.topic,
+                c.detail
+            );
+        }
+    }
+    for s in r.partitions.iter().filter(|s| s.restarted_at.is_some()) {
+        outln!(
+            "{}/{}: a new lineage from member {}",
+            s.topic,
+            s.partition,
+            s.restarted_at.unwrap_or(0)
+        );
+    }
+    for l in &r.lost {
+        outln!("LOST      {l}");
+    }
+    for p in &r.problems {
+        outln!("PROBLEM   {p}");
+    }
+    for n in &r.not_in_chain {
+        outln!("not in the chain: {n}");
+    }
+    outln!(
+        "result    {}",
+        if r.ok {
+            "OK: every archive intact, every link and range in order"
+        } else if r.problems.is_empty() && r.members.iter().all(|m| m.intact) {
+            "NOT WHOLE: records were lost between members"
+        } else {
+            "BROKEN"
+        }
+    );
+}
