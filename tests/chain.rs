@@ -264,6 +264,116 @@ async fn members_carry_only_what_is_new_and_name_every_change() {
     );
 
     check_the_chain(dir.path(), &a, &b, was, ends[0] - 3);
+    consolidated(dir.path(), &a, &b, &subject, &truth).await;
+}
+
+/// `kar consolidate`: the whole chain up to member 2 becomes one full archive holding every
+/// record a backup at that time held, which restores; the chain with its retention gap becomes
+/// an archive with that gap, equal to a full backup taken now where the log still has records.
+async fn consolidated(
+    dir: &std::path::Path,
+    a: &str,
+    b: &str,
+    subject: &str,
+    truth: &std::collections::BTreeMap<i32, Vec<crate::archive::Rec>>,
+) {
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (code, r, text) = common::kar_cli(
+        &[
+            "consolidate",
+            &f("base.kar"),
+            &f("m1.kar"),
+            &f("m2.kar"),
+            "--out",
+            &f("c2.kar"),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r["status"], "complete", "{r}");
+    let (code, _, text) = common::kar_cli(&["verify", &f("c2.kar")], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let c2 = Archive::open(f("c2.kar")).unwrap();
+    assert_eq!(c2.header().major, 3, "a full archive");
+    assert!(c2.manifest().parent.is_none() && c2.manifest().inherited_blobs.is_empty());
+    assert_eq!(c2.manifest().blobs, 2, "both schema texts, stored");
+    for p in 0..2 {
+        assert_eq!(
+            read_records(&c2, a, p),
+            truth[&p],
+            "partition {p}: every record"
+        );
+        let e = c2.manifest().partition(a, p).unwrap();
+        assert_eq!((e.start_offset, e.complete), (Some(0), true));
+    }
+    // It restores: every record of a, its schema registered on the target.
+    let to = common::unique("consolidated");
+    let state = dir.join("c2-state");
+    let mut args = common::restore_args(&f("c2.kar"), a, &to, &state);
+    args.extend(["--schema-ids", "rewrite", "--topics", a].map(String::from));
+    let (code, _, text) =
+        common::kar_cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let restored = consume_all(&to, 2);
+    for p in 0..2 {
+        let strip = |v: &[crate::archive::Rec]| -> Vec<_> {
+            v.iter()
+                .map(|r| (r.key.clone(), r.value.clone(), r.timestamp))
+                .collect()
+        };
+        assert_eq!(
+            strip(&restored[&p]),
+            strip(&truth[&p]),
+            "restored partition {p}"
+        );
+    }
+    let versions = Registry::target()
+        .get(&format!("/subjects/{subject}/versions"))
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+
+    // The whole chain, with its retention gap: the gap is the output's, and where the log still
+    // holds records the output equals a full backup taken now.
+    // Outside the chain's folder, which is given whole.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let g = |n: &str| elsewhere.path().join(n);
+    let c4_path = g("c4.kar").to_str().unwrap().to_string();
+    let (code, r, text) = common::kar_cli(
+        &[
+            "consolidate",
+            dir.to_str().unwrap(),
+            "--out",
+            &c4_path,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "records were lost: {text}");
+    assert_eq!(r["status"], "partial", "{r}");
+    let c4 = Archive::open(g("c4.kar")).unwrap();
+    assert!(!c4.manifest().partition(a, 0).unwrap().gaps.is_empty());
+    let prefix = a.trim_end_matches("-a");
+    let (code, _, text) = backup(prefix, subject, &g("full.kar"), None);
+    assert_eq!(code, Some(0), "{text}");
+    let full = Archive::open(g("full.kar")).unwrap();
+    assert_eq!(read_records(&c4, a, 1), read_records(&full, a, 1));
+    assert_eq!(
+        read_records(&c4, b, 0),
+        read_records(&full, b, 0),
+        "b's newest lineage only"
+    );
+    let now = read_records(&full, a, 0);
+    let all = read_records(&c4, a, 0);
+    assert_eq!(
+        all[all.len() - now.len()..],
+        now[..],
+        "a/0 ends as the log does now"
+    );
+    assert!(
+        all.len() > now.len(),
+        "and keeps what the chain held before the gap"
+    );
 }
 
 /// `kar chain` and `kar verify --chain` over the members the test above wrote: in order, linked,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::verify::{VerifyLevel, verify};
 use super::{Archive, ArchiveError};
-use crate::format::manifest::{ChainChange, ChangeKind, Manifest};
+use crate::format::manifest::{ChainChange, ChangeKind, Manifest, OffsetRange};
 use crate::format::parse_hex;
 
 /// What checking a chain found.
@@ -57,6 +57,9 @@ pub struct Span {
     /// The depth of the member whose lineage restarted the partition, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarted_at: Option<u32>,
+    /// Offsets lost between members (retention).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<OffsetRange>,
 }
 
 /// One archive found among the files.
@@ -68,8 +71,19 @@ struct Found {
     root: String,
 }
 
+/// A chain opened: its archives, base first, and what checking it found.
+pub struct Chain {
+    pub archives: Vec<Archive>,
+    pub report: ChainReport,
+}
+
 /// Checks the chain the files (or folders) hold: its newest member is the deepest archive.
 pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport, ArchiveError> {
+    Ok(open_chain(paths, level)?.report)
+}
+
+/// Opens and checks the chain the files (or folders) hold.
+pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, ArchiveError> {
     let mut not_in_chain = Vec::new();
     let mut found: Vec<Found> = Vec::new();
     for path in expand(paths)? {
@@ -91,14 +105,20 @@ pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport,
     problems.extend(inherited(&chain)?);
     let (partitions, lost) = spans(&chain, &mut problems);
     let members: Vec<Member> = chain.iter().map(|f| member(f)).collect();
-    Ok(ChainReport {
+    let report = ChainReport {
         ok: problems.is_empty() && lost.is_empty() && members.iter().all(|m| m.intact),
         members,
         partitions,
         lost,
         problems,
         not_in_chain,
-    })
+    };
+    let mut by_index: Vec<Option<Found>> = found.into_iter().map(Some).collect();
+    let archives = order
+        .iter()
+        .map(|&i| by_index[i].take().expect("each once").archive)
+        .collect();
+    Ok(Chain { archives, report })
 }
 
 /// The files given, a folder's regular files (sorted) in its place.
@@ -270,17 +290,26 @@ fn spans(chain: &[&Found], problems: &mut Vec<String>) -> (Vec<Span>, Vec<String
                     partition: p.partition,
                     ranges: Vec::new(),
                     restarted_at: None,
+                    gaps: Vec::new(),
                 });
                 if restarted {
                     span.ranges.clear();
+                    span.gaps.clear();
                     span.restarted_at = Some(depth);
                 } else if let Some(&(_, _, before, _)) = span.ranges.last()
                     && before != start
                 {
                     match change(ChangeKind::RetentionGap, &t.name, p.partition) {
-                        Some(c) if c.from == Some(before) && c.to == Some(start) => lost.push(
-                            format!("{}/{}: offsets {before}..{start} (before member {depth})", t.name, p.partition),
-                        ),
+                        Some(c) if c.from == Some(before) && c.to == Some(start) => {
+                            span.gaps.push(OffsetRange {
+                                from: before,
+                                to: start,
+                            });
+                            lost.push(format!(
+                                "{}/{}: offsets {before}..{start} (before member {depth})",
+                                t.name, p.partition
+                            ));
+                        }
                         _ => problems.push(format!(
                             "{}/{}: member {depth} ({}) starts at {start}, but the chain before it ends at {before}, and no change of its explains it",
                             t.name,

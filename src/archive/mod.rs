@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod compact;
+pub mod consolidate;
 pub mod coverage;
 pub mod crypt;
 pub mod dump;

@@ -24,6 +24,55 @@ pub struct ChainArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ConsolidateArgs {
+    /// The chain's archives, or folders holding them (any order)
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The full archive to write (must not exist)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kar consolidate`: exit 0 when the output is whole, 1 when the chain lost records (they are
+/// the output's gaps).
+pub fn run_consolidate(a: ConsolidateArgs) -> anyhow::Result<ExitCode> {
+    let r = crate::archive::consolidate::consolidate(
+        &a.files,
+        &a.out,
+        crate::archive::WriterOptions::default(),
+    )?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        outln!(
+            "consolidated {} archives into {}",
+            r.from.len(),
+            r.out.display()
+        );
+        outln!(
+            "records   {} in {} chunks, {} schema texts",
+            r.records,
+            r.chunks,
+            r.blobs
+        );
+        outln!("id        {}", r.archive_id);
+        outln!("root      {}", r.root_hash);
+        for g in &r.gaps {
+            outln!("LOST      {g}");
+        }
+        outln!("status    {:?}", r.status);
+    }
+    Ok(if r.gaps.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 pub fn run(a: ChainArgs) -> anyhow::Result<ExitCode> {
     let level = if a.full {
         VerifyLevel::Full

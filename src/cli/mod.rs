@@ -78,6 +78,8 @@ pub enum Command {
     Cat(cat::CatArgs),
     /// List a chain of incremental archives (a full base and its members) and check its links
     Chain(chain::ChainArgs),
+    /// Merge a chain (a full base and its members) into one full archive
+    Consolidate(chain::ConsolidateArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
     Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
@@ -310,6 +312,7 @@ fn dispatch(command: Command, metrics: &crate::progress::Progress) -> anyhow::Re
         Command::Schemas(a) => run_schemas(a),
         Command::Cat(a) => cat::run(a),
         Command::Chain(a) => chain::run(a),
+        Command::Consolidate(a) => chain::run_consolidate(a),
         #[cfg(feature = "kafka")]
         Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
         #[cfg(feature = "kafka")]
@@ -336,6 +339,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Schemas(_) => "schemas",
         Command::Cat(_) => "cat",
         Command::Chain(_) => "chain",
+        Command::Consolidate(_) => "consolidate",
         #[cfg(feature = "kafka")]
         Command::Diff(_) => "diff",
         #[cfg(feature = "kafka")]

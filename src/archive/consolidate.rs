@@ -1,0 +1,280 @@
+//! A chain (spec §16) merged into one full archive with the same content as of its newest
+//! member: that member's documents (the `kafka-topics` ranges widened to the chain's), every
+//! schema text it names wherever in the chain it is stored, and per partition every chunk from
+//! the archive its lineage starts in up to the newest, copied frame by frame (no recompression,
+//! each chunk's content ID unchanged). Offsets lost between members are the output's gaps (§5),
+//! so it is whole only when the chain was. Reading only: no archive of the chain is changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::chain::{Chain, Span, open_chain};
+use super::reader::frame_at;
+use super::verify::VerifyLevel;
+use super::writer::{ArchiveWriter, WriterOptions, sync_file};
+use super::{Archive, ArchiveError};
+use crate::format::chunk::ChunkHeader;
+use crate::format::kafka_topics::{DeclaredRange, KafkaTopicsDoc};
+use crate::format::manifest::ArchiveStatus;
+use crate::format::{Hash, footer, hex, parse_hex};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsolidateReport {
+    pub out: PathBuf,
+    /// The chain's archives, base first.
+    pub from: Vec<PathBuf>,
+    pub archive_id: String,
+    pub root_hash: String,
+    pub status: ArchiveStatus,
+    pub records: u64,
+    pub chunks: u64,
+    pub blobs: u64,
+    /// Offsets lost between members, by partition: gaps of the output.
+    pub gaps: Vec<String>,
+}
+
+/// Merges the chain the files (or folders) hold into `out` (a new file). A broken chain (a
+/// missing member, a link whose root differs, a damaged archive) is refused before `out` is
+/// made.
+pub fn consolidate(
+    paths: &[PathBuf],
+    out: &Path,
+    opts: WriterOptions,
+) -> Result<ConsolidateReport, ArchiveError> {
+    let chain = open_chain(paths, VerifyLevel::Quick)?;
+    let r = &chain.report;
+    let broken: Vec<&str> = r
+        .problems
+        .iter()
+        .map(String::as_str)
+        .chain(
+            r.members
+                .iter()
+                .filter(|m| !m.intact)
+                .map(|_| "an archive does not verify"),
+        )
+        .collect();
+    if !broken.is_empty() || chain.archives.is_empty() {
+        return Err(ArchiveError::Chain(format!(
+            "not consolidated, the chain is broken: {}",
+            if broken.is_empty() {
+                "no archive"
+            } else {
+                broken[0]
+            }
+        )));
+    }
+    let newest = chain.archives.last().expect("not empty");
+    if chain.archives.iter().any(|a| a.header().is_encrypted()) {
+        return Err(ArchiveError::Chain(
+            "an encrypted chain is not consolidated yet".into(),
+        ));
+    }
+    let opts = WriterOptions {
+        created_at_ms: newest.manifest().created_at_ms,
+        chain: None,
+        ..opts
+    };
+    let mut w = ArchiveWriter::create(out, opts)?;
+    let written = write_all(&chain, &mut w);
+    let (file, summary) = match written.and_then(|status| {
+        let notes = vec![format!(
+            "consolidated by kar {} from a chain of {} archives, the newest {} (root {})",
+            env!("CARGO_PKG_VERSION"),
+            chain.archives.len(),
+            newest.id().map(|i| i.hex()).unwrap_or_default(),
+            hex(&newest.root())
+        )];
+        w.finish(status, notes)
+    }) {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
+    sync_file(file, out)?;
+    Ok(ConsolidateReport {
+        out: out.to_path_buf(),
+        from: chain
+            .archives
+            .iter()
+            .map(|a| a.path().to_path_buf())
+            .collect(),
+        archive_id: summary.archive_id.map(|i| i.hex()).unwrap_or_default(),
+        root_hash: hex(&summary.root),
+        status: if r.lost.is_empty() {
+            ArchiveStatus::Complete
+        } else {
+            ArchiveStatus::Partial
+        },
+        records: summary.records,
+        chunks: summary.chunks,
+        blobs: (newest.manifest().blobs as usize + newest.manifest().inherited_blobs.len()) as u64,
+        gaps: r.lost.clone(),
+    })
+}
+
+type Writer = ArchiveWriter<std::io::BufWriter<std::fs::File>>;
+
+/// Blobs, documents, chunks, then provenance, as a backup writes them (§3).
+fn write_all(chain: &Chain, w: &mut Writer) -> Result<ArchiveStatus, ArchiveError> {
+    let newest = chain.archives.last().expect("not empty");
+    for id in blobs_named(newest)? {
+        copy_content(chain, &id, w)?;
+    }
+    for (id, blob) in newest.index_content()?.schemas {
+        w.index_schema(id, blob);
+    }
+    let spans: BTreeMap<(&str, i32), &Span> = chain
+        .report
+        .partitions
+        .iter()
+        .map(|s| ((s.topic.as_str(), s.partition), s))
+        .collect();
+    let mut provenance = None;
+    for m in &newest.manifest().metadata {
+        let id = parse_hex(&m.id).ok_or_else(|| bad(newest, &m.id))?;
+        match m.kind.as_str() {
+            crate::format::provenance::KIND => provenance = Some(id),
+            crate::format::kafka_topics::KIND => {
+                let raw = widened(newest, &id, &spans)?;
+                w.add_metadata(&m.kind, &raw)?;
+            }
+            kind => {
+                w.add_metadata(kind, &newest.read_content(&id)?)?;
+            }
+        }
+    }
+    let mut whole = true;
+    for s in &chain.report.partitions {
+        whole &= copy_partition(chain, s, w)?;
+    }
+    if let Some(id) = provenance {
+        w.add_metadata(crate::format::provenance::KIND, &newest.read_content(&id)?)?;
+    }
+    Ok(if whole {
+        ArchiveStatus::Complete
+    } else {
+        ArchiveStatus::Partial
+    })
+}
+
+/// The blobs the newest member names: those it stores and those it inherits.
+fn blobs_named(newest: &Archive) -> Result<Vec<Hash>, ArchiveError> {
+    let m = newest.manifest();
+    let mut ids: Vec<Hash> = Vec::new();
+    for b in &m.inherited_blobs {
+        ids.push(parse_hex(b).ok_or_else(|| bad(newest, b))?);
+    }
+    let ix = newest.index_content()?;
+    let data_end = newest.bytes().len() as u64 - footer::LEN as u64;
+    for (id, at) in &ix.content {
+        let (h, _) = frame_at(newest.bytes(), *at, data_end, newest.id())
+            .map_err(ArchiveError::format(newest.path(), ""))?;
+        if h.kind == crate::format::frame::FrameKind::Blob {
+            ids.push(*id);
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Copies the content frame `id` from the newest archive of the chain that stores it.
+fn copy_content(chain: &Chain, id: &Hash, w: &mut Writer) -> Result<(), ArchiveError> {
+    for a in chain.archives.iter().rev() {
+        let Some(at) = a.index_content()?.content.get(id).copied() else {
+            continue;
+        };
+        let data_end = a.bytes().len() as u64 - footer::LEN as u64;
+        let (h, stored) = frame_at(a.bytes(), at, data_end, a.id())
+            .map_err(ArchiveError::format(a.path(), ""))?;
+        return w.copy_frame(&h, stored, None);
+    }
+    Err(ArchiveError::Chain(format!(
+        "blob {} is named by the newest member but stored in no archive of the chain",
+        hex(id)
+    )))
+}
+
+/// The newest member's `kafka-topics` document with each partition's range the chain's.
+fn widened(
+    newest: &Archive,
+    id: &Hash,
+    spans: &BTreeMap<(&str, i32), &Span>,
+) -> Result<Vec<u8>, ArchiveError> {
+    let raw = newest.read_content(id)?;
+    let mut doc: KafkaTopicsDoc = serde_json::from_slice(&raw).map_err(|e| {
+        ArchiveError::Chain(format!(
+            "{}: the kafka-topics document does not read: {e}",
+            newest.path().display()
+        ))
+    })?;
+    for r in &mut doc.partitions {
+        if let Some((start, end)) = spans
+            .get(&(r.topic.as_str(), r.partition))
+            .and_then(|s| range(s))
+        {
+            *r = DeclaredRange {
+                start_offset: start,
+                end_offset: end,
+                ..r.clone()
+            };
+        }
+    }
+    Ok(serde_json::to_vec(&doc).expect("json"))
+}
+
+/// The chain's range of a partition: from its lineage's first archive to the newest.
+fn range(s: &Span) -> Option<(i64, i64)> {
+    Some((s.ranges.first()?.1, s.ranges.last()?.2))
+}
+
+/// Copies one partition's chunks, archive after archive; returns whether it is whole.
+fn copy_partition(chain: &Chain, s: &Span, w: &mut Writer) -> Result<bool, ArchiveError> {
+    let Some((start, end)) = range(s) else {
+        return Ok(true);
+    };
+    w.declare_partition(&s.topic, s.partition, start, end);
+    for (depth, ..) in &s.ranges {
+        let a = chain
+            .archives
+            .iter()
+            .find(|a| a.manifest().parent.as_ref().map_or(0, |p| p.depth) == *depth)
+            .expect("a span names archives of the chain");
+        let data_end = a.bytes().len() as u64 - footer::LEN as u64;
+        for c in a.chunks_of(&s.topic, s.partition)? {
+            let (h, stored) = frame_at(a.bytes(), c.frame_offset, data_end, a.id())
+                .map_err(ArchiveError::format(a.path(), ""))?;
+            let header = ChunkHeader {
+                topic: c.topic.clone(),
+                partition: c.partition,
+                record_count: c.record_count,
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+                covers_from: c.covers_from,
+                covers_to: c.covers_to,
+                min_timestamp: c.min_timestamp,
+                max_timestamp: c.max_timestamp,
+            };
+            w.copy_frame(&h, stored, Some(header))?;
+        }
+    }
+    for g in &s.gaps {
+        w.record_gap(&s.topic, s.partition, g.from, g.to);
+    }
+    if s.gaps.is_empty() {
+        w.finish_partition(&s.topic, s.partition)?;
+    }
+    Ok(s.gaps.is_empty())
+}
+
+fn bad(a: &Archive, what: &str) -> ArchiveError {
+    ArchiveError::Chain(format!(
+        "{}: the manifest names {what:?}, which is not a content ID",
+        a.path().display()
+    ))
+}
