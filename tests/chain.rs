@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::Producer;
+
 use kar::archive::Archive;
 use kar::format::hex;
 use kar::format::manifest::{ChangeKind, Manifest};
@@ -465,4 +467,74 @@ async fn a_damaged_parent_is_refused() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("does not verify"), "{text}");
     assert!(!out.exists());
+}
+
+/// Members whose ranges hold no record (an aborted transaction: its records and its marker take
+/// offsets, none is a record) have no chunk; consolidated, the chain still accounts for every
+/// offset, in the middle and at the end, and verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_without_records_leave_no_hole_when_consolidated() {
+    let prefix = common::unique("chain-txn");
+    let t = format!("{prefix}-t");
+    let subject = format!("{prefix}-value");
+    register(&subject, "one").await;
+    common::create_topic(&t, 1, &[]).await;
+    common::fill(&t, 1, 10, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let tp = producer(&[("transactional.id", &common::unique("chain-txid"))]);
+    tp.init_transactions(Duration::from_secs(30)).unwrap();
+    let aborted = || {
+        tp.begin_transaction().unwrap();
+        for i in 0..3 {
+            send(
+                &tp,
+                &t,
+                0,
+                &crate::backup::rec(0, 1_700_000_000_000 + i, None, Some(b"gone"), &[]),
+            );
+        }
+        tp.abort_transaction(Duration::from_secs(30)).unwrap();
+    };
+
+    let (code, _, text) = backup(&prefix, &subject, &path("base.kar"), None);
+    assert_eq!(code, Some(0), "{text}");
+    aborted();
+    let (code, _, text) = backup(&prefix, &subject, &path("m1.kar"), Some(&path("base.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    common::fill(&t, 1, 5, 20).await;
+    let (code, _, text) = backup(&prefix, &subject, &path("m2.kar"), Some(&path("m1.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    aborted();
+    let (code, _, text) = backup(&prefix, &subject, &path("m3.kar"), Some(&path("m2.kar")));
+    assert_eq!(code, Some(0), "{text}");
+    let m1 = Archive::open(path("m1.kar")).unwrap();
+    let e = m1.manifest().partition(&t, 0).unwrap();
+    assert_eq!(
+        (e.start_offset, e.end_offset, e.records),
+        (Some(10), Some(14), 0)
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let c = out.path().join("c.kar");
+    let (code, _, text) = common::kar_cli(
+        &[
+            "consolidate",
+            dir.path().to_str().unwrap(),
+            "--out",
+            c.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, _, text) = common::kar_cli(&["verify", c.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "no hole: {text}");
+    let a = Archive::open(&c).unwrap();
+    let e = a.manifest().partition(&t, 0).unwrap();
+    let end = common::end_offsets(&t, 1).await[0];
+    assert_eq!(
+        (e.start_offset, e.end_offset, e.records, e.complete),
+        (Some(0), Some(end), 15, true)
+    );
+    assert_eq!(read_records(&a, &t, 0), consume_all(&t, 1)[&0]);
 }

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::chain::{Chain, Span, open_chain};
+use super::index::ChunkEntry;
 use super::reader::frame_at;
 use super::verify::VerifyLevel;
 use super::writer::{ArchiveWriter, WriterOptions, sync_file};
 use super::{Archive, ArchiveError};
-use crate::format::chunk::ChunkHeader;
+use crate::format::chunk::{ChunkEncoder, ChunkHeader, ChunkRecords, SealedChunk};
 use crate::format::kafka_topics::{DeclaredRange, KafkaTopicsDoc};
 use crate::format::manifest::ArchiveStatus;
 use crate::format::{Hash, footer, hex, parse_hex};
@@ -149,8 +150,9 @@ fn write_all(chain: &Chain, w: &mut Writer) -> Result<ArchiveStatus, ArchiveErro
         }
     }
     let mut whole = true;
+    let level = w.options().zstd_level;
     for s in &chain.report.partitions {
-        whole &= copy_partition(chain, s, w)?;
+        whole &= copy_partition(chain, s, w, level)?;
     }
     if let Some(id) = provenance {
         w.add_metadata(crate::format::provenance::KIND, &newest.read_content(&id)?)?;
@@ -233,35 +235,54 @@ fn range(s: &Span) -> Option<(i64, i64)> {
     Some((s.ranges.first()?.1, s.ranges.last()?.2))
 }
 
-/// Copies one partition's chunks, archive after archive; returns whether it is whole.
-fn copy_partition(chain: &Chain, s: &Span, w: &mut Writer) -> Result<bool, ArchiveError> {
+/// Copies one partition's chunks, archive after archive; returns whether it is whole. Within one
+/// archive a backup's chunks tile its range; across archives a member whose range held no record
+/// (only transaction markers or aborted records) has no chunk, so the chunk before that range is
+/// made to account for it, as a backup's writer does within one archive. Lost offsets stay
+/// holes, recorded as gaps.
+fn copy_partition(
+    chain: &Chain,
+    s: &Span,
+    w: &mut Writer,
+    level: i32,
+) -> Result<bool, ArchiveError> {
     let Some((start, end)) = range(s) else {
         return Ok(true);
     };
     w.declare_partition(&s.topic, s.partition, start, end);
+    let mut next = start;
+    let mut pending: Option<Pending<'_>> = None;
     for (depth, ..) in &s.ranges {
         let a = chain
             .archives
             .iter()
             .find(|a| a.manifest().parent.as_ref().map_or(0, |p| p.depth) == *depth)
             .expect("a span names archives of the chain");
-        let data_end = a.bytes().len() as u64 - footer::LEN as u64;
         for c in a.chunks_of(&s.topic, s.partition)? {
-            let (h, stored) = frame_at(a.bytes(), c.frame_offset, data_end, a.id())
-                .map_err(ArchiveError::format(a.path(), ""))?;
-            let header = ChunkHeader {
-                topic: c.topic.clone(),
-                partition: c.partition,
-                record_count: c.record_count,
-                first_offset: c.first_offset,
-                last_offset: c.last_offset,
-                covers_from: c.covers_from,
-                covers_to: c.covers_to,
-                min_timestamp: c.min_timestamp,
-                max_timestamp: c.max_timestamp,
-            };
-            w.copy_frame(&h, stored, Some(header))?;
+            // Where the offsets before this chunk are accounted for: up to a gap's start, or
+            // up to the chunk.
+            let lost = s
+                .gaps
+                .iter()
+                .find(|g| g.to == c.covers_from && g.from >= next);
+            let upto = lost.map_or(c.covers_from, |g| g.from);
+            let mut from = c.covers_from;
+            match pending.as_mut() {
+                Some(p) if upto > p.to => p.to = upto,
+                None if upto > next => from = next,
+                _ => {}
+            }
+            if let Some(p) = pending.take() {
+                p.write(w, level)?;
+            }
+            next = c.covers_to;
+            let to = c.covers_to;
+            pending = Some(Pending { a, c, from, to });
         }
+    }
+    if let Some(mut p) = pending {
+        p.to = p.to.max(end);
+        p.write(w, level)?;
     }
     for g in &s.gaps {
         w.record_gap(&s.topic, s.partition, g.from, g.to);
@@ -270,6 +291,66 @@ fn copy_partition(chain: &Chain, s: &Span, w: &mut Writer) -> Result<bool, Archi
         w.finish_partition(&s.topic, s.partition)?;
     }
     Ok(s.gaps.is_empty())
+}
+
+/// A chunk to copy, with the coverage it is to have.
+struct Pending<'a> {
+    a: &'a Archive,
+    c: ChunkEntry,
+    from: i64,
+    to: i64,
+}
+
+impl Pending<'_> {
+    /// Copies the chunk's frame as it is, or, where its coverage grows, its records re-encoded
+    /// under the wider coverage (a new chunk ID).
+    fn write(self, w: &mut Writer, level: i32) -> Result<(), ArchiveError> {
+        let (a, c) = (self.a, &self.c);
+        if (self.from, self.to) == (c.covers_from, c.covers_to) {
+            let data_end = a.bytes().len() as u64 - footer::LEN as u64;
+            let (h, stored) = frame_at(a.bytes(), c.frame_offset, data_end, a.id())
+                .map_err(ArchiveError::format(a.path(), ""))?;
+            return w.copy_frame(&h, stored, Some(header_of(c)));
+        }
+        let mut dec = a.decoder()?;
+        let mut buf = Vec::new();
+        a.read_chunk(c, &mut dec, &mut buf)?;
+        let format = |e: crate::format::FormatError| ArchiveError::format(a.path(), "")(e);
+        let mut enc = ChunkEncoder::new(&c.topic, c.partition)
+            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
+        for r in ChunkRecords::new(&buf, 0).map_err(format)? {
+            let r = r.map_err(format)?;
+            enc.push(
+                r.offset,
+                r.timestamp,
+                r.timestamp_type,
+                r.key,
+                r.value,
+                r.headers.iter(),
+            )
+            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
+        }
+        let (header, raw) = enc
+            .finish(self.from..self.to)
+            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
+        let sealed = SealedChunk::from_raw(header, &raw, level)
+            .map_err(ArchiveError::io("compress a chunk for", a.path()))?;
+        w.write_chunk(sealed)
+    }
+}
+
+fn header_of(c: &ChunkEntry) -> ChunkHeader {
+    ChunkHeader {
+        topic: c.topic.clone(),
+        partition: c.partition,
+        record_count: c.record_count,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        covers_from: c.covers_from,
+        covers_to: c.covers_to,
+        min_timestamp: c.min_timestamp,
+        max_timestamp: c.max_timestamp,
+    }
 }
 
 fn bad(a: &Archive, what: &str) -> ArchiveError {
