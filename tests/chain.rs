@@ -538,3 +538,116 @@ async fn members_without_records_leave_no_hole_when_consolidated() {
     );
     assert_eq!(read_records(&a, &t, 0), consume_all(&t, 1)[&0]);
 }
+
+/// A small archive written by the library: one record, made at `created_at_ms`, a member of
+/// `parent`'s chain when given.
+fn small(path: &std::path::Path, created_at_ms: i64, parent: Option<&Archive>) -> Archive {
+    use kar::archive::writer::ChainLink;
+    use kar::archive::{ArchiveWriter, WriterOptions};
+    use kar::format::manifest::{ArchiveStatus, ParentRef};
+    let chain = parent.map(|p| ChainLink {
+        parent: ParentRef {
+            archive_id: p.id().unwrap().hex(),
+            root: hex(&p.root()),
+            created_at_ms: p.manifest().created_at_ms,
+            depth: p.manifest().parent.as_ref().map_or(1, |x| x.depth + 1),
+        },
+        stored_below: Default::default(),
+    });
+    let opts = WriterOptions {
+        created_at_ms,
+        chain,
+        ..Default::default()
+    };
+    let mut w = ArchiveWriter::create(path, opts).unwrap();
+    w.declare_partition("t", 0, created_at_ms, created_at_ms + 1);
+    w.append(
+        "t",
+        0,
+        created_at_ms,
+        1,
+        kar::format::chunk::TimestampType::CreateTime,
+        None,
+        Some(b"v"),
+        std::iter::empty(),
+    )
+    .unwrap();
+    w.finish_partition("t", 0).unwrap();
+    let (out, _) = w.finish(ArchiveStatus::Complete, vec![]).unwrap();
+    kar::archive::writer::sync_file(out, path).unwrap();
+    Archive::open(path).unwrap()
+}
+
+/// Retention keeps restore points and every archive their chains need; it removes the rest with
+/// their detached signatures, and nothing while a kept point's chain is missing an archive.
+#[test]
+fn prune_keeps_what_kept_points_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let day = 86_400_000i64;
+    let t0 = 1_764_000_000_000i64 - 1_764_000_000_000i64 % day;
+    let f1 = small(&p("f1.kar"), t0 + 10 * 3_600_000, None);
+    let f1a = small(&p("f1a.kar"), t0 + 18 * 3_600_000, Some(&f1));
+    small(&p("f1b.kar"), t0 + day + 10 * 3_600_000, Some(&f1a));
+    let f2 = small(&p("f2.kar"), t0 + 2 * day + 10 * 3_600_000, None);
+    let f2a = small(&p("f2a.kar"), t0 + 2 * day + 18 * 3_600_000, Some(&f2));
+    small(&p("f2b.kar"), t0 + 3 * day + 10 * 3_600_000, Some(&f2a));
+    std::fs::write(p("f1.kar.minisig"), "a signature").unwrap();
+    std::fs::write(p("notes.txt"), "not an archive").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    let (code, r, text) = common::kar_cli(&["prune", d, "--keep-daily", "3", "--json"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        r["removed"].as_array().unwrap().is_empty(),
+        "day 2's f1b needs f1a and f1: {r}"
+    );
+    let (code, r, text) = common::kar_cli(
+        &["prune", d, "--keep-daily", "2", "--dry-run", "--json"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r["removed"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(names().len(), 8, "a dry run removes nothing");
+
+    // f2b's chain misses f2a: nothing is removed.
+    std::fs::rename(
+        p("f2a.kar"),
+        dir.path()
+            .parent()
+            .unwrap()
+            .join(format!("{}-f2a.kar", std::process::id())),
+    )
+    .unwrap();
+    let (code, r, text) = common::kar_cli(&["prune", d, "--keep-last", "1", "--json"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["refused"], true, "{r}");
+    assert_eq!(names().len(), 7);
+    std::fs::rename(
+        dir.path()
+            .parent()
+            .unwrap()
+            .join(format!("{}-f2a.kar", std::process::id())),
+        p("f2a.kar"),
+    )
+    .unwrap();
+
+    let (code, r, text) = common::kar_cli(&["prune", d, "--keep-last", "1", "--json"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let why: Vec<String> = r["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["why"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(why.len(), 3, "f2b and the two it needs: {r}");
+    assert_eq!(names(), ["f2.kar", "f2a.kar", "f2b.kar", "notes.txt"]);
+}

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod error;
 pub mod index;
 pub mod inspect;
+pub mod prune;
 pub mod reader;
 pub mod repair;
 pub mod signing;

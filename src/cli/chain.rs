@@ -73,6 +73,63 @@ pub fn run_consolidate(a: ConsolidateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The folder of archives (full backups and chain members)
+    pub dir: PathBuf,
+    /// Keep the newest N restore points (every archive is one, as of its backup's time)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest restore point of each of the newest D days that have one (UTC)
+    #[arg(long, value_name = "D", default_value_t = 0)]
+    pub keep_daily: usize,
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kar prune`: exit 0, or 1 when a kept point's chain is missing an archive.
+pub fn run_prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let opts = crate::archive::prune::PruneOptions {
+        keep_last: a.keep_last,
+        keep_daily: a.keep_daily,
+        dry_run: a.dry_run,
+    };
+    let r = crate::archive::prune::prune(&a.dir, &opts)?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for k in &r.kept {
+            outln!("keep      {} ({})", k.path.display(), k.why.join(", "));
+        }
+        let verb = if r.dry_run || r.refused {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for p in &r.removed {
+            outln!("{verb} {}", p.display());
+        }
+        for b in &r.broken {
+            outln!("BROKEN    {b}");
+        }
+        if r.refused {
+            outln!("nothing removed: a kept restore point's chain is incomplete");
+        }
+        for o in &r.other_files {
+            outln!("not an archive, left alone: {o}");
+        }
+    }
+    Ok(if r.broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 pub fn run(a: ChainArgs) -> anyhow::Result<ExitCode> {
     let level = if a.full {
         VerifyLevel::Full

@@ -80,6 +80,8 @@ pub enum Command {
     Chain(chain::ChainArgs),
     /// Merge a chain (a full base and its members) into one full archive
     Consolidate(chain::ConsolidateArgs),
+    /// Remove the archives of a folder that no kept restore point needs
+    Prune(chain::PruneArgs),
     /// List the Schema Registry snapshot in an archive, or export it as a plain folder tree
     Schemas(SchemasArgs),
     /// Print every structure of an archive with its offset, decoded fields and bytes (forensics)
@@ -313,6 +315,7 @@ fn dispatch(command: Command, metrics: &crate::progress::Progress) -> anyhow::Re
         Command::Cat(a) => cat::run(a),
         Command::Chain(a) => chain::run(a),
         Command::Consolidate(a) => chain::run_consolidate(a),
+        Command::Prune(a) => chain::run_prune(a),
         #[cfg(feature = "kafka")]
         Command::Diff(a) => on_runtime(|rt| diff::run(*a, rt)),
         #[cfg(feature = "kafka")]
@@ -340,6 +343,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Cat(_) => "cat",
         Command::Chain(_) => "chain",
         Command::Consolidate(_) => "consolidate",
+        Command::Prune(_) => "prune",
         #[cfg(feature = "kafka")]
         Command::Diff(_) => "diff",
         #[cfg(feature = "kafka")]

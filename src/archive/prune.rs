@@ -1,0 +1,206 @@
+//! Retention over a folder of archives (full backups and chain members, spec §16): every archive
+//! is a restore point as of its backup's time; the points a policy keeps are kept with every
+//! archive their chains need (a member needs its parent, down to its base); the rest are
+//! removed, with the detached signatures beside them. Nothing a kept point needs is ever removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Archive, ArchiveError};
+
+/// Which restore points to keep.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// The newest this many restore points.
+    pub keep_last: usize,
+    /// The newest restore point of each of the newest this many days that have one (UTC).
+    pub keep_daily: usize,
+    /// Say what would be removed; remove nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub kept: Vec<Kept>,
+    pub removed: Vec<PathBuf>,
+    pub dry_run: bool,
+    /// Nothing was removed: a kept point's chain is incomplete (an archive it needs is not in
+    /// the folder, perhaps moved away): removing more would leave less to mend it with.
+    pub refused: bool,
+    /// Kept points whose chain is incomplete among the files (a parent missing): kept, named.
+    pub broken: Vec<String>,
+    /// Files that are not archives, left alone.
+    pub other_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub created_at_ms: i64,
+    /// Why: "last", "daily", or "needed by <file>".
+    pub why: Vec<String>,
+}
+
+struct Point {
+    path: PathBuf,
+    id: String,
+    parent: Option<String>,
+    created_at_ms: i64,
+}
+
+/// Applies `opts` to the archives in `dir`.
+pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport, ArchiveError> {
+    if opts.keep_last == 0 && opts.keep_daily == 0 {
+        return Err(ArchiveError::Chain(
+            "prune keeps nothing unless told: give --keep-last and/or --keep-daily".into(),
+        ));
+    }
+    let (points, other_files) = points(dir)?;
+    let mut why: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for i in newest_first(&points).into_iter().take(opts.keep_last) {
+        why.entry(i).or_default().push("last".into());
+    }
+    for i in daily(&points, opts.keep_daily) {
+        why.entry(i).or_default().push("daily".into());
+    }
+    let mut broken = Vec::new();
+    for i in why.keys().copied().collect::<Vec<_>>() {
+        for (a, missing) in ancestors(&points, i) {
+            match a {
+                Some(a) if a != i => why
+                    .entry(a)
+                    .or_default()
+                    .push(format!("needed by {}", points[i].path.display())),
+                Some(_) => {}
+                None => broken.push(format!(
+                    "{}: its chain needs archive {missing}, which is not in {}",
+                    points[i].path.display(),
+                    dir.display()
+                )),
+            }
+        }
+    }
+    let removed: Vec<PathBuf> = (0..points.len())
+        .filter(|i| !why.contains_key(i))
+        .map(|i| points[i].path.clone())
+        .collect();
+    let refused = !broken.is_empty();
+    if !opts.dry_run && !refused {
+        for p in &removed {
+            remove_with_signatures(p)?;
+        }
+    }
+    Ok(PruneReport {
+        kept: why
+            .into_iter()
+            .map(|(i, why)| Kept {
+                path: points[i].path.clone(),
+                created_at_ms: points[i].created_at_ms,
+                why,
+            })
+            .collect(),
+        removed,
+        dry_run: opts.dry_run,
+        refused,
+        broken,
+        other_files,
+    })
+}
+
+/// The archives of `dir` (each opened: footer, manifest, index), and the files that are not.
+fn points(dir: &Path) -> Result<(Vec<Point>, Vec<String>), ArchiveError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(ArchiveError::io("read the folder", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && !is_signature(p))
+        .collect();
+    files.sort();
+    let (mut points, mut others) = (Vec::new(), Vec::new());
+    for path in files {
+        match Archive::open(&path) {
+            Ok(a) => points.push(Point {
+                id: a.id().map(|i| i.hex()).unwrap_or_default(),
+                parent: a.manifest().parent.as_ref().map(|p| p.archive_id.clone()),
+                created_at_ms: a.manifest().created_at_ms,
+                path,
+            }),
+            Err(e) => others.push(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok((points, others))
+}
+
+fn is_signature(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "minisig")
+}
+
+fn newest_first(points: &[Point]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((points[i].created_at_ms, points[i].path.clone())));
+    order
+}
+
+/// The newest point of each of the newest `days` UTC days that have one.
+fn daily(points: &[Point], days: usize) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for i in newest_first(points) {
+        let day = points[i].created_at_ms.div_euclid(86_400_000);
+        if seen.len() < days && seen.insert(day) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The archives point `i`'s chain needs, itself first: `(Some(index), _)` found, `(None, id)` a
+/// parent not among the files (the walk stops there).
+fn ancestors(points: &[Point], i: usize) -> Vec<(Option<usize>, String)> {
+    let by_id: HashMap<&str, usize> = points
+        .iter()
+        .enumerate()
+        .map(|(j, p)| (p.id.as_str(), j))
+        .collect();
+    let mut out = vec![(Some(i), points[i].id.clone())];
+    let mut at = i;
+    while let Some(parent) = &points[at].parent {
+        match by_id.get(parent.as_str()) {
+            Some(&j) if !out.iter().any(|(k, _)| *k == Some(j)) => {
+                out.push((Some(j), parent.clone()));
+                at = j;
+            }
+            Some(_) => break,
+            None => {
+                out.push((None, parent.clone()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Removes an archive and the detached signatures beside it (`FILE.minisig`,
+/// `FILE.<key ID>.minisig`).
+fn remove_with_signatures(path: &Path) -> Result<(), ArchiveError> {
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    if let Some(dir) = path.parent() {
+        for e in std::fs::read_dir(dir).map_err(ArchiveError::io("read the folder", dir))? {
+            let p = e.map_err(ArchiveError::io("read the folder", dir))?.path();
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if n.starts_with(&format!("{name}.")) && is_signature(&p) {
+                std::fs::remove_file(&p).map_err(ArchiveError::io("remove", &p))?;
+            }
+        }
+    }
+    std::fs::remove_file(path).map_err(ArchiveError::io("remove", path))
+}
