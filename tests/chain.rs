@@ -542,6 +542,17 @@ async fn members_without_records_leave_no_hole_when_consolidated() {
 /// A small archive written by the library: one record, made at `created_at_ms`, a member of
 /// `parent`'s chain when given.
 fn small(path: &std::path::Path, created_at_ms: i64, parent: Option<&Archive>) -> Archive {
+    small_as(path, created_at_ms, parent, true)
+}
+
+/// Like [`small`]; not `whole`: a partial archive, its partition's range declared to 10 offsets
+/// past its one record.
+fn small_as(
+    path: &std::path::Path,
+    created_at_ms: i64,
+    parent: Option<&Archive>,
+    whole: bool,
+) -> Archive {
     use kar::archive::writer::ChainLink;
     use kar::archive::{ArchiveWriter, WriterOptions};
     use kar::format::manifest::{ArchiveStatus, ParentRef};
@@ -560,11 +571,15 @@ fn small(path: &std::path::Path, created_at_ms: i64, parent: Option<&Archive>) -
         ..Default::default()
     };
     let mut w = ArchiveWriter::create(path, opts).unwrap();
-    w.declare_partition("t", 0, created_at_ms, created_at_ms + 1);
+    let start = parent.map_or(created_at_ms, |p| {
+        p.manifest().partition("t", 0).unwrap().end_offset.unwrap()
+    });
+    let end = if whole { start + 1 } else { start + 11 };
+    w.declare_partition("t", 0, start, end);
     w.append(
         "t",
         0,
-        created_at_ms,
+        start,
         1,
         kar::format::chunk::TimestampType::CreateTime,
         None,
@@ -572,8 +587,14 @@ fn small(path: &std::path::Path, created_at_ms: i64, parent: Option<&Archive>) -
         std::iter::empty(),
     )
     .unwrap();
-    w.finish_partition("t", 0).unwrap();
-    let (out, _) = w.finish(ArchiveStatus::Complete, vec![]).unwrap();
+    let status = if whole {
+        w.finish_partition("t", 0).unwrap();
+        ArchiveStatus::Complete
+    } else {
+        w.flush_chunk("t", 0).unwrap();
+        ArchiveStatus::Partial
+    };
+    let (out, _) = w.finish(status, vec![]).unwrap();
     kar::archive::writer::sync_file(out, path).unwrap();
     Archive::open(path).unwrap()
 }
@@ -650,4 +671,64 @@ fn prune_keeps_what_kept_points_need() {
         .collect();
     assert_eq!(why.len(), 3, "f2b and the two it needs: {r}");
     assert_eq!(names(), ["f2.kar", "f2a.kar", "f2b.kar", "notes.txt"]);
+}
+
+/// A partial newest member (a partition it did not get whole) makes the chain not whole, and
+/// consolidated, that partition is not complete either: nothing claims offsets nobody read. An
+/// unfinished member among the files is a problem, not a file left out unsaid.
+#[test]
+fn a_partial_or_unfinished_member_is_not_taken_for_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let base = small(&p("base.kar"), 1_000, None);
+    let m1 = small(&p("m1.kar"), 2_000, Some(&base));
+    small_as(&p("m2.kar"), 3_000, Some(&m1), false);
+    let d = dir.path().to_str().unwrap();
+    let (code, r, text) = common::kar_cli(&["chain", d, "--json"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["incomplete"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["problems"].as_array().unwrap().is_empty(), "{r}");
+
+    let out = tempfile::tempdir().unwrap();
+    let c = out.path().join("c.kar");
+    let (code, r, text) = common::kar_cli(
+        &["consolidate", d, "--out", c.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["status"], "partial", "{r}");
+    let a = Archive::open(&c).unwrap();
+    let e = a.manifest().partition("t", 0).unwrap();
+    assert!(!e.complete, "{e:?}");
+    assert_eq!((e.records, e.end_offset), (3, Some(1_000 + 3 + 10)));
+    let (code, _, text) = common::kar_cli(&["verify", c.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "a partial archive is intact: {text}");
+    let covered = a
+        .chunks_of("t", 0)
+        .unwrap()
+        .iter()
+        .map(|c| c.covers_to)
+        .max();
+    assert_eq!(
+        covered,
+        Some(1_000 + 3),
+        "no chunk claims the offsets nobody read"
+    );
+
+    // An unfinished member (killed before its footer) is named, and nothing is consolidated.
+    let bytes = std::fs::read(p("m2.kar")).unwrap();
+    std::fs::write(p("m3.kar"), &bytes[..bytes.len() / 2]).unwrap();
+    let (code, r, text) = common::kar_cli(&["verify", "--chain", d, "--json"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    let problems = r["problems"].to_string();
+    assert!(problems.contains("m3.kar: does not open"), "{r}");
+    let c2 = out.path().join("c2.kar");
+    let (code, _, text) = common::kar_cli(&["consolidate", d, "--out", c2.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(!c2.exists());
+    // Nor does prune remove anything while it cannot tell what the unfinished file needs.
+    let (code, r, text) = common::kar_cli(&["prune", d, "--keep-last", "1", "--json"], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["refused"], true, "{r}");
+    assert!(p("base.kar").exists());
 }

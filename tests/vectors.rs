@@ -461,10 +461,6 @@ fn vectors_decode_verify_and_are_reproduced_by_the_writer() {
     }
 }
 
-/// The same input encrypted (4.0) with the fixed file key, nonce prefix and envelope: the
-/// committed file opens with the vector identity, verifies, decodes to the input, has the keyed
-/// IDs of `expected-4.0.json` (none equal to the plain ones), which the writer reproduces; and
-/// its manifest frame opens by §15 alone (BLAKE3 and XChaCha20-Poly1305, not kar's code).
 /// The same input as a chain member (§16) of `archive.kar`: 5.0, linked to it by ID and root,
 /// every blob inherited (named, not stored), one change and one lineage anchor.
 fn check_member(dir: &Path, name: &str, input: &Input, parent: &Archive, regenerate: bool) {
@@ -516,13 +512,43 @@ fn check_member(dir: &Path, name: &str, input: &Input, parent: &Archive, regener
     blobs.dedup();
     assert_eq!(m.inherited_blobs, blobs, "{name} 5.0: every blob inherited");
     assert_eq!(m.blobs, 0);
+    let first = &input.partitions[0];
     assert_eq!(m.changes.len(), 1);
+    let c = &m.changes[0];
+    assert_eq!(
+        (c.kind, c.topic.as_str(), c.partition),
+        (
+            kar::format::manifest::ChangeKind::PartitionsAdded,
+            first.topic.as_str(),
+            Some(first.partition)
+        )
+    );
+    let lineage = m
+        .partition(&first.topic, first.partition)
+        .unwrap()
+        .lineage
+        .clone();
+    match first.records.last() {
+        Some(last) => {
+            let l = lineage.expect("a lineage anchor");
+            assert_eq!(
+                (l.offset, l.timestamp, l.restarted),
+                (Some(last.offset), Some(last.timestamp), false)
+            );
+            assert_eq!(l.digest.as_ref().map(String::len), Some(64));
+        }
+        None => assert!(lineage.is_none()),
+    }
     for p in &input.partitions {
         let pe = m.partition(&p.topic, p.partition).unwrap();
         assert_eq!(pe.records as usize, p.records.len(), "{name} 5.0");
     }
 }
 
+/// The same input encrypted (4.0) with the fixed file key, nonce prefix and envelope: the
+/// committed file opens with the vector identity, verifies, decodes to the input, has the keyed
+/// IDs of `expected-4.0.json` (none equal to the plain ones), which the writer reproduces; and
+/// its manifest frame opens by §15 alone (BLAKE3 and XChaCha20-Poly1305, not kar's code).
 fn check_encrypted(dir: &Path, name: &str, input: &Input, plain: &Expected, regenerate: bool) {
     let fresh = write_vector(input, Some(sealing()));
     let u = unlock();

@@ -26,6 +26,8 @@ pub struct ChainReport {
     pub partitions: Vec<Span>,
     /// Records lost between members (retention), by partition: the chain is not whole.
     pub lost: Vec<String>,
+    /// Partitions the newest archive holding them did not get whole (a partial backup).
+    pub incomplete: Vec<String>,
     /// What is wrong: broken links, damaged archives, ranges that do not meet.
     pub problems: Vec<String>,
     /// Files given that are not archives of this chain, with why.
@@ -51,8 +53,8 @@ pub struct Member {
 pub struct Span {
     pub topic: String,
     pub partition: i32,
-    /// `(depth, start, end, records)` of every archive that holds the partition, from the one
-    /// its current lineage starts in.
+    /// `(depth, start, covered to, records)` of every archive that holds the partition, from the
+    /// one its current lineage starts in.
     pub ranges: Vec<(u32, i64, i64, u64)>,
     /// The depth of the member whose lineage restarted the partition, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +62,11 @@ pub struct Span {
     /// Offsets lost between members (retention).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<OffsetRange>,
+    /// The newest range's declared end (its last range's third member is where its chunks'
+    /// coverage ends, short of this when the newest archive holding it is partial).
+    pub end: i64,
+    /// Whether the newest archive holding it got its whole range.
+    pub complete: bool,
 }
 
 /// One archive found among the files.
@@ -85,16 +92,23 @@ pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport,
 /// Opens and checks the chain the files (or folders) hold.
 pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, ArchiveError> {
     let mut not_in_chain = Vec::new();
+    let mut unopened = Vec::new();
     let mut found: Vec<Found> = Vec::new();
-    for path in expand(paths)? {
+    for (path, named) in expand(paths)? {
         match open(&path, level) {
             Ok(f) => found.push(f),
+            // A file given by name, or one of a folder that begins as an archive does (an
+            // unfinished member, a damaged one, one that needs a key): not left out unsaid.
+            Err(e) if named || looks_like_an_archive(&path) => {
+                unopened.push(format!("{}: does not open: {e}", path.display()))
+            }
             Err(e) => not_in_chain.push(format!("{}: {e}", path.display())),
         }
     }
     let order = order(&found, &mut not_in_chain)?;
     let chain: Vec<&Found> = order.iter().map(|&i| &found[i]).collect();
-    let mut problems = links(&chain);
+    let mut problems = unopened;
+    problems.extend(links(&chain));
     for f in &chain {
         problems.extend(
             f.problems
@@ -103,13 +117,21 @@ pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, Archiv
         );
     }
     problems.extend(inherited(&chain)?);
-    let (partitions, lost) = spans(&chain, &mut problems);
+    let Spans {
+        spans: partitions,
+        lost,
+        incomplete,
+    } = spans(&chain, &mut problems)?;
     let members: Vec<Member> = chain.iter().map(|f| member(f)).collect();
     let report = ChainReport {
-        ok: problems.is_empty() && lost.is_empty() && members.iter().all(|m| m.intact),
+        ok: problems.is_empty()
+            && lost.is_empty()
+            && incomplete.is_empty()
+            && members.iter().all(|m| m.intact),
         members,
         partitions,
         lost,
+        incomplete,
         problems,
         not_in_chain,
     };
@@ -121,23 +143,42 @@ pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, Archiv
     Ok(Chain { archives, report })
 }
 
-/// The files given, a folder's regular files (sorted) in its place.
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ArchiveError> {
+/// The files given (named: true), a folder's regular files (sorted) in its place, but detached
+/// signatures and further volumes of a set (read with its first).
+fn expand(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, ArchiveError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(ArchiveError::io("read the folder", p))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file())
+                .filter(|f| f.is_file() && f.extension().is_none_or(|e| e != "minisig"))
+                .filter(|f| !is_later_volume(f))
                 .collect();
             files.sort();
-            out.extend(files);
+            out.extend(files.into_iter().map(|f| (f, false)));
         } else {
-            out.push(p.clone());
+            out.push((p.clone(), true));
         }
     }
     Ok(out)
+}
+
+/// Whether `path` begins with kar's magic bytes.
+pub(crate) fn looks_like_an_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == crate::format::file_header::MAGIC)
+}
+
+/// Whether `path` is the second or a later volume of a set (`NAME.002`, ...), which opens with
+/// its first.
+pub(crate) fn is_later_volume(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.len() == 3 && e.bytes().all(|b| b.is_ascii_digit()) && e != "001")
 }
 
 fn open(path: &Path, level: VerifyLevel) -> Result<Found, ArchiveError> {
@@ -214,7 +255,7 @@ fn links(chain: &[&Found]) -> Vec<String> {
             first.path.display(),
             p.depth,
             p.archive_id,
-            p.depth - 1
+            p.depth.saturating_sub(1)
         ));
     }
     for w in chain.windows(2) {
@@ -256,73 +297,127 @@ fn inherited(chain: &[&Found]) -> Result<Vec<String>, ArchiveError> {
                 ));
             }
         }
-        below.extend(f.archive.index_content()?.content.into_keys());
+        below.extend(f.archive.blob_ids()?);
     }
     Ok(problems)
 }
 
 /// Each partition of the newest member through the chain; a break between two archives is
 /// explained by the later one's changes, or is a problem.
-fn spans(chain: &[&Found], problems: &mut Vec<String>) -> (Vec<Span>, Vec<String>) {
+fn spans(chain: &[&Found], problems: &mut Vec<String>) -> Result<Spans, ArchiveError> {
     let mut spans: BTreeMap<(String, i32), Span> = BTreeMap::new();
     let mut lost = Vec::new();
     for f in chain {
         let m = f.archive.manifest();
         let depth = depth_of(m);
-        let change = |kind: ChangeKind, t: &str, p: i32| {
-            m.changes
-                .iter()
-                .find(|c| c.kind == kind && c.topic == t && c.partition.is_none_or(|x| x == p))
-        };
         let here: HashSet<(String, i32)> = m
             .topics
             .iter()
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition)))
             .collect();
-        spans.retain(|k, _| here.contains(k) || depth == 0);
+        // A partition an archive does not hold ends its span: if it comes back later, it is
+        // backed up from its log's start then, and starts a new span.
+        spans.retain(|k, _| here.contains(k));
         for t in &m.topics {
             for p in &t.partitions {
-                let (start, end) = (p.start_offset.unwrap_or(0), p.end_offset.unwrap_or(0));
                 let key = (t.name.clone(), p.partition);
-                let restarted = p.lineage.as_ref().is_some_and(|l| l.restarted);
                 let span = spans.entry(key).or_insert_with(|| Span {
                     topic: t.name.clone(),
                     partition: p.partition,
                     ranges: Vec::new(),
                     restarted_at: None,
                     gaps: Vec::new(),
+                    end: 0,
+                    complete: true,
                 });
-                if restarted {
-                    span.ranges.clear();
-                    span.gaps.clear();
-                    span.restarted_at = Some(depth);
-                } else if let Some(&(_, _, before, _)) = span.ranges.last()
-                    && before != start
-                {
-                    match change(ChangeKind::RetentionGap, &t.name, p.partition) {
-                        Some(c) if c.from == Some(before) && c.to == Some(start) => {
-                            span.gaps.push(OffsetRange {
-                                from: before,
-                                to: start,
-                            });
-                            lost.push(format!(
-                                "{}/{}: offsets {before}..{start} (before member {depth})",
-                                t.name, p.partition
-                            ));
-                        }
-                        _ => problems.push(format!(
-                            "{}/{}: member {depth} ({}) starts at {start}, but the chain before it ends at {before}, and no change of its explains it",
-                            t.name,
-                            p.partition,
-                            f.path.display()
-                        )),
-                    }
-                }
-                span.ranges.push((depth, start, end, p.records));
+                extend(f, depth, t, p, span, &mut lost, problems)?;
             }
         }
     }
-    (spans.into_values().collect(), lost)
+    let incomplete = spans
+        .values()
+        .filter(|s| !s.complete)
+        .map(|s| {
+            let covered = s.ranges.last().map_or(s.end, |r| r.2);
+            format!(
+                "{}/{}: the newest archive holding it got offsets up to {covered} of {}",
+                s.topic, s.partition, s.end
+            )
+        })
+        .collect();
+    Ok(Spans {
+        spans: spans.into_values().collect(),
+        lost,
+        incomplete,
+    })
+}
+
+/// What [`spans`] found.
+struct Spans {
+    spans: Vec<Span>,
+    lost: Vec<String>,
+    incomplete: Vec<String>,
+}
+
+/// Adds one archive's range of a partition to its span: a new lineage starts it again; a range
+/// that does not begin where the span's coverage ends must be a retention gap the archive names.
+/// A partial archive's range ends where its chunks' coverage does (the next member takes over
+/// from there).
+fn extend(
+    f: &Found,
+    depth: u32,
+    t: &crate::format::manifest::TopicEntry,
+    p: &crate::format::manifest::PartitionEntry,
+    span: &mut Span,
+    lost: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> Result<(), ArchiveError> {
+    let (start, end) = (p.start_offset.unwrap_or(0), p.end_offset.unwrap_or(0));
+    let covered = if p.complete {
+        end
+    } else {
+        f.archive
+            .chunks_of(&t.name, p.partition)?
+            .iter()
+            .map(|c| c.covers_to)
+            .max()
+            .unwrap_or(start)
+    };
+    if p.lineage.as_ref().is_some_and(|l| l.restarted) {
+        span.ranges.clear();
+        span.gaps.clear();
+        span.restarted_at = Some(depth);
+    } else if let Some(&(_, _, before, _)) = span.ranges.last()
+        && before != start
+    {
+        let explained = f.archive.manifest().changes.iter().any(|c| {
+            c.kind == ChangeKind::RetentionGap
+                && c.topic == t.name
+                && c.partition == Some(p.partition)
+                && (c.from, c.to) == (Some(before), Some(start))
+        });
+        if explained {
+            span.gaps.push(OffsetRange {
+                from: before,
+                to: start,
+            });
+            lost.push(format!(
+                "{}/{}: offsets {before}..{start} (before member {depth})",
+                t.name, p.partition
+            ));
+        } else {
+            problems.push(format!(
+                "{}/{}: member {depth} ({}) starts at {start}, but the chain before it ends at {before}, and no change of its explains it",
+                t.name,
+                p.partition,
+                f.path.display()
+            ));
+        }
+    }
+    span.ranges.push((depth, start, covered, p.records));
+    span.end = end;
+    span.complete = p.complete;
+    Ok(())
 }
 
 fn member(f: &Found) -> Member {

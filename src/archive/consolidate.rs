@@ -34,6 +34,9 @@ pub struct ConsolidateReport {
     pub blobs: u64,
     /// Offsets lost between members, by partition: gaps of the output.
     pub gaps: Vec<String>,
+    /// Partitions the newest archive holding them did not get whole: not complete in the
+    /// output either.
+    pub incomplete: Vec<String>,
 }
 
 /// Merges the chain the files (or folders) hold into `out` (a new file). A broken chain (a
@@ -80,6 +83,7 @@ pub fn consolidate(
     };
     let mut w = ArchiveWriter::create(out, opts)?;
     let written = write_all(&chain, &mut w);
+    let status = *written.as_ref().unwrap_or(&ArchiveStatus::Partial);
     let (file, summary) = match written.and_then(|status| {
         let notes = vec![format!(
             "consolidated by kar {} from a chain of {} archives, the newest {} (root {})",
@@ -106,15 +110,12 @@ pub fn consolidate(
             .collect(),
         archive_id: summary.archive_id.map(|i| i.hex()).unwrap_or_default(),
         root_hash: hex(&summary.root),
-        status: if r.lost.is_empty() {
-            ArchiveStatus::Complete
-        } else {
-            ArchiveStatus::Partial
-        },
+        status,
         records: summary.records,
         chunks: summary.chunks,
         blobs: (newest.manifest().blobs as usize + newest.manifest().inherited_blobs.len()) as u64,
         gaps: r.lost.clone(),
+        incomplete: r.incomplete.clone(),
     })
 }
 
@@ -194,6 +195,10 @@ fn copy_content(chain: &Chain, id: &Hash, w: &mut Writer) -> Result<(), ArchiveE
         let data_end = a.bytes().len() as u64 - footer::LEN as u64;
         let (h, stored) = frame_at(a.bytes(), at, data_end, a.id())
             .map_err(ArchiveError::format(a.path(), ""))?;
+        if h.kind != crate::format::frame::FrameKind::Blob {
+            continue;
+        }
+        checked(a, at, &h, stored)?;
         return w.copy_frame(&h, stored, None);
     }
     Err(ArchiveError::Chain(format!(
@@ -230,9 +235,10 @@ fn widened(
     Ok(serde_json::to_vec(&doc).expect("json"))
 }
 
-/// The chain's range of a partition: from its lineage's first archive to the newest.
+/// The chain's range of a partition: from its lineage's first archive to the newest's declared
+/// end.
 fn range(s: &Span) -> Option<(i64, i64)> {
-    Some((s.ranges.first()?.1, s.ranges.last()?.2))
+    Some((s.ranges.first()?.1, s.end))
 }
 
 /// Copies one partition's chunks, archive after archive; returns whether it is whole. Within one
@@ -259,17 +265,18 @@ fn copy_partition(
             .find(|a| a.manifest().parent.as_ref().map_or(0, |p| p.depth) == *depth)
             .expect("a span names archives of the chain");
         for c in a.chunks_of(&s.topic, s.partition)? {
-            // Where the offsets before this chunk are accounted for: up to a gap's start, or
-            // up to the chunk.
+            // The offsets between the coverage so far and this chunk: those before a gap are
+            // accounted for by the chunk before (or by this one, the partition's first), those
+            // after it by this one; the gap itself stays a hole.
             let lost = s
                 .gaps
                 .iter()
-                .find(|g| g.to == c.covers_from && g.from >= next);
-            let upto = lost.map_or(c.covers_from, |g| g.from);
-            let mut from = c.covers_from;
+                .find(|g| g.from >= next && g.to <= c.covers_from);
+            let (upto, resume) = lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
+            let mut from = c.covers_from.min(resume);
             match pending.as_mut() {
                 Some(p) if upto > p.to => p.to = upto,
-                None if upto > next => from = next,
+                None if upto > next && lost.is_none() => from = next,
                 _ => {}
             }
             if let Some(p) = pending.take() {
@@ -281,16 +288,20 @@ fn copy_partition(
         }
     }
     if let Some(mut p) = pending {
-        p.to = p.to.max(end);
+        // The end of the range is accounted for only where the newest archive got it whole.
+        if s.complete {
+            p.to = p.to.max(end);
+        }
         p.write(w, level)?;
     }
     for g in &s.gaps {
         w.record_gap(&s.topic, s.partition, g.from, g.to);
     }
-    if s.gaps.is_empty() {
+    let whole = s.gaps.is_empty() && s.complete;
+    if whole {
         w.finish_partition(&s.topic, s.partition)?;
     }
-    Ok(s.gaps.is_empty())
+    Ok(whole)
 }
 
 /// A chunk to copy, with the coverage it is to have.
@@ -310,6 +321,7 @@ impl Pending<'_> {
             let data_end = a.bytes().len() as u64 - footer::LEN as u64;
             let (h, stored) = frame_at(a.bytes(), c.frame_offset, data_end, a.id())
                 .map_err(ArchiveError::format(a.path(), ""))?;
+            checked(a, c.frame_offset, &h, stored)?;
             return w.copy_frame(&h, stored, Some(header_of(c)));
         }
         let mut dec = a.decoder()?;
@@ -337,6 +349,33 @@ impl Pending<'_> {
             .map_err(ArchiveError::io("compress a chunk for", a.path()))?;
         w.write_chunk(sealed)
     }
+}
+
+/// A frame about to be copied, checked as a full verification checks it (stored hash, then the
+/// content against its ID): a quick check of the chain reads no chunk, and a damaged frame must
+/// not pass into the output unnoticed.
+fn checked(
+    a: &Archive,
+    at: u64,
+    h: &crate::format::frame::FrameHeader,
+    stored: &[u8],
+) -> Result<(), ArchiveError> {
+    if !crate::format::frame::check_stored(h, stored) {
+        return Err(ArchiveError::format(a.path(), "")(
+            crate::format::FormatError::Corrupt {
+                structure: "frame content",
+                offset: at,
+                detail: "the stored bytes do not match the frame's stored hash".into(),
+            },
+        ));
+    }
+    let mut buf = Vec::new();
+    a.decoder()?
+        .decode(h, stored, at, &mut buf)
+        .map_err(ArchiveError::format(
+            a.path(),
+            " (a frame to copy into the consolidated archive)",
+        ))
 }
 
 fn header_of(c: &ChunkEntry) -> ChunkHeader {

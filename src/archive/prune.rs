@@ -29,7 +29,9 @@ pub struct PruneReport {
     /// Nothing was removed: a kept point's chain is incomplete (an archive it needs is not in
     /// the folder, perhaps moved away): removing more would leave less to mend it with.
     pub refused: bool,
-    /// Kept points whose chain is incomplete among the files (a parent missing): kept, named.
+    /// Kept points whose chain is incomplete among the files (a parent missing), and files that
+    /// begin as archives but do not open (unfinished, damaged, encrypted: what they need is not
+    /// known): named; nothing is removed while there is one.
     pub broken: Vec<String>,
     /// Files that are not archives, left alone.
     pub other_files: Vec<String>,
@@ -42,6 +44,9 @@ pub struct Kept {
     /// Why: "last", "daily", or "needed by <file>".
     pub why: Vec<String>,
 }
+
+/// What a folder holds: archives, other files, files that begin as archives but do not open.
+type Found = (Vec<Point>, Vec<String>, Vec<String>);
 
 struct Point {
     path: PathBuf,
@@ -57,7 +62,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport, ArchiveErro
             "prune keeps nothing unless told: give --keep-last and/or --keep-daily".into(),
         ));
     }
-    let (points, other_files) = points(dir)?;
+    let (points, other_files, unopened) = points(dir)?;
     let mut why: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for i in newest_first(&points).into_iter().take(opts.keep_last) {
         why.entry(i).or_default().push("last".into());
@@ -86,6 +91,7 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport, ArchiveErro
         .filter(|i| !why.contains_key(i))
         .map(|i| points[i].path.clone())
         .collect();
+    broken.extend(unopened);
     let refused = !broken.is_empty();
     if !opts.dry_run && !refused {
         for p in &removed {
@@ -109,15 +115,16 @@ pub fn prune(dir: &Path, opts: &PruneOptions) -> Result<PruneReport, ArchiveErro
     })
 }
 
-/// The archives of `dir` (each opened: footer, manifest, index), and the files that are not.
-fn points(dir: &Path) -> Result<(Vec<Point>, Vec<String>), ArchiveError> {
+/// The archives of `dir` (each opened: footer, manifest, index; a volume set by its first
+/// volume), the files that are not archives, and those that begin as one but do not open.
+fn points(dir: &Path) -> Result<Found, ArchiveError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(ArchiveError::io("read the folder", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && !is_signature(p))
+        .filter(|p| p.is_file() && !is_signature(p) && !super::chain::is_later_volume(p))
         .collect();
     files.sort();
-    let (mut points, mut others) = (Vec::new(), Vec::new());
+    let (mut points, mut others, mut unopened) = (Vec::new(), Vec::new(), Vec::new());
     for path in files {
         match Archive::open(&path) {
             Ok(a) => points.push(Point {
@@ -126,10 +133,14 @@ fn points(dir: &Path) -> Result<(Vec<Point>, Vec<String>), ArchiveError> {
                 created_at_ms: a.manifest().created_at_ms,
                 path,
             }),
+            Err(e) if super::chain::looks_like_an_archive(&path) => unopened.push(format!(
+                "{}: begins as an archive but does not open: {e}",
+                path.display()
+            )),
             Err(e) => others.push(format!("{}: {e}", path.display())),
         }
     }
-    Ok((points, others))
+    Ok((points, others, unopened))
 }
 
 fn is_signature(p: &Path) -> bool {
@@ -181,8 +192,8 @@ fn ancestors(points: &[Point], i: usize) -> Vec<(Option<usize>, String)> {
     out
 }
 
-/// Removes an archive and the detached signatures beside it (`FILE.minisig`,
-/// `FILE.<key ID>.minisig`).
+/// Removes an archive (every volume of a set), and the detached signatures beside it: exactly
+/// `FILE.minisig` and `FILE.<16 hex digits: a key ID>.minisig`, the names kar writes.
 fn remove_with_signatures(path: &Path) -> Result<(), ArchiveError> {
     let name = path
         .file_name()
@@ -197,10 +208,50 @@ fn remove_with_signatures(path: &Path) -> Result<(), ArchiveError> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .to_string();
-            if n.starts_with(&format!("{name}.")) && is_signature(&p) {
+            if is_signature_of(&n, &name) {
                 std::fs::remove_file(&p).map_err(ArchiveError::io("remove", &p))?;
             }
         }
     }
+    for number in 2.. {
+        let v = super::volume::volume_path(path, number);
+        if !v.is_file() {
+            break;
+        }
+        std::fs::remove_file(&v).map_err(ArchiveError::io("remove", &v))?;
+    }
     std::fs::remove_file(path).map_err(ArchiveError::io("remove", path))
+}
+
+/// Whether the file named `n` is a detached signature of the archive named `archive`.
+fn is_signature_of(n: &str, archive: &str) -> bool {
+    let Some(rest) = n
+        .strip_prefix(archive)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix("minisig"))
+    else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_suffix('.')
+            .is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_an_archives_own_signatures_are_its() {
+        for (n, yes) in [
+            ("a.kar.minisig", true),
+            ("a.kar.0123456789abcdef.minisig", true),
+            ("a.kar.2.kar.minisig", false),
+            ("a.kar.old.kar.0123456789abcdef.minisig", false),
+            ("a.kar.0123456789abcdeg.minisig", false),
+            ("b.kar.minisig", false),
+            ("a.karminisig", false),
+        ] {
+            assert_eq!(super::is_signature_of(n, "a.kar"), yes, "{n}");
+        }
+    }
 }

@@ -467,6 +467,20 @@ impl Archive {
             .map_err(ArchiveError::format(&self.path, ctx))
     }
 
+    /// The content IDs of the blob frames this archive stores (schema texts), from its index.
+    pub fn blob_ids(&self) -> Result<std::collections::HashSet<Hash>, ArchiveError> {
+        let data_end = self.bytes().len() as u64 - footer::LEN as u64;
+        let mut out = std::collections::HashSet::new();
+        for (id, at) in self.index_content()?.content {
+            let (h, _) = frame_at(self.bytes(), at, data_end, self.id())
+                .map_err(ArchiveError::format(&self.path, ""))?;
+            if h.kind == FrameKind::Blob {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The blob ID of the schema text for a Schema Registry schema ID.
     pub fn schema_blob(&self, id: u32) -> Result<Option<Hash>, ArchiveError> {
         use redb::ReadableDatabase;

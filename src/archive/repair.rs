@@ -95,6 +95,16 @@ pub fn repair_with_progress(
             source: super::crypt::CryptError::Unsupported("kar repair of an encrypted archive"),
         });
     }
+    if header.is_chain_member() {
+        // A member's link to its parent is in its manifest, written last: a repaired member
+        // written as a full archive would restore as if it held everything.
+        return Err(ArchiveError::Chain(format!(
+            "{} is a chain member (format {}.{}): kar repair does not rebuild members; back up again with --incremental-from its parent (kar chain names it)",
+            input.display(),
+            header.major,
+            header.minor
+        )));
+    }
     let id = header.archive_id;
     let footer = Footer::decode(bytes, header.major, id).ok();
     let data_end = match footer {

@@ -489,6 +489,21 @@ fn check_index_against_manifest(m: &Manifest, ix: &IndexContent, data_end: u64, 
         s.0 += u64::from(c.record_count);
         s.1 += 1;
     }
+    // A chain member (5.x) names its parent; nothing else does, nor inherits blobs (§16).
+    let member = m.format_major >= crate::format::VERSION_MAJOR_CHAIN;
+    if member != m.parent.is_some() || (!member && !m.inherited_blobs.is_empty()) {
+        cx.add(
+            0,
+            "manifest",
+            format!(
+                "format {}.{} with{} a parent and {} inherited blobs: only a chain member (5.x) continues a parent, and every one does",
+                m.format_major,
+                m.format_minor,
+                if m.parent.is_some() { "" } else { "out" },
+                m.inherited_blobs.len()
+            ),
+        );
+    }
     // A chain member names blobs its ancestors store (§16); the chain's verification finds them.
     let inherited: std::collections::HashSet<String> = m.inherited_blobs.iter().cloned().collect();
     for (id, blob) in &ix.schemas {

@@ -57,7 +57,7 @@ pub fn open_parent(path: &Path) -> Result<Parent, BackupError> {
             path.display()
         ))
     })?;
-    let mut stored_below: HashSet<Hash> = archive.index_content()?.content.into_keys().collect();
+    let mut stored_below: HashSet<Hash> = archive.blob_ids()?;
     for b in &m.inherited_blobs {
         stored_below.insert(parse_hex(b).ok_or_else(|| {
             BackupError::Invalid(format!(
@@ -106,21 +106,77 @@ pub fn plan(
     parent: &Parent,
     conn: &KafkaConnection,
     tasks: &mut [PartitionTask],
+    compacted: &BTreeSet<String>,
 ) -> Result<ChainPlan, BackupError> {
     let m = parent.archive.manifest();
     let mut plan = ChainPlan::default();
     deleted(m, tasks, &mut plan);
     let mut added_topics = BTreeSet::new();
-    for t in tasks.iter_mut() {
+    // What needs no broker first; the lineage checks then read the broker a few at a time.
+    let mut checks: Vec<(usize, Anchor, i64)> = Vec::new();
+    for (i, t) in tasks.iter_mut().enumerate() {
         let Some(pe) = m.partition(&t.topic, t.partition) else {
             added(m, t, &mut added_topics, &mut plan);
             continue;
         };
         let ends_at = continues_at(&parent.archive, &t.topic, pe)?;
-        let c = continue_partition(parent, conn, t, ends_at, pe, &mut plan.changes)?;
+        match decide(parent, t, ends_at, pe, &mut plan.changes)? {
+            Decision::Decided(c) => {
+                plan.partitions.insert((t.topic.clone(), t.partition), c);
+            }
+            Decision::Check(a) => checks.push((i, a, ends_at)),
+        }
+    }
+    let found = found_all(conn, tasks, &checks)?;
+    for ((i, a, ends_at), found) in checks.into_iter().zip(found) {
+        let t = &mut tasks[i];
+        // No record at the anchor's offset any more: compaction may remove one; on a topic that
+        // does not compact, the log there is another log.
+        let found = found.or((!compacted.contains(&t.topic)).then_some(false));
+        let c = conclude(t, a, ends_at, found, &mut plan.changes);
         plan.partitions.insert((t.topic.clone(), t.partition), c);
     }
+    plan.changes
+        .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(plan)
+}
+
+/// How a partition the parent holds continues: decided from the offsets alone, or to be checked
+/// against the broker's record at the anchor's offset.
+enum Decision {
+    Decided(Continued),
+    Check(Anchor),
+}
+
+/// Lineage checks read at once: each opens a consumer, which takes a round trip or two.
+const CHECKS_AT_ONCE: usize = 8;
+
+/// [`found`] for every check, a few at a time.
+fn found_all(
+    conn: &KafkaConnection,
+    tasks: &[PartitionTask],
+    checks: &[(usize, Anchor, i64)],
+) -> Result<Vec<Option<bool>>, BackupError> {
+    let mut out = Vec::with_capacity(checks.len());
+    for batch in checks.chunks(CHECKS_AT_ONCE) {
+        let read: Vec<Result<Option<bool>, BackupError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|(i, a, _)| {
+                    let t = &tasks[*i];
+                    s.spawn(move || found(conn, &t.topic, t.partition, a))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a lineage check panicked"))
+                .collect()
+        });
+        for r in read {
+            out.push(r?);
+        }
+    }
+    Ok(out)
 }
 
 /// Topics (and partitions) the parent holds that the member does not: deleted, or no longer
@@ -195,16 +251,15 @@ fn continues_at(archive: &Archive, topic: &str, pe: &PartitionEntry) -> Result<i
     }
 }
 
-/// Decides one partition of the parent's: continued (the task starts at the parent's end), with
-/// a retention gap, or restarted on a new log.
-fn continue_partition(
+/// Decides one partition of the parent's from the offsets: restarted on a new log, continued
+/// after a retention gap or unchecked, or to be checked against the broker.
+fn decide(
     parent: &Parent,
-    conn: &KafkaConnection,
     t: &mut PartitionTask,
     ends_at: i64,
     pe: &PartitionEntry,
     changes: &mut Vec<ChainChange>,
-) -> Result<Continued, BackupError> {
+) -> Result<Decision, BackupError> {
     let (low, high) = (t.start, t.end);
     if high < ends_at {
         changes.push(change(
@@ -215,8 +270,10 @@ fn continue_partition(
                 "the log ends at {high}, before the parent's end {ends_at} (truncated after an unclean leader election, or the topic re-created): a new lineage, backed up from {low}"
             ),
         ));
-        return Ok(restarted());
+        return Ok(Decision::Decided(restarted()));
     }
+    // The parent's last record is gone, so the log cannot be compared: a topic re-created and
+    // written past the parent's end since reads as this too (said in the spec).
     if low > ends_at {
         let mut c = change(
             ChangeKind::RetentionGap,
@@ -228,36 +285,50 @@ fn continue_partition(
         );
         (c.from, c.to) = (Some(ends_at), Some(low));
         changes.push(c);
-        return Ok(Continued::default());
+        return Ok(Decision::Decided(Continued::default()));
     }
-    let anchor = anchor_of(&parent.archive, &t.topic, pe)?;
-    let lineage = match anchor {
-        Some(a) if a.offset >= low => match found(conn, &t.topic, t.partition, &a)? {
-            Some(true) => Some(Lineage {
-                offset: Some(a.offset),
-                timestamp: Some(a.timestamp),
-                digest: Some(hex(&a.digest)),
-                restarted: false,
-            }),
-            Some(false) => {
-                changes.push(change(
-                    ChangeKind::LogDiverged,
-                    &t.topic,
-                    Some(t.partition),
-                    format!(
-                        "the record at offset {} is not the one the parent holds there (the topic re-created, or the log rewritten): a new lineage, backed up from {low}",
-                        a.offset
-                    ),
-                ));
-                return Ok(restarted());
-            }
-            // Compacted away since: nothing to compare.
-            None => None,
-        },
-        _ => None,
+    match anchor_of(&parent.archive, &t.topic, pe)? {
+        Some(a) if a.offset >= low => Ok(Decision::Check(a)),
+        // Nothing to compare: no record named, or deleted by retention since.
+        _ => {
+            t.start = ends_at;
+            Ok(Decision::Decided(Continued::default()))
+        }
+    }
+}
+
+/// The partition after its lineage check: continued from the parent's end, or a new lineage.
+fn conclude(
+    t: &mut PartitionTask,
+    a: Anchor,
+    ends_at: i64,
+    found: Option<bool>,
+    changes: &mut Vec<ChainChange>,
+) -> Continued {
+    let lineage = match found {
+        Some(true) => Some(Lineage {
+            offset: Some(a.offset),
+            timestamp: Some(a.timestamp),
+            digest: Some(hex(&a.digest)),
+            restarted: false,
+        }),
+        Some(false) => {
+            changes.push(change(
+                ChangeKind::LogDiverged,
+                &t.topic,
+                Some(t.partition),
+                format!(
+                    "the record at offset {} is not the one the parent holds there (the topic re-created, or the log rewritten): a new lineage, backed up from {}",
+                    a.offset, t.start
+                ),
+            ));
+            return restarted();
+        }
+        // Compacted away since: nothing to compare.
+        None => None,
     };
     t.start = ends_at;
-    Ok(Continued { lineage })
+    Continued { lineage }
 }
 
 fn restarted() -> Continued {
@@ -301,8 +372,8 @@ fn anchor_of(
     Ok(anchor)
 }
 
-/// Whether the log holds the anchor's record at its offset: `None` when no record is there any
-/// more (compacted away).
+/// Whether the log holds the anchor's record at its offset: `None` when no record is there (the
+/// first committed record after it has another offset).
 fn found(
     conn: &KafkaConnection,
     topic: &str,

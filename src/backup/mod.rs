@@ -562,7 +562,17 @@ impl BackupPlan {
         };
         let chain = match parent {
             Some(p) => {
-                let plan = chain::plan(&p, &opts.kafka, &mut kafka.tasks)?;
+                let compacted = kafka
+                    .topics
+                    .iter()
+                    .filter(|t| {
+                        t.configs
+                            .get("cleanup.policy")
+                            .is_some_and(|v| v.contains("compact"))
+                    })
+                    .map(|t| t.name.clone())
+                    .collect();
+                let plan = chain::plan(&p, &opts.kafka, &mut kafka.tasks, &compacted)?;
                 Some((p, plan))
             }
             None => None,
@@ -882,9 +892,11 @@ fn check_options(opts: &BackupOptions) -> Result<bool, BackupError> {
             p.display()
         )));
     }
-    if opts.incremental_from.is_some() && (!with_kafka || opts.from_time.is_some()) {
+    if opts.incremental_from.is_some()
+        && (!with_kafka || opts.from_time.is_some() || opts.until_time.is_some())
+    {
         return Err(BackupError::Invalid(
-            "--incremental-from continues every partition where its archive ended: it needs --bootstrap, and takes no --from-time".into(),
+            "--incremental-from continues every partition where its archive ended up to the log's end now: it needs --bootstrap, and takes no --from-time or --until-time".into(),
         ));
     }
     Ok(with_kafka)

@@ -38,7 +38,7 @@ pub struct ConsolidateArgs {
 }
 
 /// `kar consolidate`: exit 0 when the output is whole, 1 when the chain lost records (they are
-/// the output's gaps).
+/// the output's gaps) or its newest archive of a partition is partial.
 pub fn run_consolidate(a: ConsolidateArgs) -> anyhow::Result<ExitCode> {
     let r = crate::archive::consolidate::consolidate(
         &a.files,
@@ -64,13 +64,18 @@ pub fn run_consolidate(a: ConsolidateArgs) -> anyhow::Result<ExitCode> {
         for g in &r.gaps {
             outln!("LOST      {g}");
         }
+        for i in &r.incomplete {
+            outln!("INCOMPLETE {i}");
+        }
         outln!("status    {:?}", r.status);
     }
-    Ok(if r.gaps.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if r.status == crate::format::manifest::ArchiveStatus::Complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +207,9 @@ fn print(r: &ChainReport) {
     for l in &r.lost {
         outln!("LOST      {l}");
     }
+    for i in &r.incomplete {
+        outln!("INCOMPLETE {i}");
+    }
     for p in &r.problems {
         outln!("PROBLEM   {p}");
     }
@@ -213,7 +221,7 @@ fn print(r: &ChainReport) {
         if r.ok {
             "OK: every archive intact, every link and range in order"
         } else if r.problems.is_empty() && r.members.iter().all(|m| m.intact) {
-            "NOT WHOLE: records were lost between members"
+            "NOT WHOLE: records were lost between members, or the newest archive is partial"
         } else {
             "BROKEN"
         }

@@ -827,14 +827,15 @@ fn open_verified(
 /// A chain member (§16) alone is not a backup: its partitions start where its parent's ended and
 /// its schema texts may be in its ancestors. Until a chain restores as one, it is refused.
 fn refuse_chain_member(archive: &Archive) -> Result<(), RestoreError> {
-    let Some(p) = &archive.manifest().parent else {
+    let parent = archive.manifest().parent.as_ref();
+    if parent.is_none() && !archive.header().is_chain_member() {
         return Ok(());
-    };
+    }
     Err(RestoreError::Refused(format!(
-        "{} is member {} of a chain (it continues archive {}): a member holds only what was new since its parent, so it is not restored alone, and restoring a chain is not supported yet; restore the chain's full base; nothing was written",
+        "{} is member {} of a chain (it continues archive {}): a member holds only what was new since its parent, so it is not restored alone; consolidate the chain (kar consolidate) and restore that; nothing was written",
         archive.path().display(),
-        p.depth,
-        p.archive_id
+        parent.map_or_else(|| "?".to_string(), |p| p.depth.to_string()),
+        parent.map_or("?", |p| p.archive_id.as_str())
     )))
 }
 

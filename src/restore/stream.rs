@@ -143,7 +143,7 @@ impl FrameSink for Sink {
     fn begin(&mut self, header: &FileHeader) -> bool {
         if header.is_chain_member() {
             self.error = Some(RestoreError::Refused(format!(
-                "{} is a chain member (format {}.{}): it holds only what was new since its parent, so it is not restored alone, and restoring a chain is not supported yet; nothing was written",
+                "{} is a chain member (format {}.{}): it holds only what was new since its parent, so it is not restored alone; consolidate the chain (kar consolidate) and restore that; nothing was written",
                 self.name.display(),
                 header.major,
                 header.minor
