@@ -61,12 +61,8 @@ pub fn run_consolidate(a: ConsolidateArgs) -> anyhow::Result<ExitCode> {
         );
         outln!("id        {}", r.archive_id);
         outln!("root      {}", r.root_hash);
-        for g in &r.gaps {
-            outln!("LOST      {g}");
-        }
-        for i in &r.incomplete {
-            outln!("INCOMPLETE {i}");
-        }
+        super::out::list("LOST     ", &r.gaps);
+        super::out::list("INCOMPLETE", &r.incomplete);
         outln!("status    {:?}", r.status);
     }
     Ok(
@@ -118,15 +114,11 @@ pub fn run_prune(a: PruneArgs) -> anyhow::Result<ExitCode> {
         for p in &r.removed {
             outln!("{verb} {}", p.display());
         }
-        for b in &r.broken {
-            outln!("BROKEN    {b}");
-        }
+        super::out::list("BROKEN   ", &r.broken);
         if r.refused {
             outln!("nothing removed: a kept restore point's chain is incomplete");
         }
-        for o in &r.other_files {
-            outln!("not an archive, left alone: {o}");
-        }
+        super::out::list("not an archive, left alone:", &r.other_files);
     }
     Ok(if r.broken.is_empty() {
         ExitCode::SUCCESS
@@ -204,18 +196,10 @@ fn print(r: &ChainReport) {
             s.restarted_at.unwrap_or(0)
         );
     }
-    for l in &r.lost {
-        outln!("LOST      {l}");
-    }
-    for i in &r.incomplete {
-        outln!("INCOMPLETE {i}");
-    }
-    for p in &r.problems {
-        outln!("PROBLEM   {p}");
-    }
-    for n in &r.not_in_chain {
-        outln!("not in the chain: {n}");
-    }
+    super::out::list("LOST     ", &r.lost);
+    super::out::list("INCOMPLETE", &r.incomplete);
+    super::out::list("PROBLEM  ", &r.problems);
+    super::out::list("not in the chain:", &r.not_in_chain);
     outln!(
         "result    {}",
         if r.ok {

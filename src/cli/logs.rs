@@ -121,33 +121,12 @@ impl ProgressSink for Logged {
                 records,
                 error: None,
             } => tracing::info!(target: "kar", topic, partition, records, "partition complete"),
-            // As text the command's report names it already: a warning only in JSON logs.
             ProgressEvent::PartitionEnded {
                 topic,
                 partition,
                 records,
                 error: Some(error),
-            } if json() => tracing::warn!(
-                target: "kar",
-                topic,
-                partition,
-                records,
-                error,
-                "partition {topic}/{partition} failed: {error}"
-            ),
-            ProgressEvent::PartitionEnded {
-                topic,
-                partition,
-                records,
-                error: Some(error),
-            } => tracing::info!(
-                target: "kar",
-                topic,
-                partition,
-                records,
-                error,
-                "partition {topic}/{partition} failed: {error}"
-            ),
+            } => failed_partition(topic, partition, records, error),
             ProgressEvent::SchemasBackedUp { subjects, versions } => {
                 tracing::info!(target: "kar", subjects, versions, "schema registry captured")
             }
@@ -164,6 +143,28 @@ impl ProgressSink for Logged {
             ),
             _ => {}
         }
+    }
+}
+
+/// A failed partition: a warning in JSON logs; as text the command's report names it already, so
+/// an informational event there.
+fn failed_partition(topic: &str, partition: i32, records: u64, error: &str) {
+    macro_rules! failed {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "kar",
+                topic,
+                partition,
+                records,
+                error,
+                "partition {topic}/{partition} failed: {error}"
+            )
+        };
+    }
+    if json() {
+        failed!(warn);
+    } else {
+        failed!(info);
     }
 }
 

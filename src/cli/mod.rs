@@ -708,15 +708,11 @@ fn run_repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
     for p in &r.problems {
         outln!("  - {p}");
     }
-    for d in &r.dropped_chunks {
-        outln!("dropped   {d}");
-    }
+    out::list("dropped  ", &r.dropped_chunks);
     for g in &r.gaps {
         outln!("gap       {g} (kept chunks after it: --keep-gaps)");
     }
-    for p in &r.incomplete_partitions {
-        outln!("incomplete {p}");
-    }
+    out::list("incomplete", &r.incomplete_partitions);
     outln!("root      {}", r.root_hash);
     Ok(ExitCode::SUCCESS)
 }

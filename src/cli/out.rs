@@ -78,6 +78,14 @@ pub fn print_table(t: &comfy_table::Table, indent: &str) {
     }
 }
 
+/// Prints each of `items` on a line of its own after `label` (a report's list of problems,
+/// gaps, dropped chunks...).
+pub fn list<T: std::fmt::Display>(label: &str, items: &[T]) {
+    for i in items {
+        write(format_args!("{label} {i}\n"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
