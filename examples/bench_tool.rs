@@ -46,6 +46,12 @@ fn main() -> Result<()> {
             mb.parse()?,
             Some(id.parse()?),
         ),
+        ["append", bootstrap, topic, partitions, kib] => append(
+            bootstrap,
+            topic,
+            partitions.parse()?,
+            kib.parse()?,
+        ),
         ["drain", bootstrap, topic] => drain(bootstrap, topic),
         ["produce", bootstrap, archive, source, target] => {
             produce(bootstrap, archive, source, target)
@@ -56,7 +62,7 @@ fn main() -> Result<()> {
         ["digest-topic", bootstrap, topic] => digest_topic(bootstrap, topic, ""),
         ["digest-topic", bootstrap, topic, limits] => digest_topic(bootstrap, topic, limits),
         _ => bail!(
-            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | append BOOTSTRAP TOPIC PARTITIONS KIBIBYTES | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
         ),
     }
 }
@@ -90,6 +96,31 @@ fn seed(
         Some(Err((t, e))) => bail!("creating {t}: {e}"),
         _ => {}
     }
+    let started = Instant::now();
+    let count = mb * 1024;
+    produce_records(bootstrap, topic, partitions, count, schema_id)?;
+    println!(
+        "seeded {count} records ({mb} MiB of values) into {topic} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Adds `kib` KiB of 1 KiB records to an existing topic (an incremental backup's new data).
+fn append(bootstrap: &str, topic: &str, partitions: i32, kib: u64) -> Result<()> {
+    produce_records(bootstrap, topic, partitions, kib, None)?;
+    println!("appended {kib} records to {topic}");
+    Ok(())
+}
+
+/// `count` records of about 1 KiB (order-like JSON), spread over the partitions.
+fn produce_records(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: u64,
+    schema_id: Option<u32>,
+) -> Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -97,8 +128,6 @@ fn seed(
         .set("compression.type", "lz4")
         .set("queue.buffering.max.kbytes", "262144")
         .create()?;
-    let count = mb * 1024;
-    let started = Instant::now();
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut value = Vec::with_capacity(1024);
     for i in 0..count {
@@ -145,10 +174,6 @@ fn seed(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(300))?;
-    println!(
-        "seeded {count} records ({mb} MiB of values) into {topic} in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
