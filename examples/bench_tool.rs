@@ -46,12 +46,9 @@ fn main() -> Result<()> {
             mb.parse()?,
             Some(id.parse()?),
         ),
-        ["append", bootstrap, topic, partitions, kib] => append(
-            bootstrap,
-            topic,
-            partitions.parse()?,
-            kib.parse()?,
-        ),
+        ["append", bootstrap, topic, partitions, kib] => {
+            append(bootstrap, topic, partitions.parse()?, kib.parse()?)
+        }
         ["drain", bootstrap, topic] => drain(bootstrap, topic),
         ["produce", bootstrap, archive, source, target] => {
             produce(bootstrap, archive, source, target)
