@@ -124,8 +124,14 @@ type Writer = ArchiveWriter<std::io::BufWriter<std::fs::File>>;
 /// Blobs, documents, chunks, then provenance, as a backup writes them (§3).
 fn write_all(chain: &Chain, w: &mut Writer) -> Result<ArchiveStatus, ArchiveError> {
     let newest = chain.archives.last().expect("not empty");
+    // Each archive's content table read once, not once a blob.
+    let contents = chain
+        .archives
+        .iter()
+        .map(|a| a.index_content().map(|ix| ix.content))
+        .collect::<Result<Vec<_>, _>>()?;
     for id in blobs_named(newest)? {
-        copy_content(chain, &id, w)?;
+        copy_content(chain, &contents, &id, w)?;
     }
     for (id, blob) in newest.index_content()?.schemas {
         w.index_schema(id, blob);
@@ -172,24 +178,21 @@ fn blobs_named(newest: &Archive) -> Result<Vec<Hash>, ArchiveError> {
     for b in &m.inherited_blobs {
         ids.push(parse_hex(b).ok_or_else(|| bad(newest, b))?);
     }
-    let ix = newest.index_content()?;
-    let data_end = newest.bytes().len() as u64 - footer::LEN as u64;
-    for (id, at) in &ix.content {
-        let (h, _) = frame_at(newest.bytes(), *at, data_end, newest.id())
-            .map_err(ArchiveError::format(newest.path(), ""))?;
-        if h.kind == crate::format::frame::FrameKind::Blob {
-            ids.push(*id);
-        }
-    }
+    ids.extend(newest.blob_ids()?);
     ids.sort();
     ids.dedup();
     Ok(ids)
 }
 
 /// Copies the content frame `id` from the newest archive of the chain that stores it.
-fn copy_content(chain: &Chain, id: &Hash, w: &mut Writer) -> Result<(), ArchiveError> {
-    for a in chain.archives.iter().rev() {
-        let Some(at) = a.index_content()?.content.get(id).copied() else {
+fn copy_content(
+    chain: &Chain,
+    contents: &[std::collections::BTreeMap<Hash, u64>],
+    id: &Hash,
+    w: &mut Writer,
+) -> Result<(), ArchiveError> {
+    for (a, content) in chain.archives.iter().zip(contents).rev() {
+        let Some(at) = content.get(id).copied() else {
             continue;
         };
         let data_end = a.bytes().len() as u64 - footer::LEN as u64;

@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::metrics::Metrics;
 use crate::metrics::textfile::{self, Earlier};
-use crate::progress::{Progress, ProgressSink};
+use crate::progress::Progress;
 
 /// How often a long run rewrites its textfile.
 const TEXTFILE_EVERY: Duration = Duration::from_secs(10);
@@ -35,15 +35,6 @@ pub struct RunMetrics {
     metrics: Option<Arc<Metrics>>,
     textfile: Option<PathBuf>,
     writer: Option<(Sender<()>, JoinHandle<()>)>,
-}
-
-/// The progress sink that counts into the metrics.
-struct Counting(Arc<Metrics>);
-
-impl ProgressSink for Counting {
-    fn event(&self, e: &crate::progress::Event<'_>) {
-        self.0.event(e);
-    }
 }
 
 impl RunMetrics {
@@ -96,7 +87,7 @@ impl RunMetrics {
     pub fn sink(&self) -> Progress {
         self.metrics
             .as_ref()
-            .map_or_else(Progress::default, |m| Progress::to(Counting(m.clone())))
+            .map_or_else(Progress::default, |m| Progress::to(m.clone()))
     }
 
     /// Records how the run ended and writes the last textfile; a textfile that cannot be
