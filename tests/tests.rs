@@ -9,6 +9,7 @@ mod archive;
 mod backup;
 mod cat;
 mod chain;
+mod chain_restore;
 mod common;
 mod compact;
 mod contracts;

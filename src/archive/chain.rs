@@ -6,10 +6,12 @@
 //! explains it (a retention gap, a restarted log, a new partition) or as a problem.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::index::ChunkEntry;
 use super::verify::{VerifyLevel, verify};
 use super::{Archive, ArchiveError};
 use crate::format::manifest::{ChainChange, ChangeKind, Manifest, OffsetRange};
@@ -84,6 +86,67 @@ pub struct Chain {
     pub report: ChainReport,
 }
 
+/// One chunk of a partition read through a chain: the archive that holds it (an index into
+/// [`Chain::archives`]), its index entry, and the source offsets it accounts for as a chunk of
+/// one archive would (see [`Chain::tiles`]).
+#[derive(Debug, Clone)]
+pub struct Tile {
+    pub member: usize,
+    pub chunk: ChunkEntry,
+    pub covers: Range<i64>,
+}
+
+impl Chain {
+    /// A partition's chunks, archive after archive from the one its lineage starts in. Within one
+    /// archive a backup's chunks tile its range; across archives a member whose range held no
+    /// record (only transaction markers or aborted records) has no chunk, so the chunk before
+    /// that range accounts for it, as a backup's writer does within one archive. Lost offsets
+    /// (the span's gaps) stay holes; the end is accounted for only where the newest archive
+    /// holding the partition got it whole.
+    pub fn tiles(&self, s: &Span) -> Result<Vec<Tile>, ArchiveError> {
+        let mut out: Vec<Tile> = Vec::new();
+        let Some(&(_, start, ..)) = s.ranges.first() else {
+            return Ok(out);
+        };
+        let mut next = start;
+        for &(depth, ..) in &s.ranges {
+            let member = self
+                .archives
+                .iter()
+                .position(|a| depth_of(a.manifest()) == depth)
+                .expect("a span names archives of the chain");
+            for c in self.archives[member].chunks_of(&s.topic, s.partition)? {
+                // The offsets between the coverage so far and this chunk: those before a gap are
+                // accounted for by the chunk before (or by this one, the partition's first),
+                // those after it by this one; the gap itself stays a hole.
+                let lost = s
+                    .gaps
+                    .iter()
+                    .find(|g| g.from >= next && g.to <= c.covers_from);
+                let (upto, resume) =
+                    lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
+                let mut from = c.covers_from.min(resume);
+                match out.last_mut() {
+                    Some(p) if upto > p.covers.end => p.covers.end = upto,
+                    None if upto > next && lost.is_none() => from = next,
+                    _ => {}
+                }
+                next = c.covers_to;
+                let covers = from..c.covers_to;
+                out.push(Tile {
+                    member,
+                    chunk: c,
+                    covers,
+                });
+            }
+        }
+        if let Some(last) = out.last_mut().filter(|_| s.complete) {
+            last.covers.end = last.covers.end.max(s.end);
+        }
+        Ok(out)
+    }
+}
+
 /// Checks the chain the files (or folders) hold: its newest member is the deepest archive.
 pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport, ArchiveError> {
     Ok(open_chain(paths, level)?.report)
@@ -91,6 +154,16 @@ pub fn check_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<ChainReport,
 
 /// Opens and checks the chain the files (or folders) hold.
 pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, ArchiveError> {
+    open_chain_to(paths, None, level)
+}
+
+/// Opens and checks the chain that ends at `head` (one of the files, or of the folders'), or at
+/// the deepest archive when `head` is `None`: archives after `head` are not in the chain.
+pub fn open_chain_to(
+    paths: &[PathBuf],
+    head: Option<&Path>,
+    level: VerifyLevel,
+) -> Result<Chain, ArchiveError> {
     let mut not_in_chain = Vec::new();
     let mut unopened = Vec::new();
     let mut found: Vec<Found> = Vec::new();
@@ -105,7 +178,11 @@ pub fn open_chain(paths: &[PathBuf], level: VerifyLevel) -> Result<Chain, Archiv
             Err(e) => not_in_chain.push(format!("{}: {e}", path.display())),
         }
     }
-    let order = order(&found, &mut not_in_chain)?;
+    let head = match head {
+        None => None,
+        Some(h) => Some(head_index(&found, h)?),
+    };
+    let order = order(&found, head, &mut not_in_chain)?;
     let chain: Vec<&Found> = order.iter().map(|&i| &found[i]).collect();
     let mut problems = unopened;
     problems.extend(links(&chain));
@@ -161,6 +238,18 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, ArchiveError> {
             out.push((p.clone(), true));
         }
     }
+    // A file named and also in a folder given (the newest member and its folder) is one archive.
+    let mut seen = HashSet::new();
+    let mut named: HashSet<PathBuf> = HashSet::new();
+    for (p, n) in &out {
+        if *n {
+            named.insert(p.canonicalize().unwrap_or_else(|_| p.clone()));
+        }
+    }
+    out.retain(|(p, n)| {
+        let c = p.canonicalize().unwrap_or_else(|_| p.clone());
+        (*n || !named.contains(&c)) && seen.insert(c)
+    });
     Ok(out)
 }
 
@@ -201,15 +290,38 @@ fn depth_of(m: &Manifest) -> u32 {
     m.parent.as_ref().map_or(0, |p| p.depth)
 }
 
-/// The chain's archives, base first: from the deepest member down its parents. Archives off
-/// that path are named as not in the chain.
-fn order(found: &[Found], not_in_chain: &mut Vec<String>) -> Result<Vec<usize>, ArchiveError> {
+/// Which archive found is `head` (the same file, by its canonical path).
+fn head_index(found: &[Found], head: &Path) -> Result<usize, ArchiveError> {
+    let want = head
+        .canonicalize()
+        .map_err(ArchiveError::io("find", head))?;
+    found
+        .iter()
+        .position(|f| f.path.canonicalize().is_ok_and(|p| p == want))
+        .ok_or_else(|| {
+            ArchiveError::Chain(format!(
+                "{}: does not open as an archive of the chain",
+                head.display()
+            ))
+        })
+}
+
+/// The chain's archives, base first: from `head` (else the deepest member) down its parents.
+/// Archives off that path are named as not in the chain.
+fn order(
+    found: &[Found],
+    head: Option<usize>,
+    not_in_chain: &mut Vec<String>,
+) -> Result<Vec<usize>, ArchiveError> {
     let Some(deepest) = found.iter().map(|f| depth_of(f.archive.manifest())).max() else {
         return Ok(Vec::new());
     };
-    let heads: Vec<usize> = (0..found.len())
-        .filter(|&i| depth_of(found[i].archive.manifest()) == deepest)
-        .collect();
+    let heads: Vec<usize> = match head {
+        Some(h) => vec![h],
+        None => (0..found.len())
+            .filter(|&i| depth_of(found[i].archive.manifest()) == deepest)
+            .collect(),
+    };
     if heads.len() > 1 {
         let names: Vec<String> = heads
             .iter()

@@ -244,11 +244,8 @@ fn range(s: &Span) -> Option<(i64, i64)> {
     Some((s.ranges.first()?.1, s.end))
 }
 
-/// Copies one partition's chunks, archive after archive; returns whether it is whole. Within one
-/// archive a backup's chunks tile its range; across archives a member whose range held no record
-/// (only transaction markers or aborted records) has no chunk, so the chunk before that range is
-/// made to account for it, as a backup's writer does within one archive. Lost offsets stay
-/// holes, recorded as gaps.
+/// Copies one partition's chunks, archive after archive ([`Chain::tiles`]); returns whether it
+/// is whole. Lost offsets stay holes, recorded as gaps.
 fn copy_partition(
     chain: &Chain,
     s: &Span,
@@ -259,43 +256,14 @@ fn copy_partition(
         return Ok(true);
     };
     w.declare_partition(&s.topic, s.partition, start, end);
-    let mut next = start;
-    let mut pending: Option<Pending<'_>> = None;
-    for (depth, ..) in &s.ranges {
-        let a = chain
-            .archives
-            .iter()
-            .find(|a| a.manifest().parent.as_ref().map_or(0, |p| p.depth) == *depth)
-            .expect("a span names archives of the chain");
-        for c in a.chunks_of(&s.topic, s.partition)? {
-            // The offsets between the coverage so far and this chunk: those before a gap are
-            // accounted for by the chunk before (or by this one, the partition's first), those
-            // after it by this one; the gap itself stays a hole.
-            let lost = s
-                .gaps
-                .iter()
-                .find(|g| g.from >= next && g.to <= c.covers_from);
-            let (upto, resume) = lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
-            let mut from = c.covers_from.min(resume);
-            match pending.as_mut() {
-                Some(p) if upto > p.to => p.to = upto,
-                None if upto > next && lost.is_none() => from = next,
-                _ => {}
-            }
-            if let Some(p) = pending.take() {
-                p.write(w, level)?;
-            }
-            next = c.covers_to;
-            let to = c.covers_to;
-            pending = Some(Pending { a, c, from, to });
+    for t in chain.tiles(s)? {
+        Pending {
+            a: &chain.archives[t.member],
+            c: t.chunk,
+            from: t.covers.start,
+            to: t.covers.end,
         }
-    }
-    if let Some(mut p) = pending {
-        // The end of the range is accounted for only where the newest archive got it whole.
-        if s.complete {
-            p.to = p.to.max(end);
-        }
-        p.write(w, level)?;
+        .write(w, level)?;
     }
     for g in &s.gaps {
         w.record_gap(&s.topic, s.partition, g.from, g.to);

@@ -18,6 +18,7 @@ pub mod signing;
 pub mod source;
 pub mod stream;
 pub mod verify;
+pub mod view;
 pub mod volume;
 pub mod writer;
 

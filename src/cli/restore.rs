@@ -26,6 +26,11 @@ pub struct RestoreArgs {
     /// `-`, a FIFO or a tape device, read in one pass
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The archive is the newest member of an incremental chain: files or folders holding the
+    /// rest of it (repeatable). The chain restores as one archive as of that member (with
+    /// --until T, of the first member made at or after T)
+    #[arg(long, value_name = "DIR|FILE")]
+    pub chain: Vec<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaSettings,
     #[command(flatten)]
@@ -236,6 +241,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     let r = a.settings.clone().over(file.restore);
     let mut o = RestoreOptions::new(&a.files[0], kafka);
     o.volumes = a.files[1..].to_vec();
+    o.chain = a.chain.clone();
     o.trust = a.trust.options(a.require_signature)?;
     o.unlock = Some(a.unlock.unlock()?);
     o.registry = a.registry.clone().over(file.registry).settings()?;

@@ -27,6 +27,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::archive::verify::VerifyLevel;
+use crate::archive::view::View;
 use crate::archive::{Archive, ArchiveError};
 use crate::format::hex;
 use crate::format::manifest::ArchiveStatus;
@@ -156,6 +157,9 @@ pub struct RestoreOptions {
     /// The other volumes of a set given as a list (any order, wherever each is); empty: the set's
     /// volumes are found next to `archive`.
     pub volumes: Vec<PathBuf>,
+    /// `--chain`: files and folders holding the chain `archive` ends (§16), restored as one
+    /// archive as of `archive` (or of the first member made at or after `until`).
+    pub chain: Vec<PathBuf>,
     pub kafka: KafkaConnection,
     pub registry: Option<RegistrySettings>,
     pub schema_ids: SchemaIds,
@@ -226,6 +230,15 @@ impl RestoreOptions {
                 self.archive.display()
             ));
         }
+        if !self.chain.is_empty() && crate::archive::source::is_stream(&self.archive) {
+            return bad(format!(
+                "--chain: {} is a stream; a chain restores from its files",
+                self.archive.display()
+            ));
+        }
+        if !self.chain.is_empty() && !self.volumes.is_empty() {
+            return bad("--chain takes each member's first volume, not a list of volumes".into());
+        }
         if self.concurrency < 1 {
             return bad("--concurrency must be at least 1".into());
         }
@@ -254,6 +267,7 @@ impl RestoreOptions {
         RestoreOptions {
             archive: archive.into(),
             volumes: Vec::new(),
+            chain: Vec::new(),
             kafka,
             registry: None,
             schema_ids: SchemaIds::Rewrite,
@@ -443,7 +457,7 @@ pub struct PlannedRestore {
     /// What will be done, as reported.
     pub plan: RestorePlan,
     started: Instant,
-    archive: Archive,
+    archive: View,
     /// The schema IDs of the archive's default context: records naming another one are counted
     /// as naming an unknown ID.
     known_ids: Vec<u32>,
@@ -460,7 +474,7 @@ impl PlannedRestore {
         let started = Instant::now();
         opts.check()?;
         let (archive, signatures) = open_verified(opts)?;
-        let snap: Option<RegistrySnapshot> = read_from_archive(&archive)?;
+        let snap: Option<RegistrySnapshot> = read_from_archive(archive.newest())?;
         let with_kafka = wants_kafka(opts, &archive, snap.is_some())?;
         let state_file = state_path(opts, &archive);
         let prior_state = if state_file.exists() {
@@ -775,7 +789,10 @@ fn plan_contexts(
 /// later, in pre-flight or as it is read.
 fn open_verified(
     opts: &RestoreOptions,
-) -> Result<(Archive, Option<crate::archive::signing::SignatureReport>), RestoreError> {
+) -> Result<(View, Option<crate::archive::signing::SignatureReport>), RestoreError> {
+    if !opts.chain.is_empty() {
+        return open_chain(opts);
+    }
     let path = opts.archive.as_path();
     let paths: Vec<PathBuf> = std::iter::once(opts.archive.clone())
         .chain(opts.volumes.iter().cloned())
@@ -821,18 +838,83 @@ fn open_verified(
         tracing::warn!("the archive is partial: some partitions are incomplete");
     }
     refuse_chain_member(&archive)?;
-    Ok((archive, signatures))
+    Ok((View::single(archive), signatures))
+}
+
+/// `--chain`: the chain that ends at the archive named (with `--until T`, at the first member
+/// made at or after T: the newest whose snapshot and records reach T), each archive
+/// quick-verified and signature-checked, every link and partition range checked. A broken chain
+/// (a member missing or damaged, a link whose root differs, a break no change explains) is
+/// refused before anything is written; retention losses between members are holes, which the
+/// partitions' own check decides on (`--allow-gaps`).
+fn open_chain(
+    opts: &RestoreOptions,
+) -> Result<(View, Option<crate::archive::signing::SignatureReport>), RestoreError> {
+    let mut paths = opts.chain.clone();
+    paths.push(opts.archive.clone());
+    let open =
+        |head: &Path| crate::archive::chain::open_chain_to(&paths, Some(head), VerifyLevel::Quick);
+    let mut chain = open(&opts.archive)?;
+    if let Some(until) = opts.until {
+        let at = chain
+            .archives
+            .iter()
+            .position(|a| a.manifest().created_at_ms >= until);
+        if let Some(at) = at.filter(|&i| i + 1 < chain.archives.len()) {
+            let head = chain.archives[at].path().to_path_buf();
+            chain = open(&head)?;
+        }
+    }
+    let r = &chain.report;
+    let broken = r.problems.first().cloned().or_else(|| {
+        r.members.iter().find(|m| !m.intact).map(|m| {
+            format!(
+                "{} does not verify; run `kar verify` on it",
+                m.path.display()
+            )
+        })
+    });
+    if let Some(first) = broken {
+        return Err(RestoreError::Refused(format!(
+            "the chain of {} does not restore: {first}; run `kar chain` for the whole list; nothing was written",
+            opts.archive.display()
+        )));
+    }
+    if let Some(a) = chain.archives.iter().find(|a| a.header().is_encrypted()) {
+        return Err(RestoreError::Refused(format!(
+            "{}: an encrypted chain is not restored yet; nothing was written",
+            a.path().display()
+        )));
+    }
+    let mut newest = None;
+    if let Some(t) = &opts.trust {
+        for a in &chain.archives {
+            let r = crate::archive::signing::check_archive(a, t);
+            if !r.ok {
+                return Err(RestoreError::Refused(format!(
+                    "{}: {}; nothing was written",
+                    a.path().display(),
+                    r.refusal()
+                )));
+            }
+            newest = Some(r);
+        }
+    }
+    for i in &chain.report.incomplete {
+        tracing::warn!("the chain's newest archive holding a partition is partial: {i}");
+    }
+    Ok((View::chain(chain)?, newest))
 }
 
 /// A chain member (§16) alone is not a backup: its partitions start where its parent's ended and
-/// its schema texts may be in its ancestors. Until a chain restores as one, it is refused.
+/// its schema texts may be in its ancestors. It restores with its chain (`--chain`).
 fn refuse_chain_member(archive: &Archive) -> Result<(), RestoreError> {
     let parent = archive.manifest().parent.as_ref();
     if parent.is_none() && !archive.header().is_chain_member() {
         return Ok(());
     }
     Err(RestoreError::Refused(format!(
-        "{} is member {} of a chain (it continues archive {}): a member holds only what was new since its parent, so it is not restored alone; consolidate the chain (kar consolidate) and restore that; nothing was written",
+        "{} is member {} of a chain (it continues archive {}): a member holds only what was new since its parent, so it is not restored alone: give its chain's files or folder with --chain (or restore a consolidated copy, kar consolidate); nothing was written",
         archive.path().display(),
         parent.map_or_else(|| "?".to_string(), |p| p.depth.to_string()),
         parent.map_or("?", |p| p.archive_id.as_str())
@@ -842,11 +924,7 @@ fn refuse_chain_member(archive: &Archive) -> Result<(), RestoreError> {
 /// Whether this restore writes to Kafka: not with `--registry-only`, nor without `--bootstrap`
 /// for an archive that holds no topic; an archive with records and no `--bootstrap` is refused,
 /// naming what is missing, as is a restore with nothing to do.
-fn wants_kafka(
-    opts: &RestoreOptions,
-    a: &Archive,
-    has_registry: bool,
-) -> Result<bool, RestoreError> {
+fn wants_kafka(opts: &RestoreOptions, a: &View, has_registry: bool) -> Result<bool, RestoreError> {
     let topics = &a.manifest().topics;
     let records: u64 = topics
         .iter()
@@ -895,7 +973,7 @@ pub fn archive_key(id: Option<crate::format::ArchiveId>, root: &crate::format::H
     }
 }
 
-fn state_path(opts: &RestoreOptions, archive: &Archive) -> PathBuf {
+fn state_path(opts: &RestoreOptions, archive: &View) -> PathBuf {
     match &opts.state_dir {
         Some(d) => d.join(format!(
             "{}.restore-state",
@@ -911,7 +989,7 @@ fn state_path(opts: &RestoreOptions, archive: &Archive) -> PathBuf {
 
 /// What makes two runs "the same restore": archive, target and the options that change what is
 /// written.
-fn fingerprint(opts: &RestoreOptions, a: &Archive) -> String {
+fn fingerprint(opts: &RestoreOptions, a: &View) -> String {
     fingerprint_of(opts, &archive_key(a.id(), &a.root()))
 }
 

@@ -12,7 +12,8 @@ use thiserror::Error;
 
 use super::progress::{Progress, ProgressError, transactional_id};
 use super::rewrite::{IdMap, RewriteStats, rewrite_record};
-use crate::archive::{Archive, ArchiveError};
+use crate::archive::ArchiveError;
+use crate::archive::view::View;
 use crate::format::FormatError;
 use crate::format::chunk::{ChunkRecords, Record, RecordPositions};
 use crate::format::frame::ContentDecoder;
@@ -234,8 +235,8 @@ pub enum Fed {
 
 /// A partition's chunks in an archive file, by its index.
 struct FileChunks<'a> {
-    archive: &'a Archive,
-    chunks: std::vec::IntoIter<crate::archive::index::ChunkEntry>,
+    archive: &'a View,
+    chunks: std::vec::IntoIter<crate::archive::view::Located>,
     dec: ContentDecoder,
     job: &'a PartitionJob,
 }
@@ -251,7 +252,7 @@ impl ChunkSource for FileChunks<'_> {
             return None;
         }
         let c = self.chunks.next()?;
-        let n = u64::from(c.record_count);
+        let n = u64::from(c.entry.record_count);
         if index + n <= already {
             return Some(Ok(Fed::Skipped(n)));
         }
@@ -292,21 +293,21 @@ pub struct Shared<'a> {
 /// How many records the restore puts in the partition: all, or with `--until`, the prefix that
 /// ends before the first record whose timestamp is after `until`.
 pub fn planned_records(
-    a: &Archive,
+    a: &View,
     topic: &str,
     partition: i32,
     until: Option<i64>,
 ) -> Result<u64, crate::archive::ArchiveError> {
     let chunks = a.chunks_of(topic, partition)?;
     let Some(until) = until else {
-        return Ok(chunks.iter().map(|c| u64::from(c.record_count)).sum());
+        return Ok(chunks.iter().map(|c| u64::from(c.entry.record_count)).sum());
     };
     let mut n = 0;
     let mut dec = a.decoder()?;
     let mut buf = Vec::new();
     for c in &chunks {
-        if c.max_timestamp <= until {
-            n += u64::from(c.record_count);
+        if c.entry.max_timestamp <= until {
+            n += u64::from(c.entry.record_count);
             continue;
         }
         a.read_chunk(c, &mut dec, &mut buf)?;
@@ -326,7 +327,7 @@ pub fn planned_records(
 /// How many of the records the restore puts in the partition (its first `limit`) have a source
 /// offset below `committed`: the index of the first restored record at or after it.
 pub fn restored_before(
-    a: &Archive,
+    a: &View,
     topic: &str,
     partition: i32,
     committed: i64,
@@ -336,11 +337,11 @@ pub fn restored_before(
     let mut dec = a.decoder()?;
     let mut buf = Vec::new();
     for c in a.chunks_of(topic, partition)? {
-        if c.last_offset < committed {
-            k += u64::from(c.record_count);
+        if c.entry.last_offset < committed {
+            k += u64::from(c.entry.record_count);
             continue;
         }
-        if c.first_offset < committed {
+        if c.entry.first_offset < committed {
             a.read_chunk(&c, &mut dec, &mut buf)?;
             for r in ChunkRecords::new(&buf, 0)
                 .map_err(crate::archive::ArchiveError::format(a.path(), ""))?
@@ -359,7 +360,7 @@ pub fn restored_before(
 /// Restores one partition of an archive file.
 pub fn restore_partition(
     s: &Shared<'_>,
-    archive: &Archive,
+    archive: &View,
     job: &PartitionJob,
     progress: &dyn Fn(&Produced),
 ) -> PartitionOutcome {

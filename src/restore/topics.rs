@@ -13,9 +13,8 @@ use super::rewrite::IdMap;
 use super::{
     GroupOutcome, PreflightCheck, RestoreError, RestoreOptions, TopicAction, TopicPlan, anchored,
 };
-use crate::archive::Archive;
 use crate::archive::coverage;
-use crate::archive::verify;
+use crate::archive::view::View;
 use crate::format::consumer_groups::{ConsumerGroupsDoc, GroupOffsets};
 use crate::format::kafka_topics::{KafkaTopicsDoc, TopicInfo};
 use crate::kafka::sink::{CommitOffset, Target};
@@ -33,14 +32,14 @@ pub struct Catalogue<'a> {
     /// The archive file, for what only a file allows before the first write: every chunk's
     /// coverage and content, retention against the records' timestamps, the records
     /// consumer-group offsets point at. `None` for a stream.
-    pub file: Option<&'a Archive>,
+    pub file: Option<&'a View>,
     /// What the restore's progress is named after (see [`super::archive_key`]).
     pub key: String,
 }
 
 impl<'a> Catalogue<'a> {
     /// The archive file's topics (its manifest), with the records each partition gets.
-    pub fn of_file(a: &'a Archive, until: Option<i64>) -> Result<Catalogue<'a>, RestoreError> {
+    pub fn of_file(a: &'a View, until: Option<i64>) -> Result<Catalogue<'a>, RestoreError> {
         let mut topics = Vec::new();
         for t in &a.manifest().topics {
             let mut parts = Vec::new();
@@ -182,7 +181,7 @@ impl KafkaPlan {
     pub fn run(
         &self,
         opts: &RestoreOptions,
-        archive: &Archive,
+        archive: &View,
         ids: &IdMap,
         rewrite: bool,
     ) -> Result<KafkaOutcome, RestoreError> {
@@ -339,7 +338,11 @@ fn check_kept(
     let (mut losses, mut refusals) = (Vec::new(), Vec::new());
     for j in jobs {
         let limits = &limits[&j.target_topic];
-        let chunks = archive.chunks_of(&j.source_topic, j.partition)?;
+        let chunks: Vec<_> = archive
+            .chunks_of(&j.source_topic, j.partition)?
+            .into_iter()
+            .map(|c| c.entry)
+            .collect();
         let f = keep::check_partition(
             &j.target_topic,
             j.partition,
@@ -494,7 +497,7 @@ fn check_map(opts: &RestoreOptions, cat: &Catalogue<'_>) -> Result<(), RestoreEr
 /// `allow_gaps`), and, unless asked for less, every chunk to restore must check out in full.
 fn check_partitions(
     opts: &RestoreOptions,
-    archive: &Archive,
+    archive: &View,
     jobs: &[PartitionJob],
 ) -> Result<(), RestoreError> {
     let mut chunks = Vec::new();
@@ -503,7 +506,7 @@ fn check_partitions(
         let mine = archive.chunks_of(&j.source_topic, j.partition)?;
         let entry = archive.manifest().partition(&j.source_topic, j.partition);
         let cov = coverage::check(
-            mine.iter().map(|c| c.covers_from..c.covers_to),
+            mine.iter().map(|c| c.covers.clone()),
             entry.and_then(|e| e.start_offset),
             entry.and_then(|e| e.end_offset),
             entry.is_some_and(|e| e.complete),
@@ -537,11 +540,11 @@ fn check_partitions(
     }
     if opts.verify == PreflightCheck::Full {
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let problems = verify::check_chunks(archive, &chunks, threads);
-        if let Some(first) = problems.first() {
+        let problems = archive.check_chunks(&chunks, threads);
+        if let Some((member, first)) = problems.first() {
             return Err(RestoreError::Refused(format!(
                 "{} does not verify: {} damaged chunk(s) among those to restore, first: {first}; nothing was written. Run `kar verify` for the full list, `kar repair` to recover what is intact",
-                opts.archive.display(),
+                archive.archives()[*member].path().display(),
                 problems.len()
             )));
         }
@@ -552,7 +555,7 @@ fn check_partitions(
 fn run_partitions(
     opts: &RestoreOptions,
     shared: &Shared<'_>,
-    archive: &Archive,
+    archive: &View,
     jobs: Vec<PartitionJob>,
 ) -> Result<Vec<PartitionOutcome>, RestoreError> {
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
@@ -635,7 +638,7 @@ fn probe_transactions(
 /// For each partition, the indexes of the records that archived consumer-group offsets point at
 /// (every group of the archive, whatever `--groups` picks, so that any later run finds them).
 fn wanted_offsets(
-    archive: &Archive,
+    archive: &View,
     groups: &[GroupOffsets],
     jobs: &mut [PartitionJob],
 ) -> Result<(), RestoreError> {

@@ -1,0 +1,217 @@
+//! What a restore reads: one archive, or a chain (§16) read as one archive as of its newest
+//! member, without writing a consolidated copy. The newest member gives the documents (its
+//! manifest with each partition's range and chunk counts the chain's); each partition's chunks
+//! come from the archive its lineage starts in up to the newest, read where they lie; a schema
+//! text from the newest archive of the chain that stores it.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use super::chain::{Chain, Span};
+use super::index::ChunkEntry;
+use super::reader::Contents;
+use super::verify::{self, Problem};
+use super::{Archive, ArchiveError};
+use crate::format::frame::ContentDecoder;
+use crate::format::manifest::Manifest;
+use crate::format::{ArchiveId, Hash};
+
+/// One archive, or a chain read as one.
+pub struct View {
+    /// Base first; the last is the newest (the only one for a single archive).
+    archives: Vec<Archive>,
+    /// The newest archive's manifest; for a chain with each partition's range, counts and gaps
+    /// the chain's.
+    manifest: Manifest,
+    /// A chain's partitions, by topic and partition; empty for a single archive.
+    tiles: BTreeMap<(String, i32), Vec<Located>>,
+}
+
+/// A chunk and where it lies.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// Index of the archive holding it, base first.
+    pub member: usize,
+    /// Its index entry in that archive.
+    pub entry: ChunkEntry,
+    /// The source offsets it accounts for in the view (wider than its own coverage where a
+    /// chain member's range held no record).
+    pub covers: Range<i64>,
+}
+
+impl View {
+    pub fn single(a: Archive) -> View {
+        View {
+            manifest: a.manifest().clone(),
+            archives: vec![a],
+            tiles: BTreeMap::new(),
+        }
+    }
+
+    /// A whole, checked chain read as one archive. The caller refuses a broken chain first.
+    pub fn chain(chain: Chain) -> Result<View, ArchiveError> {
+        let spans: BTreeMap<(&str, i32), &Span> = chain
+            .report
+            .partitions
+            .iter()
+            .map(|s| ((s.topic.as_str(), s.partition), s))
+            .collect();
+        let newest = chain
+            .archives
+            .last()
+            .ok_or_else(|| ArchiveError::Chain("no archive among the files".into()))?;
+        let mut manifest = newest.manifest().clone();
+        let mut tiles = BTreeMap::new();
+        for t in &mut manifest.topics {
+            for p in &mut t.partitions {
+                let Some(s) = spans.get(&(t.name.as_str(), p.partition)) else {
+                    continue;
+                };
+                let located: Vec<Located> = chain
+                    .tiles(s)?
+                    .into_iter()
+                    .map(|t| Located {
+                        member: t.member,
+                        entry: t.chunk,
+                        covers: t.covers,
+                    })
+                    .collect();
+                widen(p, s, &located);
+                tiles.insert((t.name.clone(), p.partition), located);
+            }
+        }
+        manifest.parent = None;
+        Ok(View {
+            archives: chain.archives,
+            manifest,
+            tiles,
+        })
+    }
+
+    /// Whether this is a chain of more than its base.
+    pub fn is_chain(&self) -> bool {
+        !self.tiles.is_empty() || self.archives.len() > 1
+    }
+
+    /// The newest archive: the one whose documents and snapshot the view restores.
+    pub fn newest(&self) -> &Archive {
+        self.archives.last().expect("a view holds an archive")
+    }
+
+    /// Every archive, base first.
+    pub fn archives(&self) -> &[Archive] {
+        &self.archives
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.newest().path()
+    }
+
+    pub fn id(&self) -> Option<ArchiveId> {
+        self.newest().id()
+    }
+
+    pub fn root(&self) -> Hash {
+        self.newest().root()
+    }
+
+    pub fn decoder(&self) -> Result<ContentDecoder, ArchiveError> {
+        self.newest().decoder()
+    }
+
+    /// The newest archive's document of `kind`.
+    pub fn document<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Option<T>, ArchiveError> {
+        self.newest().document(kind)
+    }
+
+    /// A partition's chunks in offset order, each with where it lies.
+    pub fn chunks_of(&self, topic: &str, partition: i32) -> Result<Vec<Located>, ArchiveError> {
+        if self.tiles.is_empty() {
+            let a = self.newest();
+            return Ok(a
+                .chunks_of(topic, partition)?
+                .into_iter()
+                .map(|c| Located {
+                    member: self.archives.len() - 1,
+                    covers: c.covers_from..c.covers_to,
+                    entry: c,
+                })
+                .collect());
+        }
+        Ok(self
+            .tiles
+            .get(&(topic.to_string(), partition))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Decompresses a chunk into `buf` and checks it (see [`Archive::read_chunk`]).
+    pub fn read_chunk(
+        &self,
+        c: &Located,
+        dec: &mut ContentDecoder,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ArchiveError> {
+        self.archives[c.member].read_chunk(&c.entry, dec, buf)
+    }
+
+    /// Every chunk checked as a full verification checks it, each in its own archive.
+    pub fn check_chunks(&self, chunks: &[Located], threads: usize) -> Vec<(usize, Problem)> {
+        let mut out = Vec::new();
+        for (i, a) in self.archives.iter().enumerate() {
+            let mine: Vec<ChunkEntry> = chunks
+                .iter()
+                .filter(|c| c.member == i)
+                .map(|c| c.entry.clone())
+                .collect();
+            if !mine.is_empty() {
+                out.extend(
+                    verify::check_chunks(a, &mine, threads)
+                        .into_iter()
+                        .map(|p| (i, p)),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Content (schema texts, documents) from the newest archive of the view that stores it.
+impl Contents for View {
+    fn content(&self, id: &Hash) -> Result<Vec<u8>, ArchiveError> {
+        let mut first = None;
+        for a in self.archives.iter().rev() {
+            match a.read_content(id) {
+                Err(e @ ArchiveError::Missing { .. }) => {
+                    first.get_or_insert(e);
+                }
+                other => return other,
+            }
+        }
+        Err(first.expect("a view holds an archive"))
+    }
+}
+
+/// A partition entry of the newest member made the chain's: its range from the lineage's start,
+/// its gaps the chain's losses, its counts its chunks'.
+fn widen(p: &mut crate::format::manifest::PartitionEntry, s: &Span, chunks: &[Located]) {
+    p.start_offset = s.ranges.first().map(|r| r.1);
+    p.end_offset = Some(s.end);
+    p.complete = s.complete;
+    p.gaps = s.gaps.clone();
+    p.records = chunks.iter().map(|c| u64::from(c.entry.record_count)).sum();
+    p.chunks = chunks.len() as u64;
+    p.raw_bytes = chunks.iter().map(|c| c.entry.raw_len).sum();
+    p.first_offset = chunks.first().map(|c| c.entry.first_offset);
+    p.last_offset = chunks.last().map(|c| c.entry.last_offset);
+    p.min_timestamp = chunks.iter().map(|c| c.entry.min_timestamp).min();
+    p.max_timestamp = chunks.iter().map(|c| c.entry.max_timestamp).max();
+    p.lineage = None;
+}
