@@ -12,6 +12,7 @@ mod chain;
 mod chain_restore;
 mod common;
 mod compact;
+mod continuous;
 mod contracts;
 mod diff;
 mod drill;

@@ -9,6 +9,7 @@
 
 mod chain;
 mod compress;
+pub mod continuous;
 mod worker;
 mod writing;
 
@@ -127,7 +128,24 @@ pub struct BackupOptions {
     pub cancel: Arc<AtomicBool>,
     /// Told of the offsets read, per topic, as the backup goes.
     pub progress: crate::progress::Progress,
+    /// A continuous-mode member: read on past the log ends until told to roll.
+    pub follow: Option<Follow>,
 }
+
+/// How a continuous-mode member reads: each partition from its start on as records come, past
+/// the end the log had when the member began, until `roll` is set (by the roll timer, by
+/// `max_bytes` of archive written, or by SIGTERM); then each partition ends just after the last
+/// record read of it, complete, and the next member starts there. The registry is captured at
+/// the roll, after the records, so that it holds every schema they were written with.
+#[derive(Debug, Clone, Default)]
+pub struct Follow {
+    pub roll: Arc<AtomicBool>,
+    /// Roll once the archive holds this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// A followed partition's end before the roll: none yet.
+pub(crate) const FOLLOW_END: i64 = i64::MAX;
 
 impl BackupOptions {
     /// Every numeric option within what works; the error names the flag.
@@ -187,6 +205,7 @@ impl BackupOptions {
             subjects: SubjectFilter::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Default::default(),
+            follow: None,
         }
     }
 }
@@ -315,6 +334,8 @@ pub(crate) enum Event {
         partition: i32,
         records: u64,
         chunks: u64,
+        /// Where a followed partition ended at the roll (`None`: its planned end).
+        end: Option<i64>,
     },
     Failed {
         topic: String,
@@ -752,7 +773,23 @@ impl BackupPlan {
         w: &mut Writer,
         output: OutputKind,
     ) -> Result<Collector, ArchiveError> {
-        let tasks = &self.kafka.tasks;
+        // A followed member's partitions are read on past their planned ends, to the roll.
+        let followed: Vec<PartitionTask>;
+        let tasks = match &opts.follow {
+            None => &self.kafka.tasks,
+            Some(_) => {
+                followed = self
+                    .kafka
+                    .tasks
+                    .iter()
+                    .map(|t| PartitionTask {
+                        end: FOLLOW_END,
+                        ..t.clone()
+                    })
+                    .collect();
+                &followed
+            }
+        };
         let mut syncer = match w.get_ref().get_ref().file() {
             Some(f) if !output.is_stream() => {
                 BackgroundSync::start(f, 64 << 20, opts.progress.clone())
@@ -760,12 +797,15 @@ impl BackupPlan {
             }
             _ => BackgroundSync::disabled(),
         };
-        opts.progress.begin(&worker::offsets_per_topic(tasks));
+        let follow = opts.follow.is_some();
+        if !follow {
+            opts.progress.begin(&worker::offsets_per_topic(tasks));
+        }
         for t in tasks {
             opts.progress.event(ProgressEvent::PartitionPlanned {
                 topic: &t.topic,
                 partition: t.partition,
-                total: Some((t.end - t.start).max(0) as u64),
+                total: (!follow).then(|| (t.end - t.start).max(0) as u64),
             });
         }
         let (tx, rx) = mpsc::sync_channel::<Event>(opts.concurrency.max(1) * 2);
@@ -777,7 +817,7 @@ impl BackupPlan {
             w.sealer().cloned(),
         );
         let workers = worker::spawn(opts, tasks, tx, stage, &self.rt);
-        let mut collector = Collector::new(tasks, opts.progress.clone());
+        let mut collector = Collector::new(tasks, opts.progress.clone(), opts.follow.as_ref());
         let mut write_error = None;
         for ev in rx {
             if let Err(e) = collector.take(ev, w, &mut syncer) {

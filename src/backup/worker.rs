@@ -85,6 +85,7 @@ pub(crate) fn spawn(
                         partition: t.partition,
                         records: 0,
                         chunks: 0,
+                        end: None,
                     })
                     .is_err()
                 {
@@ -143,6 +144,9 @@ struct State {
     /// Offsets covered so far that the progress bar has not been told of.
     reported_to: i64,
     bytes: u64,
+    /// Just after the last record read (at first the start): where a followed partition ends
+    /// at the roll.
+    next: i64,
     done: bool,
     last_progress: Instant,
     records_at_check: u64,
@@ -172,6 +176,7 @@ fn consume_group(
             .map(|task| State {
                 covered_to: task.start,
                 reported_to: task.start,
+                next: task.start,
                 task,
                 enc: None,
                 records: 0,
@@ -185,9 +190,13 @@ fn consume_group(
         last_error: None,
     };
     let (mut polls, mut idle) = (0u64, false);
+    let follow = opts.follow.as_ref();
     while g.left > 0 {
         if opts.cancel.load(Ordering::SeqCst) {
             return g.stop();
+        }
+        if follow.is_some_and(|f| f.roll.load(Ordering::SeqCst)) {
+            return g.roll();
         }
         let went_on = match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => g.record(&m),
@@ -211,7 +220,8 @@ fn consume_group(
             continue;
         }
         idle = false;
-        if g.fail_stalled().is_err() {
+        // A followed partition without new records is not stalled: it waits for them.
+        if follow.is_none() && g.fail_stalled().is_err() {
             return;
         }
     }
@@ -290,6 +300,18 @@ impl Group<'_> {
         }
     }
 
+    /// The roll of a followed member: each partition ends just after the last record read of
+    /// it, complete (the next member starts there).
+    fn roll(&mut self) {
+        for st in self.states.iter_mut().filter(|s| !s.done) {
+            st.task.end = st.next;
+            if finish(st, self.tx, self.stage, &self.opts.progress).is_err() {
+                return;
+            }
+        }
+        self.left = 0;
+    }
+
     fn record(&mut self, m: &BorrowedMessage<'_>) -> Result<(), ()> {
         let (progress, stage, tx) = (&self.opts.progress, self.stage, self.tx);
         let Some(st) = self
@@ -339,6 +361,9 @@ impl Group<'_> {
     /// Everything up to partition `p`'s current end was delivered, and that end is at or past
     /// the snapshot end: the partition is complete.
     fn partition_end(&mut self, p: i32) -> Result<(), ()> {
+        if self.opts.follow.is_some() {
+            return Ok(());
+        }
         if let Some(st) = self
             .states
             .iter_mut()
@@ -421,6 +446,7 @@ fn push(st: &mut State, m: &BorrowedMessage<'_>) -> Result<(), String> {
     };
     pushed.map_err(|e| format!("record at offset {offset}: {e}"))?;
     st.records += 1;
+    st.next = offset + 1;
     st.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + hbytes) as u64;
     Ok(())
 }
@@ -454,7 +480,8 @@ fn flush(st: &mut State, to: Option<i64>, stage: &Stage, progress: &Progress) ->
             partition: st.task.partition,
             records: n,
             bytes,
-            left: Some((st.task.end - st.reported_to).max(0) as u64),
+            left: (st.task.end != super::FOLLOW_END)
+                .then(|| (st.task.end - st.reported_to).max(0) as u64),
         });
     }
     Ok(())
@@ -486,6 +513,7 @@ fn finish(
         partition: st.task.partition,
         records: st.records,
         chunks: st.chunks,
+        end: Some(st.task.end),
     })
     .map_err(|_| ())
 }

@@ -23,10 +23,16 @@ pub(super) struct Collector {
     pub chunks: u64,
     pub uncompressed: u64,
     progress: Progress,
+    /// A followed member rolls once the archive holds this many bytes.
+    roll_at: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, u64)>,
 }
 
 impl Collector {
-    pub fn new(tasks: &[PartitionTask], progress: Progress) -> Collector {
+    pub fn new(
+        tasks: &[PartitionTask],
+        progress: Progress,
+        follow: Option<&super::Follow>,
+    ) -> Collector {
         let results = tasks
             .iter()
             .map(|t| {
@@ -49,6 +55,7 @@ impl Collector {
             chunks: 0,
             uncompressed: 0,
             progress,
+            roll_at: follow.and_then(|f| Some((f.roll.clone(), f.max_bytes?))),
         }
     }
 
@@ -87,6 +94,11 @@ impl Collector {
                         self.complete(w, &key)?;
                     }
                 }
+                if let Some((roll, max)) = &self.roll_at
+                    && w.position() >= *max
+                {
+                    roll.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 Ok(())
             }
             Event::Done {
@@ -94,9 +106,16 @@ impl Collector {
                 partition,
                 records,
                 chunks,
+                end,
             } => {
                 let key = (topic, partition);
-                self.results.get_mut(&key).expect("a task").records = records;
+                let r = self.results.get_mut(&key).expect("a task");
+                r.records = records;
+                if let Some(end) = end {
+                    // A followed partition's range ends at the roll.
+                    r.end_offset = end;
+                    w.declare_partition(&key.0, key.1, r.start_offset, end);
+                }
                 if self.completion.all_read(&key, chunks) {
                     self.complete(w, &key)?;
                 }

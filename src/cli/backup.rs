@@ -32,6 +32,29 @@ pub struct BackupArgs {
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
+    /// Back up until stopped: a chain of members in --out-dir, each read as records come and
+    /// closed at its roll (--roll-every); SIGTERM closes the current member cleanly
+    #[arg(
+        long,
+        requires = "out_dir",
+        requires = "roll_every",
+        conflicts_with = "out"
+    )]
+    pub continuous: bool,
+    /// The folder of a continuous backup's chain: the newest complete member in it is continued
+    #[arg(long, value_name = "DIR", requires = "continuous")]
+    pub out_dir: Option<PathBuf>,
+    /// When a member is closed: a time (90s, 30m, 1h, 1d) or a size of archive (512M, 2G);
+    /// repeat for both, whichever comes first
+    #[arg(long, value_name = "TIME|SIZE", requires = "continuous")]
+    pub roll_every: Vec<crate::backup::continuous::Roll>,
+    /// Keep this many newest members (and what their chains need), removing older ones; a new
+    /// full base is taken every N members so that old chains can go
+    #[arg(long, value_name = "N", requires = "continuous")]
+    pub retain: Option<usize>,
+    /// Stop after this many members
+    #[arg(long, value_name = "N", requires = "continuous")]
+    pub members: Option<usize>,
 }
 
 settings! {
@@ -183,7 +206,8 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     };
     let kafka = a.kafka.clone().over(file.kafka).connection();
     let b = a.settings.clone().over(file.backup);
-    let out = b.out.ok_or_else(|| {
+    // A continuous backup names each member's file itself, in --out-dir.
+    let out = b.out.or_else(|| a.out_dir.clone()).ok_or_else(|| {
         anyhow::anyhow!("no output file: give --out FILE (or backup.out in the config file)")
     })?;
     let mut o = BackupOptions::new(kafka, out);
@@ -239,6 +263,9 @@ pub fn run(
     rt: &crate::runtime::Runtime,
     metrics: &crate::progress::Progress,
 ) -> anyhow::Result<ExitCode> {
+    if a.continuous {
+        return run_continuous(a, rt, metrics);
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C (and SIGTERM) stop the workers; the archive is finished as partial.
     signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone())?;
@@ -270,6 +297,61 @@ pub fn run(
             ExitCode::from(1)
         },
     )
+}
+
+/// `--continuous`: members until stopped. Ctrl-C and SIGTERM close the current member cleanly
+/// (complete, renamed into place) and end the run.
+fn run_continuous(
+    a: BackupArgs,
+    rt: &crate::runtime::Runtime,
+    metrics: &crate::progress::Progress,
+) -> anyhow::Result<ExitCode> {
+    use crate::backup::continuous::{ContinuousOptions, Roll};
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let mut opts = options(&a, Arc::new(AtomicBool::new(false)))?;
+    opts.progress = crate::progress::Progress::default()
+        .and(metrics.clone())
+        .and(super::logs::sink());
+    let roll = a.roll_every.iter().fold(Roll::default(), |r, x| Roll {
+        every: r.every.or(x.every),
+        bytes: r.bytes.or(x.bytes),
+    });
+    let c = ContinuousOptions {
+        dir: a.out_dir.clone().expect("clap requires it"),
+        roll,
+        retain: a.retain,
+        stop,
+        members: a.members,
+    };
+    let json = a.json;
+    let report = crate::backup::continuous::run(rt, &opts, &c, &|r| {
+        if !json {
+            outln!(
+                "{}: {} records, {} bytes, {}",
+                r.out.display(),
+                r.records,
+                r.archive_bytes,
+                if r.status == ArchiveStatus::Complete && !r.chain_lost_records() {
+                    "complete"
+                } else {
+                    "NOT WHOLE"
+                }
+            );
+        }
+        for w in &r.warnings {
+            super::logs::warning(&format!("{}: {w}", r.out.display()));
+        }
+    })?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_summary(r: &BackupReport) {
