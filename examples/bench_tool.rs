@@ -15,6 +15,12 @@
 //!   the archive, or from Kafka with read_committed (with `P=N`, the first N records of partition
 //!   P). `scripts/adversarial` compares the two. `bench_tool delete BOOTSTRAP TOPIC` deletes a
 //!   topic it is done with.
+//! - `bench_tool steady BOOTSTRAP TOPIC PARTITIONS RATE SECONDS` produces 1 KiB records at RATE
+//!   a second for SECONDS (the load `benches/continuous.sh` measures under).
+//! - `bench_tool lag BOOTSTRAP TOPIC PARTITIONS METRICS_ADDR DIR SECONDS` samples, every 250 ms,
+//!   how far a continuous backup is behind the log end of a topic that began empty: records read
+//!   (kar's `/metrics`, `kar_records_read_total`) and records in complete members (the newest
+//!   `*.kar` in DIR); prints `read MEDIAN MAX durable MEDIAN MAX` in records.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +56,26 @@ fn main() -> Result<()> {
             append(bootstrap, topic, partitions.parse()?, kib.parse()?)
         }
         ["drain", bootstrap, topic] => drain(bootstrap, topic),
+        ["steady", bootstrap, topic, partitions, rate, seconds] => {
+            let (rate, seconds): (f64, f64) = (rate.parse()?, seconds.parse()?);
+            let count = (rate * seconds) as u64;
+            produce_paced(
+                bootstrap,
+                topic,
+                partitions.parse()?,
+                count,
+                None,
+                Some(rate),
+            )
+        }
+        ["lag", bootstrap, topic, partitions, metrics, dir, seconds] => lag(
+            bootstrap,
+            topic,
+            partitions.parse()?,
+            metrics,
+            std::path::Path::new(dir),
+            seconds.parse()?,
+        ),
         ["produce", bootstrap, archive, source, target] => {
             produce(bootstrap, archive, source, target)
         }
@@ -59,7 +85,7 @@ fn main() -> Result<()> {
         ["digest-topic", bootstrap, topic] => digest_topic(bootstrap, topic, ""),
         ["digest-topic", bootstrap, topic, limits] => digest_topic(bootstrap, topic, limits),
         _ => bail!(
-            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | append BOOTSTRAP TOPIC PARTITIONS KIBIBYTES | drain BOOTSTRAP TOPIC | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | append BOOTSTRAP TOPIC PARTITIONS KIBIBYTES | drain BOOTSTRAP TOPIC | steady BOOTSTRAP TOPIC PARTITIONS RATE SECONDS | lag BOOTSTRAP TOPIC PARTITIONS METRICS_ADDR DIR SECONDS | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
         ),
     }
 }
@@ -118,6 +144,19 @@ fn produce_records(
     count: u64,
     schema_id: Option<u32>,
 ) -> Result<()> {
+    produce_paced(bootstrap, topic, partitions, count, schema_id, None)
+}
+
+/// [`produce_records`], at most `rate` records a second when given.
+fn produce_paced(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: u64,
+    schema_id: Option<u32>,
+    rate: Option<f64>,
+) -> Result<()> {
+    let started = Instant::now();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -169,9 +208,85 @@ fn produce_records(
             }
         }
         producer.poll(Duration::ZERO);
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
     }
     producer.flush(Duration::from_secs(300))?;
     Ok(())
+}
+
+/// Samples a continuous backup's lag behind the log end (see the module's text).
+fn lag(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    metrics: &str,
+    dir: &std::path::Path,
+    seconds: f64,
+) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let started = Instant::now();
+    let (mut read, mut durable) = (Vec::new(), Vec::new());
+    while started.elapsed().as_secs_f64() < seconds {
+        let mut end = 0;
+        for p in 0..partitions {
+            end += consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))?
+                .1;
+        }
+        read.push(end - records_read(metrics, topic)?);
+        durable.push(end - in_members(dir, topic)?);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let stats = |v: &mut Vec<i64>| {
+        v.sort_unstable();
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let ((rm, rx), (dm, dx)) = (stats(&mut read), stats(&mut durable));
+    println!("read {rm} {rx} durable {dm} {dx}");
+    Ok(())
+}
+
+/// The sum of `kar_records_read_total` for `topic` on kar's `/metrics` (HTTP/1.0, by hand).
+fn records_read(addr: &str, topic: &str) -> Result<i64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: kar\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    let want = format!("topic=\"{topic}\"");
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("kar_records_read_total{") && l.contains(&want))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64)
+}
+
+/// Records of `topic` up to the end of the newest complete member in `dir` (the topic began
+/// empty, so its offsets count its records).
+fn in_members(dir: &std::path::Path, topic: &str) -> Result<i64> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "kar"))
+        .collect();
+    names.sort();
+    let Some(newest) = names.last() else {
+        return Ok(0);
+    };
+    let a = kar::archive::Archive::open(newest)?;
+    Ok(a.manifest()
+        .topics
+        .iter()
+        .filter(|t| t.name == topic)
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.end_offset)
+        .sum())
 }
 
 fn drain(bootstrap: &str, topic: &str) -> Result<()> {

@@ -33,6 +33,7 @@ fn members(dir: &Path) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
+    files.retain(|p| !p.ends_with(".kar-continuous.lock"));
     files
         .into_iter()
         .partition(|p| p.extension().is_some_and(|x| x == "kar"))
@@ -87,6 +88,11 @@ async fn killed_at_any_moment_and_started_again_the_chain_holds_every_record_onc
         child.wait().unwrap();
         let (_, unfinished) = members(dir.path());
         unfinished_seen += unfinished.len();
+        // The member being written is not part of the chain: the chain so far checks whole.
+        if !unfinished.is_empty() && !members(dir.path()).0.is_empty() {
+            let (code, _, text) = common::kar_cli(&["chain", dir.path().to_str().unwrap()], &[]);
+            assert_eq!(code, Some(0), "{text}");
+        }
         for m in members(dir.path()).0 {
             let (code, _, text) = common::kar_cli(&["verify", m.to_str().unwrap()], &[]);
             assert_eq!(code, Some(0), "every named member is whole: {text}");
@@ -103,6 +109,14 @@ async fn killed_at_any_moment_and_started_again_the_chain_holds_every_record_onc
     stop.store(true, Ordering::SeqCst);
     producing.join().unwrap();
     std::thread::sleep(Duration::from_millis(1_000));
+    // A second run on the same folder is refused: it would remove the first's member.
+    let second = start(&topic, dir.path(), "1s").wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another continuous backup"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let pid = child.id();
     assert!(
         Command::new("kill")
@@ -260,5 +274,70 @@ async fn a_size_roll_closes_members_as_they_fill() {
     assert!(
         next < 3_000,
         "three members of about 64 KiB do not hold the backlog: {next}"
+    );
+}
+
+/// More single-partition topics than reading threads: every topic is followed (a thread's
+/// groups of partitions cannot take turns when each reads until the roll); and the member,
+/// restored from a stream, gives every record it holds, also those after the log end it found at
+/// its start (the stream's restore closes no partition at that end).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_topic_is_followed_and_a_member_restores_whole_from_a_stream() {
+    let p = common::unique("follow");
+    let (x, y) = (format!("{p}-x"), format!("{p}-y"));
+    for t in [&x, &y] {
+        common::create_topic(t, 1, &[]).await;
+        common::fill(t, 1, 50, 20).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .args(["backup", "--json", "--continuous", "--concurrency", "1"])
+        .arg("--bootstrap")
+        .arg(common::bootstrap())
+        .args(["--topics", &format!("{p}-.*"), "--roll-every", "4s"])
+        .args(["--members", "1", "--out-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    for t in [&x, &y] {
+        common::fill(t, 1, 30, 20).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (names, _) = members(dir.path());
+    let base = Archive::open(&names[0]).unwrap();
+    for t in [&x, &y] {
+        assert_eq!(
+            read_records(&base, t, 0),
+            consume_all(t, 1)[&0],
+            "{t}: the 50 records before the start and the 30 after"
+        );
+    }
+    let to = common::unique("follow-to");
+    let (ok, _, text) = common::kar_piped(
+        &names[0],
+        &format!(
+            "restore - --bootstrap {} --map {x}={to} --topics {x} --state {} --json",
+            common::bootstrap(),
+            dir.path().join("state").display()
+        ),
+    );
+    assert!(ok, "{text}");
+    let strip = |v: &[crate::archive::Rec]| -> Vec<_> {
+        v.iter()
+            .map(|r| (r.key.clone(), r.value.clone(), r.timestamp))
+            .collect()
+    };
+    assert_eq!(
+        strip(&consume_all(&to, 1)[&0]),
+        strip(&consume_all(&x, 1)[&0])
     );
 }

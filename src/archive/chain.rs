@@ -230,7 +230,7 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, ArchiveError> {
                 .map_err(ArchiveError::io("read the folder", p))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.is_file() && f.extension().is_none_or(|e| e != "minisig"))
-                .filter(|f| !is_later_volume(f))
+                .filter(|f| !is_later_volume(f) && !is_unfinished_member(f))
                 .collect();
             files.sort();
             out.extend(files.into_iter().map(|f| (f, false)));
@@ -251,6 +251,11 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, ArchiveError> {
         (*n || !named.contains(&c)) && seen.insert(c)
     });
     Ok(out)
+}
+
+/// Whether `path` is an unfinished continuous-mode member (`NAME.kar.part`, §16): never a member.
+pub(crate) fn is_unfinished_member(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".kar.part")
 }
 
 /// Whether `path` begins with kar's magic bytes.

@@ -122,6 +122,8 @@ fn points(dir: &Path) -> Result<Found, ArchiveError> {
         .map_err(ArchiveError::io("read the folder", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && !is_signature(p) && !super::chain::is_later_volume(p))
+        // A continuous backup's member being written: not an archive yet, nor broken.
+        .filter(|p| !super::chain::is_unfinished_member(p))
         .collect();
     files.sort();
     let (mut points, mut others, mut unopened) = (Vec::new(), Vec::new(), Vec::new());

@@ -88,6 +88,7 @@ pub fn run(
 ) -> Result<ContinuousReport, BackupError> {
     check(base, c)?;
     std::fs::create_dir_all(&c.dir).map_err(|e| io_err("make the folder", &c.dir, e))?;
+    let _lock = lock(&c.dir)?;
     let discarded = discard_unfinished(&c.dir)?;
     let mut report = ContinuousReport {
         discarded,
@@ -114,7 +115,17 @@ pub fn run(
                 dry_run: false,
             };
             let pruned = crate::archive::prune::prune(&c.dir, &opts)?;
-            report.pruned.extend(pruned.removed);
+            if pruned.refused {
+                tracing::warn!(
+                    "--retain removed nothing: {}",
+                    pruned
+                        .broken
+                        .first()
+                        .map_or("a kept chain is incomplete", String::as_str)
+                );
+            } else {
+                report.pruned.extend(pruned.removed);
+            }
         }
         let enough = c.members.is_some_and(|n| report.members.len() >= n);
         if enough || c.stop.load(Ordering::SeqCst) || base.cancel.load(Ordering::SeqCst) {
@@ -258,6 +269,28 @@ fn newest(dir: &Path) -> Result<Option<(PathBuf, u32)>, BackupError> {
         }
     }
     Ok(best.map(|(_, p, d)| (p, d)))
+}
+
+/// One continuous backup a folder: a second would remove the first's member being written and
+/// fork the chain. The lock (`flock` on `DIR/.kar-continuous.lock`) goes with the process, also
+/// when it is killed.
+fn lock(dir: &Path) -> Result<std::fs::File, BackupError> {
+    let path = dir.join(".kar-continuous.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err("open", &path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BackupError::Invalid(format!(
+            "another continuous backup is writing to {} (it holds {}); one a folder",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path, e)),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BackupError> {

@@ -135,8 +135,8 @@ pub struct BackupOptions {
 /// How a continuous-mode member reads: each partition from its start on as records come, past
 /// the end the log had when the member began, until `roll` is set (by the roll timer, by
 /// `max_bytes` of archive written, or by SIGTERM); then each partition ends just after the last
-/// record read of it, complete, and the next member starts there. The registry is captured at
-/// the roll, after the records, so that it holds every schema they were written with.
+/// record read of it, complete, and the next member starts there. The registry and the group
+/// offsets are those at the member's start (documents precede records, §3).
 #[derive(Debug, Clone, Default)]
 pub struct Follow {
     pub roll: Arc<AtomicBool>,
@@ -598,6 +598,14 @@ impl BackupPlan {
             }
             None => None,
         };
+        if opts.follow.is_some() {
+            // Read on to the roll: no end is declared before it (the kafka-topics document says
+            // FOLLOW_END, so a reader of the stream closes no partition early; the manifest has
+            // each partition's end at the roll).
+            for t in &mut kafka.tasks {
+                t.end = FOLLOW_END;
+            }
+        }
         tracing::debug!(elapsed = ?started.elapsed(), "kafka snapshot taken");
         let registry = snapshot_registry(opts, rt, started_ms)?;
         tracing::debug!(elapsed = ?started.elapsed(), "registry captured");
@@ -773,23 +781,7 @@ impl BackupPlan {
         w: &mut Writer,
         output: OutputKind,
     ) -> Result<Collector, ArchiveError> {
-        // A followed member's partitions are read on past their planned ends, to the roll.
-        let followed: Vec<PartitionTask>;
-        let tasks = match &opts.follow {
-            None => &self.kafka.tasks,
-            Some(_) => {
-                followed = self
-                    .kafka
-                    .tasks
-                    .iter()
-                    .map(|t| PartitionTask {
-                        end: FOLLOW_END,
-                        ..t.clone()
-                    })
-                    .collect();
-                &followed
-            }
-        };
+        let tasks = &self.kafka.tasks;
         let mut syncer = match w.get_ref().get_ref().file() {
             Some(f) if !output.is_stream() => {
                 BackgroundSync::start(f, 64 << 20, opts.progress.clone())

@@ -94,9 +94,15 @@ pub(crate) fn spawn(
             }
         }));
     }
-    for groups in plan(&work, opts.concurrency) {
+    for mut groups in plan(&work, opts.concurrency) {
         if groups.is_empty() {
             continue;
+        }
+        if opts.follow.is_some() {
+            // A followed group reads until the roll, so a thread's groups cannot take turns:
+            // one consumer takes them all (partition ends, which are told by partition number
+            // alone, are not waited for when following).
+            groups = vec![groups.concat()];
         }
         let (tx, stage, opts, rt) = (tx.clone(), stage.clone(), opts.clone(), rt.clone());
         handles.push(
@@ -303,6 +309,12 @@ impl Group<'_> {
     /// The roll of a followed member: each partition ends just after the last record read of
     /// it, complete (the next member starts there).
     fn roll(&mut self) {
+        if let Some(e) = &self.last_error {
+            tracing::warn!(
+                "the consumer reported an error while following {} partition(s) (the last: {e}); each ends at the roll after the last record it read",
+                self.states.len()
+            );
+        }
         for st in self.states.iter_mut().filter(|s| !s.done) {
             st.task.end = st.next;
             if finish(st, self.tx, self.stage, &self.opts.progress).is_err() {
