@@ -97,6 +97,12 @@ pub enum Event<'a> {
     ArchiveSize { bytes: u64 },
     /// A verification checked frames and found problems.
     Verified { frames: u64, problems: u64 },
+    /// A continuous backup's member was renamed into place, complete and synced.
+    MemberClosed {
+        path: &'a std::path::Path,
+        records: u64,
+        bytes: u64,
+    },
 }
 
 /// A sink shared with the caller, who reads what it was told afterwards.

@@ -341,3 +341,82 @@ async fn every_topic_is_followed_and_a_member_restores_whole_from_a_stream() {
         strip(&consume_all(&x, 1)[&0])
     );
 }
+
+/// Each member snapshots the registry at its start, so a version registered while one member
+/// is written is in the next; the metrics count the members closed and when the last was.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_member_snapshots_the_registry_and_members_are_counted() {
+    let p = common::unique("contreg");
+    let (topic, subject) = (format!("{p}-t"), format!("{p}-t-value"));
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 10, 20).await;
+    let source = common::Registry::source();
+    let schema = |f: &str| serde_json::json!({"schema": serde_json::json!({"type": "record", "name": "R", "fields": [{"name": f, "type": "string", "default": ""}]}).to_string()});
+    source.register(&subject, schema("a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let textfile = dir.path().join("kar.prom");
+    let child = Command::new(env!("CARGO_BIN_EXE_kar"))
+        .arg("--metrics-textfile")
+        .arg(&textfile)
+        .args(["backup", "--json", "--continuous", "--bootstrap"])
+        .arg(common::bootstrap())
+        .args([
+            "--registry",
+            &common::source_registry(),
+            "--subjects",
+            &format!("{p}-.*"),
+        ])
+        .args(["--topics", &topic, "--roll-every", "3s", "--members", "2"])
+        .arg("--out-dir")
+        .arg(dir.path().join("chain"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    source.register(&subject, schema("b")).await;
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (names, _) = members(&dir.path().join("chain"));
+    let versions: Vec<usize> = names
+        .iter()
+        .map(|m| {
+            let a = Archive::open(m).unwrap();
+            let snap = kar::registry::snapshot::read_from_archive(&a)
+                .unwrap()
+                .unwrap();
+            snap.subjects
+                .iter()
+                .find(|s| s.subject == subject)
+                .map_or(0, |s| s.versions.len())
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [1, 2],
+        "the second member's snapshot holds the new version"
+    );
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(sample("kar_members_closed_total{"), 2.0);
+    let last = sample("kar_last_member_timestamp_seconds{");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 30.0..=now).contains(&last), "{last} vs {now}");
+}

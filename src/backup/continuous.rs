@@ -193,6 +193,11 @@ fn member(
     };
     std::fs::rename(&part, &done).map_err(|e| io_err("rename into place", &part, e))?;
     sync_dir(&c.dir)?;
+    base.progress.event(crate::progress::Event::MemberClosed {
+        path: &done,
+        records: r.records,
+        bytes: r.archive_bytes,
+    });
     r.out = done;
     Ok(r)
 }

@@ -141,6 +141,17 @@ impl ProgressSink for Logged {
                 mode = mode.unwrap_or("(its own removed)"),
                 "subject mode set"
             ),
+            ProgressEvent::MemberClosed {
+                path,
+                records,
+                bytes,
+            } => tracing::info!(
+                target: "kar",
+                member = %path.display(),
+                records,
+                bytes,
+                "continuous member closed"
+            ),
             _ => {}
         }
     }

@@ -83,6 +83,8 @@ pub struct Metrics {
     ids_rewritten: Family<TopicLabels, Counter>,
     ids_unknown: Family<TopicLabels, Counter>,
     verify_frames: Counter,
+    members_closed: Counter,
+    last_member: Later,
     verify_problems: Counter,
     running: Gauge,
     start_time: FloatGauge,
@@ -142,6 +144,8 @@ impl Metrics {
             ids_rewritten: Family::default(),
             ids_unknown: Family::default(),
             verify_frames: Counter::default(),
+            members_closed: Counter::default(),
+            last_member: Later::default(),
             verify_problems: Counter::default(),
             running: Gauge::default(),
             start_time: FloatGauge::default(),
@@ -322,6 +326,17 @@ impl Metrics {
             "run_exit_code",
             "The run's exit code once it ended: 0 success, 1 damage or difference found, 2 failure",
             self.exit_code.clone(),
+        );
+        r.register(
+            "members_closed",
+            "Members a continuous backup renamed into place (complete, synced)",
+            self.members_closed.clone(),
+        );
+        r.register_with_unit(
+            "last_member_timestamp",
+            "When a continuous backup last renamed a member into place, Unix time: what is older than the roll interval and then some is a stuck backup",
+            Unit::Seconds,
+            self.last_member.clone(),
         );
         r.register_with_unit(
             "archive_size",
@@ -518,6 +533,13 @@ impl Metrics {
                 self.ids_unknown.get_or_create(&l).inc_by(unknown);
             }
             Event::ArchiveSize { bytes } => set_later(&self.archive_size, bytes as f64),
+            Event::MemberClosed { .. } => {
+                self.members_closed.inc();
+                set_later(
+                    &self.last_member,
+                    crate::archive::writer::now_ms() as f64 / 1e3,
+                );
+            }
             Event::Verified { frames, problems } => {
                 self.verify_frames.inc_by(frames);
                 self.verify_problems.inc_by(problems);
