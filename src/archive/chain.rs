@@ -104,11 +104,10 @@ impl Chain {
     /// (the span's gaps) stay holes; the end is accounted for only where the newest archive
     /// holding the partition got it whole.
     pub fn tiles(&self, s: &Span) -> Result<Vec<Tile>, ArchiveError> {
-        let mut out: Vec<Tile> = Vec::new();
         let Some(&(_, start, ..)) = s.ranges.first() else {
-            return Ok(out);
+            return Ok(Vec::new());
         };
-        let mut next = start;
+        let mut m = Mender::new(start, &s.gaps);
         for &(depth, ..) in &s.ranges {
             let member = self
                 .archives
@@ -116,34 +115,60 @@ impl Chain {
                 .position(|a| depth_of(a.manifest()) == depth)
                 .expect("a span names archives of the chain");
             for c in self.archives[member].chunks_of(&s.topic, s.partition)? {
-                // The offsets between the coverage so far and this chunk: those before a gap are
-                // accounted for by the chunk before (or by this one, the partition's first),
-                // those after it by this one; the gap itself stays a hole.
-                let lost = s
-                    .gaps
-                    .iter()
-                    .find(|g| g.from >= next && g.to <= c.covers_from);
-                let (upto, resume) =
-                    lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
-                let mut from = c.covers_from.min(resume);
-                match out.last_mut() {
-                    Some(p) if upto > p.covers.end => p.covers.end = upto,
-                    None if upto > next && lost.is_none() => from = next,
-                    _ => {}
-                }
-                next = c.covers_to;
-                let covers = from..c.covers_to;
-                out.push(Tile {
-                    member,
-                    chunk: c,
-                    covers,
-                });
+                m.push(member, c);
             }
         }
-        if let Some(last) = out.last_mut().filter(|_| s.complete) {
-            last.covers.end = last.covers.end.max(s.end);
+        Ok(m.finish(s.complete, s.end))
+    }
+}
+
+/// Lays a partition's chunks, from several archives in offset order, end to end: the offsets
+/// between two chunks (a range that held no record: transaction markers, aborted records) are
+/// accounted for by the chunk before them (or by the first chunk, from the partition's start),
+/// as a backup's writer does within one archive; offsets lost (`gaps`) stay holes.
+pub(crate) struct Mender<'g> {
+    out: Vec<Tile>,
+    next: i64,
+    gaps: &'g [OffsetRange],
+}
+
+impl<'g> Mender<'g> {
+    pub(crate) fn new(start: i64, gaps: &'g [OffsetRange]) -> Mender<'g> {
+        Mender {
+            out: Vec::new(),
+            next: start,
+            gaps,
         }
-        Ok(out)
+    }
+
+    pub(crate) fn push(&mut self, member: usize, c: ChunkEntry) {
+        let next = self.next;
+        let lost = self
+            .gaps
+            .iter()
+            .find(|g| g.from >= next && g.to <= c.covers_from);
+        let (upto, resume) = lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
+        let mut from = c.covers_from.min(resume);
+        match self.out.last_mut() {
+            Some(p) if upto > p.covers.end => p.covers.end = upto,
+            None if upto > next && lost.is_none() => from = next,
+            _ => {}
+        }
+        self.next = c.covers_to;
+        let covers = from..c.covers_to;
+        self.out.push(Tile {
+            member,
+            chunk: c,
+            covers,
+        });
+    }
+
+    /// The tiles; the last accounts for the range's end when the partition was got whole.
+    pub(crate) fn finish(mut self, complete: bool, end: i64) -> Vec<Tile> {
+        if let Some(last) = self.out.last_mut().filter(|_| complete) {
+            last.covers.end = last.covers.end.max(end);
+        }
+        self.out
     }
 }
 
@@ -500,10 +525,20 @@ fn extend(
             .max()
             .unwrap_or(start)
     };
+    let assigned = f.archive.manifest().changes.iter().any(|c| {
+        c.kind == ChangeKind::PartitionAssigned
+            && c.topic == t.name
+            && c.partition == Some(p.partition)
+    });
     if p.lineage.as_ref().is_some_and(|l| l.restarted) {
         span.ranges.clear();
         span.gaps.clear();
         span.restarted_at = Some(depth);
+    } else if assigned {
+        // A group member took the partition over from another process's chain: this chain's
+        // span of it begins again here (the set of the group's chains holds what lies between).
+        span.ranges.clear();
+        span.gaps.clear();
     } else if let Some(&(_, _, before, _)) = span.ranges.last()
         && before != start
     {

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod prune;
 pub mod reader;
 pub mod repair;
+pub mod set;
 pub mod signing;
 pub mod source;
 pub mod stream;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use super::chain::{Chain, Span};
+use super::chain::{Chain, Mender, Span};
 use super::index::ChunkEntry;
 use super::reader::Contents;
 use super::verify::{self, Problem};
@@ -83,6 +83,99 @@ impl View {
         manifest.parent = None;
         Ok(View {
             archives: chain.archives,
+            manifest,
+            tiles,
+        })
+    }
+
+    /// A checked set (§16: the chains of a continuous group's processes) read as one archive as
+    /// of its newest archive: that archive's documents; the topics its `kafka-topics` document
+    /// names, each partition from every archive of the set that holds a piece of it, in offset
+    /// order. The caller refuses a set with gaps, overlaps or problems first.
+    pub fn set(set: super::set::Set) -> Result<View, ArchiveError> {
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        for (ci, c) in set.chains.iter().enumerate() {
+            order.extend((0..c.archives.len()).map(|ai| (ci, ai)));
+        }
+        let created =
+            |&(ci, ai): &(usize, usize)| set.chains[ci].archives[ai].manifest().created_at_ms;
+        order.sort_by_key(created);
+        let index: BTreeMap<(usize, usize), usize> =
+            order.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let newest_key = *order
+            .last()
+            .ok_or_else(|| ArchiveError::Chain("no archive among the set's chains".into()))?;
+        let newest = &set.chains[newest_key.0].archives[newest_key.1];
+        let names: std::collections::BTreeSet<String> = newest
+            .document::<crate::format::kafka_topics::KafkaTopicsDoc>(
+                crate::format::kafka_topics::KIND,
+            )?
+            .map(|d| d.topics.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
+        let mut manifest = newest.manifest().clone();
+        manifest.parent = None;
+        manifest.topics = Vec::new();
+        let mut tiles = BTreeMap::new();
+        for sp in set
+            .report
+            .partitions
+            .iter()
+            .filter(|p| names.contains(&p.topic))
+        {
+            let mut m = Mender::new(sp.from, &sp.lost);
+            for piece in sp.pieces.iter().filter(|p| p.end > p.start) {
+                let a = &set.chains[piece.archive.0].archives[piece.archive.1];
+                for c in a.chunks_of(&sp.topic, sp.partition)? {
+                    m.push(index[&piece.archive], c);
+                }
+            }
+            let last = sp.pieces.iter().max_by_key(|p| (p.end, p.created_at_ms));
+            let complete = last.is_none_or(|p| p.complete);
+            let located: Vec<Located> = m
+                .finish(complete, sp.to)
+                .into_iter()
+                .map(|t| Located {
+                    member: t.member,
+                    entry: t.chunk,
+                    covers: t.covers,
+                })
+                .collect();
+            let mut entry = last
+                .and_then(|p| {
+                    set.chains[p.archive.0].archives[p.archive.1]
+                        .manifest()
+                        .partition(&sp.topic, sp.partition)
+                        .cloned()
+                })
+                .unwrap_or_default();
+            entry.partition = sp.partition;
+            entry.start_offset = Some(sp.from);
+            entry.end_offset = Some(sp.to);
+            entry.complete = complete;
+            entry.gaps = sp.lost.clone();
+            counts(&mut entry, &located);
+            match manifest.topics.iter_mut().find(|t| t.name == sp.topic) {
+                Some(t) => t.partitions.push(entry),
+                None => manifest.topics.push(crate::format::manifest::TopicEntry {
+                    name: sp.topic.clone(),
+                    partitions: vec![entry],
+                }),
+            }
+            tiles.insert((sp.topic.clone(), sp.partition), located);
+        }
+        let mut slots: Vec<Option<Archive>> = Vec::new();
+        let mut chains = set.chains;
+        let mut taken: BTreeMap<(usize, usize), Archive> = BTreeMap::new();
+        for (ci, c) in chains.iter_mut().enumerate() {
+            for (ai, a) in std::mem::take(&mut c.archives).into_iter().enumerate() {
+                taken.insert((ci, ai), a);
+            }
+        }
+        for k in &order {
+            slots.push(taken.remove(k));
+        }
+        Ok(View {
+            archives: slots.into_iter().map(|a| a.expect("each once")).collect(),
             manifest,
             tiles,
         })
@@ -206,6 +299,11 @@ fn widen(p: &mut crate::format::manifest::PartitionEntry, s: &Span, chunks: &[Lo
     p.end_offset = Some(s.end);
     p.complete = s.complete;
     p.gaps = s.gaps.clone();
+    counts(p, chunks);
+}
+
+/// A partition entry's counts, from the chunks the view reads of it.
+fn counts(p: &mut crate::format::manifest::PartitionEntry, chunks: &[Located]) {
     p.records = chunks.iter().map(|c| u64::from(c.entry.record_count)).sum();
     p.chunks = chunks.len() as u64;
     p.raw_bytes = chunks.iter().map(|c| c.entry.raw_len).sum();

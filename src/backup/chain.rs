@@ -107,19 +107,40 @@ pub fn plan(
     conn: &KafkaConnection,
     tasks: &mut [PartitionTask],
     compacted: &BTreeSet<String>,
+    group: Option<&super::Assignment>,
 ) -> Result<ChainPlan, BackupError> {
     let m = parent.archive.manifest();
     let mut plan = ChainPlan::default();
-    deleted(m, tasks, &mut plan);
+    match group {
+        Some(g) => released(m, tasks, g, &mut plan),
+        None => deleted(m, tasks, &mut plan),
+    }
     let mut added_topics = BTreeSet::new();
     // What needs no broker first; the lineage checks then read the broker a few at a time.
     let mut checks: Vec<(usize, Anchor, i64)> = Vec::new();
     for (i, t) in tasks.iter_mut().enumerate() {
+        let hint = group.and_then(|g| {
+            g.partitions
+                .get(&(t.topic.clone(), t.partition))
+                .copied()
+                .flatten()
+        });
         let Some(pe) = m.partition(&t.topic, t.partition) else {
-            added(m, t, &mut added_topics, &mut plan);
+            match group {
+                Some(g) => assigned(t, hint, None, g, &mut plan),
+                None => added(m, t, &mut added_topics, &mut plan),
+            }
             continue;
         };
         let ends_at = continues_at(&parent.archive, &t.topic, pe)?;
+        if let (Some(g), Some(h)) = (group, hint)
+            && h > ends_at
+        {
+            // Another process of the group held the partition after this chain's parent did,
+            // up to `h`.
+            assigned(t, hint, Some(ends_at), g, &mut plan);
+            continue;
+        }
         match decide(parent, t, ends_at, pe, &mut plan.changes)? {
             Decision::Decided(c) => {
                 plan.partitions.insert((t.topic.clone(), t.partition), c);
@@ -211,6 +232,72 @@ fn deleted(m: &Manifest, tasks: &[PartitionTask], plan: &mut ChainPlan) {
             }
         }
     }
+}
+
+/// Partitions the parent holds that Kafka no longer assigns this process of the group.
+fn released(m: &Manifest, tasks: &[PartitionTask], g: &super::Assignment, plan: &mut ChainPlan) {
+    let now: BTreeSet<(&str, i32)> = tasks
+        .iter()
+        .map(|t| (t.topic.as_str(), t.partition))
+        .collect();
+    for t in &m.topics {
+        for p in t
+            .partitions
+            .iter()
+            .filter(|p| !now.contains(&(t.name.as_str(), p.partition)))
+        {
+            plan.changes.push(change(
+                ChangeKind::PartitionReleased,
+                &t.name,
+                Some(p.partition),
+                format!("no longer assigned to this process of group {}", g.group),
+            ));
+        }
+    }
+}
+
+/// A partition Kafka assigned this process of the group that the parent does not continue
+/// (`parent_end`: where the parent's records of it end, when it holds it): from the group's
+/// committed offset, or the log's start; a committed offset below the log's start lost records
+/// to retention between holders (a gap, named).
+fn assigned(
+    t: &mut PartitionTask,
+    hint: Option<i64>,
+    parent_end: Option<i64>,
+    g: &super::Assignment,
+    plan: &mut ChainPlan,
+) {
+    let from = hint.unwrap_or(t.start);
+    if from < t.start {
+        let mut c = change(
+            ChangeKind::RetentionGap,
+            &t.topic,
+            Some(t.partition),
+            format!(
+                "offsets {from}..{} were deleted by retention before this process of group {} took the partition over",
+                t.start, g.group
+            ),
+        );
+        (c.from, c.to) = (Some(from), Some(t.start));
+        plan.changes.push(c);
+    }
+    t.start = t.start.max(from).min(t.end.max(t.start));
+    let mut c = change(
+        ChangeKind::PartitionAssigned,
+        &t.topic,
+        Some(t.partition),
+        match parent_end {
+            Some(e) => format!(
+                "assigned to this process of group {} again; offsets {e}..{} are in another process's chain",
+                g.group, t.start
+            ),
+            None => format!("assigned to this process of group {}", g.group),
+        },
+    );
+    c.from = Some(t.start);
+    plan.changes.push(c);
+    plan.partitions
+        .insert((t.topic.clone(), t.partition), Continued { lineage: None });
 }
 
 fn added(

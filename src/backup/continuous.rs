@@ -66,6 +66,16 @@ pub struct ContinuousOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop after this many members (tests, and a bounded run).
     pub members: Option<usize>,
+    /// `--group NAME`: one of several processes sharing the partitions through Kafka's group
+    /// protocol, each writing its own chain.
+    pub group: Option<GroupSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub name: String,
+    /// How long the group waits for a silent process before its partitions go to the others.
+    pub session_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +106,10 @@ pub fn run(
         pruned: Vec::new(),
         ok: true,
     };
+    if let Some(g) = &c.group {
+        super::group::run(rt, base, c, g, &mut report, on_member)?;
+        return Ok(report);
+    }
     loop {
         let head = newest(&c.dir)?;
         let rebase = match (&head, c.retain) {
@@ -103,35 +117,52 @@ pub fn run(
             _ => false,
         };
         let parent = head.filter(|_| !rebase).map(|(p, _)| p);
-        let r = member(rt, base, c, parent)?;
-        report.ok &=
-            r.status == crate::format::manifest::ArchiveStatus::Complete && !r.chain_lost_records();
-        on_member(&r);
-        report.members.push(r);
-        if let Some(n) = c.retain {
-            let opts = crate::archive::prune::PruneOptions {
-                keep_last: n,
-                keep_daily: 0,
-                dry_run: false,
-            };
-            let pruned = crate::archive::prune::prune(&c.dir, &opts)?;
-            if pruned.refused {
-                tracing::warn!(
-                    "--retain removed nothing: {}",
-                    pruned
-                        .broken
-                        .first()
-                        .map_or("a kept chain is incomplete", String::as_str)
-                );
-            } else {
-                report.pruned.extend(pruned.removed);
-            }
-        }
+        let r = member(rt, base, c, parent, Arc::new(AtomicBool::new(false)))?;
+        report.add(r, on_member);
+        retain(c, &mut report)?;
         let enough = c.members.is_some_and(|n| report.members.len() >= n);
         if enough || c.stop.load(Ordering::SeqCst) || base.cancel.load(Ordering::SeqCst) {
             return Ok(report);
         }
     }
+}
+
+impl ContinuousReport {
+    /// A member renamed into place: counted, told of.
+    pub(super) fn add(&mut self, r: BackupReport, on_member: &dyn Fn(&BackupReport)) {
+        self.ok &=
+            r.status == crate::format::manifest::ArchiveStatus::Complete && !r.chain_lost_records();
+        on_member(&r);
+        self.members.push(r);
+    }
+}
+
+/// `--retain`: the newest N restore points and what their chains need are kept.
+pub(super) fn retain(
+    c: &ContinuousOptions,
+    report: &mut ContinuousReport,
+) -> Result<(), BackupError> {
+    let Some(n) = c.retain else {
+        return Ok(());
+    };
+    let opts = crate::archive::prune::PruneOptions {
+        keep_last: n,
+        keep_daily: 0,
+        dry_run: false,
+    };
+    let pruned = crate::archive::prune::prune(&c.dir, &opts)?;
+    if pruned.refused {
+        tracing::warn!(
+            "--retain removed nothing: {}",
+            pruned
+                .broken
+                .first()
+                .map_or("a kept chain is incomplete", String::as_str)
+        );
+    } else {
+        report.pruned.extend(pruned.removed);
+    }
+    Ok(())
 }
 
 fn check(base: &BackupOptions, c: &ContinuousOptions) -> Result<(), BackupError> {
@@ -155,6 +186,11 @@ fn check(base: &BackupOptions, c: &ContinuousOptions) -> Result<(), BackupError>
     if base.writer.sealing.is_some() {
         return bad("an encrypted chain cannot be continued yet: --continuous does not encrypt");
     }
+    if c.group.is_some() && (base.topics.is_empty() || !base.exclude.is_empty()) {
+        return bad(
+            "--group subscribes to the topics --topics names (Kafka spreads their partitions over the group): give --topics, without --exclude",
+        );
+    }
     if c.retain == Some(0) {
         return bad("--retain must be at least 1");
     }
@@ -163,16 +199,16 @@ fn check(base: &BackupOptions, c: &ContinuousOptions) -> Result<(), BackupError>
 
 /// One member: written as `NAME.kar.part` and read until its roll, then (synced by the backup)
 /// renamed to `NAME.kar` and the folder synced.
-fn member(
+pub(super) fn member(
     rt: &Runtime,
     base: &BackupOptions,
     c: &ContinuousOptions,
     parent: Option<PathBuf>,
+    roll: Arc<AtomicBool>,
 ) -> Result<BackupReport, BackupError> {
     let name = member_name(&c.dir);
     let part = c.dir.join(format!("{name}.part"));
     let done = c.dir.join(&name);
-    let roll = Arc::new(AtomicBool::new(false));
     let mut opts = base.clone();
     opts.out = part.clone();
     opts.incremental_from = parent;
@@ -203,7 +239,7 @@ fn member(
 }
 
 /// Sets `roll` when the member's time is up, or at once when told to stop.
-fn timer(c: &ContinuousOptions, roll: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub(super) fn timer(c: &ContinuousOptions, roll: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     let (every, stop) = (c.roll.every, c.stop.clone());
     std::thread::spawn(move || {
         let started = Instant::now();
@@ -253,7 +289,7 @@ fn discard_unfinished(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
 
 /// The newest complete member in the folder (by when it was made) and its depth. A `*.kar`
 /// that does not open is refused: the chain cannot be continued past what it does not know.
-fn newest(dir: &Path) -> Result<Option<(PathBuf, u32)>, BackupError> {
+pub(super) fn newest(dir: &Path) -> Result<Option<(PathBuf, u32)>, BackupError> {
     let mut best: Option<(i64, PathBuf, u32)> = None;
     for e in std::fs::read_dir(dir).map_err(|e| io_err("read the folder", dir, e))? {
         let p = e.map_err(|e| io_err("read the folder", dir, e))?.path();

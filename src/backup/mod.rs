@@ -10,6 +10,7 @@
 mod chain;
 mod compress;
 pub mod continuous;
+mod group;
 mod worker;
 mod writing;
 
@@ -130,6 +131,17 @@ pub struct BackupOptions {
     pub progress: crate::progress::Progress,
     /// A continuous-mode member: read on past the log ends until told to roll.
     pub follow: Option<Follow>,
+    /// A member of a continuous group (`--group`): only the partitions Kafka assigned this
+    /// process, each from where the group's committed offset says its previous holder ended.
+    pub assignment: Option<Assignment>,
+}
+
+/// The partitions Kafka's group protocol assigned a process of a continuous group, each with the
+/// group's committed offset (`None`: none committed: the log's start).
+#[derive(Debug, Clone, Default)]
+pub struct Assignment {
+    pub group: String,
+    pub partitions: BTreeMap<(String, i32), Option<i64>>,
 }
 
 /// How a continuous-mode member reads: each partition from its start on as records come, past
@@ -142,6 +154,22 @@ pub struct Follow {
     pub roll: Arc<AtomicBool>,
     /// Roll once the archive holds this many bytes.
     pub max_bytes: Option<u64>,
+}
+
+/// A group member's first archive (no parent): each assigned partition from the group's
+/// committed offset; one below the log's start lost records between holders (warned).
+fn assigned_starts(a: &Assignment, tasks: &mut [PartitionTask], warnings: &mut Vec<String>) {
+    for t in tasks {
+        if let Some(Some(c)) = a.partitions.get(&(t.topic.clone(), t.partition)) {
+            if *c < t.start {
+                warnings.push(format!(
+                    "{}/{}: offsets {c}..{} were deleted by retention before this process of group {} took the partition over",
+                    t.topic, t.partition, t.start, a.group
+                ));
+            }
+            t.start = t.start.max(*c).min(t.end.max(t.start));
+        }
+    }
 }
 
 /// A followed partition's end before the roll: none yet.
@@ -206,6 +234,7 @@ impl BackupOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Default::default(),
             follow: None,
+            assignment: None,
         }
     }
 }
@@ -581,6 +610,14 @@ impl BackupPlan {
         } else {
             KafkaSnapshot::default()
         };
+        if let Some(a) = &opts.assignment {
+            kafka
+                .tasks
+                .retain(|t| a.partitions.contains_key(&(t.topic.clone(), t.partition)));
+            if parent.is_none() {
+                assigned_starts(a, &mut kafka.tasks, &mut kafka.warnings);
+            }
+        }
         let chain = match parent {
             Some(p) => {
                 let compacted = kafka
@@ -593,7 +630,13 @@ impl BackupPlan {
                     })
                     .map(|t| t.name.clone())
                     .collect();
-                let plan = chain::plan(&p, &opts.kafka, &mut kafka.tasks, &compacted)?;
+                let plan = chain::plan(
+                    &p,
+                    &opts.kafka,
+                    &mut kafka.tasks,
+                    &compacted,
+                    opts.assignment.as_ref(),
+                )?;
                 Some((p, plan))
             }
             None => None,

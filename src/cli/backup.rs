@@ -55,6 +55,13 @@ pub struct BackupArgs {
     /// Stop after this many members
     #[arg(long, value_name = "N", requires = "continuous")]
     pub members: Option<usize>,
+    /// Share the partitions with the other processes of this name (on any host) through Kafka's
+    /// group protocol; each writes its own chain in its own --out-dir (needs --topics)
+    #[arg(long, value_name = "NAME", requires = "continuous")]
+    pub group: Option<String>,
+    /// Seconds the group waits for a silent process before its partitions go to the others
+    #[arg(long, value_name = "SECS", default_value_t = 45, requires = "group")]
+    pub session_timeout: u64,
 }
 
 settings! {
@@ -324,6 +331,13 @@ fn run_continuous(
         retain: a.retain,
         stop,
         members: a.members,
+        group: a
+            .group
+            .clone()
+            .map(|name| crate::backup::continuous::GroupSettings {
+                name,
+                session_timeout: Duration::from_secs(a.session_timeout),
+            }),
     };
     let json = a.json;
     let report = crate::backup::continuous::run(rt, &opts, &c, &|r| {

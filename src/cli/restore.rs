@@ -31,6 +31,10 @@ pub struct RestoreArgs {
     /// --until T, of the first member made at or after T)
     #[arg(long, value_name = "DIR|FILE")]
     pub chain: Vec<PathBuf>,
+    /// The files are the chains (a folder each) of a continuous group's processes
+    /// (`kar backup --continuous --group`), restored together as one archive
+    #[arg(long, conflicts_with = "chain")]
+    pub set: bool,
     #[command(flatten)]
     pub kafka: KafkaSettings,
     #[command(flatten)]
@@ -242,6 +246,7 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     let mut o = RestoreOptions::new(&a.files[0], kafka);
     o.volumes = a.files[1..].to_vec();
     o.chain = a.chain.clone();
+    o.set = a.set;
     o.trust = a.trust.options(a.require_signature)?;
     o.unlock = Some(a.unlock.unlock()?);
     o.registry = a.registry.clone().over(file.registry).settings()?;

@@ -84,6 +84,12 @@ pub enum ChangeKind {
     RetentionGap,
     EndWentBack,
     LogDiverged,
+    /// A group member (continuous `--group`): Kafka assigned this process a partition its
+    /// parent does not continue; the member takes it from `from` (where the group's previous
+    /// holder's chain ended, by the group's committed offset).
+    PartitionAssigned,
+    /// A group member: the parent held the partition, this process no longer does.
+    PartitionReleased,
 }
 
 impl ChangeKind {

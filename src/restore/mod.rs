@@ -160,6 +160,9 @@ pub struct RestoreOptions {
     /// `--chain`: files and folders holding the chain `archive` ends (§16), restored as one
     /// archive as of `archive` (or of the first member made at or after `until`).
     pub chain: Vec<PathBuf>,
+    /// `--set`: `archive` and `volumes` are the chains (a folder each) of a continuous group's
+    /// processes, restored as one archive (§16).
+    pub set: bool,
     pub kafka: KafkaConnection,
     pub registry: Option<RegistrySettings>,
     pub schema_ids: SchemaIds,
@@ -236,6 +239,11 @@ impl RestoreOptions {
                 self.archive.display()
             ));
         }
+        if self.set && (!self.chain.is_empty() || self.until.is_some()) {
+            return bad(
+                "--set restores the chains' newest state: --chain and --until do not apply".into(),
+            );
+        }
         if !self.chain.is_empty() && !self.volumes.is_empty() {
             return bad("--chain takes each member's first volume, not a list of volumes".into());
         }
@@ -268,6 +276,7 @@ impl RestoreOptions {
             archive: archive.into(),
             volumes: Vec::new(),
             chain: Vec::new(),
+            set: false,
             kafka,
             registry: None,
             schema_ids: SchemaIds::Rewrite,
@@ -790,6 +799,9 @@ fn plan_contexts(
 fn open_verified(
     opts: &RestoreOptions,
 ) -> Result<(View, Option<crate::archive::signing::SignatureReport>), RestoreError> {
+    if opts.set {
+        return open_set(opts);
+    }
     if !opts.chain.is_empty() {
         return open_chain(opts);
     }
@@ -839,6 +851,46 @@ fn open_verified(
     }
     refuse_chain_member(&archive)?;
     Ok((View::single(archive), signatures))
+}
+
+/// `--set`: the chains of a continuous group's processes, each checked as `--chain` checks one,
+/// and every partition covered exactly once across them; a gap or an overlap is refused before
+/// anything is written (records lost to retention between holders are holes, as in a chain).
+fn open_set(
+    opts: &RestoreOptions,
+) -> Result<(View, Option<crate::archive::signing::SignatureReport>), RestoreError> {
+    let paths: Vec<PathBuf> = std::iter::once(opts.archive.clone())
+        .chain(opts.volumes.iter().cloned())
+        .collect();
+    let set = crate::archive::set::open_set(&paths, VerifyLevel::Quick)?;
+    let r = &set.report;
+    if let Some(first) = r.problems.iter().chain(&r.gaps).chain(&r.overlaps).next() {
+        return Err(RestoreError::Refused(format!(
+            "the set does not restore: {first}; run `kar chain --set` for the whole list; nothing was written"
+        )));
+    }
+    let archives = set.chains.iter().flat_map(|c| &c.archives);
+    if let Some(a) = archives.clone().find(|a| a.header().is_encrypted()) {
+        return Err(RestoreError::Refused(format!(
+            "{}: an encrypted chain is not restored yet; nothing was written",
+            a.path().display()
+        )));
+    }
+    let mut newest = None;
+    if let Some(t) = &opts.trust {
+        for a in archives {
+            let r = crate::archive::signing::check_archive(a, t);
+            if !r.ok {
+                return Err(RestoreError::Refused(format!(
+                    "{}: {}; nothing was written",
+                    a.path().display(),
+                    r.refusal()
+                )));
+            }
+            newest = Some(r);
+        }
+    }
+    Ok((View::set(set)?, newest))
 }
 
 /// `--chain`: the chain that ends at the archive named (with `--until T`, at the first member
