@@ -53,6 +53,9 @@ pub struct SetReport {
     pub gaps: Vec<String>,
     pub overlaps: Vec<String>,
     pub problems: Vec<String>,
+    /// Folders given that hold no archive (a process that finished no member).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub empty: Vec<PathBuf>,
 }
 
 /// A set opened: its chains (in the order given) and what checking it found.
@@ -63,12 +66,20 @@ pub struct Set {
 
 /// Opens and checks the set whose chains the folders (or files) hold, one chain each.
 pub fn open_set(chains: &[PathBuf], level: VerifyLevel) -> Result<Set, ArchiveError> {
-    let mut opened = Vec::new();
+    let (mut opened, mut given, mut empty) = (Vec::new(), Vec::new(), Vec::new());
     for c in chains {
-        opened.push(open_chain(std::slice::from_ref(c), level)?);
+        let chain = open_chain(std::slice::from_ref(c), level)?;
+        // A process that never finished a member leaves a folder without an archive (or with
+        // its unfinished member only): it holds nothing of the set.
+        if chain.archives.is_empty() && chain.report.problems.len() == 1 {
+            empty.push(c.clone());
+            continue;
+        }
+        opened.push(chain);
+        given.push(c);
     }
     let mut problems = Vec::new();
-    for (c, chain) in chains.iter().zip(&opened) {
+    for (c, chain) in given.iter().zip(&opened) {
         problems.extend(
             chain
                 .report
@@ -96,6 +107,7 @@ pub fn open_set(chains: &[PathBuf], level: VerifyLevel) -> Result<Set, ArchiveEr
         gaps,
         overlaps,
         problems,
+        empty,
     };
     Ok(Set {
         chains: opened,

@@ -174,6 +174,12 @@ fn set_report(r: &crate::archive::set::SetReport, json: bool) -> anyhow::Result<
             ]);
         }
         super::out::print_table(&table, "");
+        for e in &r.empty {
+            outln!(
+                "empty     {}: no archive (a process that finished no member)",
+                e.display()
+            );
+        }
         super::out::list("PROBLEM ", &r.problems);
         super::out::list("GAP     ", &r.gaps);
         super::out::list("OVERLAP ", &r.overlaps);
