@@ -374,7 +374,16 @@ async fn each_member_snapshots_the_registry_and_members_are_counted() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The first member's registry snapshot is taken before its file is made.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(dir.path().join("chain"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no member begun");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     source.register(&subject, schema("b")).await;
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -565,4 +574,97 @@ async fn a_group_covers_every_record_once_across_a_kill_and_a_join() {
             "restored partition {p}"
         );
     }
+}
+
+/// A set whose chains leave offsets uncovered, or cover some twice, is named as such: the gap
+/// and the overlap with their offsets, exit 1; a restore of it is refused before anything is
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_names_its_gaps_and_overlaps_and_does_not_restore_them() {
+    let topic = common::unique("setcheck");
+    common::create_topic(&topic, 1, &[]).await;
+    let p = producer(&[]);
+    let send = |from: i64, to: i64| {
+        for i in from..to {
+            let r = crate::restore::rec(1_700_000_000_000 + i, None, Some(vec![b'v'; 10]), &[]);
+            common::send_queued(&p, &topic, 0, &r);
+        }
+        rdkafka::producer::Producer::flush(&p, Duration::from_secs(30)).unwrap();
+    };
+    let backup = |dir: &Path, from_time: Option<i64>| {
+        let out = dir.join("a.kar");
+        let mut args = vec![
+            "backup".to_string(),
+            "--bootstrap".into(),
+            common::bootstrap(),
+            "--topics".into(),
+            topic.clone(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(t) = from_time {
+            args.extend(["--from-time".into(), t.to_string()]);
+        }
+        let (code, _, text) =
+            common::kar_cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_eq!(code, Some(0), "{text}");
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    send(0, 40);
+    backup(dirs[0].path(), None); // 0..40
+    send(40, 100);
+    backup(dirs[1].path(), Some(1_700_000_000_060)); // 60..100: 40..60 in none
+    backup(dirs[2].path(), Some(1_700_000_000_090)); // 90..100: held twice
+    let d: Vec<&str> = dirs.iter().map(|d| d.path().to_str().unwrap()).collect();
+    let (code, r, text) = common::kar_cli(&["chain", "--set", "--json", d[0], d[1], d[2]], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["gaps"].as_array().unwrap().len(), 1, "{r}");
+    assert!(
+        r["gaps"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{topic}/0: offsets 40..60 ")),
+        "{r}"
+    );
+    assert_eq!(
+        r["overlaps"][0]
+            .as_str()
+            .unwrap()
+            .split(" (")
+            .next()
+            .unwrap(),
+        format!("{topic}/0: offsets 90..100 are held twice")
+    );
+    let to = format!("{topic}-restored");
+    let map = format!("{topic}={to}");
+    let state = dirs[0].path().join("state");
+    let bootstrap = common::bootstrap();
+    let (code, _, text) = common::kar_cli(
+        &[
+            "restore",
+            "--set",
+            d[0],
+            d[1],
+            d[2],
+            "--bootstrap",
+            &bootstrap,
+            "--map",
+            &map,
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("the set does not restore") && text.contains("40..60"),
+        "{text}"
+    );
+    assert!(
+        common::Watermarks::new()
+            .ends(&to, 1)
+            .iter()
+            .all(|e| *e == 0),
+        "nothing written"
+    );
 }

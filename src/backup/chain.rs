@@ -268,6 +268,31 @@ fn assigned(
     plan: &mut ChainPlan,
 ) {
     let from = hint.unwrap_or(t.start);
+    if from > t.end {
+        // The group's commit lies past the log's end: the log is not the one its holder read
+        // (truncated, or the topic re-created): a new lineage, from the log's start.
+        let mut c = change(
+            ChangeKind::EndWentBack,
+            &t.topic,
+            Some(t.partition),
+            format!(
+                "the group's committed offset {from} is past the log's end {}: a new log, backed up from its start {}",
+                t.end, t.start
+            ),
+        );
+        (c.from, c.to) = (Some(from), Some(t.end));
+        plan.changes.push(c);
+        plan.partitions.insert(
+            (t.topic.clone(), t.partition),
+            Continued {
+                lineage: Some(Lineage {
+                    restarted: true,
+                    ..Default::default()
+                }),
+            },
+        );
+        return;
+    }
     if from < t.start {
         let mut c = change(
             ChangeKind::RetentionGap,

@@ -186,9 +186,14 @@ fn check(base: &BackupOptions, c: &ContinuousOptions) -> Result<(), BackupError>
     if base.writer.sealing.is_some() {
         return bad("an encrypted chain cannot be continued yet: --continuous does not encrypt");
     }
-    if c.group.is_some() && (base.topics.is_empty() || !base.exclude.is_empty()) {
+    if c.group.is_some() && c.retain.is_some() {
         return bad(
-            "--group subscribes to the topics --topics names (Kafka spreads their partitions over the group): give --topics, without --exclude",
+            "--retain does not apply with --group yet: each process continues its own chain, which no new base ends; prune with kar prune per folder",
+        );
+    }
+    if c.group.is_some() && base.topics.is_empty() {
+        return bad(
+            "--group subscribes to the topics --topics names (Kafka spreads their partitions over the group): give --topics",
         );
     }
     if c.retain == Some(0) {

@@ -63,6 +63,10 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = r else { return };
         let mut st = self.0.lock();
+        // Taken out first: a member begun from now on does not hold them.
+        for e in tpl.elements() {
+            st.assigned.remove(&(e.topic().to_string(), e.partition()));
+        }
         if let Some(roll) = st.writing.clone() {
             roll.store(true, Ordering::SeqCst);
             let (seen, deadline) = (st.closed, Instant::now() + CLOSE_WAIT);
@@ -74,9 +78,6 @@ impl ConsumerContext for GroupContext {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
-        }
-        for e in tpl.elements() {
-            st.assigned.remove(&(e.topic().to_string(), e.partition()));
         }
         self.0.changed.notify_all();
     }
@@ -94,7 +95,10 @@ impl ConsumerContext for GroupContext {
         for e in tpl.elements() {
             st.assigned.insert((e.topic().to_string(), e.partition()));
         }
-        if let Some(roll) = &st.writing {
+        // (The cooperative protocol also calls this with nothing new: no roll then.)
+        if tpl.count() > 0
+            && let Some(roll) = &st.writing
+        {
             roll.store(true, Ordering::SeqCst);
         }
         self.0.changed.notify_all();
@@ -154,11 +158,23 @@ fn join(
         .set("heartbeat.interval.ms", (session / 3).to_string())
         .create_with_context(GroupContext(shared))
         .map_err(|e| bad("cannot create the group's consumer", e))?;
-    // kar's topic patterns match whole names; librdkafka takes a pattern for a subscription
-    // when it begins with ^.
-    let pattern = format!("^({})$", base.topics.join("|"));
+    // The topics kar's own patterns select, by name: librdkafka's subscription patterns are
+    // POSIX regexes, which read some of kar's (Rust) patterns otherwise.
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(|e| bad("cannot read the cluster's topics", e))?;
+    let all: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).collect();
+    let names = super::select_topics(&all, &base.topics, &base.exclude)?;
+    if names.is_empty() {
+        return Err(BackupError::Invalid(format!(
+            "--group {}: no topic matches the selection ({}); nothing to back up",
+            g.name,
+            base.topics.join(", ")
+        )));
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[&pattern])
+        .subscribe(&names)
         .map_err(|e| bad("cannot subscribe", e))?;
     Ok(consumer)
 }
@@ -234,8 +250,7 @@ fn write_member(
     for (t, p) in assigned {
         tpl.add_partition(t, *p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
+    let committed = committed(consumer, tpl)
         .map_err(|e| bad("cannot read the group's committed offsets", e))?;
     let partitions = committed
         .elements()
@@ -266,6 +281,24 @@ fn write_member(
         commit(consumer, &ends, g);
     }
     Ok(r)
+}
+
+/// The group's committed offsets of `tpl`, tried again for a minute (a coordinator moving, a
+/// rebalance under way).
+fn committed(
+    consumer: &BaseConsumer<GroupContext>,
+    tpl: TopicPartitionList,
+) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("reading the group's committed offsets: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Commits a member's ends, tried again while the group is between generations (a commit then

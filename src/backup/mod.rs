@@ -161,6 +161,13 @@ pub struct Follow {
 fn assigned_starts(a: &Assignment, tasks: &mut [PartitionTask], warnings: &mut Vec<String>) {
     for t in tasks {
         if let Some(Some(c)) = a.partitions.get(&(t.topic.clone(), t.partition)) {
+            if *c > t.end {
+                warnings.push(format!(
+                    "{}/{}: the group's committed offset {c} is past the log's end {}: a new log, backed up from its start {}",
+                    t.topic, t.partition, t.end, t.start
+                ));
+                continue;
+            }
             if *c < t.start {
                 warnings.push(format!(
                     "{}/{}: offsets {c}..{} were deleted by retention before this process of group {} took the partition over",
