@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -220,6 +220,7 @@ pub(super) fn member(
     opts.follow = Some(Follow {
         roll: roll.clone(),
         max_bytes: c.roll.bytes,
+        every: c.roll.every,
     });
     let timer = timer(c, roll.clone());
     let result = backup(rt, &opts);
@@ -243,13 +244,13 @@ pub(super) fn member(
     Ok(r)
 }
 
-/// Sets `roll` when the member's time is up, or at once when told to stop.
-pub(super) fn timer(c: &ContinuousOptions, roll: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let (every, stop) = (c.roll.every, c.stop.clone());
+/// Sets `roll` at once when told to stop (the roll's time is the backup's, see
+/// [`Follow::every`]).
+fn timer(c: &ContinuousOptions, roll: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let stop = c.stop.clone();
     std::thread::spawn(move || {
-        let started = Instant::now();
         while !roll.load(Ordering::SeqCst) {
-            if stop.load(Ordering::SeqCst) || every.is_some_and(|e| started.elapsed() >= e) {
+            if stop.load(Ordering::SeqCst) {
                 roll.store(true, Ordering::SeqCst);
                 return;
             }

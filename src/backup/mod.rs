@@ -154,6 +154,9 @@ pub struct Follow {
     pub roll: Arc<AtomicBool>,
     /// Roll once the archive holds this many bytes.
     pub max_bytes: Option<u64>,
+    /// Roll once records have been read this long (timed from when reading begins, not from
+    /// the member's start: planning a member reads the cluster and can take a second or more).
+    pub every: Option<Duration>,
 }
 
 /// A group member's first archive (no parent): each assigned partition from the group's
@@ -177,6 +180,20 @@ fn assigned_starts(a: &Assignment, tasks: &mut [PartitionTask], warnings: &mut V
             t.start = t.start.max(*c).min(t.end.max(t.start));
         }
     }
+}
+
+/// Sets `roll` once `every` has passed (or returns when it is set otherwise).
+fn roll_timer(roll: Arc<AtomicBool>, every: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !roll.load(Ordering::SeqCst) {
+            if started.elapsed() >= every {
+                roll.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
 }
 
 /// A followed partition's end before the roll: none yet.
@@ -858,6 +875,10 @@ impl BackupPlan {
             tx.clone(),
             w.sealer().cloned(),
         );
+        let timer = opts
+            .follow
+            .as_ref()
+            .and_then(|f| Some(roll_timer(f.roll.clone(), f.every?)));
         let workers = worker::spawn(opts, tasks, tx, stage, &self.rt);
         let mut collector = Collector::new(tasks, opts.progress.clone(), opts.follow.as_ref());
         let mut write_error = None;
@@ -868,7 +889,7 @@ impl BackupPlan {
                 break;
             }
         }
-        for h in workers.into_iter().chain(compressors) {
+        for h in workers.into_iter().chain(compressors).chain(timer) {
             let _ = h.join();
         }
         syncer.stop();
