@@ -614,7 +614,8 @@ async fn a_set_names_its_gaps_and_overlaps_and_does_not_restore_them() {
     backup(dirs[0].path(), None); // 0..40
     send(40, 100);
     backup(dirs[1].path(), Some(1_700_000_000_060)); // 60..100: 40..60 in none
-    backup(dirs[2].path(), Some(1_700_000_000_090)); // 90..100: held twice
+    send(100, 110);
+    backup(dirs[2].path(), Some(1_700_000_000_090)); // 90..110: 90..100 held twice
     let d: Vec<&str> = dirs.iter().map(|d| d.path().to_str().unwrap()).collect();
     let (code, r, text) = common::kar_cli(&["chain", "--set", "--json", d[0], d[1], d[2]], &[]);
     assert_eq!(code, Some(1), "{text}");
@@ -667,4 +668,29 @@ async fn a_set_names_its_gaps_and_overlaps_and_does_not_restore_them() {
             .all(|e| *e == 0),
         "nothing written"
     );
+
+    // Without the gap (from 60 on), the overlap restores once: the second chain's chunk, which
+    // begins inside the first's range, gives only its records after it.
+    let (code, _, text) = common::kar_cli(
+        &[
+            "restore",
+            "--set",
+            d[1],
+            d[2],
+            "--bootstrap",
+            &bootstrap,
+            "--map",
+            &map,
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let got: Vec<i64> = consume_all(&to, 1)[&0]
+        .iter()
+        .map(|r| r.timestamp)
+        .collect();
+    let want: Vec<i64> = (60..110).map(|i| 1_700_000_000_000 + i).collect();
+    assert_eq!(got, want, "each record once");
 }

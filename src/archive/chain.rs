@@ -115,7 +115,8 @@ impl Chain {
                 .position(|a| depth_of(a.manifest()) == depth)
                 .expect("a span names archives of the chain");
             for c in self.archives[member].chunks_of(&s.topic, s.partition)? {
-                m.push(member, c);
+                let from = c.covers_from;
+                m.push(member, c, from);
             }
         }
         Ok(m.finish(s.complete, s.end))
@@ -141,14 +142,16 @@ impl<'g> Mender<'g> {
         }
     }
 
-    pub(crate) fn push(&mut self, member: usize, c: ChunkEntry) {
+    /// Adds a chunk accounting for offsets from `covers_from` (its own, or later where its
+    /// first records are another archive's too).
+    pub(crate) fn push(&mut self, member: usize, c: ChunkEntry, covers_from: i64) {
         let next = self.next;
         let lost = self
             .gaps
             .iter()
-            .find(|g| g.from >= next && g.to <= c.covers_from);
-        let (upto, resume) = lost.map_or((c.covers_from, c.covers_from), |g| (g.from, g.to));
-        let mut from = c.covers_from.min(resume);
+            .find(|g| g.from >= next && g.to <= covers_from);
+        let (upto, resume) = lost.map_or((covers_from, covers_from), |g| (g.from, g.to));
+        let mut from = covers_from.min(resume);
         match self.out.last_mut() {
             Some(p) if upto > p.covers.end => p.covers.end = upto,
             None if upto > next && lost.is_none() => from = next,

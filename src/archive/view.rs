@@ -37,6 +37,10 @@ pub struct Located {
     /// The source offsets it accounts for in the view (wider than its own coverage where a
     /// chain member's range held no record).
     pub covers: Range<i64>,
+    /// In a set: its records below this offset are another chain's too (an overlap) and are
+    /// left out; `records` counts those kept.
+    pub from_offset: Option<i64>,
+    pub records: u32,
 }
 
 impl View {
@@ -67,15 +71,7 @@ impl View {
                 let Some(s) = spans.get(&(t.name.as_str(), p.partition)) else {
                     continue;
                 };
-                let located: Vec<Located> = chain
-                    .tiles(s)?
-                    .into_iter()
-                    .map(|t| Located {
-                        member: t.member,
-                        entry: t.chunk,
-                        covers: t.covers,
-                    })
-                    .collect();
+                let located: Vec<Located> = chain.tiles(s)?.into_iter().map(Located::of).collect();
                 widen(p, s, &located);
                 tiles.insert((t.name.clone(), p.partition), located);
             }
@@ -123,23 +119,36 @@ impl View {
             .filter(|p| names.contains(&p.topic))
         {
             let mut m = Mender::new(sp.from, &sp.lost);
+            // Each offset once: records an earlier piece holds (an overlap) are left out.
+            let (mut at, mut trim) = (sp.from, BTreeMap::new());
             for piece in sp.pieces.iter().filter(|p| p.end > p.start) {
                 let a = &set.chains[piece.archive.0].archives[piece.archive.1];
                 for c in a.chunks_of(&sp.topic, sp.partition)? {
-                    m.push(index[&piece.archive], c);
+                    if c.last_offset < at {
+                        continue;
+                    }
+                    let from = c.covers_from.max(at);
+                    if c.first_offset < at {
+                        trim.insert((index[&piece.archive], c.frame_offset), at);
+                    }
+                    m.push(index[&piece.archive], c, from);
                 }
+                at = at.max(piece.end);
             }
             let last = sp.pieces.iter().max_by_key(|p| (p.end, p.created_at_ms));
             let complete = last.is_none_or(|p| p.complete);
-            let located: Vec<Located> = m
+            let mut located: Vec<Located> = m
                 .finish(complete, sp.to)
                 .into_iter()
-                .map(|t| Located {
-                    member: t.member,
-                    entry: t.chunk,
-                    covers: t.covers,
-                })
+                .map(Located::of)
                 .collect();
+            for c in &mut located {
+                if let Some(&from) = trim.get(&(c.member, c.entry.frame_offset)) {
+                    let a = &set.chains[order[c.member].0].archives[order[c.member].1];
+                    c.records = kept(a, &c.entry, from)?;
+                    c.from_offset = Some(from);
+                }
+            }
             let mut entry = last
                 .and_then(|p| {
                     set.chains[p.archive.0].archives[p.archive.1]
@@ -234,6 +243,8 @@ impl View {
                 .map(|c| Located {
                     member: self.archives.len() - 1,
                     covers: c.covers_from..c.covers_to,
+                    from_offset: None,
+                    records: c.record_count,
                     entry: c,
                 })
                 .collect());
@@ -245,14 +256,20 @@ impl View {
             .unwrap_or_default())
     }
 
-    /// Decompresses a chunk into `buf` and checks it (see [`Archive::read_chunk`]).
+    /// Decompresses a chunk into `buf` and checks it (see [`Archive::read_chunk`]); a chunk
+    /// whose first records another chain holds too comes without them (encoded again).
     pub fn read_chunk(
         &self,
         c: &Located,
         dec: &mut ContentDecoder,
         buf: &mut Vec<u8>,
     ) -> Result<(), ArchiveError> {
-        self.archives[c.member].read_chunk(&c.entry, dec, buf)
+        let a = &self.archives[c.member];
+        a.read_chunk(&c.entry, dec, buf)?;
+        if let Some(from) = c.from_offset {
+            *buf = without_below(a, &c.entry, buf, from)?;
+        }
+        Ok(())
     }
 
     /// Every chunk checked as a full verification checks it, each in its own archive.
@@ -274,6 +291,61 @@ impl View {
         }
         out
     }
+}
+
+impl Located {
+    fn of(t: super::chain::Tile) -> Located {
+        Located {
+            member: t.member,
+            records: t.chunk.record_count,
+            entry: t.chunk,
+            covers: t.covers,
+            from_offset: None,
+        }
+    }
+}
+
+/// How many of a chunk's records are at or after `from`.
+fn kept(a: &Archive, e: &ChunkEntry, from: i64) -> Result<u32, ArchiveError> {
+    let mut buf = Vec::new();
+    a.read_chunk(e, &mut a.decoder()?, &mut buf)?;
+    let format = |e| ArchiveError::format(a.path(), "")(e);
+    let mut n = 0;
+    for r in crate::format::chunk::ChunkRecords::new(&buf, 0).map_err(format)? {
+        n += u32::from(r.map_err(format)?.offset >= from);
+    }
+    Ok(n)
+}
+
+/// A chunk's content with its records below `from` left out, encoded again (its coverage from
+/// `from`).
+fn without_below(
+    a: &Archive,
+    e: &ChunkEntry,
+    raw: &[u8],
+    from: i64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let format = |e| ArchiveError::format(a.path(), "")(e);
+    let encode = |err| ArchiveError::Encode(err, a.path().to_path_buf());
+    let mut enc = crate::format::chunk::ChunkEncoder::new(&e.topic, e.partition).map_err(encode)?;
+    for r in crate::format::chunk::ChunkRecords::new(raw, 0).map_err(format)? {
+        let r = r.map_err(format)?;
+        if r.offset >= from {
+            enc.push(
+                r.offset,
+                r.timestamp,
+                r.timestamp_type,
+                r.key,
+                r.value,
+                r.headers.iter(),
+            )
+            .map_err(encode)?;
+        }
+    }
+    Ok(enc
+        .finish(from.max(e.covers_from)..e.covers_to)
+        .map_err(encode)?
+        .1)
 }
 
 /// Content (schema texts, documents) from the newest archive of the view that stores it.
@@ -304,7 +376,7 @@ fn widen(p: &mut crate::format::manifest::PartitionEntry, s: &Span, chunks: &[Lo
 
 /// A partition entry's counts, from the chunks the view reads of it.
 fn counts(p: &mut crate::format::manifest::PartitionEntry, chunks: &[Located]) {
-    p.records = chunks.iter().map(|c| u64::from(c.entry.record_count)).sum();
+    p.records = chunks.iter().map(|c| u64::from(c.records)).sum();
     p.chunks = chunks.len() as u64;
     p.raw_bytes = chunks.iter().map(|c| c.entry.raw_len).sum();
     p.first_offset = chunks.first().map(|c| c.entry.first_offset);

@@ -854,8 +854,9 @@ fn open_verified(
 }
 
 /// `--set`: the chains of a continuous group's processes, each checked as `--chain` checks one,
-/// and every partition covered exactly once across them; a gap or an overlap is refused before
-/// anything is written (records lost to retention between holders are holes, as in a chain).
+/// and every partition covered across them; a gap is refused before anything is written
+/// (records lost to retention between holders are holes, as in a chain), offsets held twice are
+/// restored once.
 fn open_set(
     opts: &RestoreOptions,
 ) -> Result<(View, Option<crate::archive::signing::SignatureReport>), RestoreError> {
@@ -864,10 +865,15 @@ fn open_set(
         .collect();
     let set = crate::archive::set::open_set(&paths, VerifyLevel::Quick)?;
     let r = &set.report;
-    if let Some(first) = r.problems.iter().chain(&r.gaps).chain(&r.overlaps).next() {
+    if let Some(first) = r.problems.iter().chain(&r.gaps).next() {
         return Err(RestoreError::Refused(format!(
             "the set does not restore: {first}; run `kar chain --set` for the whole list; nothing was written"
         )));
+    }
+    // Offsets two chains hold (a process killed between a member's rename and its commit) are
+    // restored once, from the earlier archive.
+    for o in &r.overlaps {
+        tracing::warn!("restored once: {o}");
     }
     let archives = set.chains.iter().flat_map(|c| &c.archives);
     if let Some(a) = archives.clone().find(|a| a.header().is_encrypted()) {

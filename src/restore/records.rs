@@ -252,7 +252,7 @@ impl ChunkSource for FileChunks<'_> {
             return None;
         }
         let c = self.chunks.next()?;
-        let n = u64::from(c.entry.record_count);
+        let n = u64::from(c.records);
         if index + n <= already {
             return Some(Ok(Fed::Skipped(n)));
         }
@@ -300,14 +300,14 @@ pub fn planned_records(
 ) -> Result<u64, crate::archive::ArchiveError> {
     let chunks = a.chunks_of(topic, partition)?;
     let Some(until) = until else {
-        return Ok(chunks.iter().map(|c| u64::from(c.entry.record_count)).sum());
+        return Ok(chunks.iter().map(|c| u64::from(c.records)).sum());
     };
     let mut n = 0;
     let mut dec = a.decoder()?;
     let mut buf = Vec::new();
     for c in &chunks {
         if c.entry.max_timestamp <= until {
-            n += u64::from(c.entry.record_count);
+            n += u64::from(c.records);
             continue;
         }
         a.read_chunk(c, &mut dec, &mut buf)?;
@@ -338,7 +338,7 @@ pub fn restored_before(
     let mut buf = Vec::new();
     for c in a.chunks_of(topic, partition)? {
         if c.entry.last_offset < committed {
-            k += u64::from(c.entry.record_count);
+            k += u64::from(c.records);
             continue;
         }
         if c.entry.first_offset < committed {
