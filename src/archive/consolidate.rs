@@ -16,7 +16,7 @@ use super::reader::frame_at;
 use super::verify::VerifyLevel;
 use super::writer::{ArchiveWriter, WriterOptions, sync_file};
 use super::{Archive, ArchiveError};
-use crate::format::chunk::{ChunkEncoder, ChunkHeader, ChunkRecords, SealedChunk};
+use crate::format::chunk::{ChunkHeader, SealedChunk};
 use crate::format::kafka_topics::{DeclaredRange, KafkaTopicsDoc};
 use crate::format::manifest::ArchiveStatus;
 use crate::format::{Hash, footer, hex, parse_hex};
@@ -298,24 +298,7 @@ impl Pending<'_> {
         let mut dec = a.decoder()?;
         let mut buf = Vec::new();
         a.read_chunk(c, &mut dec, &mut buf)?;
-        let format = |e: crate::format::FormatError| ArchiveError::format(a.path(), "")(e);
-        let mut enc = ChunkEncoder::new(&c.topic, c.partition)
-            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
-        for r in ChunkRecords::new(&buf, 0).map_err(format)? {
-            let r = r.map_err(format)?;
-            enc.push(
-                r.offset,
-                r.timestamp,
-                r.timestamp_type,
-                r.key,
-                r.value,
-                r.headers.iter(),
-            )
-            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
-        }
-        let (header, raw) = enc
-            .finish(self.from..self.to)
-            .map_err(|e| ArchiveError::Encode(e, a.path().to_path_buf()))?;
+        let (header, raw) = super::reader::encode_again(a, c, &buf, i64::MIN, self.from..self.to)?;
         let sealed = SealedChunk::from_raw(header, &raw, level)
             .map_err(ArchiveError::io("compress a chunk for", a.path()))?;
         w.write_chunk(sealed)

@@ -176,6 +176,36 @@ impl Contents for Archive {
     }
 }
 
+/// A chunk's records from offset `from` on (all: `i64::MIN`), read from its decoded content
+/// `raw`, encoded again as a chunk accounting for `covers` (consolidation widening a chunk's
+/// coverage, a set's view leaving out records another chain holds too).
+pub(crate) fn encode_again(
+    a: &Archive,
+    e: &ChunkEntry,
+    raw: &[u8],
+    from: i64,
+    covers: std::ops::Range<i64>,
+) -> Result<(crate::format::chunk::ChunkHeader, Vec<u8>), ArchiveError> {
+    let format = |err| ArchiveError::format(a.path(), "")(err);
+    let encode = |err| ArchiveError::Encode(err, a.path().to_path_buf());
+    let mut enc = crate::format::chunk::ChunkEncoder::new(&e.topic, e.partition).map_err(encode)?;
+    for r in crate::format::chunk::ChunkRecords::new(raw, 0).map_err(format)? {
+        let r = r.map_err(format)?;
+        if r.offset >= from {
+            enc.push(
+                r.offset,
+                r.timestamp,
+                r.timestamp_type,
+                r.key,
+                r.value,
+                r.headers.iter(),
+            )
+            .map_err(encode)?;
+        }
+    }
+    enc.finish(covers).map_err(encode)
+}
+
 pub struct Archive {
     path: PathBuf,
     source: Arc<Source>,

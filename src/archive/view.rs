@@ -190,11 +190,6 @@ impl View {
         })
     }
 
-    /// Whether this is a chain of more than its base.
-    pub fn is_chain(&self) -> bool {
-        !self.tiles.is_empty() || self.archives.len() > 1
-    }
-
     /// The newest archive: the one whose documents and snapshot the view restores.
     pub fn newest(&self) -> &Archive {
         self.archives.last().expect("a view holds an archive")
@@ -325,27 +320,7 @@ fn without_below(
     raw: &[u8],
     from: i64,
 ) -> Result<Vec<u8>, ArchiveError> {
-    let format = |e| ArchiveError::format(a.path(), "")(e);
-    let encode = |err| ArchiveError::Encode(err, a.path().to_path_buf());
-    let mut enc = crate::format::chunk::ChunkEncoder::new(&e.topic, e.partition).map_err(encode)?;
-    for r in crate::format::chunk::ChunkRecords::new(raw, 0).map_err(format)? {
-        let r = r.map_err(format)?;
-        if r.offset >= from {
-            enc.push(
-                r.offset,
-                r.timestamp,
-                r.timestamp_type,
-                r.key,
-                r.value,
-                r.headers.iter(),
-            )
-            .map_err(encode)?;
-        }
-    }
-    Ok(enc
-        .finish(from.max(e.covers_from)..e.covers_to)
-        .map_err(encode)?
-        .1)
+    Ok(super::reader::encode_again(a, e, raw, from, from.max(e.covers_from)..e.covers_to)?.1)
 }
 
 /// Content (schema texts, documents) from the newest archive of the view that stores it.

@@ -875,28 +875,8 @@ fn open_set(
     for o in &r.overlaps {
         tracing::warn!("restored once: {o}");
     }
-    let archives = set.chains.iter().flat_map(|c| &c.archives);
-    if let Some(a) = archives.clone().find(|a| a.header().is_encrypted()) {
-        return Err(RestoreError::Refused(format!(
-            "{}: an encrypted chain is not restored yet; nothing was written",
-            a.path().display()
-        )));
-    }
-    let mut newest = None;
-    if let Some(t) = &opts.trust {
-        for a in archives {
-            let r = crate::archive::signing::check_archive(a, t);
-            if !r.ok {
-                return Err(RestoreError::Refused(format!(
-                    "{}: {}; nothing was written",
-                    a.path().display(),
-                    r.refusal()
-                )));
-            }
-            newest = Some(r);
-        }
-    }
-    Ok((View::set(set)?, newest))
+    let signatures = check_members(opts, set.chains.iter().flat_map(|c| &c.archives))?;
+    Ok((View::set(set)?, signatures))
 }
 
 /// `--chain`: the chain that ends at the archive named (with `--until T`, at the first member
@@ -932,15 +912,28 @@ fn open_chain(
             opts.archive.display()
         )));
     }
-    if let Some(a) = chain.archives.iter().find(|a| a.header().is_encrypted()) {
-        return Err(RestoreError::Refused(format!(
-            "{}: an encrypted chain is not restored yet; nothing was written",
-            a.path().display()
-        )));
+    let signatures = check_members(opts, &chain.archives)?;
+    for i in &chain.report.incomplete {
+        tracing::warn!("the chain's newest archive holding a partition is partial: {i}");
     }
-    let mut newest = None;
-    if let Some(t) = &opts.trust {
-        for a in &chain.archives {
+    Ok((View::chain(chain)?, signatures))
+}
+
+/// The archives of a chain or a set: none encrypted (not restored yet), and with
+/// `--trusted-key` each one's signature checked; the report of the last one checked.
+fn check_members<'a>(
+    opts: &RestoreOptions,
+    archives: impl IntoIterator<Item = &'a Archive>,
+) -> Result<Option<crate::archive::signing::SignatureReport>, RestoreError> {
+    let mut last = None;
+    for a in archives {
+        if a.header().is_encrypted() {
+            return Err(RestoreError::Refused(format!(
+                "{}: an encrypted chain is not restored yet; nothing was written",
+                a.path().display()
+            )));
+        }
+        if let Some(t) = &opts.trust {
             let r = crate::archive::signing::check_archive(a, t);
             if !r.ok {
                 return Err(RestoreError::Refused(format!(
@@ -949,13 +942,10 @@ fn open_chain(
                     r.refusal()
                 )));
             }
-            newest = Some(r);
+            last = Some(r);
         }
     }
-    for i in &chain.report.incomplete {
-        tracing::warn!("the chain's newest archive holding a partition is partial: {i}");
-    }
-    Ok((View::chain(chain)?, newest))
+    Ok(last)
 }
 
 /// A chain member (§16) alone is not a backup: its partitions start where its parent's ended and
