@@ -343,3 +343,87 @@ fn a_frame_of_another_archive_fails_its_check() {
         .to_string();
     assert!(e.contains("footer check"), "{e}");
 }
+
+/// Resident kilobytes of the mapping of this process that holds `addr` (from /proc/self/smaps).
+fn mapping_rss_kib(addr: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((from, to)) = first.split_once('-')
+            && let (Ok(from), Ok(to)) = (
+                usize::from_str_radix(from, 16),
+                usize::from_str_radix(to, 16),
+            )
+        {
+            inside = (from..to).contains(&addr);
+        } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
+            return kib.trim().trim_end_matches(" kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping holds {addr:#x}")
+}
+
+#[test]
+fn chunks_read_leave_the_resident_set() {
+    // A restore reads every chunk of a mapped archive once; the pages it has read must not stay
+    // in the process's resident set, or a 100 GB archive shows 100 GB of RSS (issue 18).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.kar");
+    let opts = WriterOptions {
+        chunk_target_bytes: 1 << 20,
+        created_at_ms: 1_700_000_000_000,
+        ..Default::default()
+    };
+    let mut w = ArchiveWriter::create(&path, opts).unwrap();
+    // 24 MiB of values zstd cannot shrink, so the file is as large.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let records: Vec<Rec> = (0..6144)
+        .map(|i| Rec {
+            offset: i,
+            timestamp: 1_700_000_000_000 + i,
+            ts_type: TimestampType::CreateTime,
+            key: None,
+            value: Some(
+                (0..512)
+                    .flat_map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x.to_le_bytes()
+                    })
+                    .collect(),
+            ),
+            headers: Vec::new(),
+        })
+        .collect();
+    w.declare_partition("big", 0, 0, 6144);
+    write_records(&mut w, "big", 0, &records);
+    w.finish_partition("big", 0).unwrap();
+    let (out, _) = w.finish(ArchiveStatus::Complete, vec![]).unwrap();
+    kar::archive::writer::sync_file(out, &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 24 << 20);
+
+    let a = Archive::open(&path).unwrap();
+    let addr = a.bytes().as_ptr() as usize;
+    let (mut dec, mut buf) = (a.decoder().unwrap(), Vec::new());
+    let mut read = 0;
+    for c in a.chunks_of("big", 0).unwrap() {
+        a.read_chunk(&c, &mut dec, &mut buf).unwrap();
+        read += buf.len();
+    }
+    assert!(read > 24 << 20, "every chunk read: {read} bytes");
+    let rss = mapping_rss_kib(addr);
+    assert!(
+        rss < 2048,
+        "{rss} KiB of the 24 MiB archive's map still resident after every chunk was read"
+    );
+    // Read again, the same bytes come back (the pages fault in from the file).
+    let mut again = 0;
+    for c in a.chunks_of("big", 0).unwrap() {
+        a.read_chunk(&c, &mut dec, &mut buf).unwrap();
+        again += buf.len();
+    }
+    assert_eq!(again, read);
+    assert_eq!(read_records(&a, "big", 0), records);
+}

@@ -493,8 +493,14 @@ impl Archive {
                 },
             ));
         }
-        dec.decode(&h, stored, e.frame_offset, buf)
-            .map_err(ArchiveError::format(&self.path, ctx))
+        let decoded = dec
+            .decode(&h, stored, e.frame_offset, buf)
+            .map_err(ArchiveError::format(&self.path, ctx));
+        // The chunk is in `buf` now (decoded: a copy even when stored uncompressed); its mapped
+        // pages would otherwise stay resident for as long as the archive is open.
+        self.source
+            .release(e.frame_offset as usize, frame::HEADER_LEN + stored.len());
+        decoded
     }
 
     /// The content IDs of the blob frames this archive stores (schema texts), from its index.

@@ -250,7 +250,7 @@ impl BackupOptions {
             compression: CompressionMode::default(),
             compression_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             concurrency: 4,
-            fetch_buffer_bytes: 32 * 1024 * 1024,
+            fetch_buffer_bytes: 8 * 1024 * 1024,
             stall_timeout: Duration::from_secs(60),
             command_line: Vec::new(),
             registry: None,

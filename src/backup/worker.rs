@@ -352,7 +352,7 @@ impl Group<'_> {
         {
             flush(st, None, stage, progress)?;
         }
-        if let Err(error) = push(st, m) {
+        if let Err(error) = push(st, m, self.opts.writer.chunk_target_bytes) {
             let _ = tx.send(Event::Failed {
                 topic: st.task.topic.clone(),
                 partition: st.task.partition,
@@ -427,7 +427,10 @@ impl Group<'_> {
 
 /// Adds a record to the partition's open chunk (opening one if none is). Err names what makes
 /// the record unfit for a chunk.
-fn push(st: &mut State, m: &BorrowedMessage<'_>) -> Result<(), String> {
+/// See [`push`].
+const RESERVE_AT: usize = 256 * 1024;
+
+fn push(st: &mut State, m: &BorrowedMessage<'_>, chunk_bytes: usize) -> Result<(), String> {
     let offset = m.offset();
     let (ts, ts_type) = match m.timestamp() {
         Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
@@ -440,6 +443,12 @@ fn push(st: &mut State, m: &BorrowedMessage<'_>) -> Result<(), String> {
             ChunkEncoder::new(&st.task.topic, st.task.partition).map_err(|e| e.to_string())?,
         ),
     };
+    // A chunk that has grown to 256 KiB will likely fill: room for all of it at once (it closes
+    // on the first record at or past the target, so a record more). A chunk of a quiet
+    // partition, many of them open at once when following, stays small.
+    if enc.encoded_len() >= RESERVE_AT && enc.encoded_len() < chunk_bytes {
+        enc.reserve(chunk_bytes + 64 * 1024);
+    }
     let (key, value) = (m.key(), m.payload());
     let mut hbytes = 0;
     let pushed = match m.headers() {

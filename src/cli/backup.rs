@@ -141,7 +141,7 @@ settings! {
         /// Seconds a partition may make no progress before it fails [default: 60]
         #[arg(long)]
         pub stall_timeout: Option<u64>,
-        /// Bytes each worker's consumer may prefetch, at least 64 KiB [default: 33554432]
+        /// Bytes each worker's consumer may prefetch, at least 64 KiB [default: 8388608]
         #[arg(long)]
         pub fetch_buffer: Option<usize>,
     }

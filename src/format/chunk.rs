@@ -263,6 +263,16 @@ impl ChunkEncoder {
         self.count == 0
     }
 
+    /// Makes room for `records` bytes of encoded records in all before the buffer grows again: a
+    /// writer that closes chunks at a target size reserves about that once a chunk shows it will
+    /// fill, so the chunk is not copied to ever larger buffers as it does (a 2 MiB chunk grown
+    /// by doubling from empty is copied ~2 MiB over on the way).
+    pub fn reserve(&mut self, records: usize) {
+        let want = header_len(&self.topic) + records;
+        self.records
+            .reserve_exact(want.saturating_sub(self.records.len()));
+    }
+
     /// Bytes of encoded records so far (the chunk is this plus a small header).
     pub fn encoded_len(&self) -> usize {
         self.records.len() - header_len(&self.topic)

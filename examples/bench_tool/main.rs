@@ -1,8 +1,14 @@
-//! Helpers for `benches/backup.sh`, built in release mode:
+//! Helpers for the benches (`benches/*.sh`), built in release mode:
 //!
 //! - `bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES` creates the topic (if missing) and fills
 //!   it with 1 KiB JSON-like records (some repetition, as real payloads have).
 //!   With a schema ID as a fifth argument, values are in the Confluent wire format with that ID.
+//! - `bench_tool seed-orders BOOTSTRAP TOPIC PARTITIONS MEGABYTES json|avro:SCHEMA_ID` creates the
+//!   topic and fills it with order events (`orders.rs`: every record different, compressing as
+//!   real payloads do), JSON or Avro in the wire format; `bench_tool schema` prints their Avro
+//!   schema; `bench_tool create BOOTSTRAP TOPIC PARTITIONS` creates an empty topic
+//!   (`benches/compare.sh`); `bench_tool count BOOTSTRAP TOPIC` prints how many offsets its
+//!   partitions hold (records, for a topic written without transactions).
 //! - `bench_tool drain BOOTSTRAP TOPIC` is the backup baseline: a bare rdkafka consumer with the
 //!   same settings kar's backup workers use, reading every partition from the start to its end
 //!   and dropping the records. Prints records, bytes and seconds.
@@ -21,6 +27,8 @@
 //!   how far a continuous backup is behind the log end of a topic that began empty: records read
 //!   (kar's `/metrics`, `kar_records_read_total`) and records in complete members (the newest
 //!   `*.kar` in DIR); prints `read MEDIAN MAX durable MEDIAN MAX` in records.
+
+mod orders;
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +60,17 @@ fn main() -> Result<()> {
             mb.parse()?,
             Some(id.parse()?),
         ),
+        ["seed-orders", bootstrap, topic, partitions, mb, form] => {
+            seed_orders(bootstrap, topic, partitions.parse()?, mb.parse()?, form)
+        }
+        ["create", bootstrap, topic, partitions] => {
+            create_topic(bootstrap, topic, partitions.parse()?).map(|_| ())
+        }
+        ["count", bootstrap, topic] => count(bootstrap, topic),
+        ["schema"] => {
+            println!("{}", orders::SCHEMA);
+            Ok(())
+        }
         ["append", bootstrap, topic, partitions, kib] => {
             append(bootstrap, topic, partitions.parse()?, kib.parse()?)
         }
@@ -85,7 +104,7 @@ fn main() -> Result<()> {
         ["digest-topic", bootstrap, topic] => digest_topic(bootstrap, topic, ""),
         ["digest-topic", bootstrap, topic, limits] => digest_topic(bootstrap, topic, limits),
         _ => bail!(
-            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | append BOOTSTRAP TOPIC PARTITIONS KIBIBYTES | drain BOOTSTRAP TOPIC | steady BOOTSTRAP TOPIC PARTITIONS RATE SECONDS | lag BOOTSTRAP TOPIC PARTITIONS METRICS_ADDR DIR SECONDS | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
+            "usage: bench_tool seed BOOTSTRAP TOPIC PARTITIONS MEGABYTES [SCHEMA_ID] | seed-orders BOOTSTRAP TOPIC PARTITIONS MEGABYTES json|avro:SCHEMA_ID | create BOOTSTRAP TOPIC PARTITIONS | count BOOTSTRAP TOPIC | schema | append BOOTSTRAP TOPIC PARTITIONS KIBIBYTES | drain BOOTSTRAP TOPIC | steady BOOTSTRAP TOPIC PARTITIONS RATE SECONDS | lag BOOTSTRAP TOPIC PARTITIONS METRICS_ADDR DIR SECONDS | produce BOOTSTRAP ARCHIVE SOURCE_TOPIC TARGET_TOPIC | digest-archive ARCHIVE TOPIC [P=N,...] | digest-topic BOOTSTRAP TOPIC [P=N,...] | delete BOOTSTRAP TOPIC"
         ),
     }
 }
@@ -97,6 +116,63 @@ fn seed(
     mb: u64,
     schema_id: Option<u32>,
 ) -> Result<()> {
+    if !create_topic(bootstrap, topic, partitions)? {
+        println!("{topic} exists; not seeding again");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let count = mb * 1024;
+    produce_records(bootstrap, topic, partitions, count, schema_id)?;
+    println!(
+        "seeded {count} records ({mb} MiB of values) into {topic} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn count(bootstrap: &str, topic: &str) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let mut total = 0;
+    for p in md.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
+        total += high - low;
+    }
+    println!("{total}");
+    Ok(())
+}
+
+/// The producer that seeds topics: batched and lz4-compressed, as producers commonly send.
+fn seeding_producer(bootstrap: &str) -> Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.kbytes", "262144")
+        .create()?)
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], Vec<u8>>) -> Result<()> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => break,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(5));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e).context("producing"),
+        }
+    }
+    producer.poll(Duration::ZERO);
+    Ok(())
+}
+
+/// Creates the topic; false when it exists already.
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<bool> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -112,18 +188,52 @@ fn seed(
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
     ))?;
     match res.into_iter().next() {
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-            println!("{topic} exists; not seeding again");
-            return Ok(());
-        }
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
         Some(Err((t, e))) => bail!("creating {t}: {e}"),
-        _ => {}
+        _ => Ok(true),
+    }
+}
+
+/// Fills a new topic with order events ([`orders`]) until their values hold `mb` MiB: JSON, or
+/// Avro in the Confluent wire format under a schema ID. Keyed by customer, partitioned by the
+/// producer's default (a hash of the key), lz4-compressed as producers commonly send.
+fn seed_orders(bootstrap: &str, topic: &str, partitions: i32, mb: u64, form: &str) -> Result<()> {
+    let schema_id: Option<u32> = match form {
+        "json" => None,
+        f => Some(
+            f.strip_prefix("avro:")
+                .context("the form is json or avro:SCHEMA_ID")?
+                .parse()?,
+        ),
+    };
+    if !create_topic(bootstrap, topic, partitions)? {
+        println!("{topic} exists; not seeding again");
+        return Ok(());
     }
     let started = Instant::now();
-    let count = mb * 1024;
-    produce_records(bootstrap, topic, partitions, count, schema_id)?;
+    let producer = seeding_producer(bootstrap)?;
+    let mut rng = orders::Rng::new(0x6b61_7220_6265_6e63);
+    let (mut value, mut bytes, mut count) = (Vec::with_capacity(2048), 0u64, 0u64);
+    while bytes < mb << 20 {
+        let order = orders::Order::new(&mut rng, count);
+        value.clear();
+        match schema_id {
+            None => order.json(&mut value),
+            Some(id) => {
+                value.extend_from_slice(&kar::registry::wire::header(id));
+                order.avro(&mut value);
+            }
+        }
+        bytes += value.len() as u64;
+        count += 1;
+        let rec = BaseRecord::to(topic)
+            .key(order.customer_id.as_bytes())
+            .payload(&value);
+        send(&producer, rec)?;
+    }
+    producer.flush(Duration::from_secs(600))?;
     println!(
-        "seeded {count} records ({mb} MiB of values) into {topic} in {:.1}s",
+        "seeded {count} orders ({bytes} bytes of values, {form}) into {topic} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -157,13 +267,7 @@ fn produce_paced(
     rate: Option<f64>,
 ) -> Result<()> {
     let started = Instant::now();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.kbytes", "262144")
-        .create()?;
+    let producer = seeding_producer(bootstrap)?;
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut value = Vec::with_capacity(1024);
     for i in 0..count {
@@ -193,21 +297,11 @@ fn produce_paced(
         value.truncate(1022);
         value.extend_from_slice(b"]}");
         let key = format!("c-{}", x % 5000);
-        let mut rec = BaseRecord::to(topic)
+        let rec = BaseRecord::to(topic)
             .partition((i % partitions as u64) as i32)
             .key(key.as_bytes())
             .payload(&value);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    producer.poll(Duration::from_millis(5));
-                    rec = r;
-                }
-                Err((e, _)) => return Err(e).context("producing"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        send(&producer, rec)?;
         if let Some(rate) = rate {
             let due = Duration::from_secs_f64(i as f64 / rate);
             if let Some(ahead) = due.checked_sub(started.elapsed()) {
