@@ -18,6 +18,9 @@ use super::index::{self, ChunkEntry, IndexContent};
 pub use super::source::Source;
 use crate::format::crypt::FrameKeys;
 
+/// See [`Archive::read_chunk`]: 64 chunks are ~128 MiB of records, ~25 MiB stored with zstd.
+const RELEASE_ALL_EVERY: usize = 64;
+
 /// Reads one frame at `offset` of `bytes`, an archive with the ID `id` (header checked, stored
 /// bytes bounded by the file).
 pub(crate) fn frame_at(
@@ -216,6 +219,8 @@ pub struct Archive {
     index: redb::ReadOnlyDatabase,
     /// An encrypted archive's frame keys (§15), opened from its key envelope.
     keys: Option<Arc<FrameKeys>>,
+    /// Chunks read so far (see [`Archive::read_chunk`]).
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Archive {
@@ -351,6 +356,7 @@ impl Archive {
             manifest_id: mh.content_id,
             index,
             keys,
+            reads: Default::default(),
         })
     }
 
@@ -500,6 +506,17 @@ impl Archive {
         // pages would otherwise stay resident for as long as the archive is open.
         self.source
             .release(e.frame_offset as usize, frame::HEADER_LEN + stored.len());
+        // A read faults in more than its own pages (the kernel maps whole folios around the
+        // fault, of the frames beside it), and a neighbour released by another thread before
+        // this read is mapped again by it: so every so many chunks the whole map is released
+        // (a walk of its page tables; what is still read faults back in from the page cache).
+        // Measured on a 10 GB restore: ~140 MB stayed resident with per-chunk releases alone.
+        let reads = self
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if reads % RELEASE_ALL_EVERY == RELEASE_ALL_EVERY - 1 {
+            self.source.release(0, self.source.len());
+        }
         decoded
     }
 
