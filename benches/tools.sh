@@ -11,7 +11,7 @@ bench_apt() { # command package
   local sudo=""; ((EUID == 0)) || sudo="sudo"
   echo "bench: installing $2 (Debian)" >&2
   $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
 bench_apt kcat kcat
 bench_apt zstd zstd

@@ -425,11 +425,11 @@ impl Group<'_> {
     }
 }
 
-/// Adds a record to the partition's open chunk (opening one if none is). Err names what makes
-/// the record unfit for a chunk.
 /// See [`push`].
 const RESERVE_AT: usize = 256 * 1024;
 
+/// Adds a record to the partition's open chunk (opening one if none is). Err names what makes
+/// the record unfit for a chunk.
 fn push(st: &mut State, m: &BorrowedMessage<'_>, chunk_bytes: usize) -> Result<(), String> {
     let offset = m.offset();
     let (ts, ts_type) = match m.timestamp() {
@@ -443,10 +443,12 @@ fn push(st: &mut State, m: &BorrowedMessage<'_>, chunk_bytes: usize) -> Result<(
             ChunkEncoder::new(&st.task.topic, st.task.partition).map_err(|e| e.to_string())?,
         ),
     };
-    // A chunk that has grown to 256 KiB will likely fill: room for all of it at once (it closes
-    // on the first record at or past the target, so a record more). A chunk of a quiet
-    // partition, many of them open at once when following, stays small.
-    if enc.encoded_len() >= RESERVE_AT && enc.encoded_len() < chunk_bytes {
+    // A chunk that has grown to half its target (and at least 256 KiB) will likely fill: room
+    // for all of it at once (it closes on the first record at or past the target, so a record
+    // more), where doubling would overshoot the target anyway and copy it once more. A chunk of a
+    // quiet partition, many of them open at once when following, stays small.
+    let len = enc.encoded_len();
+    if len >= RESERVE_AT.max(chunk_bytes / 2) && len < chunk_bytes {
         enc.reserve(chunk_bytes + 64 * 1024);
     }
     let (key, value) = (m.key(), m.payload());
