@@ -650,22 +650,15 @@ async fn a_set_names_its_gaps_and_overlaps_and_does_not_restore_them() {
     let map = format!("{topic}={to}");
     let state = dirs[0].path().join("state");
     let bootstrap = common::bootstrap();
-    let (code, _, text) = common::kar_cli(
-        &[
-            "restore",
-            "--set",
-            d[0],
-            d[1],
-            d[2],
-            "--bootstrap",
-            &bootstrap,
-            "--map",
-            &map,
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let restore_set = |dirs: &[&str]| {
+        let mut args = vec!["restore", "--set"];
+        args.extend_from_slice(dirs);
+        let state = state.to_str().unwrap();
+        args.extend_from_slice(&["--bootstrap", &bootstrap, "--map", &map, "--state", state]);
+        let (code, _, text) = common::kar_cli(&args, &[]);
+        (code, text)
+    };
+    let (code, text) = restore_set(&[d[0], d[1], d[2]]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
         text.contains("the set does not restore") && text.contains("40..60"),
@@ -681,21 +674,7 @@ async fn a_set_names_its_gaps_and_overlaps_and_does_not_restore_them() {
 
     // Without the gap (from 60 on), the overlap restores once: the second chain's chunk, which
     // begins inside the first's range, gives only its records after it.
-    let (code, _, text) = common::kar_cli(
-        &[
-            "restore",
-            "--set",
-            d[1],
-            d[2],
-            "--bootstrap",
-            &bootstrap,
-            "--map",
-            &map,
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, text) = restore_set(&[d[1], d[2]]);
     assert_eq!(code, Some(0), "{text}");
     let got: Vec<i64> = consume_all(&to, 1)[&0]
         .iter()

@@ -171,14 +171,20 @@ fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], Vec<u8>>) -> Resu
     Ok(())
 }
 
-/// Creates the topic; false when it exists already.
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<bool> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client, and a runtime to wait for its answers on.
+fn admin(bootstrap: &str) -> Result<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    Ok((admin, rt))
+}
+
+/// Creates the topic; false when it exists already.
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<bool> {
+    let (admin, rt) = admin(bootstrap)?;
     let res = rt.block_on(admin.create_topics(
         [&NewTopic::new(
             topic,
@@ -583,12 +589,7 @@ fn parse_limits(limits: &str) -> Result<std::collections::BTreeMap<i32, u64>> {
 }
 
 fn delete(bootstrap: &str, topic: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (admin, rt) = admin(bootstrap)?;
     for r in rt.block_on(admin.delete_topics(
         &[topic],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
