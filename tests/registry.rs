@@ -622,14 +622,10 @@ async fn a_registry_that_caps_its_pages_is_read_to_the_end() {
     assert!(s.versions.iter().all(|v| !v.deleted));
 }
 
-/// Offset paging over a registry in use skips entries: a subject registered meanwhile that sorts
-/// before the page shifts every later one. Here a proxy in front of a registry of the test's own
-/// shifts each page after the first by one entry, as such a registration would (and caps pages at
-/// 50): every one of 250 versions is still captured, none taken for soft-deleted. (The skipped
-/// versions were lost, silently, and a version missing from the live listing was restored as
-/// soft-deleted.)
-#[tokio::test(flavor = "multi_thread")]
-async fn a_listing_that_shifts_under_a_registry_in_use_loses_nothing() {
+/// Captures a registry of the test's own holding one subject of 250 versions through a proxy
+/// that caps listing pages at 50 and shifts each page after the first by `shift` entries, as
+/// deletions ahead of the offset would; the paths the proxy saw.
+async fn capture_shifted(shift: u64) -> (kar::registry::snapshot::Captured, Vec<String>) {
     let own = common::own_registry::OwnRegistry::start();
     let reg = Registry::new(&own.url);
     let subject = "shifting-value";
@@ -649,12 +645,15 @@ async fn a_listing_that_shifts_under_a_registry_in_use_loses_nothing() {
         regex::Regex::new(r"limit=\d+").unwrap(),
         regex::Regex::new(r"offset=(\d+)").unwrap(),
     );
+    let paths = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = paths.clone();
     let proxy = http_proxy(own.url.clone(), move |_, method, path, _| {
+        seen.lock().unwrap().push(path.to_string());
         if method != "GET" || !path.starts_with("/schemas?") {
             return None;
         }
         let at: u64 = offset.captures(path)?[1].parse().ok()?;
-        let shifted = if at > 0 { at + 1 } else { at };
+        let shifted = if at > 0 { at + shift } else { at };
         let path = offset.replace(path, format!("offset={shifted}"));
         Some(Fault::Rewrite(
             limit.replace(&path, "limit=50").into_owned(),
@@ -680,4 +679,150 @@ async fn a_listing_that_shifts_under_a_registry_in_use_loses_nothing() {
         .map(|v| v.version)
         .collect();
     assert_eq!(deleted, Vec::<i32>::new());
+    let paths = paths.lock().unwrap().clone();
+    (got, paths)
+}
+
+/// Offset paging over a registry in use skips entries: a subject deleted meanwhile that sorts
+/// before the page shifts every later one back. Each page reads the end of the one before again
+/// and must hold its last entry: a shift of one entry is within that overlap, and every one of
+/// 250 versions is captured from the listing alone (no version list read), none taken for
+/// soft-deleted. (The skipped versions were lost, silently, and a version missing from the live
+/// listing was restored as soft-deleted.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_shifts_under_a_registry_in_use_loses_nothing() {
+    let (_, paths) = capture_shifted(1).await;
+    assert!(
+        !paths.iter().any(|p| p.contains("/versions?")),
+        "{paths:#?}"
+    );
+}
+
+/// A shift wider than the overlap leaves a page that does not hold the last entry of the page
+/// before: the listing is read again, and after three attempts the capture reads the subject's
+/// version lists and each version alone instead. Nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_shifts_past_the_overlap_is_read_subject_by_subject() {
+    let (_, paths) = capture_shifted(60).await;
+    let firsts = paths.iter().filter(|p| p.contains("offset=0&")).count();
+    assert_eq!(
+        firsts, 3,
+        "three attempts at the listing with deleted versions: {paths:#?}"
+    );
+    assert!(paths.iter().any(|p| p.contains("/versions?deleted=true")));
+    assert_eq!(
+        paths.iter().filter(|p| p.contains("/versions/")).count(),
+        250
+    );
+}
+
+/// `n` subjects of three versions each in a registry of the test's own, under `prefix`.
+async fn seed_versions(reg: &Registry, prefix: &str, n: usize) {
+    for s in 0..n {
+        let subject = format!("{prefix}-{s:02}-value");
+        for v in 0..3 {
+            let fields: Vec<Value> = (0..=v)
+                .map(|k| json!({"name": format!("f{k}"), "type": ["null", "string"], "default": null}))
+                .collect();
+            let schema = json!({"type": "record", "name": format!("R{s}"), "fields": fields});
+            reg.register(&subject, json!({"schema": schema.to_string()}))
+                .await;
+        }
+    }
+}
+
+/// What each version read alone serves, as `GET /schemas?deleted=true` of Confluent's registry
+/// would list it (every member a version has), in AxonOps' order (by ID, then subject and
+/// version).
+async fn complete_listing(reg: &Registry) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in reg.get("/schemas?deleted=true").await.as_array().unwrap() {
+        let (s, v) = (
+            e["subject"].as_str().unwrap(),
+            e["version"].as_i64().unwrap(),
+        );
+        out.push(reg.get(&format!("/subjects/{s}/versions/{v}")).await);
+    }
+    out.sort_by_key(|e| {
+        (
+            e["id"].as_i64().unwrap(),
+            e["subject"].as_str().unwrap().to_string(),
+            e["version"].as_i64().unwrap(),
+        )
+    });
+    out
+}
+
+/// From Confluent's registry, whose bulk listing carries every member of a version, a snapshot
+/// takes two requests a subject (its configuration and mode) and one a listing page, plus a few
+/// of its own: no version list, no version read alone but a sample of eight. A proxy in front of
+/// the real registry answers `GET /v1/metadata/version` as Confluent's does and serves the
+/// listing Confluent's would (every version's members, pages of 50); the snapshot equals the
+/// one taken directly, where AxonOps' listing (no metadata) has every version read alone.
+/// (Every subject's version lists, latest version and, on AxonOps, every version were read:
+/// 7 requests a subject.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_with_complete_listings_takes_two_requests_a_subject() {
+    let own = common::own_registry::OwnRegistry::start();
+    let reg = Registry::new(&own.url);
+    seed_versions(&reg, "many", 40).await;
+    let listing = Arc::new(complete_listing(&reg).await);
+    assert_eq!(listing.len(), 120);
+    let mut settings = RegistrySettings::new(&own.url);
+    settings.rate_limit = 1000;
+    let direct = capture(
+        Arc::new(RegistryClient::new(&settings).unwrap()),
+        &SubjectFilter::default(),
+        0,
+    )
+    .await
+    .unwrap();
+    // AxonOps: every version read alone, besides each subject's configuration and mode.
+    assert!(direct.requests >= 120 + 80, "{}", direct.requests);
+
+    let paths = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (offset, seen) = (regex::Regex::new(r"offset=(\d+)").unwrap(), paths.clone());
+    let proxy = http_proxy(own.url.clone(), move |_, _, path, _| {
+        seen.lock().unwrap().push(path.to_string());
+        if path == "/v1/metadata/version" {
+            return Some(Fault::Reply(
+                200,
+                r#"{"version":"8.1.0","commitId":"0123456789abcdef"}"#.into(),
+            ));
+        }
+        if path.starts_with("/schemas?deleted=") {
+            // Nothing is soft-deleted: both listings are the same.
+            let at: usize = offset.captures(path)?[1].parse().ok()?;
+            let page: Vec<&Value> = listing.iter().skip(at).take(50).collect();
+            return Some(Fault::Reply(200, serde_json::to_string(&page).unwrap()));
+        }
+        None
+    })
+    .await;
+    let mut settings = RegistrySettings::new(&proxy.addr);
+    settings.rate_limit = 1000;
+    let got = capture(
+        Arc::new(RegistryClient::new(&settings).unwrap()),
+        &SubjectFilter::default(),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        without_provenance(got.snapshot),
+        without_provenance(direct.snapshot)
+    );
+    assert_eq!(got.texts, direct.texts);
+    let paths = paths.lock().unwrap().clone();
+    assert_eq!(got.requests, paths.len() as u64, "{paths:#?}");
+    let count = |f: &dyn Fn(&str) -> bool| paths.iter().filter(|p| f(p)).count();
+    let pages = count(&|p| p.starts_with("/schemas?"));
+    // 120 entries in pages of 50, each reading 32 of the page before again (offsets 0, 18, 36,
+    // 54, 72, and 88, which shows the end), for both listings.
+    assert_eq!(pages, 2 * 6, "{paths:#?}");
+    assert_eq!(count(&|p| p.starts_with("/config/")), 40);
+    assert_eq!(count(&|p| p.starts_with("/mode/")), 40);
+    assert_eq!(count(&|p| p.contains("/versions/")), 8, "the sample");
+    assert_eq!(count(&|p| p.contains("/versions?")), 0, "no version list");
+    assert!(paths.len() <= 2 * 40 + pages + 16, "{paths:#?}");
 }

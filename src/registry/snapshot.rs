@@ -170,41 +170,134 @@ struct ModeReply {
     mode: Option<String>,
 }
 
-const PAGE: usize = 500;
+/// Entries asked for a page of `GET /schemas`: Confluent serves at most
+/// `schema.search.max.limit` (1,000 by default) and its default page for a larger ask.
+const PAGE: usize = 1000;
 
-/// Pages through `GET /schemas`; `None` when the registry has no bulk listing.
+/// Entries each page reads again from the page before. A page must hold the last entry of the
+/// one before, which proves that nothing between them was skipped: offset paging over a registry
+/// in use shifts entries when one is registered or deleted ahead of the offset. The margin covers
+/// that many deletions ahead, and a registry whose order is not stable among entries of one
+/// sort key (AxonOps sorts its listing by schema ID alone, and one ID is often under several
+/// subjects) as long as no more than this many entries share a key.
+const OVERLAP: usize = 32;
+
+/// What paging through a bulk listing gave.
+enum Paged {
+    /// Every entry, each page shown to continue the one before.
+    Whole(Vec<SchemaEntry>),
+    /// The registry has no bulk listing.
+    Absent,
+    /// A page did not continue the one before: why.
+    Broken(String),
+}
+
+/// Pages through `GET /schemas`, each page overlapping the one before (`OVERLAP`).
 async fn bulk(
     client: &RegistryClient,
     deleted: bool,
     requests: &mut u64,
-) -> Result<Option<Vec<SchemaEntry>>, RegistryError> {
+) -> Result<Paged, RegistryError> {
     let mut out = Vec::new();
     let mut seen: BTreeSet<(String, i32)> = BTreeSet::new();
-    let mut offset = 0;
-    // Until an empty page: a registry may cap a page below what was asked (Confluent at
-    // `schema.search.max.limit`, 1,000 by default), so a short page is not the last one.
+    let mut last: Option<(String, i32)> = None;
+    let mut first = 0;
+    let mut end: usize = 0;
     loop {
-        let path = format!("/schemas?deleted={deleted}&offset={offset}&limit={PAGE}");
+        let at = end.saturating_sub(OVERLAP);
+        let path = format!("/schemas?deleted={deleted}&offset={at}&limit={PAGE}");
         *requests += 1;
-        let page: Vec<SchemaEntry> = match client.get_list_opt(&path).await? {
-            Some(p) => p,
-            None => return Ok(None),
+        let Some(page) = client.get_list_opt::<SchemaEntry>(&path).await? else {
+            return Ok(match last {
+                None => Paged::Absent,
+                Some(_) => Paged::Broken(format!("{path} answered 404 after earlier pages")),
+            });
         };
         let n = page.len();
+        let after = match &last {
+            None => {
+                first = n;
+                0
+            }
+            Some((s, v)) => match page.iter().position(|e| e.subject == *s && e.version == *v) {
+                Some(i) => i + 1,
+                None => {
+                    return Ok(Paged::Broken(format!(
+                        "the page at offset {at} does not hold {s} v{v}, the last entry of the \
+                         page before"
+                    )));
+                }
+            },
+        };
+        if n == after {
+            // Nothing after the last entry seen: the end, unless this page is as long as the first
+            // and the first was not short (a registry that ignores offset serves its first page
+            // again, and the rest would be lost).
+            if last.is_none() || n < first || first < PAGE {
+                return Ok(Paged::Whole(out));
+            }
+            return Ok(Paged::Broken(format!(
+                "the page at offset {at} ends with the last entry of the page before: the \
+                 registry seems to ignore offset"
+            )));
+        }
+        last = page.last().map(|e| (e.subject.clone(), e.version));
+        end = at + n;
         let mut new = 0;
+        // Entries before the last one seen are kept too: registered since, or read already.
         for e in page {
             if seen.insert((e.subject.clone(), e.version)) {
                 new += 1;
                 out.push(e);
             }
         }
-        // A registry that ignores offset/limit serves the same entries again: nothing new.
-        if n == 0 || new == 0 {
-            break;
+        if new == 0 {
+            return Ok(Paged::Broken(format!(
+                "the page at offset {at} holds no entry not seen before: the listing's order is \
+                 not stable"
+            )));
         }
-        offset += n;
     }
-    Ok(Some(out))
+}
+
+/// Whether a registry's bulk listing carries every member a version has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    /// Confluent's does: a listing entry is the same `Schema` entity a version read alone is.
+    Listed,
+    /// AxonOps' (0.2 to 0.4) leaves out `metadata` and `ruleSet`: every version is read alone.
+    ReadAlone,
+}
+
+/// `GET /v1/metadata/version` as Confluent serves it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerVersion {
+    #[serde(default)]
+    commit_id: Option<String>,
+}
+
+/// Confluent's Schema Registry (which answers `GET /v1/metadata/version` with its `commitId`)
+/// lists every member; any other registry has each version read alone, since a listing that
+/// leaves members out cannot be told from versions that have none. A sample of latest versions
+/// read alone still checks the first (`complete_members`).
+async fn listing_members(
+    client: &RegistryClient,
+    requests: &mut u64,
+) -> Result<Members, RegistryError> {
+    *requests += 1;
+    match client.get::<ServerVersion>("/v1/metadata/version").await {
+        Ok(ServerVersion {
+            commit_id: Some(_), ..
+        }) => Ok(Members::Listed),
+        Ok(_) => Ok(Members::ReadAlone),
+        // Absent, or guarded (the endpoint is not needed for anything else).
+        Err(RegistryError::Http { status, .. }) if (400..500).contains(&status) => {
+            Ok(Members::ReadAlone)
+        }
+        Err(RegistryError::BadReply { .. }) => Ok(Members::ReadAlone),
+        Err(e) => Err(e),
+    }
 }
 
 /// `f` for every item, concurrently (the client bounds concurrency and rate); the results in
@@ -269,50 +362,36 @@ async fn version_lists(
     .await
 }
 
-/// Makes what the bulk listing gave exact for the selected subjects. Offset paging over a
-/// registry in use skips entries (a subject registered meanwhile that sorts before the page
-/// shifts every later one; seen in this project's tests), and one missing from the live listing
-/// would be taken for soft-deleted: each subject's version lists are the authority, and a version
-/// they name that the listing lacked is read alone. A listing may also leave out members a
-/// version has (AxonOps' `GET /schemas` serves no `metadata` or `ruleSet`):
-/// each subject's latest version is read alone and compared, and where the listing lacked a
-/// member, every version is read alone. Returns the requests made.
-async fn complete_bulk(
+/// Latest versions read alone to check a listing taken to carry every member.
+const SAMPLE: usize = 8;
+
+/// Makes the listed versions of `subjects` whole where the listing leaves members out (AxonOps'
+/// `GET /schemas` serves no `metadata` or `ruleSet`): every version read alone, or, from a
+/// registry whose listing carries them (`Members::Listed`), a sample of latest versions read
+/// alone and compared, and every version only where the sample finds a member missing. Returns
+/// the requests made.
+async fn complete_members(
     client: &Arc<RegistryClient>,
+    members: Members,
     subjects: &BTreeSet<String>,
     entries: &mut BTreeMap<(String, i32), SchemaEntry>,
-    live_versions: &mut BTreeSet<(String, i32)>,
 ) -> Result<u64, RegistryError> {
-    let mut requests = 2 * subjects.len() as u64;
-    let mut all: BTreeSet<(String, i32)> = BTreeSet::new();
-    for (s, versions, live) in version_lists(client, subjects).await? {
-        live_versions.retain(|(x, _)| *x != s);
-        live_versions.extend(live.into_iter().map(|v| (s.clone(), v)));
-        all.extend(versions.into_iter().map(|v| (s.clone(), v)));
-    }
-    entries.retain(|k, _| !subjects.contains(&k.0) || all.contains(k));
-    let missed: Vec<(String, i32)> = all
-        .iter()
-        .filter(|k| !entries.contains_key(*k))
-        .cloned()
-        .collect();
-    if !missed.is_empty() {
-        tracing::debug!(
-            missed = missed.len(),
-            "versions the bulk listing skipped: read alone"
-        );
-    }
-    requests += missed.len() as u64;
-    entries.extend(fetch_versions(client, missed).await?);
-    let mut latest: BTreeMap<String, i32> = BTreeMap::new();
+    let mut latest: BTreeMap<&String, i32> = BTreeMap::new();
     for (s, v) in entries.keys().filter(|(s, _)| subjects.contains(s)) {
-        let l = latest.entry(s.clone()).or_insert(*v);
+        let l = latest.entry(s).or_insert(*v);
         *l = (*l).max(*v);
     }
-    requests += latest.len() as u64;
-    let latest: BTreeSet<(String, i32)> = latest.into_iter().collect();
-    let mut lacking = false;
-    for (key, e) in fetch_versions(client, latest.iter().cloned().collect()).await? {
+    let sample: BTreeSet<(String, i32)> = match members {
+        Members::ReadAlone => BTreeSet::new(),
+        Members::Listed => latest
+            .into_iter()
+            .take(SAMPLE)
+            .map(|(s, v)| (s.clone(), v))
+            .collect(),
+    };
+    let mut requests = sample.len() as u64;
+    let mut lacking = members == Members::ReadAlone;
+    for (key, e) in fetch_versions(client, sample.iter().cloned().collect()).await? {
         if let Some(b) = entries.get(&key) {
             lacking |= (!e.references.is_empty() && b.references.is_empty())
                 || (e.metadata.is_some() && b.metadata.is_none())
@@ -321,19 +400,22 @@ async fn complete_bulk(
         }
         entries.insert(key, e);
     }
-    if lacking {
-        tracing::debug!(
-            "the registry's bulk listing leaves out version members: reading each version"
-        );
-        // The latest ones were just read alone.
-        let rest: Vec<(String, i32)> = entries
-            .keys()
-            .filter(|k| subjects.contains(&k.0) && !latest.contains(k))
-            .cloned()
-            .collect();
-        requests += rest.len() as u64;
-        entries.extend(fetch_versions(client, rest).await?);
+    if !lacking {
+        return Ok(requests);
     }
+    if members == Members::Listed {
+        tracing::warn!(
+            "the registry's bulk listing leaves out members its versions have: reading each \
+             version alone"
+        );
+    }
+    let rest: Vec<(String, i32)> = entries
+        .keys()
+        .filter(|k| subjects.contains(&k.0) && !sample.contains(k))
+        .cloned()
+        .collect();
+    requests += rest.len() as u64;
+    entries.extend(fetch_versions(client, rest).await?);
     Ok(requests)
 }
 
@@ -345,13 +427,16 @@ pub async fn capture(
     filter: &SubjectFilter,
     captured_at_ms: i64,
 ) -> Result<Captured, RegistryError> {
-    let mut top = capture_one(client.clone(), filter, captured_at_ms, None).await?;
+    let mut requests = 0;
+    let members = listing_members(&client, &mut requests).await?;
+    let mut top = capture_one(client.clone(), members, filter, captured_at_ms, None).await?;
+    top.requests += requests;
     top.snapshot.dek_registry = super::dek::capture(&client, &mut top.requests).await?;
     top.requests += 1;
     let contexts: Vec<String> = client.get_list_opt("/contexts").await?.unwrap_or_default();
     for ctx in contexts.iter().filter(|c| c.as_str() != ".") {
         let c = Arc::new(client.in_context(ctx));
-        let got = capture_one(c, filter, captured_at_ms, Some(ctx)).await?;
+        let got = capture_one(c, members, filter, captured_at_ms, Some(ctx)).await?;
         top.requests += got.requests;
         top.texts.extend(got.texts);
         top.unmatched.retain(|p| got.unmatched.contains(p));
@@ -364,6 +449,7 @@ pub async fn capture(
 
 async fn capture_one(
     client: Arc<RegistryClient>,
+    members: Members,
     filter: &SubjectFilter,
     captured_at_ms: i64,
     context: Option<&str>,
@@ -376,7 +462,7 @@ async fn capture_one(
         all_subjects,
         live_subjects,
         mut entries,
-        mut live_versions,
+        live_versions,
         bulk_listed,
     } = listed;
     entries.retain(|(s, _), _| chosen.selected.contains(s));
@@ -386,7 +472,7 @@ async fn capture_one(
             .intersection(&bulk_listed)
             .cloned()
             .collect();
-        requests += complete_bulk(&client, &listed, &mut entries, &mut live_versions).await?;
+        requests += complete_members(&client, members, &listed, &mut entries).await?;
     }
     let overridden: Vec<String> = chosen
         .selected
@@ -463,8 +549,37 @@ struct Listed {
     bulk_listed: BTreeSet<String>,
 }
 
-/// The subjects, and their versions: the bulk listing with and without deleted ones, falling
-/// back subject by subject for what it does not cover.
+/// Times a pair of bulk listings is read again when a page did not continue the one before,
+/// before the capture reads subject by subject instead.
+const LISTING_ATTEMPTS: u32 = 3;
+
+/// Both bulk listings, with soft-deleted versions and without: `None` when the registry has
+/// none, or when they could not be read whole (`LISTING_ATTEMPTS`).
+async fn bulk_pair(
+    client: &RegistryClient,
+    requests: &mut u64,
+) -> Result<Option<(Vec<SchemaEntry>, Vec<SchemaEntry>)>, RegistryError> {
+    for attempt in 1..=LISTING_ATTEMPTS {
+        let why = match bulk(client, true, requests).await? {
+            Paged::Absent => return Ok(None),
+            Paged::Broken(why) => why,
+            Paged::Whole(all) => match bulk(client, false, requests).await? {
+                Paged::Absent => return Ok(None),
+                Paged::Broken(why) => why,
+                Paged::Whole(live) => return Ok(Some((all, live))),
+            },
+        };
+        tracing::warn!(
+            attempt,
+            "the registry's bulk listing moved while paged: {why}"
+        );
+    }
+    tracing::warn!("reading the registry subject by subject instead of its bulk listing");
+    Ok(None)
+}
+
+/// The subjects, and their versions: the bulk listings, with subject by subject reads for what
+/// they do not cover (all of it from a registry without one).
 async fn listings(
     client: &Arc<RegistryClient>,
     requests: &mut u64,
@@ -472,13 +587,13 @@ async fn listings(
     *requests += 2;
     // A registry that lists other contexts' subjects here too, qualified (`:.ctx:subject`), has
     // them captured through their context's base path instead.
-    let all_subjects: Vec<String> = client
+    let mut all_subjects: Vec<String> = client
         .get_list::<String>("/subjects?deleted=true")
         .await?
         .into_iter()
         .filter(|s| !s.starts_with(":."))
         .collect();
-    let live_subjects: BTreeSet<String> = client
+    let mut live_subjects: BTreeSet<String> = client
         .get_list::<String>("/subjects")
         .await?
         .into_iter()
@@ -486,24 +601,44 @@ async fn listings(
     let mut entries: BTreeMap<(String, i32), SchemaEntry> = BTreeMap::new();
     let mut live_versions: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut bulk_listed: BTreeSet<String> = BTreeSet::new();
-    let per_subject: BTreeSet<String> = match (
-        bulk(client, true, requests).await?,
-        bulk(client, false, requests).await?,
-    ) {
-        (Some(all), Some(live)) => {
-            live_versions.extend(live.into_iter().map(|e| (e.subject, e.version)));
-            for e in all {
-                entries.insert((e.subject.clone(), e.version), e);
-            }
-            bulk_listed = entries.keys().map(|(s, _)| s.clone()).collect();
-            all_subjects
-                .iter()
-                .filter(|s| !bulk_listed.contains(*s))
-                .cloned()
-                .collect()
+    let mut per_subject: BTreeSet<String> = all_subjects.iter().cloned().collect();
+    if let Some((all, live)) = bulk_pair(client, requests).await? {
+        for e in live {
+            live_versions.insert((e.subject.clone(), e.version));
+            live_subjects.insert(e.subject.clone());
+            // Registered between the two listings.
+            entries.entry((e.subject.clone(), e.version)).or_insert(e);
         }
-        _ => all_subjects.iter().cloned().collect(),
-    };
+        for e in all {
+            entries.insert((e.subject.clone(), e.version), e);
+        }
+        entries.retain(|(s, _), _| !s.starts_with(":."));
+        bulk_listed = entries.keys().map(|(s, _)| s.clone()).collect();
+        // Registered since the subject listing.
+        let known: BTreeSet<String> = all_subjects.iter().cloned().collect();
+        all_subjects.extend(bulk_listed.difference(&known).cloned());
+        // A subject the listings should hold and do not (or whose live versions they lack) is
+        // read subject by subject: a registry whose order is not stable can skip entries no
+        // overlap shows.
+        let live_listed: BTreeSet<&String> = live_versions.iter().map(|(s, _)| s).collect();
+        per_subject = all_subjects
+            .iter()
+            .filter(|s| {
+                !bulk_listed.contains(*s)
+                    || (live_subjects.contains(*s) && !live_listed.contains(s))
+            })
+            .cloned()
+            .collect();
+        if !per_subject.is_empty() {
+            tracing::warn!(
+                subjects = per_subject.len(),
+                "subjects the bulk listing lacks: read subject by subject"
+            );
+        }
+    }
+    entries.retain(|(s, _), _| !per_subject.contains(s));
+    live_versions.retain(|(s, _)| !per_subject.contains(s));
+    bulk_listed.retain(|s| !per_subject.contains(s));
     *requests += 2 * per_subject.len() as u64;
     let mut wanted = Vec::new();
     for (s, all, live) in version_lists(client, &per_subject).await? {
