@@ -9,7 +9,7 @@
 //! and the progress together or not at all.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -115,10 +115,16 @@ pub struct PartitionWriter {
     topic: String,
     partition: i32,
     txn_id: String,
+    /// Records sent, for polling every `POLL_EVERY`.
+    sent: AtomicU32,
 }
 
-/// A restore's producer settings but the transactions (which [`PartitionWriter`] adds): also the
-/// bench baseline's, so that it measures the same producer without them.
+/// Records sent between two polls of the producer for delivery reports. A poll per record (a
+/// clock read for its deadline, the queue's lock) was ~10% of a restore's CPU; librdkafka keeps
+/// the reports until polled, and a failed delivery shows ~this many records later, in the same
+/// transaction, which is then aborted.
+const POLL_EVERY: u32 = 64;
+
 /// The codec a restore producer compresses its batches with. The broker keeps a producer's
 /// batches as they come when the topic's `compression.type` is `producer` (the default), so
 /// uncompressed batches take several times the disk and network of the source's.
@@ -157,6 +163,8 @@ impl Compression {
     }
 }
 
+/// A restore's producer settings but the transactions (which [`PartitionWriter`] adds): also
+/// bench_tool's, so that it produces as a restore does.
 pub fn producer_config(conn: &KafkaConnection, compression: Compression) -> ClientConfig {
     let mut c = conn.client_config();
     c.set("compression.type", compression.name());
@@ -220,7 +228,19 @@ impl PartitionWriter {
             topic: topic.to_string(),
             partition,
             txn_id: txn_id.to_string(),
+            sent: AtomicU32::new(0),
         };
+        // librdkafka asks for the transaction coordinator through a connected broker and, when
+        // none is up, asks again 500 ms later: init_transactions took ~510 ms for two to four of
+        // a restore's six partitions. A first metadata request goes through the bootstrap
+        // connection and names the brokers, and librdkafka then retires that connection; a
+        // second waits for a connection to a broker it named, which the query can use.
+        for _ in 0..2 {
+            w.producer
+                .client()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| w.error("connecting to the cluster (metadata)", e))?;
+        }
         w.producer.init_transactions(timeout).map_err(|e| {
             w.error(
                 &format!("taking the partition (init_transactions for transactional ID {txn_id}; the principal needs WRITE and DESCRIBE on it)"),
@@ -288,7 +308,7 @@ impl PartitionWriter {
             match self.producer.send(rec) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    self.producer.poll(Duration::from_millis(5));
+                    self.await_deliveries();
                     rec = back;
                 }
                 Err((e, _)) => {
@@ -296,7 +316,13 @@ impl PartitionWriter {
                 }
             }
         }
-        self.producer.poll(Duration::ZERO);
+        if self
+            .sent
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(POLL_EVERY)
+        {
+            self.producer.poll(Duration::ZERO);
+        }
         Ok(())
     }
 
@@ -305,10 +331,29 @@ impl PartitionWriter {
         self.producer.context().failed.load(Ordering::SeqCst) > 0
     }
 
+    /// Serves the delivery reports that came, or waits 1 ms when none had. rust-rdkafka's
+    /// `BaseProducer::poll` (and its flush, which polls in slices of 100 ms) returns at its
+    /// deadline, not at the first event, and spins through the deadline's last fraction of a
+    /// millisecond (a wait of 0 ms): a flush took 100, 200 or 300 ms where the deliveries took
+    /// less, its partition's producer idle the rest, and a wait for room in the queue spun. A
+    /// non-blocking poll serves one event (a batch's reports).
+    fn await_deliveries(&self) {
+        let before = self.producer.in_flight_count();
+        self.producer.poll(Duration::ZERO);
+        if self.producer.in_flight_count() == before {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Waits until every queued record is delivered, and says what was.
     pub fn flush(&self) -> Result<Delivered, WriteError> {
+        let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.await_deliveries();
+        }
+        // Finds nothing left by now, and returns at once.
         self.producer
-            .flush(TXN_CALL_TIMEOUT)
+            .flush(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| self.error("delivering records", e))?;
         let ctx = self.producer.context();
         if ctx.failed.load(Ordering::SeqCst) > 0 {
