@@ -410,8 +410,11 @@ struct KafkaSnapshot {
     warnings: Vec<String>,
 }
 
-/// Consumer groups whose committed offsets are read at the same time.
-const GROUP_READS_AT_ONCE: usize = 8;
+/// Consumer groups whose committed offsets are read at the same time. Each read is a client of
+/// its own and takes ~55 ms, mostly waiting (librdkafka retires the bootstrap connection once
+/// metadata names the brokers, and the coordinator query that was on it is sent again after a
+/// 50 ms pause), ~4 ms of it CPU: 79 groups took 575 ms 8 at a time, 250 ms 32 at a time.
+const GROUP_READS_AT_ONCE: usize = 32;
 
 /// Topics, ranges, configs and group offsets, all before any record is read.
 fn snapshot_kafka(opts: &BackupOptions, rt: &Context) -> Result<KafkaSnapshot, BackupError> {
