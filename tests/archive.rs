@@ -364,19 +364,15 @@ fn mapping_rss_kib(addr: usize) -> u64 {
     panic!("no mapping holds {addr:#x}")
 }
 
-#[test]
-fn chunks_read_leave_the_resident_set() {
-    // A restore reads every chunk of a mapped archive once; the pages it has read must not stay
-    // in the process's resident set, or a 100 GB archive shows 100 GB of RSS (issue 18).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.kar");
+/// An archive of 24 MiB of values zstd cannot shrink (so the file is as large), in chunks of
+/// `chunk` bytes: its records.
+fn incompressible_archive(path: &std::path::Path, chunk: usize) -> Vec<Rec> {
     let opts = WriterOptions {
-        chunk_target_bytes: 1 << 20,
+        chunk_target_bytes: chunk,
         created_at_ms: 1_700_000_000_000,
         ..Default::default()
     };
-    let mut w = ArchiveWriter::create(&path, opts).unwrap();
-    // 24 MiB of values zstd cannot shrink, so the file is as large.
+    let mut w = ArchiveWriter::create(path, opts).unwrap();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let records: Vec<Rec> = (0..6144)
         .map(|i| Rec {
@@ -401,8 +397,18 @@ fn chunks_read_leave_the_resident_set() {
     write_records(&mut w, "big", 0, &records);
     w.finish_partition("big", 0).unwrap();
     let (out, _) = w.finish(ArchiveStatus::Complete, vec![]).unwrap();
-    kar::archive::writer::sync_file(out, &path).unwrap();
-    assert!(std::fs::metadata(&path).unwrap().len() > 24 << 20);
+    kar::archive::writer::sync_file(out, path).unwrap();
+    assert!(std::fs::metadata(path).unwrap().len() > 24 << 20);
+    records
+}
+
+#[test]
+fn chunks_read_leave_the_resident_set() {
+    // A restore reads every chunk of a mapped archive once; the pages it has read must not stay
+    // in the process's resident set, or a 100 GB archive shows 100 GB of RSS (issue 18).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.kar");
+    let records = incompressible_archive(&path, 1 << 20);
 
     let a = Archive::open(&path).unwrap();
     let addr = a.bytes().as_ptr() as usize;
@@ -426,4 +432,32 @@ fn chunks_read_leave_the_resident_set() {
     }
     assert_eq!(again, read);
     assert_eq!(read_records(&a, "big", 0), records);
+}
+
+/// A full verify scans every frame of the map once: what it has checked must not stay
+/// resident either (a full verify of a 2 GB archive ended with 2 GB of it in the resident set).
+/// Checked from the scan's progress, after its last batch (frames are checked 32 at a time: here
+/// ~8 MiB).
+#[test]
+fn a_full_verify_leaves_the_resident_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.kar");
+    incompressible_archive(&path, 256 << 10);
+    let source = kar::archive::Source::map(&path).unwrap();
+    let addr = source.as_ptr() as usize;
+    let last = std::sync::Mutex::new((0u64, 0u64));
+    let report = kar::archive::verify::verify_source_with_progress(
+        source,
+        &path,
+        kar::archive::verify::VerifyLevel::Full,
+        &|pos| *last.lock().unwrap() = (pos, mapping_rss_kib(addr)),
+    );
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.records, 6144);
+    let (pos, rss) = *last.lock().unwrap();
+    assert!(pos > 24 << 20, "the scan reached {pos}");
+    assert!(
+        rss < 2048,
+        "{rss} KiB of the 24 MiB archive's map still resident when the scan ended"
+    );
 }

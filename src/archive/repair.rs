@@ -120,6 +120,7 @@ pub fn repair_with_progress(
         &HashMap::new(),
         &mut problems,
         progress,
+        &|from, len| source.release(from, len),
     );
     if !header_ok && scan.good.is_empty() {
         return Err(ArchiveError::format(input, "")(FormatError::Corrupt {

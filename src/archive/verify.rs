@@ -329,7 +329,10 @@ pub fn verify_opened(
             (None, VerifyLevel::Full) if !header.is_encrypted() => ContentDecoder::new().ok(),
             _ => None,
         };
-        let scan = scan_frames(bytes, header, data_end, full, &by_offset, &mut cx, progress);
+        let release = |from: usize, len: usize| source.release(from, len);
+        let scan = scan_frames(
+            bytes, header, data_end, full, &by_offset, &mut cx, progress, &release,
+        );
         report.frames = scan.frames;
         if level == VerifyLevel::Full {
             report.chunks = scan.chunks.len() as u64;
@@ -642,7 +645,9 @@ fn describe(offset: u64, by_offset: &HashMap<u64, &ChunkEntry>) -> String {
 /// scan resynchronises on the next intact frame header. With a decoder, a full scan: every
 /// frame's content decoded (opened, in an encrypted archive) and checked, on as many threads as
 /// there are cores (at most 4), a batch of frames at a time; what it finds is reported in file
-/// order, as one thread would.
+/// order, as one thread would. `release(from, len)` is told each batch's bytes once they are
+/// checked: the map's pages they occupy need not stay resident (see [`Source::release`]).
+#[allow(clippy::too_many_arguments)]
 pub fn scan_frames(
     bytes: &[u8],
     header: FileHeader,
@@ -651,12 +656,14 @@ pub fn scan_frames(
     by_offset: &HashMap<u64, &ChunkEntry>,
     cx_out: &mut impl ProblemSink,
     progress: &dyn Fn(u64),
+    release: &dyn Fn(usize, usize),
 ) -> Scan {
     let mut scan = Scan::default();
     let mut decoders = decoders(full);
     let (mut pos, id) = (header.size() as u64, header.archive_id);
     scan.good_end = pos;
     let mut batch: Vec<Walked<'_>> = Vec::new();
+    let mut batch_from = pos;
     while pos < data_end {
         match frame_at(bytes, pos, data_end, id) {
             Ok((h, stored)) => {
@@ -674,6 +681,9 @@ pub fn scan_frames(
         if batch.len() >= SCAN_BATCH || pos >= data_end {
             let outcomes = check_batch(&batch, &mut decoders);
             settle(batch.drain(..), outcomes, &mut scan, by_offset, cx_out);
+            // A full verify of a 2 GB archive otherwise ends with 2 GB of it resident.
+            release(batch_from as usize, (pos - batch_from) as usize);
+            batch_from = pos;
             progress(pos);
         }
     }
