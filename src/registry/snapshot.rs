@@ -281,22 +281,21 @@ struct ServerVersion {
 /// lists every member; any other registry has each version read alone, since a listing that
 /// leaves members out cannot be told from versions that have none. A sample of latest versions
 /// read alone still checks the first (`complete_members`).
-async fn listing_members(
-    client: &RegistryClient,
-    requests: &mut u64,
-) -> Result<Members, RegistryError> {
+async fn listing_members(client: &RegistryClient, requests: &mut u64) -> Members {
     *requests += 1;
     match client.get::<ServerVersion>("/v1/metadata/version").await {
         Ok(ServerVersion {
             commit_id: Some(_), ..
-        }) => Ok(Members::Listed),
-        Ok(_) => Ok(Members::ReadAlone),
-        // Absent, or guarded (the endpoint is not needed for anything else).
-        Err(RegistryError::Http { status, .. }) if (400..500).contains(&status) => {
-            Ok(Members::ReadAlone)
+        }) => Members::Listed,
+        Ok(_) => Members::ReadAlone,
+        // Absent, guarded or failing: the endpoint serves nothing else, and reading each
+        // version alone loses nothing.
+        Err(e) => {
+            tracing::debug!(
+                "the registry's server version is not known ({e}): each version read alone"
+            );
+            Members::ReadAlone
         }
-        Err(RegistryError::BadReply { .. }) => Ok(Members::ReadAlone),
-        Err(e) => Err(e),
     }
 }
 
@@ -428,7 +427,7 @@ pub async fn capture(
     captured_at_ms: i64,
 ) -> Result<Captured, RegistryError> {
     let mut requests = 0;
-    let members = listing_members(&client, &mut requests).await?;
+    let members = listing_members(&client, &mut requests).await;
     let mut top = capture_one(client.clone(), members, filter, captured_at_ms, None).await?;
     top.requests += requests;
     top.snapshot.dek_registry = super::dek::capture(&client, &mut top.requests).await?;
