@@ -573,6 +573,16 @@ async fn an_html_reply_names_the_registry_it_came_from() {
     );
 }
 
+/// The registry at `url` captured at 1,000 requests a second (the tests' proxies and own
+/// registries are local).
+async fn capture_fast(url: &str, filter: &SubjectFilter) -> kar::registry::snapshot::Captured {
+    let mut settings = RegistrySettings::new(url);
+    settings.rate_limit = 1000;
+    capture(Arc::new(RegistryClient::new(&settings).unwrap()), filter, 0)
+        .await
+        .unwrap()
+}
+
 /// A registry that caps the pages of its bulk listing (Confluent: `schema.search.max.limit`,
 /// 1,000 by default; here a proxy in front of the real registry caps them at 100) is paged until
 /// an empty page: a subject with 1,050 versions comes out whole, none of them taken for
@@ -601,19 +611,11 @@ async fn a_registry_that_caps_its_pages_is_read_to_the_end() {
             .then(|| Fault::Rewrite(limit.replace(path, "limit=100").into_owned()))
     })
     .await;
-    let mut settings = RegistrySettings::new(&proxy.addr);
-    settings.rate_limit = 1000;
     let filter = SubjectFilter {
         include: vec![format!("{p}-.*")],
         exclude: vec![],
     };
-    let got = capture(
-        Arc::new(RegistryClient::new(&settings).unwrap()),
-        &filter,
-        0,
-    )
-    .await
-    .unwrap();
+    let got = capture_fast(&proxy.addr, &filter).await;
     assert!(proxy.faults.lock().unwrap()["rewrite"] > 20, "pages of 100");
     let s = &got.snapshot.subjects[0];
     assert_eq!(s.subject, subject);
@@ -660,15 +662,7 @@ async fn capture_shifted(shift: u64) -> (kar::registry::snapshot::Captured, Vec<
         ))
     })
     .await;
-    let mut settings = RegistrySettings::new(&proxy.addr);
-    settings.rate_limit = 1000;
-    let got = capture(
-        Arc::new(RegistryClient::new(&settings).unwrap()),
-        &SubjectFilter::default(),
-        0,
-    )
-    .await
-    .unwrap();
+    let got = capture_fast(&proxy.addr, &SubjectFilter::default()).await;
     let s = &got.snapshot.subjects[0];
     let versions: Vec<i32> = s.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, (1..=250).collect::<Vec<_>>());
@@ -768,15 +762,7 @@ async fn a_registry_with_complete_listings_takes_two_requests_a_subject() {
     seed_versions(&reg, "many", 40).await;
     let listing = Arc::new(complete_listing(&reg).await);
     assert_eq!(listing.len(), 120);
-    let mut settings = RegistrySettings::new(&own.url);
-    settings.rate_limit = 1000;
-    let direct = capture(
-        Arc::new(RegistryClient::new(&settings).unwrap()),
-        &SubjectFilter::default(),
-        0,
-    )
-    .await
-    .unwrap();
+    let direct = capture_fast(&own.url, &SubjectFilter::default()).await;
     // AxonOps: every version read alone, besides each subject's configuration and mode.
     assert!(direct.requests >= 120 + 80, "{}", direct.requests);
 
@@ -799,15 +785,7 @@ async fn a_registry_with_complete_listings_takes_two_requests_a_subject() {
         None
     })
     .await;
-    let mut settings = RegistrySettings::new(&proxy.addr);
-    settings.rate_limit = 1000;
-    let got = capture(
-        Arc::new(RegistryClient::new(&settings).unwrap()),
-        &SubjectFilter::default(),
-        0,
-    )
-    .await
-    .unwrap();
+    let got = capture_fast(&proxy.addr, &SubjectFilter::default()).await;
     assert_eq!(
         without_provenance(got.snapshot),
         without_provenance(direct.snapshot)

@@ -262,7 +262,7 @@ async fn bulk(
 
 /// Whether a registry's bulk listing carries every member a version has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Members {
+enum Members {
     /// Confluent's does: a listing entry is the same `Schema` entity a version read alone is.
     Listed,
     /// AxonOps' (0.2 to 0.4) leaves out `metadata` and `ruleSet`: every version is read alone.
@@ -284,9 +284,7 @@ struct ServerVersion {
 async fn listing_members(client: &RegistryClient, requests: &mut u64) -> Members {
     *requests += 1;
     match client.get::<ServerVersion>("/v1/metadata/version").await {
-        Ok(ServerVersion {
-            commit_id: Some(_), ..
-        }) => Members::Listed,
+        Ok(ServerVersion { commit_id: Some(_) }) => Members::Listed,
         Ok(_) => Members::ReadAlone,
         // Absent, guarded or failing: the endpoint serves nothing else, and reading each
         // version alone loses nothing.
