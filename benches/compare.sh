@@ -13,8 +13,9 @@
 #                 kar backup (zstd 3, the default) and kar backup --compression none
 #   restore side  kcat -P of the same keys and values from a file, and ProducerPerformance of the
 #                 same values (it sends no keys), both with kar's producer settings (acks=all,
-#                 idempotent, lz4, linger.ms=10, batch.size=1000000; ProducerPerformance's own
-#                 send time is the figure compared: its process also loads the payload file);
+#                 idempotent, lz4, batch.size=1000000, linger.ms=96: a restore's at its default
+#                 transaction size; ProducerPerformance's own send time is the figure compared:
+#                 its process also loads the payload file);
 #                 kar restore of the archive, with its default full pre-flight check of every
 #                 chunk and with --verify quick.
 #                 JSON only: both read records from lines. Each writes a new 6-partition topic,
@@ -102,7 +103,7 @@ backup_jobs() {
       --topics "$TOPIC" "${subjects[@]}" --compression none --out "$OUT/b.kar" ;;
   esac
 }
-producer=(acks=all enable.idempotence=true compression.type=lz4 linger.ms=10 batch.size=1000000)
+producer=(acks=all enable.idempotence=true compression.type=lz4 linger.ms=96 batch.size=1000000)
 restore_jobs() { # job round
   local dst=kar-cmp-$1-$2-$RANDOM
   case $1 in

@@ -478,18 +478,22 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
     // As many producers, each on its own thread with its own partitions, as kar's default
     // --concurrency: the same parallelism as the restore it is compared with.
     let threads = 4usize;
+    // With the linger of a restore's default 64 MiB transactions.
+    let batching = kar::kafka::txn::Batching {
+        compression: kar::kafka::txn::Compression::Lz4,
+        linger: kar::kafka::txn::linger_for(64 << 20),
+    };
     let started = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for t in 0..threads {
-            let (recs, conn) = (&recs, &conn);
+            let (recs, conn, batching) = (&recs, &conn, batching);
             handles.push(scope.spawn(move || -> Result<()> {
                 // kar's restore settings (lz4, its default for a topic without a codec),
                 // without the transactions: the baseline is the
                 // cheapest way to put the records in, and the ratio shows what exactly-once costs.
                 let producer: BaseProducer =
-                    kar::kafka::txn::producer_config(conn, kar::kafka::txn::Compression::Lz4)
-                        .create()?;
+                    kar::kafka::txn::producer_config(conn, batching).create()?;
                 for (p, k, v, ts, hs) in recs.iter().filter(|r| r.0 as usize % threads == t) {
                     let mut headers = OwnedHeaders::new_with_capacity(hs.len());
                     for (hk, hv) in hs {

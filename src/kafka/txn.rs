@@ -60,6 +60,8 @@ pub struct Deliveries {
     first: Mutex<Option<(Option<RDKafkaErrorCode>, String)>>,
     max_offset: AtomicI64,
     wanted: Mutex<Vec<(u64, i64)>>,
+    /// Keys' and values' bytes of the records reported, delivered or not.
+    reported_bytes: AtomicU64,
 }
 
 impl Deliveries {
@@ -69,6 +71,7 @@ impl Deliveries {
             first: Mutex::new(None),
             max_offset: AtomicI64::new(-1),
             wanted: Mutex::new(Vec::new()),
+            reported_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -79,6 +82,12 @@ impl ProducerContext for Deliveries {
     /// 0, or 1 + the index of a record whose offset is wanted.
     type DeliveryOpaque = usize;
     fn delivery(&self, r: &DeliveryResult<'_>, wanted: usize) {
+        let m = match r {
+            Ok(m) | Err((_, m)) => m,
+        };
+        let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+        self.reported_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         match r {
             Ok(m) => {
                 self.max_offset.fetch_max(m.offset(), Ordering::SeqCst);
@@ -117,6 +126,8 @@ pub struct PartitionWriter {
     txn_id: String,
     /// Records sent, for polling every `POLL_EVERY`.
     sent: AtomicU32,
+    /// Keys' and values' bytes of the records sent.
+    sent_bytes: AtomicU64,
 }
 
 /// Records sent between two polls of the producer for delivery reports. A poll per record (a
@@ -163,21 +174,58 @@ impl Compression {
     }
 }
 
+/// How a restore's producer batches: its codec and how long a batch may wait to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub compression: Compression,
+    /// librdkafka's `linger.ms`: see [`linger_for`].
+    pub linger: Duration,
+}
+
+/// The `linger.ms` of a restore whose transactions hold `transaction_bytes`: 1.5 ms a MiB, from
+/// 10 to 100 ms (96 ms at the default 64 MiB).
+///
+/// An idempotent librdkafka producer (2.12) sends one ProduceRequest a partition at a time: it
+/// caps a partition's requests in flight at 5 minus its *messages* in flight (librdkafka PR #4989,
+/// open, would change that). While one is in flight and the first message queued behind it is
+/// older than `linger.ms`, the broker thread's next wake-up is "now": it polls its sockets without
+/// waiting until the response comes, a busy loop. With a producer a partition, each on a thread of
+/// its own, the first restores after the broker started took 16-17 s and 24-30 CPU-seconds for
+/// 1 GB instead of ~4.5 s and ~5, the spinning threads taking the cores from the broker. What
+/// waits behind a request is kept to one batch ([`PACE_BYTES`]), so it is younger than a round
+/// trip, and the linger is longer than one. What a longer linger costs is the last batch of each
+/// transaction, not full, waiting up to `linger.ms` before it is sent (librdkafka sends at once
+/// only inside its own flush, which cannot wait with the event API rust-rdkafka uses): a few
+/// percent of a 64 MiB transaction (~1.6 s a partition here), but with 1 MiB transactions 100 ms
+/// would have made the restore 2.6 times longer, hence the scale.
+pub fn linger_for(transaction_bytes: usize) -> Duration {
+    let ms = (transaction_bytes >> 20) as u64 * 3 / 2;
+    Duration::from_millis(ms.clamp(10, 100))
+}
+
+/// Keys' and values' bytes a partition's producer may hold undelivered before more are queued:
+/// the batch in flight and one behind it (two `batch.size`), so that a full batch is ready when
+/// the response comes and what waits is younger than a round trip (see [`linger_for`]). librdkafka's
+/// own bound, `queue.buffering.max.kbytes`, cannot be this small: a record larger than it is
+/// refused for ever (QUEUE_FULL even when nothing else is queued). 1 GB, 4 rounds each, against
+/// the 16 MiB queue alone with a linger of 10 ms: median 4.31 s against 4.75, 4.73 CPU-seconds
+/// against 6.17, peak RSS 64 MB against 149; against 1.5 and 3 MB: 4.79 and 4.34 s.
+pub const PACE_BYTES: u64 = 2_000_000;
+
 /// A restore's producer settings but the transactions (which [`PartitionWriter`] adds): also
 /// bench_tool's, so that it produces as a restore does.
-pub fn producer_config(conn: &KafkaConnection, compression: Compression) -> ClientConfig {
+pub fn producer_config(conn: &KafkaConnection, batching: Batching) -> ClientConfig {
     let mut c = conn.client_config();
-    c.set("compression.type", compression.name());
+    c.set("compression.type", batching.compression.name());
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("linger.ms", "10")
+        .set("linger.ms", batching.linger.as_millis().to_string())
         .set("batch.size", "1000000")
         .set("message.max.bytes", "16777216")
-        // A small queue, so that a transaction's age (checked as chunks are queued) is close to
-        // what has been delivered: 16 MiB drains within the timeout down to ~55 KB/s. A restore
-        // holds one a partition being restored: 32 MiB was as fast (1 GB, 10 rounds each:
-        // medians 3.76 and 3.79 s) and peaked ~50 MB higher.
+        // At least the largest record (`message.max.bytes`): see `PACE_BYTES`, which keeps
+        // what is queued far smaller, and close to what is delivered (a transaction's age is
+        // checked as chunks are queued).
         .set("queue.buffering.max.kbytes", "16384")
         // At most the transaction timeout.
         .set("message.timeout.ms", "300000");
@@ -211,7 +259,7 @@ impl PartitionWriter {
         txn_id: &str,
         topic: &str,
         partition: i32,
-        compression: Compression,
+        batching: Batching,
         timeout: Duration,
     ) -> Result<PartitionWriter, WriteError> {
         let failed = |what: &str, detail: String| WriteError::Failed {
@@ -220,7 +268,7 @@ impl PartitionWriter {
             what: what.to_string(),
             detail,
         };
-        let producer: BaseProducer<Deliveries> = producer_config(conn, compression)
+        let producer: BaseProducer<Deliveries> = producer_config(conn, batching)
             .set("transactional.id", txn_id)
             .set("transaction.timeout.ms", "300000")
             .create_with_context(Deliveries::new())
@@ -231,6 +279,7 @@ impl PartitionWriter {
             partition,
             txn_id: txn_id.to_string(),
             sent: AtomicU32::new(0),
+            sent_bytes: AtomicU64::new(0),
         };
         // librdkafka asks for the transaction coordinator through a connected broker and, when
         // none is up, asks again 500 ms later: init_transactions took ~510 ms for two to four of
@@ -306,9 +355,17 @@ impl PartitionWriter {
         if let Some(v) = r.value {
             rec = rec.payload(v);
         }
+        // A record goes at once when nothing is undelivered, whatever its size.
+        while self.undelivered_bytes() >= PACE_BYTES && self.producer.in_flight_count() > 0 {
+            self.await_deliveries();
+        }
+        let bytes = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
         loop {
             match self.producer.send(rec) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                    break;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.await_deliveries();
                     rec = back;
@@ -326,6 +383,17 @@ impl PartitionWriter {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
+    }
+
+    fn undelivered_bytes(&self) -> u64 {
+        let reported = self
+            .producer
+            .context()
+            .reported_bytes
+            .load(Ordering::Relaxed);
+        self.sent_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(reported)
     }
 
     /// Whether a delivery has failed (the transaction can then only be aborted).

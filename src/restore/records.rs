@@ -21,8 +21,8 @@ use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
 use crate::kafka::txn::{
-    Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
-    first_committed,
+    Batching, Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
+    first_committed, linger_for,
 };
 use crate::progress::Event;
 
@@ -408,7 +408,10 @@ pub fn restore_from(
         &transactional_id(t, p),
         t,
         p,
-        job.compression,
+        Batching {
+            compression: job.compression,
+            linger: linger_for(s.txn_bytes),
+        },
         TXN_CALL_TIMEOUT,
     )
     .map_err(PartitionError::from)

@@ -614,7 +614,10 @@ fn probe_transactions(
         &id,
         &j.target_topic,
         j.partition,
-        j.compression,
+        crate::kafka::txn::Batching {
+            compression: j.compression,
+            linger: crate::kafka::txn::linger_for(opts.transaction_bytes),
+        },
         std::time::Duration::from_secs(30),
     )
     .and_then(|w| {
