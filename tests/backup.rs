@@ -1056,8 +1056,9 @@ async fn ctrl_c_finishes_a_partial_archive_that_verifies() {
 /// partial archive that names the partitions and verifies, holding an exact prefix of each.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_lost_mid_backup_is_ridden_out_or_reported() {
-    use crate::common::proxy::{TcpProxy, outage_addresses};
+    use crate::common::proxy::{TcpProxy, outage_addresses, outage_port};
 
+    let _port = outage_port().await;
     let topic = common::unique("outage");
     common::create_topic(&topic, 2, &[]).await;
     common::fill(&topic, 2, 40_000, 160).await;

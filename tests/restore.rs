@@ -2422,3 +2422,70 @@ async fn backup_and_restore_tell_their_progress_to_the_sink_passed_in() {
     assert_eq!(told.advanced.lock().unwrap()[&to], (300, 300));
     assert_eq!(told.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Right after a broker starts, the coordinator of a group answers COORDINATOR_LOAD_IN_PROGRESS,
+/// then NOT_COORDINATOR, until it has loaded the group's partition of `__consumer_offsets` (seen
+/// here: the first restore after a broker restart failed on "Not coordinator" reading its
+/// progress). A proxy in front of the real broker answers the first OffsetFetch requests so: the
+/// backup still captures the group's offsets and the restore still restores every record once
+/// and translates the group, instead of failing on the first answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_coordinator_still_loading_is_waited_for_by_backup_and_restore() {
+    use crate::common::proxy::{
+        COORDINATOR_LOAD_IN_PROGRESS, Faults, NOT_COORDINATOR, TcpProxy, outage_addresses,
+        outage_port,
+    };
+
+    let _port = outage_port().await;
+    let p = common::unique("loading");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 2_000, 100).await;
+    let group = format!("{p}-group");
+    common::commit(&group, &[(&topic, 0, 5, "meta")]);
+    let (listener, proxy_at) = outage_addresses();
+    let faults = Faults::default();
+    let _proxy = TcpProxy::with_faults(proxy_at, listener, faults.clone()).await;
+    let through_proxy = KafkaConnection::plaintext(proxy_at.to_string());
+
+    faults.arm(&[COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("loading.kar");
+    let mut o = BackupOptions::new(through_proxy.clone(), &archive);
+    o.topics = vec![topic.clone()];
+    o.groups = Some(format!("{p}-.*"));
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("backup: {e}"));
+    assert_eq!(faults.answered(), 2, "the backup's reads met both answers");
+    assert_eq!(report.groups, 1);
+    let doc: kar::format::consumer_groups::ConsumerGroupsDoc = Archive::open(&archive)
+        .unwrap()
+        .document("consumer-groups")
+        .unwrap()
+        .unwrap();
+    let offsets: Vec<_> = doc.groups[0]
+        .offsets
+        .iter()
+        .map(|o| (o.topic.as_str(), o.partition, o.offset, o.metadata.as_str()))
+        .collect();
+    assert_eq!(
+        (doc.groups[0].group.as_str(), offsets),
+        (group.as_str(), vec![(topic.as_str(), 0, 5, "meta")])
+    );
+
+    faults.arm(&[NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS]);
+    let restored = format!("{p}-restored");
+    let mut o = restore_to(&archive, &topic, &restored, dir.path(), None);
+    o.kafka = through_proxy;
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_eq!(faults.answered(), 4, "the restore's reads met both answers");
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+    let on_target = consume_all(&restored, 1);
+    assert_eq!(
+        common::committed(&group, &restored, 0).await,
+        Some((on_target[&0][5].offset, "meta".to_string()))
+    );
+}

@@ -3,6 +3,7 @@
 //! group offsets, and partition consumers), and the target side of a restore (topics, transactional
 //! partition writers, committed progress).
 
+pub mod committed;
 pub mod connection;
 pub mod reader;
 pub mod sink;

@@ -1,18 +1,117 @@
 //! A TCP proxy in front of the real broker, to take the broker away from one client: `cut` closes
 //! every connection through it and refuses new ones until `restore`. The broker's `OUTAGE`
 //! listener (see `scripts/services`) advertises the proxy's address, so clients that bootstrap
-//! through the proxy keep using it for every connection.
+//! through the proxy keep using it for every connection. With [`Faults`], it reads the Kafka
+//! requests going through and answers some itself, as a broker whose group coordinator is not
+//! ready does.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 pub struct TcpProxy {
     up: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
+}
+
+/// Held by a test while it has a proxy on the OUTAGE listener's advertised address: one at a time.
+pub async fn outage_port() -> tokio::sync::MutexGuard<'static, ()> {
+    static PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    PORT.lock().await
+}
+
+/// Kafka's error codes of a group coordinator that cannot serve yet: loading the group's
+/// partition of `__consumer_offsets` (a broker just started), or no longer the coordinator.
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const NOT_COORDINATOR: i16 = 16;
+
+const OFFSET_FETCH: i16 = 9;
+
+/// Answers the proxy gives itself: to each of the next OffsetFetch requests (v8 and later, what
+/// librdkafka sends to Kafka 2.8+), a group-level error code, in order, instead of the broker's
+/// answer.
+#[derive(Clone, Default)]
+pub struct Faults {
+    offset_fetch: Arc<Mutex<VecDeque<i16>>>,
+    answered: Arc<AtomicUsize>,
+}
+
+impl Faults {
+    pub fn arm(&self, codes: &[i16]) {
+        self.offset_fetch.lock().unwrap().extend(codes);
+    }
+
+    /// Requests answered by the proxy so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// The proxy's answer to one request frame (size prefix included), if it answers it.
+    fn answer(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        let req = &frame[4..];
+        let key = i16::from_be_bytes([req[0], req[1]]);
+        let version = i16::from_be_bytes([req[2], req[3]]);
+        if key != OFFSET_FETCH || version < 8 {
+            return None;
+        }
+        let code = self.offset_fetch.lock().unwrap().pop_front()?;
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        Some(offset_fetch_error(req, code))
+    }
+}
+
+/// An OffsetFetch response (v8+, flexible) to `req` with `code` as its one group's error.
+fn offset_fetch_error(req: &[u8], code: i16) -> Vec<u8> {
+    // Request header v2: key, version, correlation ID, client ID (INT16 length), tagged fields.
+    let id_len = i16::from_be_bytes([req[8], req[9]]).max(0) as usize;
+    let mut at = 10 + id_len;
+    let mut next = || {
+        let (v, n) = uvarint(&req[at..]);
+        at += n;
+        v
+    };
+    assert_eq!(next(), 0, "tagged fields in a request header");
+    // Body: Groups (compact array) whose first member starts with GroupId (compact string).
+    assert!(next() >= 2, "an OffsetFetch without a group");
+    let len = next() - 1;
+    let group = &req[at..at + len];
+    let mut b = req[4..8].to_vec(); // correlation ID
+    b.push(0); // the response header's tagged fields
+    b.extend_from_slice(&0i32.to_be_bytes()); // ThrottleTimeMs
+    b.push(2); // Groups: one
+    put_uvarint(&mut b, group.len() + 1);
+    b.extend_from_slice(group);
+    b.push(1); // Topics: none
+    b.extend_from_slice(&code.to_be_bytes());
+    b.push(0); // the group's tagged fields
+    b.push(0); // the response's tagged fields
+    let mut frame = (b.len() as i32).to_be_bytes().to_vec();
+    frame.extend(b);
+    frame
+}
+
+fn uvarint(b: &[u8]) -> (usize, usize) {
+    let mut v = 0usize;
+    for (i, byte) in b.iter().enumerate() {
+        v |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    panic!("a truncated varint in a request");
+}
+
+fn put_uvarint(b: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        b.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
 }
 
 /// The broker's OUTAGE listener, and the address it advertises (where the proxy listens).
@@ -39,6 +138,19 @@ fn bind(at: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl TcpProxy {
     pub async fn start(listen: SocketAddr, upstream: SocketAddr) -> TcpProxy {
+        TcpProxy::start_with(listen, upstream, None).await
+    }
+
+    /// A proxy that answers requests as `faults` says.
+    pub async fn with_faults(listen: SocketAddr, upstream: SocketAddr, faults: Faults) -> TcpProxy {
+        TcpProxy::start_with(listen, upstream, Some(faults)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        faults: Option<Faults>,
+    ) -> TcpProxy {
         let (up, mut rx) = watch::channel(true);
         let accepted = Arc::new(AtomicUsize::new(0));
         // Bound here, so that the proxy accepts as soon as `start` returns.
@@ -65,7 +177,11 @@ impl TcpProxy {
                         r = listener.accept() => {
                             let Ok((client, _)) = r else { continue };
                             count.fetch_add(1, Ordering::SeqCst);
-                            tokio::spawn(pipe(client, upstream, for_pipes.clone()));
+                            let up = for_pipes.clone();
+                            match &faults {
+                                None => tokio::spawn(pipe(client, upstream, up)),
+                                Some(f) => tokio::spawn(framed(client, upstream, up, f.clone())),
+                            };
                         }
                         r = rx.wait_for(|up| !*up) => {
                             if r.is_err() {
@@ -105,4 +221,57 @@ async fn pipe(mut client: TcpStream, upstream: SocketAddr, mut up: watch::Receiv
         _ = up.wait_for(|up| !*up) => {}
     }
     // Both sockets are dropped here: the client sees its connection closed.
+}
+
+/// A pipe that reads the client's requests one by one, to answer some of them itself.
+async fn framed(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut up: watch::Receiver<bool>,
+    faults: Faults,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut from_client, to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    // Responses from the broker and the proxy's own go to the client whole, one at a time.
+    let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+    let down = {
+        let to_client = to_client.clone();
+        async move {
+            while let Some(frame) = read_frame(&mut from_server).await {
+                if to_client.lock().await.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let requests = async move {
+        while let Some(frame) = read_frame(&mut from_client).await {
+            let sent = match faults.answer(&frame) {
+                Some(reply) => to_client.lock().await.write_all(&reply).await,
+                None => to_server.write_all(&frame).await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = requests => {}
+        _ = up.wait_for(|up| !*up) => {}
+    }
+}
+
+/// One Kafka frame (INT32 size, then that many bytes), size included; None at the end.
+async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    let mut size = [0u8; 4];
+    r.read_exact(&mut size).await.ok()?;
+    let n = usize::try_from(i32::from_be_bytes(size)).ok()?;
+    let mut frame = vec![0; 4 + n];
+    frame[..4].copy_from_slice(&size);
+    r.read_exact(&mut frame[4..]).await.ok()?;
+    Some(frame)
 }
