@@ -1667,3 +1667,67 @@ fn an_archive_is_never_written_to_a_terminal() {
         "no archive bytes reached the terminal: {shown}"
     );
 }
+
+/// `--compression auto`: every chunk is zstd at a level within its bounds, the report counts the
+/// chunks at each level, and the archive verifies and holds the topic exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auto_compressed_backup_reports_its_levels_and_holds_every_record() {
+    let topic = common::unique("autozstd");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 20_000, 300).await;
+    let truth = consume_all(&topic, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("auto.kar");
+    let mut o = options(&out, &topic);
+    o.compression = kar::backup::CompressionMode::Auto;
+    let report = tokio::task::spawn_blocking(move || backup(common::runtime(), &o))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.status, ArchiveStatus::Complete);
+    assert!(report.chunks > 10, "{report:?}");
+    assert_eq!(report.chunks_uncompressed, 0);
+    assert_eq!(
+        report.zstd_levels.values().sum::<u64>(),
+        report.chunks,
+        "every chunk's level counted: {:?}",
+        report.zstd_levels
+    );
+    assert!(
+        report
+            .zstd_levels
+            .keys()
+            .all(|l| kar::backup::AUTO_LEVELS.contains(l)),
+        "{:?}",
+        report.zstd_levels
+    );
+    assert!(verify(&out, VerifyLevel::Full).unwrap().ok);
+    assert_same(&Archive::open(&out).unwrap(), &topic, &truth);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["compression"], "auto");
+
+    // A level given with auto is refused before anything is made.
+    let other = dir.path().join("refused.kar");
+    let (code, _, text) = common::kar_cli(
+        &[
+            "backup",
+            "--bootstrap",
+            &common::bootstrap(),
+            "--topics",
+            &topic,
+            "--out",
+            other.to_str().unwrap(),
+            "--compression",
+            "auto",
+            "--zstd-level",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--zstd-level does not go with --compression auto"),
+        "{text}"
+    );
+    assert!(!other.exists());
+}

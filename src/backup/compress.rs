@@ -2,11 +2,16 @@
 //! encode; finished chunks go to a small pool of compression threads (one per core), each keeping
 //! its zstd context, and from there to the writer. Whether chunks are compressed at all is the
 //! operator's choice ([`CompressionMode`]): on a machine short of cores, compression is what
-//! bounds a backup's speed, and `kar compact` can compress an archive later, elsewhere.
+//! bounds a backup's speed, and `kar compact` can compress an archive later, elsewhere. With
+//! `auto`, the level follows how busy the compression threads are ([`Adaptive`]).
 
+use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -25,6 +30,10 @@ pub enum CompressionMode {
     Zstd,
     /// Every chunk stored as it is: the fastest backup, the largest archive.
     None,
+    /// zstd at a level that follows the pace of the rest of the backup, from chunk to chunk,
+    /// within [`AUTO_LEVELS`]: lower when the workers wait for compression, higher when the
+    /// compression threads wait for the workers or the writer.
+    Auto,
 }
 
 impl FromStr for CompressionMode {
@@ -34,7 +43,8 @@ impl FromStr for CompressionMode {
         match s {
             "zstd" => Ok(CompressionMode::Zstd),
             "none" => Ok(CompressionMode::None),
-            _ => Err(format!("compression {s:?} is neither zstd nor none")),
+            "auto" => Ok(CompressionMode::Auto),
+            _ => Err(format!("compression {s:?} is not zstd, none or auto")),
         }
     }
 }
@@ -44,7 +54,141 @@ impl std::fmt::Display for CompressionMode {
         f.write_str(match self {
             CompressionMode::Zstd => "zstd",
             CompressionMode::None => "none",
+            CompressionMode::Auto => "auto",
         })
+    }
+}
+
+/// The zstd levels `--compression auto` moves between. zstd -b over the bench's JSON order events,
+/// one core here: level 1 542 MB/s (ratio 4.86), 3 392 MB/s (5.40), 5 138 MB/s (5.68), 9 61 MB/s
+/// (6.53), 12 36 MB/s (6.77): above 9 a level costs far more time than it saves space, and zstd's
+/// fast levels below 1 win little speed for much space (--fast=1: 641 MB/s, 3.59).
+pub const AUTO_LEVELS: RangeInclusive<i32> = 1..=9;
+
+/// How often `--compression auto` looks at how busy compression and the machine were.
+const AUTO_WINDOW: Duration = Duration::from_secs(1);
+
+/// The level the compression threads share with `--compression auto`, like `zstd --adapt`. Every
+/// [`AUTO_WINDOW`], one thread looks at the window: compression busy under half of its threads'
+/// time and a quarter of the machine's CPU time idle (the rest of the backup waits for Kafka or
+/// the disk, not for cores), the level goes up one; chunks queued for compression (half its queue
+/// or more) while it was busy over 70% of the time (the workers wait for it), down one. Windows,
+/// not chunks, are counted, so that a burst of chunks (a fetch's worth arrives at once) does not
+/// outvote the pause after it; a window is looked at when a chunk is done, so one that spans a
+/// pause counts as the windows it spans.
+struct Adaptive {
+    level: AtomicI32,
+    threads: usize,
+    /// Nanoseconds spent compressing in the current window, by every thread.
+    busy: AtomicU64,
+    window: Mutex<(Instant, Option<CpuTimes>)>,
+}
+
+impl Adaptive {
+    fn new(level: i32, threads: usize) -> Adaptive {
+        Adaptive {
+            level: AtomicI32::new(level.clamp(*AUTO_LEVELS.start(), *AUTO_LEVELS.end())),
+            threads,
+            busy: AtomicU64::new(0),
+            window: Mutex::new((Instant::now(), CpuTimes::now())),
+        }
+    }
+
+    fn level(&self) -> i32 {
+        self.level.load(Ordering::Relaxed)
+    }
+
+    /// Counts `busy` time compressing; at the end of a window, moves the level by what it saw,
+    /// `queued` chunks waiting for compression of at most `capacity`.
+    fn compressed(&self, busy: Duration, queued: usize, capacity: usize) {
+        self.busy
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        let Ok(mut w) = self.window.try_lock() else {
+            return;
+        };
+        let elapsed = w.0.elapsed();
+        if elapsed < AUTO_WINDOW {
+            return;
+        }
+        let busy = self.busy.swap(0, Ordering::Relaxed) as f64 / 1e9;
+        let share = busy / (elapsed.as_secs_f64() * self.threads as f64);
+        let cpu = CpuTimes::now();
+        let idle = match (&w.1, &cpu) {
+            (Some(a), Some(b)) => b.idle_share_since(a),
+            // Without /proc/stat, the level does not rise on idle cores it cannot see.
+            _ => 0.0,
+        };
+        *w = (Instant::now(), cpu);
+        // A window that ended after a pause with no chunk at all (Kafka holding back a throttled
+        // client's fetches for seconds) counts once for every window it spans.
+        let windows = (elapsed.as_secs_f64() / AUTO_WINDOW.as_secs_f64()) as i32;
+        let step = match auto_step(share, idle, queued, capacity) {
+            0 => return,
+            1 => windows.max(1),
+            down => down,
+        };
+        let (low, high) = (*AUTO_LEVELS.start(), *AUTO_LEVELS.end());
+        let _ = self
+            .level
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some((l + step).clamp(low, high))
+            });
+        tracing::debug!(
+            level = self.level(),
+            busy_share = share,
+            idle_share = idle,
+            queued,
+            "zstd level"
+        );
+    }
+}
+
+/// How `--compression auto` moves the level after a window in which compression was busy
+/// `share` of its threads' time and the machine idle `idle` of its CPU time, `queued` chunks of
+/// at most `capacity` waiting for compression at its end (see [`Adaptive`]).
+fn auto_step(share: f64, idle: f64, queued: usize, capacity: usize) -> i32 {
+    if queued * 2 >= capacity && share > 0.7 {
+        -1
+    } else if share < 0.5 && idle >= 0.25 {
+        1
+    } else {
+        0
+    }
+}
+
+/// The machine's CPU time (Linux `/proc/stat`, in clock ticks): all of it, and the idle part.
+struct CpuTimes {
+    total: u64,
+    idle: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // user nice system idle iowait irq softirq steal ...: idle and iowait are idle.
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        Some(CpuTimes {
+            total: fields.iter().take(8).sum(),
+            idle,
+        })
+    }
+
+    fn idle_share_since(&self, before: &CpuTimes) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        let idle = self.idle.saturating_sub(before.idle);
+        if total == 0 {
+            0.0
+        } else {
+            idle as f64 / total as f64
+        }
     }
 }
 
@@ -89,12 +233,17 @@ impl Stage {
         // Two waiting chunks per thread: enough that a thread never waits for a worker, small
         // enough that memory stays a few chunk sizes.
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(threads * 2);
+        let adaptive =
+            (mode == CompressionMode::Auto).then(|| Arc::new(Adaptive::new(level, threads)));
         let handles = (0..threads)
             .map(|_| {
                 let (rx, tx, sealer) = (rx.clone(), tx.clone(), sealer.clone());
+                let adaptive = adaptive.clone();
                 std::thread::Builder::new()
                     .name("kar-compress".into())
-                    .spawn(move || compress_loop(level, &rx, &tx, sealer.as_ref()))
+                    .spawn(move || {
+                        compress_loop(level, adaptive.as_deref(), &rx, &tx, sealer.as_ref())
+                    })
                     .expect("spawning a compression thread")
             })
             .collect();
@@ -134,27 +283,110 @@ fn store(job: Job, tx: &SyncSender<Event>, sealer: Option<&Sealer>) -> Result<()
         }
         None => SealedChunk::uncompressed(job.header, job.raw),
     };
-    tx.send(Event::Chunk(sealed, job.bytes)).map_err(|_| ())
+    tx.send(Event::Chunk(sealed, job.bytes, None))
+        .map_err(|_| ())
 }
 
-fn compress_loop(level: i32, rx: &Receiver<Job>, tx: &SyncSender<Event>, sealer: Option<&Sealer>) {
+fn compress_loop(
+    level: i32,
+    adaptive: Option<&Adaptive>,
+    rx: &Receiver<Job>,
+    tx: &SyncSender<Event>,
+    sealer: Option<&Sealer>,
+) {
+    let mut level = adaptive.map_or(level, Adaptive::level);
     let mut zstd = zstd::bulk::Compressor::new(level).ok();
-    // Every thread takes the next job from one queue (crossbeam's channel has many receivers).
-    while let Ok(job) = rx.recv() {
+    loop {
+        // Every thread takes the next job from one queue (crossbeam's channel has many receivers).
+        let Ok(job) = rx.recv() else {
+            return;
+        };
+        let took = Instant::now();
+        if let (Some(a), Some(z)) = (adaptive, zstd.as_mut())
+            && a.level() != level
+            && z.set_compression_level(a.level()).is_ok()
+        {
+            level = a.level();
+        }
         let sealed = match zstd.as_mut() {
             Some(z) => SealedChunk::compress_with(job.header.clone(), &job.raw, z).ok(),
             None => None,
         };
+        let compressed = Instant::now();
         // zstd fails only when it cannot allocate its context or output; the chunk is then kept
         // as it is rather than lost.
         let res = match sealed {
             Some(s) => tx
-                .send(Event::Chunk(seal(s, &job.raw, sealer), job.bytes))
+                .send(Event::Chunk(
+                    seal(s, &job.raw, sealer),
+                    job.bytes,
+                    Some(level),
+                ))
                 .map_err(|_| ()),
             None => store(job, tx, sealer),
         };
         if res.is_err() {
             return;
         }
+        if let Some(a) = adaptive {
+            a.compressed(compressed - took, rx.len(), rx.capacity().unwrap_or(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_lowers_the_level_only_when_compression_holds_the_workers_up() {
+        // Busy and the queue half full or more: the workers wait for compression.
+        assert_eq!(auto_step(0.95, 0.0, 4, 4), -1);
+        assert_eq!(auto_step(0.75, 0.5, 2, 4), -1);
+        // Busy but nothing waiting: compression keeps up.
+        assert_eq!(auto_step(0.95, 0.0, 1, 4), 0);
+        // A full queue behind a compression that is mostly idle: the writer holds it up.
+        assert_eq!(auto_step(0.3, 0.0, 4, 4), 0);
+    }
+
+    #[test]
+    fn auto_raises_the_level_only_with_idle_compression_threads_and_idle_cores() {
+        assert_eq!(auto_step(0.2, 0.6, 0, 4), 1);
+        assert_eq!(auto_step(0.49, 0.25, 1, 4), 1);
+        // Compression idle, but the machine busy (consumers and broker share its cores): a
+        // higher level would take cores from them.
+        assert_eq!(auto_step(0.2, 0.1, 0, 4), 0);
+        // In between: held.
+        assert_eq!(auto_step(0.6, 0.9, 0, 4), 0);
+    }
+
+    #[test]
+    fn auto_moves_one_level_a_window_within_its_bounds() {
+        let a = Adaptive::new(3, 2);
+        assert_eq!(a.level(), 3);
+        // The first window is not over yet: nothing moves.
+        a.compressed(Duration::from_secs(2), 4, 4);
+        assert_eq!(a.level(), 3);
+        // A window of 1 s, 2 threads busy 2 s between them, the queue full: down one.
+        a.window.lock().unwrap().0 = Instant::now() - AUTO_WINDOW;
+        a.compressed(Duration::ZERO, 4, 4);
+        assert_eq!(a.level(), 2);
+        for _ in 0..3 {
+            a.busy.store(2_000_000_000, Ordering::Relaxed);
+            a.window.lock().unwrap().0 = Instant::now() - AUTO_WINDOW;
+            a.compressed(Duration::ZERO, 4, 4);
+        }
+        assert_eq!(a.level(), *AUTO_LEVELS.start());
+        // Four idle seconds (no chunk came), the cores idle: up four, not one.
+        *a.window.lock().unwrap() = (
+            Instant::now() - 4 * AUTO_WINDOW,
+            Some(CpuTimes { total: 0, idle: 0 }),
+        );
+        a.compressed(Duration::from_millis(10), 0, 4);
+        let idle_cores = CpuTimes::now().is_some_and(|c| c.idle * 4 >= c.total);
+        if idle_cores {
+            assert_eq!(a.level(), *AUTO_LEVELS.start() + 4);
+        }
+        assert_eq!(Adaptive::new(22, 2).level(), *AUTO_LEVELS.end());
     }
 }

@@ -41,7 +41,7 @@ use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
 use crate::registry::snapshot::{Captured, SubjectFilter, capture, write_to_archive};
 use crate::runtime::{Context, Runtime};
 
-pub use compress::CompressionMode;
+pub use compress::{AUTO_LEVELS, CompressionMode};
 pub use worker::PartitionTask;
 use writing::Collector;
 
@@ -303,6 +303,9 @@ pub struct BackupReport {
     /// Record chunks written, and how many of them are stored uncompressed.
     pub chunks: u64,
     pub chunks_uncompressed: u64,
+    /// Record chunks compressed at each zstd level (one level unless `--compression auto`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub zstd_levels: BTreeMap<i32, u64>,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistrySummary>,
@@ -379,7 +382,9 @@ pub fn select_topics(
 
 /// Messages from workers to the writer.
 pub(crate) enum Event {
-    Chunk(crate::format::chunk::SealedChunk, u64),
+    /// A chunk, its records' key, value and header bytes, and the zstd level it was compressed
+    /// at (`None`: stored as it is).
+    Chunk(crate::format::chunk::SealedChunk, u64, Option<i32>),
     /// Every record of the partition was read, in `chunks` chunks (which may reach the writer
     /// after this, from the compression stage).
     Done {
@@ -938,6 +943,7 @@ impl BackupPlan {
             compression: opts.compression,
             chunks: read.chunks,
             chunks_uncompressed: read.uncompressed,
+            zstd_levels: read.levels,
             seconds: self.started.elapsed().as_secs_f64(),
             registry: self.registry.map(|r| RegistrySummary {
                 source: r.snapshot.source.clone(),

@@ -22,6 +22,8 @@ pub(super) struct Collector {
     pub record_bytes: u64,
     pub chunks: u64,
     pub uncompressed: u64,
+    /// Chunks compressed at each zstd level.
+    pub levels: BTreeMap<i32, u64>,
     progress: Progress,
     /// A followed member rolls once the archive holds this many bytes.
     roll_at: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, u64)>,
@@ -54,6 +56,7 @@ impl Collector {
             record_bytes: 0,
             chunks: 0,
             uncompressed: 0,
+            levels: BTreeMap::new(),
             progress,
             roll_at: follow.and_then(|f| Some((f.roll.clone(), f.max_bytes?))),
         }
@@ -68,9 +71,12 @@ impl Collector {
         syncer: &mut BackgroundSync,
     ) -> Result<(), ArchiveError> {
         match ev {
-            Event::Chunk(c, bytes) => {
+            Event::Chunk(c, bytes, level) => {
                 self.record_bytes += bytes;
                 self.chunks += 1;
+                if let Some(l) = level {
+                    *self.levels.entry(l).or_default() += 1;
+                }
                 if c.frame.compression == crate::format::frame::Compression::None {
                     self.uncompressed += 1;
                 }

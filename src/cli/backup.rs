@@ -128,8 +128,10 @@ settings! {
         /// zstd level, 1 to 22 [default: 3]
         #[arg(long)]
         pub zstd_level: Option<i32>,
-        /// How record chunks are stored: `zstd`, or `none` for the fastest backup when CPU is
-        /// short (`kar compact` compresses the archive later) [default: zstd]
+        /// How record chunks are stored: `zstd`; `auto`, zstd at a level from 1 to 9 that
+        /// follows the backup's pace chunk by chunk (lower when compression holds the workers
+        /// up, higher when it waits for them or for the disk); or `none` for the fastest backup
+        /// when CPU is short (`kar compact` compresses the archive later) [default: zstd]
         #[arg(long, value_name = "MODE")]
         pub compression: Option<CompressionMode>,
         /// Partitions consumed at once, each worker with its own consumer [default: 4]
@@ -244,6 +246,10 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
         o.writer.zstd_level = v;
     }
     if let Some(v) = b.compression {
+        anyhow::ensure!(
+            !(v == CompressionMode::Auto && b.zstd_level.is_some()),
+            "--zstd-level does not go with --compression auto, which chooses the level itself"
+        );
         o.compression = v;
     }
     if let Some(v) = b.concurrency {
@@ -401,6 +407,14 @@ fn print_summary(r: &BackupReport) {
         mb / r.seconds.max(0.001),
         r.archive_bytes
     );
+    if r.compression == CompressionMode::Auto {
+        let levels: Vec<String> = r
+            .zstd_levels
+            .iter()
+            .map(|(l, n)| format!("{l}: {n}"))
+            .collect();
+        outln!("zstd levels chosen (level: chunks): {}", levels.join(", "));
+    }
     if r.chunks_uncompressed > 0 {
         outln!(
             "{} of {} record chunks stored uncompressed; `kar compact` compresses them",
