@@ -2489,3 +2489,39 @@ async fn a_group_coordinator_still_loading_is_waited_for_by_backup_and_restore()
         Some((on_target[&0][5].offset, "meta".to_string()))
     );
 }
+
+/// Records larger than what a restore's producer holds undelivered (`PACE_BYTES`, 2 MB) and than
+/// a small librdkafka queue would take (librdkafka refuses a record larger than
+/// `queue.buffering.max.kbytes` for ever, even with nothing queued: a 4 MiB queue would hang on
+/// the 6 and 9 MB ones), between small ones: each goes alone, and every record comes back
+/// exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_larger_than_a_producers_pace_are_restored_exactly() {
+    let p = common::unique("large");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[("max.message.bytes", "12000000")]).await;
+    let prod = producer(&[("message.max.bytes", "12000000")]);
+    let sizes = [10usize, 6_000_000, 100, 2_500_000, 9_000_000, 50, 3_000_000];
+    for (i, n) in sizes.iter().enumerate() {
+        let value: Vec<u8> = (0..*n).map(|j| (j % 251) as u8 ^ i as u8).collect();
+        let r = rec(
+            now_ms(),
+            Some(format!("k{i}").into_bytes()),
+            Some(value),
+            &[],
+        );
+        send(&prod, &topic, 0, &r);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let restored = format!("{p}-restored");
+    let o = restore_to(&archive, &topic, &restored, &dir.path().join("state"), None);
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_restored_exactly(&archive, &topic, &restored, 1);
+    let got: Vec<usize> = consume_all(&restored, 1)[&0]
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(got, sizes);
+}

@@ -366,6 +366,20 @@ impl PartitionWriter {
                     self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                     break;
                 }
+                // With nothing queued, the record can never fit (librdkafka refuses a record
+                // larger than its whole queue): an error, not a wait for ever.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if self.producer.in_flight_count() == 0 =>
+                {
+                    return Err(WriteError::Failed {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        what: format!("producing archived offset {}", r.offset),
+                        detail: format!(
+                            "a record of {bytes} bytes is larger than the producer's queue"
+                        ),
+                    });
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.await_deliveries();
                     rec = back;
