@@ -72,17 +72,30 @@ const AUTO_WINDOW: Duration = Duration::from_secs(1);
 /// [`AUTO_WINDOW`], one thread looks at the window: compression busy under half of its threads'
 /// time and a quarter of the machine's CPU time idle (the rest of the backup waits for Kafka or
 /// the disk, not for cores), the level goes up one; chunks queued for compression (half its queue
-/// or more) while it was busy over 70% of the time (the workers wait for it), down one. Windows,
-/// not chunks, are counted, so that a burst of chunks (a fetch's worth arrives at once) does not
-/// outvote the pause after it; a window is looked at when a chunk is done, so one that spans a
-/// pause counts as the windows it spans.
+/// or more) while it was busy over 70% of the time, in the window and over the last few (the
+/// workers wait for it), down one. Windows, not chunks, are counted, and the last few weigh in,
+/// so that a burst of chunks (a throttled client's fetches come in bursts between pauses of
+/// seconds) does not outvote the pauses around it; a window is looked at when a chunk is done, so
+/// one that spans a pause counts as the windows it spans.
 struct Adaptive {
     level: AtomicI32,
     threads: usize,
     /// Nanoseconds spent compressing in the current window, by every thread.
     busy: AtomicU64,
-    window: Mutex<(Instant, Option<CpuTimes>)>,
+    window: Mutex<Window>,
 }
+
+/// The current window of [`Adaptive`]: when it began, the machine's CPU time then, and the busy
+/// share of the windows before, decaying by [`AUTO_DECAY`] a window.
+struct Window {
+    began: Instant,
+    cpu: Option<CpuTimes>,
+    long_share: f64,
+}
+
+/// How much of the long busy share a window keeps: a window's share weighs a quarter, one four
+/// windows old a tenth.
+const AUTO_DECAY: f64 = 0.75;
 
 impl Adaptive {
     fn new(level: i32, threads: usize) -> Adaptive {
@@ -90,7 +103,12 @@ impl Adaptive {
             level: AtomicI32::new(level.clamp(*AUTO_LEVELS.start(), *AUTO_LEVELS.end())),
             threads,
             busy: AtomicU64::new(0),
-            window: Mutex::new((Instant::now(), CpuTimes::now())),
+            // Taken as busy at first: a backup short of cores goes down from its first windows.
+            window: Mutex::new(Window {
+                began: Instant::now(),
+                cpu: CpuTimes::now(),
+                long_share: 1.0,
+            }),
         }
     }
 
@@ -106,23 +124,29 @@ impl Adaptive {
         let Ok(mut w) = self.window.try_lock() else {
             return;
         };
-        let elapsed = w.0.elapsed();
+        let elapsed = w.began.elapsed();
         if elapsed < AUTO_WINDOW {
             return;
         }
         let busy = self.busy.swap(0, Ordering::Relaxed) as f64 / 1e9;
         let share = busy / (elapsed.as_secs_f64() * self.threads as f64);
         let cpu = CpuTimes::now();
-        let idle = match (&w.1, &cpu) {
+        let idle = match (&w.cpu, &cpu) {
             (Some(a), Some(b)) => b.idle_share_since(a),
             // Without /proc/stat, the level does not rise on idle cores it cannot see.
             _ => 0.0,
         };
-        *w = (Instant::now(), cpu);
         // A window that ended after a pause with no chunk at all (Kafka holding back a throttled
         // client's fetches for seconds) counts once for every window it spans.
         let windows = (elapsed.as_secs_f64() / AUTO_WINDOW.as_secs_f64()) as i32;
-        let step = match auto_step(share, idle, queued, capacity) {
+        let kept = AUTO_DECAY.powi(windows.max(1));
+        let long_share = w.long_share * kept + share * (1.0 - kept);
+        *w = Window {
+            began: Instant::now(),
+            cpu,
+            long_share,
+        };
+        let step = match auto_step(share, long_share, idle, queued, capacity) {
             0 => return,
             1 => windows.max(1),
             down => down,
@@ -136,6 +160,7 @@ impl Adaptive {
         tracing::debug!(
             level = self.level(),
             busy_share = share,
+            long_busy_share = long_share,
             idle_share = idle,
             queued,
             "zstd level"
@@ -144,10 +169,11 @@ impl Adaptive {
 }
 
 /// How `--compression auto` moves the level after a window in which compression was busy
-/// `share` of its threads' time and the machine idle `idle` of its CPU time, `queued` chunks of
-/// at most `capacity` waiting for compression at its end (see [`Adaptive`]).
-fn auto_step(share: f64, idle: f64, queued: usize, capacity: usize) -> i32 {
-    if queued * 2 >= capacity && share > 0.7 {
+/// `share` of its threads' time (`long_share` over the last windows) and the machine idle `idle`
+/// of its CPU time, `queued` chunks of at most `capacity` waiting for compression at its end (see
+/// [`Adaptive`]).
+fn auto_step(share: f64, long_share: f64, idle: f64, queued: usize, capacity: usize) -> i32 {
+    if queued * 2 >= capacity && share > 0.7 && long_share > 0.7 {
         -1
     } else if share < 0.5 && idle >= 0.25 {
         1
@@ -341,23 +367,25 @@ mod tests {
     #[test]
     fn auto_lowers_the_level_only_when_compression_holds_the_workers_up() {
         // Busy and the queue half full or more: the workers wait for compression.
-        assert_eq!(auto_step(0.95, 0.0, 4, 4), -1);
-        assert_eq!(auto_step(0.75, 0.5, 2, 4), -1);
+        assert_eq!(auto_step(0.95, 0.9, 0.0, 4, 4), -1);
+        assert_eq!(auto_step(0.75, 0.75, 0.5, 2, 4), -1);
         // Busy but nothing waiting: compression keeps up.
-        assert_eq!(auto_step(0.95, 0.0, 1, 4), 0);
+        assert_eq!(auto_step(0.95, 0.9, 0.0, 1, 4), 0);
         // A full queue behind a compression that is mostly idle: the writer holds it up.
-        assert_eq!(auto_step(0.3, 0.0, 4, 4), 0);
+        assert_eq!(auto_step(0.3, 0.9, 0.0, 4, 4), 0);
+        // A burst after pauses: busy now, not over the last windows.
+        assert_eq!(auto_step(0.95, 0.4, 0.0, 4, 4), 0);
     }
 
     #[test]
     fn auto_raises_the_level_only_with_idle_compression_threads_and_idle_cores() {
-        assert_eq!(auto_step(0.2, 0.6, 0, 4), 1);
-        assert_eq!(auto_step(0.49, 0.25, 1, 4), 1);
+        assert_eq!(auto_step(0.2, 0.9, 0.6, 0, 4), 1);
+        assert_eq!(auto_step(0.49, 0.2, 0.25, 1, 4), 1);
         // Compression idle, but the machine busy (consumers and broker share its cores): a
         // higher level would take cores from them.
-        assert_eq!(auto_step(0.2, 0.1, 0, 4), 0);
+        assert_eq!(auto_step(0.2, 0.2, 0.1, 0, 4), 0);
         // In between: held.
-        assert_eq!(auto_step(0.6, 0.9, 0, 4), 0);
+        assert_eq!(auto_step(0.6, 0.6, 0.9, 0, 4), 0);
     }
 
     #[test]
@@ -368,23 +396,30 @@ mod tests {
         a.compressed(Duration::from_secs(2), 4, 4);
         assert_eq!(a.level(), 3);
         // A window of 1 s, 2 threads busy 2 s between them, the queue full: down one.
-        a.window.lock().unwrap().0 = Instant::now() - AUTO_WINDOW;
+        a.window.lock().unwrap().began = Instant::now() - AUTO_WINDOW;
         a.compressed(Duration::ZERO, 4, 4);
         assert_eq!(a.level(), 2);
         for _ in 0..3 {
             a.busy.store(2_000_000_000, Ordering::Relaxed);
-            a.window.lock().unwrap().0 = Instant::now() - AUTO_WINDOW;
+            a.window.lock().unwrap().began = Instant::now() - AUTO_WINDOW;
             a.compressed(Duration::ZERO, 4, 4);
         }
         assert_eq!(a.level(), *AUTO_LEVELS.start());
         // Four idle seconds (no chunk came), the cores idle: up four, not one.
-        *a.window.lock().unwrap() = (
-            Instant::now() - 4 * AUTO_WINDOW,
-            Some(CpuTimes { total: 0, idle: 0 }),
-        );
+        *a.window.lock().unwrap() = Window {
+            began: Instant::now() - 4 * AUTO_WINDOW,
+            cpu: Some(CpuTimes { total: 0, idle: 0 }),
+            long_share: 1.0,
+        };
         a.compressed(Duration::from_millis(10), 0, 4);
         let idle_cores = CpuTimes::now().is_some_and(|c| c.idle * 4 >= c.total);
         if idle_cores {
+            assert_eq!(a.level(), *AUTO_LEVELS.start() + 4);
+            // A burst right after the pause, compression busy and its queue full: held, the
+            // pause still weighs in.
+            a.busy.store(2_000_000_000, Ordering::Relaxed);
+            a.window.lock().unwrap().began = Instant::now() - AUTO_WINDOW;
+            a.compressed(Duration::ZERO, 4, 4);
             assert_eq!(a.level(), *AUTO_LEVELS.start() + 4);
         }
         assert_eq!(Adaptive::new(22, 2).level(), *AUTO_LEVELS.end());
