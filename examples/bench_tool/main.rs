@@ -487,7 +487,7 @@ fn produce(bootstrap: &str, archive: &str, source: &str, target: &str) -> Result
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::new();
         for t in 0..threads {
-            let (recs, conn, batching) = (&recs, &conn, batching);
+            let (recs, conn) = (&recs, &conn);
             handles.push(scope.spawn(move || -> Result<()> {
                 // kar's restore settings (lz4, its default for a topic without a codec),
                 // without the transactions: the baseline is the

@@ -328,11 +328,12 @@ fn compress_loop(
             return;
         };
         let took = Instant::now();
-        if let (Some(a), Some(z)) = (adaptive, zstd.as_mut())
-            && a.level() != level
-            && z.set_compression_level(a.level()).is_ok()
+        // Read once: another thread may move it meanwhile, and the chunk reports the level used.
+        if let (Some(want), Some(z)) = (adaptive.map(Adaptive::level), zstd.as_mut())
+            && want != level
+            && z.set_compression_level(want).is_ok()
         {
-            level = a.level();
+            level = want;
         }
         let sealed = match zstd.as_mut() {
             Some(z) => SealedChunk::compress_with(job.header.clone(), &job.raw, z).ok(),

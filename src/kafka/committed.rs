@@ -7,13 +7,13 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 /// How long a coordinator that cannot answer yet is waited for.
-pub const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Whether `code` says the group's coordinator cannot answer *yet*: it is loading the group's
 /// partition of `__consumer_offsets` (a broker just started), is moving, or none is elected.
 /// librdkafka sends an OffsetFetch once and hands these to the caller (its request has no
 /// retries), so the first restore after a broker restart failed on "Not coordinator".
-pub fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
+fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::CoordinatorLoadInProgress
@@ -24,14 +24,13 @@ pub fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
 
 /// `consumer`'s group's committed offsets of `tpl`, asked again (after 0.25, 0.5, 1, then every
 /// 2 s) while the coordinator is not ready, for the whole answer or any partition of it, up to
-/// `patience`; then its last answer, whatever it is.
+/// [`COORDINATOR_PATIENCE`]; then its last answer, whatever it is.
 pub fn committed_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
     timeout: Duration,
-    patience: Duration,
 ) -> KafkaResult<TopicPartitionList> {
-    let deadline = Instant::now() + patience;
+    let deadline = Instant::now() + COORDINATOR_PATIENCE;
     let mut pause = Duration::from_millis(250);
     loop {
         let got = consumer.committed_offsets(tpl.clone(), timeout);

@@ -243,12 +243,7 @@ impl Source {
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
         }
-        let res = super::committed::committed_offsets(
-            &c,
-            &tpl,
-            TIMEOUT,
-            super::committed::COORDINATOR_PATIENCE,
-        );
+        let res = super::committed::committed_offsets(&c, &tpl, TIMEOUT);
         self.rt.close_in_background(c);
         let res = res.map_err(self.req(format!("reading committed offsets of group {group}")))?;
         let mut offsets = Vec::new();

@@ -600,17 +600,14 @@ impl ProgressGroup {
             Read::Stable => &self.stable,
             Read::Now => &self.now,
         };
-        let got = super::committed::committed_offsets(
-            consumer,
-            &tpl,
-            TIMEOUT,
-            super::committed::COORDINATOR_PATIENCE,
-        )
-        .map_err(|source| SourceError::Request {
-            bootstrap: self.bootstrap.clone(),
-            what: format!("reading the committed offsets of group {}", self.group),
-            source: Box::new(source),
-        })?;
+        let got =
+            super::committed::committed_offsets(consumer, &tpl, TIMEOUT).map_err(|source| {
+                SourceError::Request {
+                    bootstrap: self.bootstrap.clone(),
+                    what: format!("reading the committed offsets of group {}", self.group),
+                    source: Box::new(source),
+                }
+            })?;
         // A partition the broker could not answer for (an offset commit still pending, a
         // coordinator loading) is an error, never "no progress".
         parts
