@@ -111,3 +111,72 @@ fn diff_is_clean_after_a_rewrite_restore_and_names_each_fault() {
         assert_eq!(counts(&r["partitions"][q]), [PER_PARTITION, 0, 0, 0]);
     }
 }
+
+/// Records whose transaction has committed are visible to a read_committed consumer only once
+/// the commit's markers are written, a moment after the commit returns. A diff that starts while
+/// a transaction is open waits for it to end, and one that ends no transaction in time is an
+/// error naming the partition and the offsets, not records "missing".
+#[test]
+fn a_diff_waits_for_a_transaction_to_end_and_names_one_left_open() {
+    use rdkafka::producer::Producer;
+    use std::time::Duration;
+    common::require_kafka();
+    let p = common::unique("diff-txn");
+    let (topic, _, _) = common::runtime().context().block_on(orders(&p));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("diff.kar");
+    let file = file.to_str().unwrap().to_string();
+    common::backup_cli(&topic, &format!("{p}-.*"), file.as_ref(), &[]);
+    let copy = format!("{topic}-copy");
+    common::runtime()
+        .context()
+        .block_on(common::create_topic(&copy, 3, &[]));
+    let tp = common::producer(&[("transactional.id", &common::unique("diff-txid"))]);
+    tp.init_transactions(Duration::from_secs(30)).unwrap();
+    tp.begin_transaction().unwrap();
+    for (part, recs) in common::consume_all(&topic, 3) {
+        for r in &recs {
+            common::send_queued(&tp, &copy, part, r);
+        }
+    }
+    tp.flush(Duration::from_secs(30)).unwrap();
+    let map = format!("{topic}={copy}");
+
+    let bootstrap = common::bootstrap();
+    let args = |wait: &'static str| {
+        let (file, map, bootstrap) = (file.clone(), map.clone(), bootstrap.clone());
+        move || {
+            kar_cli(
+                &[
+                    "diff",
+                    &file,
+                    "--bootstrap",
+                    &bootstrap,
+                    "--map",
+                    &map,
+                    "--wait-for-transactions",
+                    wait,
+                    "--json",
+                ],
+                &[],
+            )
+        }
+    };
+    let (code, _, out) = args("1")();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{copy}/0: offsets 0..{PER_PARTITION} are in a transaction still open after 1s"
+        )),
+        "{out}"
+    );
+
+    // Committed while the diff waits: every record is there, none missing.
+    let waiting = std::thread::spawn(args("60"));
+    std::thread::sleep(Duration::from_millis(1500));
+    tp.commit_transaction(Duration::from_secs(30)).unwrap();
+    let (code, r, out) = waiting.join().unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    let counts = ["equal", "different", "missing", "extra"].map(|k| r[k].as_i64().unwrap());
+    assert_eq!(counts, [3 * PER_PARTITION, 0, 0, 0], "{r}");
+}

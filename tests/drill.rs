@@ -125,9 +125,9 @@ async fn a_drill_fails_naming_the_records_when_the_target_serves_another_schema(
     assert_eq!(r["ok"], false);
     let total = 3 * PER_PARTITION;
     // The bytes are all there; they do not read as the archive's.
-    assert_eq!(r["records_equal"], total);
-    assert_eq!(r["decode_failures"], total);
-    assert_eq!(r["fields_decoded"], 0);
+    assert_eq!(r["records_equal"], total, "{r}");
+    assert_eq!(r["decode_failures"], total, "{r}");
+    assert_eq!(r["fields_decoded"], 0, "{r}");
     let first = &r["first_decode_failures"][0];
     assert_eq!(first["topic"], topic);
     assert_eq!(first["target_topic"], format!("{p}-scratch-{topic}"));

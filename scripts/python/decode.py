@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from settle import settled
 
 
 def main():
@@ -29,6 +30,7 @@ def main():
         }
     )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    settled(bootstrap, topic, list(partitions))
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     open_partitions = set(partitions)
     while open_partitions:

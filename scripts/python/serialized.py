@@ -44,6 +44,7 @@ from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSe
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import json_format
+from settle import settled
 
 ADDRESS = {
     "type": "record",
@@ -172,6 +173,7 @@ def decode(client, topic, kind, value, headers, pb):
 
 def read_back(bootstrap, topic, n):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kar-serialized", "enable.auto.commit": False, "enable.partition.eof": True})
+    settled(bootstrap, topic, [0])
     consumer.assign([TopicPartition(topic, 0, 0)])
     got = []
     while True:

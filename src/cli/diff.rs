@@ -31,6 +31,10 @@ pub struct DiffArgs {
     /// Differences listed per partition (all are counted)
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub show: usize,
+    /// Seconds to wait for transactions open in a target partition to end: records in one are
+    /// not yet what a consumer reads
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wait_for_transactions: u64,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,7 @@ pub fn options(a: DiffArgs) -> anyhow::Result<DiffOptions> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--topics: {e}"))?;
     o.show = a.show;
+    o.settle = std::time::Duration::from_secs(a.wait_for_transactions);
     Ok(o)
 }
 

@@ -41,6 +41,10 @@ pub struct DiffOptions {
     pub show: usize,
     /// How far ahead a record only on one side is looked for.
     pub window: usize,
+    /// How long a target partition's transactions may take to end before the diff is an error
+    /// naming the offsets still in one (a restore's last commit is visible only once its markers
+    /// are written, a moment after it returns).
+    pub settle: std::time::Duration,
 }
 
 impl DiffOptions {
@@ -54,6 +58,7 @@ impl DiffOptions {
             topics: None,
             show: 5,
             window: 256,
+            settle: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -239,7 +244,7 @@ pub fn diff_with(
             .collect();
         for p in partitions {
             let reader = (p < on_target)
-                .then(|| PartitionReader::open(&opts.kafka, &to, p))
+                .then(|| PartitionReader::open(&opts.kafka, &to, p, opts.settle))
                 .transpose()?;
             let chunks = if t.partitions.iter().any(|e| e.partition == p) {
                 archive.chunks_of(&t.name, p)?

@@ -59,54 +59,114 @@ pub struct PartitionReader {
 }
 
 impl PartitionReader {
-    pub fn open(conn: &KafkaConnection, topic: &str, partition: i32) -> Result<Self, SourceError> {
-        Self::open_at(conn, topic, partition, rdkafka::Offset::Beginning)
+    /// A reader of the whole partition up to its high watermark now, as a consumer reading
+    /// committed records sees it once the transactions now in it have ended. A transaction
+    /// just committed may not be visible yet: its markers are written after the commit
+    /// returns, and until then the last stable offset (where a read_committed consumer stops)
+    /// lies before it. The reader waits up to `settle` for the last stable offset to reach the
+    /// high watermark, and names the offsets still in a transaction when it does not.
+    pub fn open(
+        conn: &KafkaConnection,
+        topic: &str,
+        partition: i32,
+        settle: Duration,
+    ) -> Result<Self, SourceError> {
+        let mut r = Self::unassigned(conn, topic, partition)?;
+        let high = r.high_watermark(conn)?;
+        let waited = Instant::now();
+        // Assigned only once the transactions have ended: librdkafka signals a partition's end
+        // once per offset, and one signalled at an earlier stable offset would end the reading.
+        loop {
+            let (low, stable) = r.stable_end()?;
+            if stable >= high {
+                (r.end, r.done) = (high, high <= low);
+                r.assign(rdkafka::Offset::Beginning)?;
+                return Ok(r);
+            }
+            if waited.elapsed() >= settle {
+                return Err(SourceError::OpenTransaction {
+                    bootstrap: conn.bootstrap.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                    stable,
+                    high,
+                    waited: settle,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
-    /// A reader from `offset` on (the first record at or after it) to the partition's end.
+    /// A reader from `offset` on (the first record at or after it) to the partition's last
+    /// stable offset now.
     pub fn open_at(
         conn: &KafkaConnection,
         topic: &str,
         partition: i32,
         offset: rdkafka::Offset,
     ) -> Result<Self, SourceError> {
-        let request = |what: &str| {
-            let (bootstrap, what) = (conn.bootstrap.clone(), what.to_string());
-            move |e: KafkaError| SourceError::Request {
-                bootstrap,
-                what,
+        let mut r = Self::unassigned(conn, topic, partition)?;
+        let (low, end) = r.stable_end()?;
+        r.end = end;
+        r.done = end <= low || matches!(offset, rdkafka::Offset::Offset(o) if o >= end);
+        r.assign(offset)?;
+        Ok(r)
+    }
+
+    fn unassigned(
+        conn: &KafkaConnection,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Self, SourceError> {
+        let consumer =
+            Self::consumer(conn, "read_committed").map_err(|e| SourceError::Request {
+                bootstrap: conn.bootstrap.clone(),
+                what: format!("creating a consumer for {topic}/{partition}"),
                 source: Box::new(e),
-            }
-        };
-        let consumer: BaseConsumer = conn
-            .client_config()
-            // No offset is committed: the group is only librdkafka's requirement.
-            .set("group.id", "kar-read-back")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.wait.max.ms", "20")
-            .create()
-            .map_err(request("creating a consumer"))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, offset)
-            .map_err(request("assigning"))?;
-        consumer
-            .assign(&tpl)
-            .map_err(request(&format!("assigning {topic}/{partition}")))?;
-        let (low, end) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(30))
-            .map_err(request(&format!("reading the end of {topic}/{partition}")))?;
+            })?;
         Ok(PartitionReader {
             consumer,
             bootstrap: conn.bootstrap.clone(),
             topic: topic.to_string(),
             partition,
-            done: end <= low || matches!(offset, rdkafka::Offset::Offset(o) if o >= end),
-            end,
+            done: false,
+            end: 0,
             idle: Duration::from_secs(60),
         })
+    }
+
+    fn assign(&self, offset: rdkafka::Offset) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, self.partition, offset)
+            .and_then(|()| self.consumer.assign(&tpl))
+            .map_err(|e| self.error("assigning", e))
+    }
+
+    fn consumer(conn: &KafkaConnection, isolation: &str) -> Result<BaseConsumer, KafkaError> {
+        conn.client_config()
+            // No offset is committed: the group is only librdkafka's requirement.
+            .set("group.id", "kar-read-back")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation)
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+    }
+
+    /// `(low, last stable offset)`: librdkafka lists offsets at the consumer's isolation level.
+    fn stable_end(&self) -> Result<(i64, i64), SourceError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(30))
+            .map_err(|e| self.error("reading the end of", e))
+    }
+
+    /// The high watermark: every record appended, committed or not.
+    fn high_watermark(&self, conn: &KafkaConnection) -> Result<i64, SourceError> {
+        Self::consumer(conn, "read_uncommitted")
+            .and_then(|c| c.fetch_watermarks(&self.topic, self.partition, Duration::from_secs(30)))
+            .map(|(_, high)| high)
+            .map_err(|e| self.error("reading the high watermark of", e))
     }
 
     /// The next record, or `None` at the partition's end.
@@ -125,8 +185,12 @@ impl PartitionReader {
             match m {
                 Ok(m) => {
                     // Past the last record it set out to read, the reading is done (the end may
-                    // also be a transaction marker, after which the end of the partition says so).
+                    // also be a transaction marker, after which the end of the partition says so;
+                    // a record appended since the reader opened is not this reading's).
                     self.done = m.offset() >= self.end - 1;
+                    if m.offset() >= self.end {
+                        break;
+                    }
                     return Ok(Some(owned(&m)));
                 }
                 Err(KafkaError::PartitionEOF(_)) => self.done = true,

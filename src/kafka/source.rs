@@ -32,6 +32,17 @@ pub enum SourceError {
         what: String,
         source: Box<KafkaError>,
     },
+    #[error(
+        "Kafka at {bootstrap}: {topic}/{partition}: offsets {stable}..{high} are in a transaction still open after {waited:?}; a consumer reading committed records stops at offset {stable} until it ends"
+    )]
+    OpenTransaction {
+        bootstrap: String,
+        topic: String,
+        partition: i32,
+        stable: i64,
+        high: i64,
+        waited: std::time::Duration,
+    },
     #[error("Kafka at {bootstrap}: describing configs of topic {topic}: {message}")]
     Configs {
         bootstrap: String,

@@ -223,6 +223,9 @@ pub fn consume_all_as(
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
+    if isolation == "read_committed" {
+        settled(topic, partitions);
+    }
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -275,6 +278,24 @@ pub fn consume_all_as(
         }
     }
     out
+}
+
+/// Waits (up to 10 s) until a read_committed consumer can read every record appended now: a
+/// transaction's markers are written a moment after its commit or abort returns, and until then
+/// such a consumer stops before its records.
+fn settled(topic: &str, partitions: i32) {
+    let high = Watermarks::uncommitted().ends(topic, partitions);
+    let stable = Watermarks::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && stable
+            .ends(topic, partitions)
+            .iter()
+            .zip(&high)
+            .any(|(s, h)| s < h)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn producer(extra: &[(&str, &str)]) -> rdkafka::producer::BaseProducer {
