@@ -1731,3 +1731,84 @@ async fn an_auto_compressed_backup_reports_its_levels_and_holds_every_record() {
     );
     assert!(!other.exists());
 }
+
+/// A transaction open when a backup starts: its records become readable only once it ends (and
+/// once its markers are written, a moment after the commit returns). The backup waits for it and
+/// holds its records; one still open after `--wait-for-transactions` is left out and named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_open_at_the_start_is_waited_for_and_one_left_open_is_named() {
+    common::require_kafka();
+    let t = common::unique("backup-open-txn");
+    common::create_topic(&t, 1, &[]).await;
+    common::fill(&t, 1, 5, 20).await;
+    let tp = producer(&[("transactional.id", &common::unique("open-txid"))]);
+    tp.init_transactions(Duration::from_secs(30)).unwrap();
+    tp.begin_transaction().unwrap();
+    for i in 0..3 {
+        let value = format!("in-txn-{i}");
+        send(
+            &tp,
+            &t,
+            0,
+            &rec(0, 1_700_000_000_000 + i, None, Some(value.as_bytes()), &[]),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = common::bootstrap();
+    let run = |name: &str, wait: &str| {
+        let out = dir.path().join(name);
+        let args = [
+            "backup",
+            "--bootstrap",
+            &bootstrap,
+            "--topics",
+            &t,
+            "--out",
+            out.to_str().unwrap(),
+            "--wait-for-transactions",
+            wait,
+            "--json",
+        ]
+        .map(String::from);
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (common::kar_cli(&args, &[]), out)
+        }
+    };
+    let ((code, r, text), _) = tokio::task::spawn_blocking(run("open.kar", "1"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r["records"], 5, "{r}");
+    let warned =
+        format!("{t}/0: offsets 5..8 are in a transaction still open 1s after the backup started");
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with(&warned)),
+        "{r}"
+    );
+
+    // Committed while the backup waits: its records are in, and nothing is named.
+    let waiting = tokio::task::spawn_blocking(run("committed.kar", "60"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tp.commit_transaction(Duration::from_secs(30)).unwrap();
+    let ((code, r, text), out) = waiting.await.unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(r.get("warnings").is_none(), "{r}");
+    let got = read_records(&Archive::open(&out).unwrap(), &t, 0);
+    let values: Vec<_> = got
+        .iter()
+        .skip(5)
+        .map(|r| r.value.clone().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..3)
+            .map(|i| format!("in-txn-{i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), 8);
+}

@@ -143,6 +143,10 @@ settings! {
         /// Seconds a partition may make no progress before it fails [default: 60]
         #[arg(long)]
         pub stall_timeout: Option<u64>,
+        /// Seconds to wait for transactions open at the start to end; the records of one still
+        /// open are left out, with a warning [default: 10]
+        #[arg(long, value_name = "SECONDS")]
+        pub wait_for_transactions: Option<u64>,
         /// Bytes each worker's consumer may prefetch, at least 64 KiB [default: 8388608]
         #[arg(long)]
         pub fetch_buffer: Option<usize>,
@@ -261,6 +265,9 @@ pub fn options(a: &BackupArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Backup
     }
     if let Some(v) = b.stall_timeout {
         o.stall_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = b.wait_for_transactions {
+        o.settle = Duration::from_secs(v);
     }
     if let Some(v) = b.fetch_buffer {
         o.fetch_buffer_bytes = v;

@@ -159,6 +159,30 @@ impl Source {
             .map_err(self.req(format!("reading the offsets of {topic}/{partition}")))
     }
 
+    /// Each partition's high watermark: the end of every record appended, committed or not.
+    pub fn high_watermarks(&self, parts: &[(String, i32)]) -> Result<Vec<i64>, SourceError> {
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uncommitted: BaseConsumer = self
+            .conn
+            .client_config()
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(self.req("making a read_uncommitted client"))?;
+        let highs = parts
+            .iter()
+            .map(|(t, p)| {
+                uncommitted
+                    .fetch_watermarks(t, *p, TIMEOUT)
+                    .map(|(_, high)| high)
+                    .map_err(self.req(format!("reading the high watermark of {t}/{p}")))
+            })
+            .collect();
+        self.rt.close_in_background(uncommitted);
+        highs
+    }
+
     /// For each partition, the first offset whose timestamp is at or after `ts` (Kafka's
     /// offsets-for-times), or `None` when there is none.
     pub fn offsets_for_time(
