@@ -2525,3 +2525,70 @@ async fn records_larger_than_a_producers_pace_are_restored_exactly() {
         .collect();
     assert_eq!(got, sizes);
 }
+
+/// A broker that stops answering mid-restore (a proxy in front of the real one closes every
+/// connection and refuses new ones): librdkafka would hold the records in flight and retry for
+/// its message timeout (5 min), and its abort would then wait as long. The restore instead fails
+/// each partition within `--stall-timeout`, naming it and where it stopped, and the next run,
+/// the broker back, continues from what was committed: every record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_lost_mid_restore_fails_within_the_stall_timeout_and_the_next_run_continues() {
+    use crate::common::proxy::{TcpProxy, outage_addresses, outage_port};
+
+    let _port = outage_port().await;
+    let p = common::unique("lost");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 60_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let (listener, proxy_at) = outage_addresses();
+    let proxy = TcpProxy::start(proxy_at, listener).await;
+    let restored = format!("{p}-restored");
+    let state = dir.path().join("state");
+    let options = || {
+        let mut o = restore_to(&archive, &topic, &restored, &state, None);
+        o.kafka = KafkaConnection::plaintext(proxy_at.to_string());
+        // Small transactions, one partition at a time: the cut comes mid-way.
+        o.transaction_bytes = 1 << 20;
+        o.concurrency = 1;
+        o.stall_timeout = Duration::from_secs(3);
+        o
+    };
+    let o = options();
+    let run = tokio::task::spawn_blocking(move || restore(common::runtime(), &o));
+    let ends = common::Watermarks::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends.ends(&restored, 2).iter().sum::<i64>() == 0 {
+        assert!(Instant::now() < deadline, "nothing restored in 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.cut();
+    let cut = Instant::now();
+    let report = run
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    let took = cut.elapsed();
+    assert!(!report.ok);
+    assert!(
+        took < Duration::from_secs(40),
+        "ended {took:?} after the cut"
+    );
+    let errors: Vec<&str> = report
+        .partitions
+        .iter()
+        .filter_map(|p| p.error.as_deref())
+        .collect();
+    // The partition being written when the cut came (the one after it, if any, is not
+    // started).
+    let stalled = |e: &&str| {
+        (0..2).any(|p| e.starts_with(&format!("{restored}/{p}: no record delivered for 3s")))
+    };
+    assert!(errors.iter().any(stalled), "{errors:?}");
+
+    proxy.restore();
+    let report = run_restore(options()).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+}

@@ -113,6 +113,10 @@ settings! {
         /// records [default: 64]
         #[arg(long, value_name = "MIB")]
         pub transaction_size: Option<usize>,
+        /// Seconds a partition's records may go undelivered (the broker lost or not answering)
+        /// before it fails, naming where it stopped; a later run continues it [default: 60]
+        #[arg(long, value_name = "SECONDS")]
+        pub stall_timeout: Option<u64>,
         /// A config for the topics the restore creates, over the archived ones: KEY=VALUE for
         /// every one, TOPIC:KEY=VALUE for the target topic TOPIC (repeatable)
         #[arg(long = "topic-config", value_name = "[TOPIC:]KEY=VALUE")]
@@ -279,6 +283,10 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
     }
     if let Some(m) = r.transaction_size {
         o.transaction_bytes = m.saturating_mul(1 << 20);
+    }
+    if let Some(v) = r.stall_timeout {
+        anyhow::ensure!(v >= 1, "--stall-timeout must be at least 1 second");
+        o.stall_timeout = std::time::Duration::from_secs(v);
     }
     if let Some(c) = r.producer_compression.as_deref() {
         o.producer_compression =

@@ -44,6 +44,16 @@ pub enum WriteError {
         partition: i32,
         txn_id: String,
     },
+    #[error(
+        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, up to archived offset {offset}): the broker does not answer; what this run committed stays, and the next run continues from it"
+    )]
+    Stalled {
+        topic: String,
+        partition: i32,
+        waited: Duration,
+        waiting: i32,
+        offset: i64,
+    },
     #[error("{topic}/{partition}: {what}: {detail}")]
     Failed {
         topic: String,
@@ -62,6 +72,8 @@ pub struct Deliveries {
     wanted: Mutex<Vec<(u64, i64)>>,
     /// Keys' and values' bytes of the records reported, delivered or not.
     reported_bytes: AtomicU64,
+    /// Records reported, delivered or not.
+    reports: AtomicU64,
 }
 
 impl Deliveries {
@@ -72,6 +84,7 @@ impl Deliveries {
             max_offset: AtomicI64::new(-1),
             wanted: Mutex::new(Vec::new()),
             reported_bytes: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
         }
     }
 }
@@ -88,6 +101,7 @@ impl ProducerContext for Deliveries {
         let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
         self.reported_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.reports.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok(m) => {
                 self.max_offset.fetch_max(m.offset(), Ordering::SeqCst);
@@ -128,6 +142,47 @@ pub struct PartitionWriter {
     sent: AtomicU32,
     /// Keys' and values' bytes of the records sent.
     sent_bytes: AtomicU64,
+    /// The archived offset of the last record sent.
+    last_offset: AtomicI64,
+    /// How long a wait for deliveries may go without one before it is an error.
+    stall: Duration,
+}
+
+/// A wait for delivery reports: an error once none has come for the writer's stall timeout.
+/// librdkafka retries an unreachable broker until `message.timeout.ms` (the transaction timeout,
+/// 5 min), and a producer caught in a broker's restart has been seen holding its records for all
+/// of that. Only reports count: librdkafka's queue length also counts its other events (each
+/// failed reconnection is one), which come and go while nothing is delivered.
+struct StallWatch {
+    seen: u64,
+    since: Instant,
+}
+
+impl StallWatch {
+    fn new(w: &PartitionWriter) -> StallWatch {
+        StallWatch {
+            seen: w.delivery_state(),
+            since: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, w: &PartitionWriter) -> Result<(), WriteError> {
+        let now = w.delivery_state();
+        if now != self.seen {
+            (self.seen, self.since) = (now, Instant::now());
+            return Ok(());
+        }
+        if self.since.elapsed() < w.stall {
+            return Ok(());
+        }
+        Err(WriteError::Stalled {
+            topic: w.topic.clone(),
+            partition: w.partition,
+            waited: w.stall,
+            waiting: w.producer.in_flight_count(),
+            offset: w.last_offset.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Records sent between two polls of the producer for delivery reports. A poll per record (a
@@ -280,6 +335,8 @@ impl PartitionWriter {
             txn_id: txn_id.to_string(),
             sent: AtomicU32::new(0),
             sent_bytes: AtomicU64::new(0),
+            last_offset: AtomicI64::new(-1),
+            stall: TXN_CALL_TIMEOUT,
         };
         // librdkafka asks for the transaction coordinator through a connected broker and, when
         // none is up, asks again 500 ms later: init_transactions took ~510 ms for two to four of
@@ -325,6 +382,17 @@ impl PartitionWriter {
         }
     }
 
+    /// How long a wait for deliveries (and a commit) may go without progress before it is an
+    /// error ([`WriteError::Stalled`]); at most, and by default, [`TXN_CALL_TIMEOUT`].
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = stall.min(TXN_CALL_TIMEOUT);
+        self
+    }
+
+    fn delivery_state(&self) -> u64 {
+        self.producer.context().reports.load(Ordering::Relaxed)
+    }
+
     pub fn begin(&self) -> Result<(), WriteError> {
         self.producer
             .begin_transaction()
@@ -356,9 +424,12 @@ impl PartitionWriter {
             rec = rec.payload(v);
         }
         // A record goes at once when nothing is undelivered, whatever its size.
+        let mut watch = StallWatch::new(self);
         while self.undelivered_bytes() >= PACE_BYTES && self.producer.in_flight_count() > 0 {
             self.await_deliveries();
+            watch.check(self)?;
         }
+        self.last_offset.store(r.offset, Ordering::Relaxed);
         let bytes = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
         loop {
             match self.producer.send(rec) {
@@ -382,6 +453,7 @@ impl PartitionWriter {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.await_deliveries();
+                    watch.check(self)?;
                     rec = back;
                 }
                 Err((e, _)) => {
@@ -432,8 +504,10 @@ impl PartitionWriter {
     /// Waits until every queued record is delivered, and says what was.
     pub fn flush(&self) -> Result<Delivered, WriteError> {
         let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+        let mut watch = StallWatch::new(self);
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             self.await_deliveries();
+            watch.check(self)?;
         }
         // Finds nothing left by now, and returns at once.
         self.producer
@@ -478,7 +552,7 @@ impl PartitionWriter {
     ) -> Result<(), WriteError> {
         self.add_progress(progress, end, metadata)?;
         self.producer
-            .commit_transaction(TXN_CALL_TIMEOUT)
+            .commit_transaction(self.stall)
             .map_err(|e| self.error("committing a transaction", e))
     }
 
@@ -501,7 +575,7 @@ impl PartitionWriter {
             e.set_metadata(metadata);
         }
         self.producer
-            .send_offsets_to_transaction(&tpl, &progress.cgm, TXN_CALL_TIMEOUT)
+            .send_offsets_to_transaction(&tpl, &progress.cgm, self.stall)
             .map_err(|e| {
                 let what = format!(
                     "adding the progress of group {} to a transaction",
@@ -511,9 +585,10 @@ impl PartitionWriter {
             })
     }
 
-    /// Aborts the open transaction (its records stay in the log, marked aborted).
+    /// Aborts the open transaction (its records stay in the log, marked aborted), waiting at
+    /// most the stall timeout: librdkafka's abort first waits for the records in flight.
     pub fn abort(&self) -> Result<(), WriteError> {
-        self.abort_within(TXN_CALL_TIMEOUT)
+        self.abort_within(self.stall)
     }
 
     /// Like [`PartitionWriter::abort`], waiting at most `timeout`. A transaction left open is

@@ -217,6 +217,9 @@ pub struct RestoreOptions {
     /// chunk boundary after it): what an interrupted run leaves aborted in the log is at most this
     /// much per partition being written.
     pub transaction_bytes: usize,
+    /// A partition whose records go undelivered this long (the broker lost or not answering)
+    /// fails, naming where it stopped; a later run continues from what was committed.
+    pub stall_timeout: std::time::Duration,
     pub cancel: Arc<AtomicBool>,
     /// Told of the records written, per target topic, as the restore goes.
     pub progress: crate::progress::Progress,
@@ -302,6 +305,7 @@ impl RestoreOptions {
             topic_configs: Vec::new(),
             accept_retention_loss: false,
             transaction_bytes: 64 << 20,
+            stall_timeout: std::time::Duration::from_secs(60),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Default::default(),
         }

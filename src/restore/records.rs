@@ -287,6 +287,10 @@ pub struct Shared<'a> {
     pub append: bool,
     /// A transaction is committed at the first chunk boundary after this many bytes.
     pub txn_bytes: usize,
+    /// How long a wait for deliveries may go without one before the partition fails.
+    pub stall: Duration,
+    /// Set when a partition stalled: the partitions not yet started are not.
+    pub broker_lost: AtomicBool,
     pub cancel: &'a AtomicBool,
 }
 
@@ -403,6 +407,14 @@ pub fn restore_from(
         ..Default::default()
     };
     let (t, p) = (job.target_topic.as_str(), job.partition);
+    // Once a partition's records went undelivered for the stall timeout, the partitions not
+    // started would each wait as long (and their progress reads longer): the run ends instead.
+    if s.broker_lost.load(Ordering::SeqCst) {
+        out.error = Some(format!(
+            "{t}/{p}: not started: the broker stopped answering during this run (see the partitions that stalled); the next run restores it"
+        ));
+        return out;
+    }
     let result = PartitionWriter::open(
         s.conn,
         &transactional_id(t, p),
@@ -412,8 +424,11 @@ pub fn restore_from(
             compression: job.compression,
             linger: linger_for(s.txn_bytes),
         },
-        TXN_CALL_TIMEOUT,
+        // librdkafka's own timeout for taking the transactional ID (which waits for an older
+        // producer's open transaction to abort).
+        s.stall.min(TXN_CALL_TIMEOUT),
     )
+    .map(|w| w.with_stall_timeout(s.stall))
     .map_err(PartitionError::from)
     .and_then(|w| {
         let r = restore_inner(s, job, src, &w, progress, &mut out);
@@ -421,6 +436,9 @@ pub fn restore_from(
         r
     });
     if let Err(e) = result {
+        if matches!(e, PartitionError::Write(WriteError::Stalled { .. })) {
+            s.broker_lost.store(true, Ordering::SeqCst);
+        }
         out.fenced = e.is_fenced();
         out.error = Some(e.to_string());
     }

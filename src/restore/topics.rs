@@ -3,7 +3,7 @@
 //! consumer-group offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::keep;
@@ -219,6 +219,8 @@ impl KafkaPlan {
             ids_tag: ids_tag(rewrite.then_some(&pairs[..])),
             append: opts.append,
             txn_bytes: opts.transaction_bytes.max(1),
+            stall: opts.stall_timeout,
+            broker_lost: AtomicBool::new(false),
             cancel: &opts.cancel,
         }
     }
