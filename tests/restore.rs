@@ -2586,6 +2586,19 @@ async fn a_broker_lost_mid_restore_fails_within_the_stall_timeout_and_the_next_r
         (0..2).any(|p| e.starts_with(&format!("{restored}/{p}: no record delivered for 3s")))
     };
     assert!(errors.iter().any(stalled), "{errors:?}");
+    // Partition 0 stalled: partition 1 was not started (it would have waited as long).
+    if errors
+        .first()
+        .is_some_and(|e| e.starts_with(&format!("{restored}/0:")))
+    {
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[1].starts_with(&format!(
+                "{restored}/1: not started: the broker stopped answering"
+            )),
+            "{errors:?}"
+        );
+    }
 
     proxy.restore();
     let report = run_restore(options()).await;
