@@ -467,9 +467,9 @@ fn snapshot_kafka(opts: &BackupOptions, rt: &Context) -> Result<KafkaSnapshot, B
     })
 }
 
-/// Each selected partition's range: from its log start (or `--from-time`) to its last stable
-/// offset once the transactions open now have ended (or `--until-time`), fixed now, whatever is
-/// produced meanwhile.
+/// Each selected partition's range: from its log start (or `--from-time`) to its high watermark
+/// now, once the transactions open in it have ended (see [`settled_ends`]), or `--until-time`;
+/// fixed now, whatever is produced meanwhile.
 fn partition_ranges(
     opts: &BackupOptions,
     source: &Source,
@@ -480,7 +480,15 @@ fn partition_ranges(
         .iter()
         .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
         .collect();
-    let ends = settled_ends(source, &parts, opts.settle, warnings)?;
+    // A continuous member reads on past the ends; a group member backs up its assignment only.
+    let settle = |(t, p): &(String, i32)| {
+        opts.follow.is_none()
+            && opts
+                .assignment
+                .as_ref()
+                .is_none_or(|a| a.partitions.contains_key(&(t.clone(), *p)))
+    };
+    let ends = settled_ends(source, &parts, &settle, opts.settle, warnings)?;
     let mut tasks = Vec::new();
     let mut ends = ends.into_iter();
     for t in topics {
@@ -514,24 +522,41 @@ fn partition_ranges(
     Ok(tasks)
 }
 
-/// Each partition's `(log start, end)`: its high watermark now once every transaction open in
-/// it now has ended, else its last stable offset. A committed transaction's records become
-/// readable only once its markers are written, a moment after the commit returns; a backup
-/// that took the last stable offset at once could leave out what its producer had just
-/// committed. A transaction still open after `settle` keeps its records out, named.
+/// Each partition's `(log start, end)`: for those `wanted`, its high watermark now once every
+/// transaction open in it now has ended, else its last stable offset. A committed
+/// transaction's records become readable only once its markers are written, a moment after the
+/// commit returns; a backup that took the last stable offset at once could leave out what its
+/// producer had just committed. A transaction still open after `settle` keeps its records out,
+/// named.
 fn settled_ends(
     source: &Source,
     parts: &[(String, i32)],
+    wanted: &dyn Fn(&(String, i32)) -> bool,
     settle: Duration,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<(i64, i64)>, BackupError> {
     // The high watermarks first: a stable offset asked after them passes them when no
     // transaction is open, however fast records are appended.
-    let highs = source.high_watermarks(parts)?;
+    let asked: Vec<(String, i32)> = parts.iter().filter(|p| wanted(p)).cloned().collect();
+    let mut asked_highs = source.high_watermarks(&asked)?.into_iter();
     let mut ends = parts
         .iter()
         .map(|(t, p)| source.watermarks(t, *p))
         .collect::<Result<Vec<_>, _>>()?;
+    // Those not wanted end at their stable offset, as if settled.
+    let highs: Vec<i64> = parts
+        .iter()
+        .zip(&ends)
+        .map(|(p, e)| {
+            if wanted(p) {
+                asked_highs
+                    .next()
+                    .expect("a high watermark per partition asked")
+            } else {
+                e.1
+            }
+        })
+        .collect();
     let started = Instant::now();
     loop {
         let open: Vec<usize> = (0..parts.len()).filter(|&i| ends[i].1 < highs[i]).collect();

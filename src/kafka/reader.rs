@@ -51,8 +51,12 @@ pub struct PartitionReader {
     topic: String,
     partition: i32,
     done: bool,
-    /// The partition's end when the reader opened (high watermark): records written after it
-    /// are not this reading's, so a topic being written to does not keep it going.
+    /// Where the reading ends, fixed when the reader opened (the high watermark for [`open`],
+    /// the last stable offset for [`open_at`]): records written after it are not this
+    /// reading's, so a topic being written to does not keep it going.
+    ///
+    /// [`open`]: PartitionReader::open
+    /// [`open_at`]: PartitionReader::open_at
     end: i64,
     /// How long a poll may go without a record or the partition's end before it is an error.
     idle: Duration,

@@ -34,6 +34,14 @@ pub const PROGRESS_GROUP_PREFIX: &str = "kar-restore.";
 /// the transactions' own timeout.
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long a call to the transaction coordinator (taking the transactional ID, which waits for
+/// an older producer's transaction to abort; adding the progress; committing) may take with a
+/// stall timeout of `stall`: that, but at least 30 s, as a healthy coordinator under load may
+/// take seconds, and a commit that times out may still complete (the next run reads it).
+pub fn coordinator_timeout(stall: Duration) -> Duration {
+    stall.max(Duration::from_secs(30)).min(TXN_CALL_TIMEOUT)
+}
+
 #[derive(Debug, Error)]
 pub enum WriteError {
     #[error(
@@ -45,7 +53,7 @@ pub enum WriteError {
         txn_id: String,
     },
     #[error(
-        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, up to archived offset {offset}): the broker does not answer; what this run committed stays, and the next run continues from it"
+        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, queued up to archived offset {offset}): the broker does not acknowledge them; what this run committed stays, and the next run continues from it"
     )]
     Stalled {
         topic: String,
@@ -382,8 +390,9 @@ impl PartitionWriter {
         }
     }
 
-    /// How long a wait for deliveries (and a commit) may go without progress before it is an
-    /// error ([`WriteError::Stalled`]); at most, and by default, [`TXN_CALL_TIMEOUT`].
+    /// How long a wait for deliveries may go without one before it is an error
+    /// ([`WriteError::Stalled`]), and an abort may take; at most, and by default,
+    /// [`TXN_CALL_TIMEOUT`]. Calls to the coordinator take [`coordinator_timeout`].
     pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
         self.stall = stall.min(TXN_CALL_TIMEOUT);
         self
@@ -552,7 +561,7 @@ impl PartitionWriter {
     ) -> Result<(), WriteError> {
         self.add_progress(progress, end, metadata)?;
         self.producer
-            .commit_transaction(self.stall)
+            .commit_transaction(coordinator_timeout(self.stall))
             .map_err(|e| self.error("committing a transaction", e))
     }
 
@@ -575,7 +584,7 @@ impl PartitionWriter {
             e.set_metadata(metadata);
         }
         self.producer
-            .send_offsets_to_transaction(&tpl, &progress.cgm, self.stall)
+            .send_offsets_to_transaction(&tpl, &progress.cgm, coordinator_timeout(self.stall))
             .map_err(|e| {
                 let what = format!(
                     "adding the progress of group {} to a transaction",

@@ -21,7 +21,7 @@ use crate::kafka::KafkaConnection;
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
 use crate::kafka::txn::{
-    Batching, Compression, PartitionWriter, ProgressGroup, Read, TXN_CALL_TIMEOUT, WriteError,
+    Batching, Compression, PartitionWriter, ProgressGroup, Read, WriteError, coordinator_timeout,
     first_committed, linger_for,
 };
 use crate::progress::Event;
@@ -290,7 +290,7 @@ pub struct Shared<'a> {
     /// How long a wait for deliveries may go without one before the partition fails.
     pub stall: Duration,
     /// Set when a partition stalled: the partitions not yet started are not.
-    pub broker_lost: AtomicBool,
+    pub broker_lost: &'a AtomicBool,
     pub cancel: &'a AtomicBool,
 }
 
@@ -426,7 +426,7 @@ pub fn restore_from(
         },
         // librdkafka's own timeout for taking the transactional ID (which waits for an older
         // producer's open transaction to abort).
-        s.stall.min(TXN_CALL_TIMEOUT),
+        coordinator_timeout(s.stall),
     )
     .map(|w| w.with_stall_timeout(s.stall))
     .map_err(PartitionError::from)

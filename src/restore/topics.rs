@@ -85,6 +85,10 @@ pub struct KafkaPlan {
     pub groups: Vec<GroupOffsets>,
     /// Selections that took nothing (`--topics`, `--groups` patterns), named.
     pub warnings: Vec<String>,
+    /// Set when a partition stalled (the broker stopped acknowledging): the partitions not yet
+    /// started, in this run, are not. One for the run: a stream restore makes a [`Shared`] for
+    /// each partition.
+    broker_lost: AtomicBool,
 }
 
 /// What the Kafka side of a restore did.
@@ -155,6 +159,7 @@ impl KafkaPlan {
             jobs,
             progress,
             groups,
+            broker_lost: AtomicBool::new(false),
         })
     }
 
@@ -220,7 +225,7 @@ impl KafkaPlan {
             append: opts.append,
             txn_bytes: opts.transaction_bytes.max(1),
             stall: opts.stall_timeout,
-            broker_lost: AtomicBool::new(false),
+            broker_lost: &self.broker_lost,
             cancel: &opts.cancel,
         }
     }
@@ -622,6 +627,7 @@ fn probe_transactions(
         },
         std::time::Duration::from_secs(30),
     )
+    .map(|w| w.with_stall_timeout(opts.stall_timeout))
     .and_then(|w| {
         let r = w
             .begin()
