@@ -20,7 +20,7 @@ use crate::archive::{Archive, ArchiveError};
 use crate::format::chunk::ChunkRecords;
 use crate::format::hex;
 use crate::kafka::connection::KafkaConnection;
-use crate::kafka::reader::{OwnedRecord, PartitionReader};
+use crate::kafka::reader::{HighWatermarks, OwnedRecord, PartitionReader};
 use crate::kafka::sink::Target;
 use crate::kafka::source::SourceError;
 use crate::registry::client::{RegistryClient, RegistryError, RegistrySettings};
@@ -216,6 +216,7 @@ pub fn diff_with(
 ) -> Result<DiffReport, DiffError> {
     let target = Target::connect(&opts.kafka, rt.context())?;
     let target_topics = target.topics()?;
+    let highs = HighWatermarks::new(&opts.kafka)?;
     let mut report = DiffReport {
         archive: opts.archive.clone(),
         root: hex(&archive.root()),
@@ -244,7 +245,7 @@ pub fn diff_with(
             .collect();
         for p in partitions {
             let reader = (p < on_target)
-                .then(|| PartitionReader::open(&opts.kafka, &to, p, opts.settle))
+                .then(|| PartitionReader::open(&opts.kafka, &highs, &to, p, opts.settle))
                 .transpose()?;
             let chunks = if t.partitions.iter().any(|e| e.partition == p) {
                 archive.chunks_of(&t.name, p)?

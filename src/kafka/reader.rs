@@ -71,12 +71,13 @@ impl PartitionReader {
     /// high watermark, and names the offsets still in a transaction when it does not.
     pub fn open(
         conn: &KafkaConnection,
+        highs: &HighWatermarks,
         topic: &str,
         partition: i32,
         settle: Duration,
     ) -> Result<Self, SourceError> {
         let mut r = Self::unassigned(conn, topic, partition)?;
-        let high = r.high_watermark(conn)?;
+        let high = highs.of(topic, partition)?;
         let waited = Instant::now();
         // Assigned only once the transactions have ended: librdkafka signals a partition's end
         // once per offset, and one signalled at an earlier stable offset would end the reading.
@@ -165,14 +166,6 @@ impl PartitionReader {
             .map_err(|e| self.error("reading the end of", e))
     }
 
-    /// The high watermark: every record appended, committed or not.
-    fn high_watermark(&self, conn: &KafkaConnection) -> Result<i64, SourceError> {
-        Self::consumer(conn, "read_uncommitted")
-            .and_then(|c| c.fetch_watermarks(&self.topic, self.partition, Duration::from_secs(30)))
-            .map(|(_, high)| high)
-            .map_err(|e| self.error("reading the high watermark of", e))
-    }
-
     /// The next record, or `None` at the partition's end.
     pub fn next_record(&mut self) -> Result<Option<OwnedRecord>, SourceError> {
         let started = Instant::now();
@@ -210,6 +203,41 @@ impl PartitionReader {
             what: format!("{what} {}/{}", self.topic, self.partition),
             source: Box::new(e),
         }
+    }
+}
+
+/// One client asking partitions' high watermarks (read_uncommitted: every record appended,
+/// committed or not), for the readers of a whole diff: a client made and closed a partition
+/// would cost a connection and its close each.
+pub struct HighWatermarks {
+    consumer: BaseConsumer,
+    bootstrap: String,
+}
+
+impl HighWatermarks {
+    pub fn new(conn: &KafkaConnection) -> Result<Self, SourceError> {
+        let consumer = PartitionReader::consumer(conn, "read_uncommitted").map_err(|e| {
+            SourceError::Request {
+                bootstrap: conn.bootstrap.clone(),
+                what: "creating a read_uncommitted client".into(),
+                source: Box::new(e),
+            }
+        })?;
+        Ok(HighWatermarks {
+            consumer,
+            bootstrap: conn.bootstrap.clone(),
+        })
+    }
+
+    fn of(&self, topic: &str, partition: i32) -> Result<i64, SourceError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map(|(_, high)| high)
+            .map_err(|e| SourceError::Request {
+                bootstrap: self.bootstrap.clone(),
+                what: format!("reading the high watermark of {topic}/{partition}"),
+                source: Box::new(e),
+            })
     }
 }
 
