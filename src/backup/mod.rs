@@ -537,25 +537,16 @@ fn settled_ends(
 ) -> Result<Vec<(i64, i64)>, BackupError> {
     // The high watermarks first: a stable offset asked after them passes them when no
     // transaction is open, however fast records are appended.
-    let asked: Vec<(String, i32)> = parts.iter().filter(|p| wanted(p)).cloned().collect();
-    let mut asked_highs = source.high_watermarks(&asked)?.into_iter();
+    let highs = source.high_watermarks(parts, wanted)?;
     let mut ends = parts
         .iter()
         .map(|(t, p)| source.watermarks(t, *p))
         .collect::<Result<Vec<_>, _>>()?;
     // Those not wanted end at their stable offset, as if settled.
-    let highs: Vec<i64> = parts
+    let highs: Vec<i64> = highs
         .iter()
         .zip(&ends)
-        .map(|(p, e)| {
-            if wanted(p) {
-                asked_highs
-                    .next()
-                    .expect("a high watermark per partition asked")
-            } else {
-                e.1
-            }
-        })
+        .map(|(h, e)| h.unwrap_or(e.1))
         .collect();
     let started = Instant::now();
     loop {

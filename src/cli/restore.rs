@@ -285,7 +285,6 @@ pub fn options(a: &RestoreArgs, cancel: Arc<AtomicBool>) -> anyhow::Result<Resto
         o.transaction_bytes = m.saturating_mul(1 << 20);
     }
     if let Some(v) = r.stall_timeout {
-        anyhow::ensure!(v >= 1, "--stall-timeout must be at least 1 second");
         o.stall_timeout = std::time::Duration::from_secs(v);
     }
     if let Some(c) = r.producer_compression.as_deref() {

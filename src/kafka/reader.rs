@@ -229,7 +229,7 @@ impl HighWatermarks {
         })
     }
 
-    fn of(&self, topic: &str, partition: i32) -> Result<i64, SourceError> {
+    pub fn of(&self, topic: &str, partition: i32) -> Result<i64, SourceError> {
         self.consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .map(|(_, high)| high)

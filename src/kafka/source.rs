@@ -159,28 +159,23 @@ impl Source {
             .map_err(self.req(format!("reading the offsets of {topic}/{partition}")))
     }
 
-    /// Each partition's high watermark: the end of every record appended, committed or not.
-    pub fn high_watermarks(&self, parts: &[(String, i32)]) -> Result<Vec<i64>, SourceError> {
-        if parts.is_empty() {
-            return Ok(Vec::new());
+    /// The high watermark (the end of every record appended, committed or not) of each
+    /// partition `wanted`, `None` for the others.
+    pub fn high_watermarks(
+        &self,
+        parts: &[(String, i32)],
+        wanted: &dyn Fn(&(String, i32)) -> bool,
+    ) -> Result<Vec<Option<i64>>, SourceError> {
+        if !parts.iter().any(wanted) {
+            return Ok(vec![None; parts.len()]);
         }
-        let uncommitted: BaseConsumer = self
-            .conn
-            .client_config()
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .map_err(self.req("making a read_uncommitted client"))?;
-        let highs = parts
+        let highs = super::reader::HighWatermarks::new(&self.conn)?;
+        let got = parts
             .iter()
-            .map(|(t, p)| {
-                uncommitted
-                    .fetch_watermarks(t, *p, TIMEOUT)
-                    .map(|(_, high)| high)
-                    .map_err(self.req(format!("reading the high watermark of {t}/{p}")))
-            })
+            .map(|p| wanted(p).then(|| highs.of(&p.0, p.1)).transpose())
             .collect();
-        self.rt.close_in_background(uncommitted);
-        highs
+        self.rt.close_in_background(highs);
+        got
     }
 
     /// For each partition, the first offset whose timestamp is at or after `ts` (Kafka's

@@ -432,11 +432,14 @@ impl PartitionWriter {
         if let Some(v) = r.value {
             rec = rec.payload(v);
         }
-        // A record goes at once when nothing is undelivered, whatever its size.
-        let mut watch = StallWatch::new(self);
+        // A record goes at once when nothing is undelivered, whatever its size. The watch (a
+        // clock read) starts only when a wait does: this is the record path.
+        let mut watch: Option<StallWatch> = None;
         while self.undelivered_bytes() >= PACE_BYTES && self.producer.in_flight_count() > 0 {
             self.await_deliveries();
-            watch.check(self)?;
+            watch
+                .get_or_insert_with(|| StallWatch::new(self))
+                .check(self)?;
         }
         self.last_offset.store(r.offset, Ordering::Relaxed);
         let bytes = r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
@@ -462,7 +465,9 @@ impl PartitionWriter {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.await_deliveries();
-                    watch.check(self)?;
+                    watch
+                        .get_or_insert_with(|| StallWatch::new(self))
+                        .check(self)?;
                     rec = back;
                 }
                 Err((e, _)) => {

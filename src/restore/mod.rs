@@ -256,6 +256,9 @@ impl RestoreOptions {
         if !(1 << 20..=1 << 30).contains(&self.transaction_bytes) {
             return bad("--transaction-size must be 1 to 1024 (MiB)".into());
         }
+        if self.stall_timeout < std::time::Duration::from_secs(1) {
+            return bad("--stall-timeout must be at least 1 second".into());
+        }
         if let Some((s, d)) = self.map.iter().find(|(s, d)| s.is_empty() || d.is_empty()) {
             return bad(format!(
                 "--map {s:?}={d:?} needs both a source and a target name"
@@ -1095,6 +1098,7 @@ mod tests {
             o.check().unwrap_err().to_string()
         };
         assert!(err(&|o| o.concurrency = 0).contains("--concurrency"));
+        assert!(err(&|o| o.stall_timeout = std::time::Duration::ZERO).contains("--stall-timeout"));
         assert!(err(&|o| o.transaction_bytes = 1 << 31).contains("--transaction-size"));
         assert!(
             err(&|o| {
