@@ -415,6 +415,7 @@ pub fn restore_from(
         ));
         return out;
     }
+    let t0 = Instant::now();
     let result = PartitionWriter::open(
         s.conn,
         &transactional_id(t, p),
@@ -431,6 +432,7 @@ pub fn restore_from(
     .map(|w| w.with_stall_timeout(s.stall))
     .map_err(PartitionError::from)
     .and_then(|w| {
+        tracing::debug!(topic = t, partition = p, elapsed = ?t0.elapsed(), "partition taken");
         let r = restore_inner(s, job, src, &w, progress, &mut out);
         s.target.context().close_in_background(w);
         r
@@ -598,7 +600,9 @@ fn restore_inner(
     progress: &dyn Fn(&Produced),
     out: &mut PartitionOutcome,
 ) -> Result<(), PartitionError> {
+    let t0 = Instant::now();
     let mut doc = resume_point(s, job, out)?;
+    tracing::debug!(topic = job.target_topic, partition = job.partition, elapsed = ?t0.elapsed(), "progress read");
     let already = doc.records;
     if src.total() != UNKNOWN {
         // Where this run starts: an earlier run may have restored some or all of it.
@@ -830,10 +834,12 @@ fn commit(
         }
         Err(e.into())
     };
+    let t0 = Instant::now();
     let d = match w.flush() {
         Ok(d) => d,
         Err(e) => return abort_with(e),
     };
+    let flushed = t0.elapsed();
     let Some(end) = d.end else {
         let _ = w.abort();
         return Err(PartitionError::NothingDelivered {
@@ -848,6 +854,7 @@ fn commit(
     if let Err(e) = w.commit(s.progress, end, &next.encode()) {
         return abort_with(e);
     }
+    tracing::debug!(topic = w.topic(), partition = w.partition(), ?flushed, committed = ?t0.elapsed() - flushed, records = next.records - doc.records, "transaction committed");
     out.written += next.records - doc.records;
     *doc = next;
     out.end_offset = Some(end);
