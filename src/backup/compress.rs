@@ -229,6 +229,8 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct Stage {
     jobs: Option<Sender<Job>>,
+    /// Chunk buffers the compression threads are done with, for the workers' next chunks.
+    spare: Option<Receiver<Vec<u8>>>,
     tx: SyncSender<Event>,
     /// Seals each chunk in an encrypted archive, where it is compressed (in parallel).
     sealer: Option<Sealer>,
@@ -249,6 +251,7 @@ impl Stage {
             return (
                 Stage {
                     jobs: None,
+                    spare: None,
                     tx,
                     sealer,
                 },
@@ -259,16 +262,25 @@ impl Stage {
         // Two waiting chunks per thread: enough that a thread never waits for a worker, small
         // enough that memory stays a few chunk sizes.
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(threads * 2);
+        // As many spare buffers as chunks can wait: what a full pipeline holds anyway.
+        let (give, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2);
         let adaptive =
             (mode == CompressionMode::Auto).then(|| Arc::new(Adaptive::new(level, threads)));
         let handles = (0..threads)
             .map(|_| {
                 let (rx, tx, sealer) = (rx.clone(), tx.clone(), sealer.clone());
+                let give = give.clone();
                 let adaptive = adaptive.clone();
                 std::thread::Builder::new()
                     .name("kar-compress".into())
                     .spawn(move || {
-                        compress_loop(level, adaptive.as_deref(), &rx, &tx, sealer.as_ref())
+                        compress_loop(
+                            level,
+                            adaptive.as_deref(),
+                            (&rx, &give),
+                            &tx,
+                            sealer.as_ref(),
+                        )
                     })
                     .expect("spawning a compression thread")
             })
@@ -276,11 +288,17 @@ impl Stage {
         (
             Stage {
                 jobs: Some(jobs),
+                spare: Some(spare),
                 tx,
                 sealer,
             },
             handles,
         )
+    }
+
+    /// A buffer of a chunk already compressed, if one is spare.
+    pub(crate) fn spare_buffer(&self) -> Option<Vec<u8>> {
+        self.spare.as_ref()?.try_recv().ok()
     }
 
     /// Hands a finished chunk on. Err when the writer has gone away.
@@ -316,7 +334,7 @@ fn store(job: Job, tx: &SyncSender<Event>, sealer: Option<&Sealer>) -> Result<()
 fn compress_loop(
     level: i32,
     adaptive: Option<&Adaptive>,
-    rx: &Receiver<Job>,
+    (rx, give): (&Receiver<Job>, &Sender<Vec<u8>>),
     tx: &SyncSender<Event>,
     sealer: Option<&Sealer>,
 ) {
@@ -343,13 +361,18 @@ fn compress_loop(
         // zstd fails only when it cannot allocate its context or output; the chunk is then kept
         // as it is rather than lost.
         let res = match sealed {
-            Some(s) => tx
-                .send(Event::Chunk(
-                    seal(s, &job.raw, sealer),
-                    job.bytes,
-                    Some(level),
-                ))
-                .map_err(|_| ()),
+            Some(s) => {
+                let sent = tx
+                    .send(Event::Chunk(
+                        seal(s, &job.raw, sealer),
+                        job.bytes,
+                        Some(level),
+                    ))
+                    .map_err(|_| ());
+                // Full: the workers have buffers enough, this one goes back to the allocator.
+                let _ = give.try_send(job.raw);
+                sent
+            }
             None => store(job, tx, sealer),
         };
         if res.is_err() {

@@ -352,7 +352,7 @@ impl Group<'_> {
         {
             flush(st, None, stage, progress)?;
         }
-        if let Err(error) = push(st, m, self.opts.writer.chunk_target_bytes) {
+        if let Err(error) = push(st, m, self.opts.writer.chunk_target_bytes, stage) {
             let _ = tx.send(Event::Failed {
                 topic: st.task.topic.clone(),
                 partition: st.task.partition,
@@ -430,7 +430,12 @@ const RESERVE_AT: usize = 256 * 1024;
 
 /// Adds a record to the partition's open chunk (opening one if none is). Err names what makes
 /// the record unfit for a chunk.
-fn push(st: &mut State, m: &BorrowedMessage<'_>, chunk_bytes: usize) -> Result<(), String> {
+fn push(
+    st: &mut State,
+    m: &BorrowedMessage<'_>,
+    chunk_bytes: usize,
+    stage: &Stage,
+) -> Result<(), String> {
     let offset = m.offset();
     let (ts, ts_type) = match m.timestamp() {
         Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
@@ -449,7 +454,7 @@ fn push(st: &mut State, m: &BorrowedMessage<'_>, chunk_bytes: usize) -> Result<(
     // quiet partition, many of them open at once when following, stays small.
     let len = enc.encoded_len();
     if len >= RESERVE_AT.max(chunk_bytes / 2) && len < chunk_bytes {
-        enc.reserve(chunk_bytes + 64 * 1024);
+        enc.reserve_in(chunk_bytes + 64 * 1024, || stage.spare_buffer());
     }
     let (key, value) = (m.key(), m.payload());
     let mut hbytes = 0;

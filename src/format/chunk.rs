@@ -273,6 +273,24 @@ impl ChunkEncoder {
             .reserve_exact(want.saturating_sub(self.records.len()));
     }
 
+    /// Like [`ChunkEncoder::reserve`], but when the chunk lacks the room, moves it into `spare()`
+    /// (a buffer of an earlier chunk, emptied) if that has the room: reusing buffers spares the
+    /// allocator and the kernel a fresh 2 MiB of zeroed pages a chunk.
+    pub fn reserve_in(&mut self, records: usize, spare: impl FnOnce() -> Option<Vec<u8>>) {
+        let want = header_len(&self.topic) + records;
+        if self.records.capacity() >= want {
+            return;
+        }
+        match spare() {
+            Some(mut buf) if buf.capacity() >= want => {
+                buf.clear();
+                buf.extend_from_slice(&self.records);
+                self.records = buf;
+            }
+            _ => self.reserve(records),
+        }
+    }
+
     /// Bytes of encoded records so far (the chunk is this plus a small header).
     pub fn encoded_len(&self) -> usize {
         self.records.len() - header_len(&self.topic)
@@ -761,5 +779,63 @@ impl<'a> Iterator for ChunkRecords<'a> {
         self.positions
             .next_in(raw)
             .map(|r| r.map(|at| at.record(raw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(enc: &mut ChunkEncoder, from: i64, n: i64) {
+        for o in from..from + n {
+            let value = format!("value {o}").repeat(8);
+            enc.push(
+                o,
+                1_000 + o,
+                TimestampType::CreateTime,
+                Some(b"k"),
+                Some(value.as_bytes()),
+                [("h", Some(&b"v"[..]))],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_chunk_moved_into_a_spare_buffer_encodes_the_same() {
+        let (mut plain, mut pooled) = (
+            ChunkEncoder::new("t", 3).unwrap(),
+            ChunkEncoder::new("t", 3).unwrap(),
+        );
+        fill(&mut plain, 10, 50);
+        fill(&mut pooled, 10, 50);
+        plain.reserve(1 << 20);
+        // A spare buffer with old content and room: the chunk moves into it.
+        let mut spare = Vec::with_capacity(2 << 20);
+        spare.extend_from_slice(b"an earlier chunk's bytes");
+        let at = spare.as_ptr();
+        pooled.reserve_in(1 << 20, || Some(spare));
+        assert_eq!(
+            pooled.records.as_ptr(),
+            at,
+            "the spare buffer holds the chunk"
+        );
+        // Room enough already: no spare is taken.
+        pooled.reserve_in(1 << 20, || panic!("a spare taken without need"));
+        // A spare too small is not used.
+        let mut other = ChunkEncoder::new("t", 3).unwrap();
+        fill(&mut other, 10, 50);
+        other.reserve_in(1 << 20, || Some(Vec::with_capacity(16)));
+        assert!(other.records.capacity() >= header_len("t") + (1 << 20));
+        fill(&mut plain, 60, 50);
+        fill(&mut pooled, 60, 50);
+        fill(&mut other, 60, 50);
+        let (a, b, c) = (
+            plain.finish(0..110).unwrap(),
+            pooled.finish(0..110).unwrap(),
+            other.finish(0..110).unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, c);
     }
 }
