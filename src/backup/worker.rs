@@ -552,7 +552,7 @@ struct Closer<'a>(Option<BaseConsumer>, &'a Context);
 impl Drop for Closer<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.0.take() {
-            self.1.close_in_background(c);
+            self.1.close_in_background(crate::kafka::Closing(c));
         }
     }
 }

@@ -62,6 +62,12 @@ pub struct PartitionReader {
     idle: Duration,
 }
 
+impl Drop for PartitionReader {
+    fn drop(&mut self) {
+        super::close_consumer(&self.consumer);
+    }
+}
+
 impl PartitionReader {
     /// A reader of the whole partition up to its high watermark now, as a consumer reading
     /// committed records sees it once the transactions now in it have ended. A transaction
@@ -212,6 +218,12 @@ impl PartitionReader {
 pub struct HighWatermarks {
     consumer: BaseConsumer,
     bootstrap: String,
+}
+
+impl Drop for HighWatermarks {
+    fn drop(&mut self) {
+        super::close_consumer(&self.consumer);
+    }
 }
 
 impl HighWatermarks {

@@ -20,6 +20,12 @@ pub struct Target {
     rt: Context,
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        super::close_consumer(&self.consumer);
+    }
+}
+
 /// A topic as it is on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetTopic {
@@ -291,8 +297,11 @@ impl Target {
                 e.set_metadata(o.metadata.as_str());
             }
         }
-        c.commit(&tpl, CommitMode::Sync)
-            .map_err(self.req(format!("committing offsets for group {group}")))
+        let committed = c
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(self.req(format!("committing offsets for group {group}")));
+        super::close_consumer(&c);
+        committed
     }
 }
 

@@ -71,6 +71,12 @@ pub struct Source {
     rt: Context,
 }
 
+impl Drop for Source {
+    fn drop(&mut self) {
+        super::close_consumer(&self.consumer);
+    }
+}
+
 impl Source {
     /// Connects and checks that the cluster answers a metadata request.
     pub fn connect(conn: &KafkaConnection, rt: &Context) -> Result<Source, SourceError> {
@@ -274,7 +280,7 @@ impl Source {
             tpl.add_partition(t, *p);
         }
         let res = super::committed::committed_offsets(&c, &tpl, TIMEOUT);
-        self.rt.close_in_background(c);
+        self.rt.close_in_background(super::Closing(c));
         let res = res.map_err(self.req(format!("reading committed offsets of group {group}")))?;
         let mut offsets = Vec::new();
         for e in res.elements() {

@@ -626,6 +626,13 @@ pub struct ProgressGroup {
     bootstrap: String,
 }
 
+impl Drop for ProgressGroup {
+    fn drop(&mut self) {
+        super::close_consumer(&self.stable);
+        super::close_consumer(&self.now);
+    }
+}
+
 /// Which committed progress a read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
@@ -783,6 +790,6 @@ pub fn first_committed(
             )));
         }
     };
-    rt.close_in_background(consumer);
+    rt.close_in_background(super::Closing(consumer));
     result
 }
