@@ -483,7 +483,7 @@ fn written_out_pages_leave_the_page_cache() {
         file.write_all(&block(i)).unwrap();
         sync.written((i + 1) << 20);
     }
-    sync.stop();
+    sync.stop().unwrap();
     let out = std::process::Command::new("fincore")
         .args(["--bytes", "--noheadings", "--output", "RES"])
         .arg(&path)
@@ -508,4 +508,21 @@ fn written_out_pages_leave_the_page_cache() {
             "block {i}"
         );
     }
+}
+
+/// A sync that fails in the background is reported when the writer stops it: the kernel reports a
+/// writeback error once per open file, to whichever sync comes first, and the background thread's
+/// handle shares the writer's, so the final sync may find nothing wrong. /dev/null takes writes
+/// and refuses syncs (EINVAL), as a failing device's file would.
+#[test]
+fn a_failed_background_sync_is_reported_when_stopped() {
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let mut sync =
+        kar::archive::writer::BackgroundSync::start(&null, 4 << 20, Default::default()).unwrap();
+    sync.written(8 << 20);
+    let err = sync.stop().expect_err("the failed sync is reported");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
 }

@@ -145,7 +145,7 @@ pub fn compact_with_progress(
             drop(tx);
             collect(rx, &mut w, &mut syncer)
         })?;
-        syncer.stop();
+        syncer.stop().map_err(ArchiveError::io("sync", output))?;
         // Signature frames state the archive ID, the root and the manifest's content ID, which
         // compaction keeps: they hold for the output as they are, and are carried over byte for
         // byte (their stored hash was checked by the verify above).

@@ -979,11 +979,17 @@ pub fn flush_out<W: Write>(out: BufWriter<W>, path: &Path) -> Result<W, ArchiveE
 /// else on the machine (the broker's, on a shared host). The next writes then reuse the freed
 /// pages, which on a VM whose freed memory goes back to the host (virtio-balloon free page
 /// reporting) costs a quarter of the CPU of writing into fresh ones (see README, Measuring).
-/// Failures here are not reported: the final [`sync_file`] meets them again and reports them; a
-/// page not yet written out is never dropped.
+/// A failed sync is kept and returned by [`BackgroundSync::stop`]; a page not yet written out is
+/// never dropped.
 pub struct BackgroundSync {
-    tx: Option<std::sync::mpsc::SyncSender<u64>>,
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// How far the file has been written, as last told: the thread reads the newest when it wakes.
+    latest: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The first failed sync: the thread's handle shares the writer's open file, so the kernel
+    /// reports a writeback error once, to whichever sync comes first, and the final sync may not
+    /// see it again.
+    failed: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
     every: u64,
     next: u64,
 }
@@ -1000,6 +1006,8 @@ impl BackgroundSync {
         BackgroundSync {
             tx: None,
             handle: None,
+            latest: Default::default(),
+            failed: Default::default(),
             every: u64::MAX,
             next: u64::MAX,
         }
@@ -1009,18 +1017,23 @@ impl BackgroundSync {
     pub fn start(file: &File, every: u64, progress: Progress) -> std::io::Result<BackgroundSync> {
         let file = file.try_clone()?;
         let sync_every = every.max(1);
-        // One pending request is enough: a sync covers everything written before it starts.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(1);
+        let latest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // One pending wake-up is enough: the thread then reads the newest position.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (at, first_error) = (latest.clone(), failed.clone());
         let handle = std::thread::Builder::new()
             .name("kar-sync".into())
             .spawn(move || {
                 // Where the last sync reached: everything before it is clean, and was dropped.
                 let mut synced = 0;
-                for written in rx {
+                for () in rx {
+                    let written = at.load(std::sync::atomic::Ordering::SeqCst);
                     if written >= synced + sync_every {
                         let started = std::time::Instant::now();
                         if let Err(e) = file.sync_data() {
-                            tracing::debug!("background sync failed: {e}");
+                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            first.get_or_insert(e);
                             continue;
                         }
                         progress.event(Event::Synced {
@@ -1037,6 +1050,8 @@ impl BackgroundSync {
         Ok(BackgroundSync {
             tx: Some(tx),
             handle: Some(handle),
+            latest,
+            failed,
             every,
             next: every,
         })
@@ -1046,17 +1061,23 @@ impl BackgroundSync {
     pub fn written(&mut self, pos: u64) {
         if pos >= self.next {
             self.next = pos + self.every;
+            self.latest.store(pos, std::sync::atomic::Ordering::SeqCst);
             if let Some(tx) = &self.tx {
-                let _ = tx.try_send(pos);
+                let _ = tx.try_send(());
             }
         }
     }
 
-    /// Waits for a sync in progress to end.
-    pub fn stop(mut self) {
+    /// Waits for a sync in progress to end; the first sync that failed, if one did (the file did
+    /// not reach the device whole, whatever a later sync says).
+    pub fn stop(mut self) -> std::io::Result<()> {
         self.tx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }

@@ -246,6 +246,7 @@ impl Stage {
         threads: usize,
         tx: SyncSender<Event>,
         sealer: Option<Sealer>,
+        spare_max: usize,
     ) -> (Stage, Vec<JoinHandle<()>>) {
         if mode == CompressionMode::None {
             return (
@@ -277,7 +278,7 @@ impl Stage {
                         compress_loop(
                             level,
                             adaptive.as_deref(),
-                            (&rx, &give),
+                            (&rx, &give, spare_max),
                             &tx,
                             sealer.as_ref(),
                         )
@@ -334,7 +335,7 @@ fn store(job: Job, tx: &SyncSender<Event>, sealer: Option<&Sealer>) -> Result<()
 fn compress_loop(
     level: i32,
     adaptive: Option<&Adaptive>,
-    (rx, give): (&Receiver<Job>, &Sender<Vec<u8>>),
+    (rx, give, spare_max): (&Receiver<Job>, &Sender<Vec<u8>>, usize),
     tx: &SyncSender<Event>,
     sealer: Option<&Sealer>,
 ) {
@@ -369,8 +370,11 @@ fn compress_loop(
                         Some(level),
                     ))
                     .map_err(|_| ());
-                // Full: the workers have buffers enough, this one goes back to the allocator.
-                let _ = give.try_send(job.raw);
+                // Kept only at a chunk's size (a chunk of one large record's is not); when the
+                // workers have buffers enough, it goes back to the allocator.
+                if job.raw.capacity() <= spare_max {
+                    let _ = give.try_send(job.raw);
+                }
                 sent
             }
             None => store(job, tx, sealer),

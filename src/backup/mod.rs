@@ -952,6 +952,8 @@ impl BackupPlan {
             opts.compression_threads,
             tx.clone(),
             w.sealer().cloned(),
+            // What a worker reserves for a chunk (see worker::push), and its header.
+            opts.writer.chunk_target_bytes + 64 * 1024 + 4096,
         );
         let timer = opts
             .follow
@@ -970,7 +972,10 @@ impl BackupPlan {
         for h in workers.into_iter().chain(compressors).chain(timer) {
             let _ = h.join();
         }
-        syncer.stop();
+        // A sync that failed on the way: the archive did not reach the device whole.
+        if let Err(e) = syncer.stop() {
+            write_error.get_or_insert(ArchiveError::io("sync", &opts.out)(e));
+        }
         tracing::debug!(
             elapsed = ?self.started.elapsed(),
             chunks = collector.chunks,
