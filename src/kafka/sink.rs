@@ -20,12 +20,6 @@ pub struct Target {
     rt: Context,
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        super::close_consumer(&self.consumer);
-    }
-}
-
 /// A topic as it is on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetTopic {

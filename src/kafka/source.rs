@@ -71,12 +71,6 @@ pub struct Source {
     rt: Context,
 }
 
-impl Drop for Source {
-    fn drop(&mut self) {
-        super::close_consumer(&self.consumer);
-    }
-}
-
 impl Source {
     /// Connects and checks that the cluster answers a metadata request.
     pub fn connect(conn: &KafkaConnection, rt: &Context) -> Result<Source, SourceError> {
