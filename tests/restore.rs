@@ -2423,6 +2423,42 @@ async fn backup_and_restore_tell_their_progress_to_the_sink_passed_in() {
     assert_eq!(told.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A producer whose connection goes silent with its records in flight (the proxy in front of the
+/// real broker stops carrying anything on the connection of the first Produce request, and keeps
+/// it open) delivers nothing, while the partition's leader answers a new connection. librdkafka
+/// would wait out `socket.timeout.ms` (60 s), past the stall timeout; the restore instead asks
+/// the leader after a quarter of the stall timeout, replaces the producer (which aborts the open
+/// transaction) and writes the partition on from its last commit: the run ends OK, every record
+/// once. The same replacement got restores through a broker fenced for a moment by its controller,
+/// which left librdkafka 2.12 producers stuck for good (see `PartitionWriter::with_renewal`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_completes() {
+    use crate::common::proxy::{Faults, TcpProxy, outage_addresses, outage_port};
+
+    let _port = outage_port().await;
+    let p = common::unique("silent");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 20_000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let (listener, proxy_at) = outage_addresses();
+    let faults = Faults::default();
+    let _proxy = TcpProxy::with_faults(proxy_at, listener, faults.clone()).await;
+    faults.silence_next_produce();
+    let restored = format!("{p}-restored");
+    let mut o = restore_to(&archive, &topic, &restored, &dir.path().join("state"), None);
+    o.kafka = KafkaConnection::plaintext(proxy_at.to_string());
+    o.transaction_bytes = 1 << 20;
+    o.concurrency = 1;
+    // The leader is asked after 4 s without a delivery.
+    o.stall_timeout = Duration::from_secs(16);
+    let report = run_restore(o).await;
+    assert_eq!(faults.silenced(), 1, "a producer's connection went silent");
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_restored_exactly(&archive, &topic, &restored, 2);
+}
+
 /// Right after a broker starts, the coordinator of a group answers COORDINATOR_LOAD_IN_PROGRESS,
 /// then NOT_COORDINATOR, until it has loaded the group's partition of `__consumer_offsets` (seen
 /// here: the first restore after a broker restart failed on "Not coordinator" reading its

@@ -62,6 +62,18 @@ pub enum WriteError {
         waiting: i32,
         offset: i64,
     },
+    /// Nothing delivered for the renewal time while the partition's leader answers a new
+    /// connection: this producer, not the broker, is stuck (see [`PartitionWriter::with_renewal`]).
+    #[error(
+        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, queued up to archived offset {offset}) while the partition's leader answers a new connection: the producer is stuck"
+    )]
+    Unresponsive {
+        topic: String,
+        partition: i32,
+        waited: Duration,
+        waiting: i32,
+        offset: i64,
+    },
     #[error("{topic}/{partition}: {what}: {detail}")]
     Failed {
         topic: String,
@@ -154,6 +166,14 @@ pub struct PartitionWriter {
     last_offset: AtomicI64,
     /// How long a wait for deliveries may go without one before it is an error.
     stall: Duration,
+    /// How long a wait may go without a delivery before the leader is asked, over a connection
+    /// of its own, whether it answers (None: never).
+    renew: Option<Duration>,
+    /// The connection's settings, for that question.
+    probe: ClientConfig,
+    /// The longest wait that a delivery ended, in ms: a link slow for its batches, not a stuck
+    /// producer, makes long waits from the start.
+    longest_wait: AtomicU64,
 }
 
 /// A wait for delivery reports: an error once none has come for the writer's stall timeout.
@@ -164,34 +184,65 @@ pub struct PartitionWriter {
 struct StallWatch {
     seen: u64,
     since: Instant,
+    /// When the leader was last asked (or the wait began).
+    asked: Instant,
 }
 
 impl StallWatch {
     fn new(w: &PartitionWriter) -> StallWatch {
+        let now = Instant::now();
         StallWatch {
             seen: w.delivery_state(),
-            since: Instant::now(),
+            since: now,
+            asked: now,
         }
     }
 
     fn check(&mut self, w: &PartitionWriter) -> Result<(), WriteError> {
         let now = w.delivery_state();
         if now != self.seen {
-            (self.seen, self.since) = (now, Instant::now());
+            let waited = self.since.elapsed().as_millis() as u64;
+            w.longest_wait.fetch_max(waited, Ordering::Relaxed);
+            let at = Instant::now();
+            (self.seen, self.since, self.asked) = (now, at, at);
             return Ok(());
         }
-        if self.since.elapsed() < w.stall {
-            return Ok(());
+        let waited = self.since.elapsed();
+        let (waiting, offset) = (
+            w.producer.in_flight_count(),
+            w.last_offset.load(Ordering::Relaxed),
+        );
+        if waited >= w.stall {
+            return Err(WriteError::Stalled {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                waited: w.stall,
+                waiting,
+                offset,
+            });
         }
-        Err(WriteError::Stalled {
-            topic: w.topic.clone(),
-            partition: w.partition,
-            waited: w.stall,
-            waiting: w.producer.in_flight_count(),
-            offset: w.last_offset.load(Ordering::Relaxed),
-        })
+        match w.renew_after() {
+            Some(renew) if self.asked.elapsed() >= renew => {
+                self.asked = Instant::now();
+                let left = w.stall.saturating_sub(waited);
+                if w.leader_answers(left.min(PROBE_TIMEOUT)) {
+                    return Err(WriteError::Unresponsive {
+                        topic: w.topic.clone(),
+                        partition: w.partition,
+                        waited,
+                        waiting,
+                        offset,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
+
+/// How long the question to a partition's leader (see [`PartitionWriter::with_renewal`]) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Records sent between two polls of the producer for delivery reports. A poll per record (a
 /// clock read for its deadline, the queue's lock) was ~10% of a restore's CPU; librdkafka keeps
@@ -345,6 +396,9 @@ impl PartitionWriter {
             sent_bytes: AtomicU64::new(0),
             last_offset: AtomicI64::new(-1),
             stall: TXN_CALL_TIMEOUT,
+            renew: None,
+            probe: conn.client_config(),
+            longest_wait: AtomicU64::new(0),
         };
         // librdkafka asks for the transaction coordinator through a connected broker and, when
         // none is up, asks again 500 ms later: init_transactions took ~510 ms for two to four of
@@ -396,6 +450,46 @@ impl PartitionWriter {
     pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
         self.stall = stall.min(TXN_CALL_TIMEOUT);
         self
+    }
+
+    /// Makes a wait for deliveries that goes `after` without one ask the partition's leader, on
+    /// a connection of its own, for the partition's end offset (every `after`): when it answers,
+    /// the wait ends with [`WriteError::Unresponsive`], and the caller replaces this producer.
+    /// `after` grows to 3 times the longest wait a delivery ended, so that a slow link is not
+    /// taken for a stuck producer.
+    ///
+    /// A broker that left the cluster's metadata for a moment (fenced by its controller after a
+    /// pause longer than its session timeout) has left librdkafka 2.12 producers with their
+    /// records in flight stuck: the partition kept on librdkafka's internal broker, its leader
+    /// asked again every second and never taken from the answers, nothing delivered until
+    /// `message.timeout.ms`, while a new client wrote to the same partition at once. A connection
+    /// that silently stops carrying data leaves a producer waiting for `socket.timeout.ms` (60 s).
+    pub fn with_renewal(mut self, after: Duration) -> Self {
+        self.renew = Some(after);
+        self
+    }
+
+    /// The renewal time, but at least 3 times the longest wait a delivery ended.
+    fn renew_after(&self) -> Option<Duration> {
+        let longest = Duration::from_millis(self.longest_wait.load(Ordering::Relaxed));
+        self.renew.map(|r| r.max(longest * 3))
+    }
+
+    /// Whether the partition's leader answers a new client within `timeout`.
+    fn leader_answers(&self, timeout: Duration) -> bool {
+        let Ok(c) = self.probe.create::<BaseConsumer>() else {
+            return false;
+        };
+        let answered = c
+            .fetch_watermarks(&self.topic, self.partition, timeout)
+            .is_ok();
+        tracing::debug!(
+            topic = self.topic,
+            partition = self.partition,
+            answered,
+            "leader asked"
+        );
+        answered
     }
 
     fn delivery_state(&self) -> u64 {

@@ -223,6 +223,14 @@ pub trait ChunkSource {
     fn total(&self) -> u64;
     /// The indexes of the records whose target offsets the consumer-group translation needs.
     fn wanted(&self) -> &BTreeSet<u64>;
+    /// Starts again from the partition's first chunk, if this source can (a file can, a stream
+    /// cannot): what a replaced producer's open transaction held is written again.
+    fn rewind(&mut self) -> bool {
+        false
+    }
+    fn rewindable(&self) -> bool {
+        false
+    }
 }
 
 /// What [`ChunkSource::next`] gave.
@@ -236,7 +244,9 @@ pub enum Fed {
 /// A partition's chunks in an archive file, by its index.
 struct FileChunks<'a> {
     archive: &'a View,
-    chunks: std::vec::IntoIter<crate::archive::view::Located>,
+    chunks: Vec<crate::archive::view::Located>,
+    /// The next chunk's index in `chunks`.
+    at: usize,
     dec: ContentDecoder,
     job: &'a PartitionJob,
 }
@@ -251,7 +261,8 @@ impl ChunkSource for FileChunks<'_> {
         if index >= self.job.records {
             return None;
         }
-        let c = self.chunks.next()?;
+        let c = self.chunks.get(self.at)?;
+        self.at += 1;
         let n = u64::from(c.records);
         if index + n <= already {
             return Some(Ok(Fed::Skipped(n)));
@@ -259,7 +270,7 @@ impl ChunkSource for FileChunks<'_> {
         // The whole chunk is verified (content ID) before any of its records is produced.
         Some(
             self.archive
-                .read_chunk(&c, &mut self.dec, buf)
+                .read_chunk(c, &mut self.dec, buf)
                 .map(|()| Fed::Chunk(n))
                 .map_err(PartitionError::DamagedChunk),
         )
@@ -271,6 +282,15 @@ impl ChunkSource for FileChunks<'_> {
 
     fn wanted(&self) -> &BTreeSet<u64> {
         &self.job.wanted
+    }
+
+    fn rewind(&mut self) -> bool {
+        self.at = 0;
+        true
+    }
+
+    fn rewindable(&self) -> bool {
+        true
     }
 }
 
@@ -374,7 +394,8 @@ pub fn restore_partition(
         .and_then(|chunks| {
             Ok(FileChunks {
                 archive,
-                chunks: chunks.into_iter(),
+                chunks,
+                at: 0,
                 dec: archive.decoder().map_err(PartitionError::from)?,
                 job,
             })
@@ -415,8 +436,59 @@ pub fn restore_from(
         ));
         return out;
     }
+    let mut renew = src.rewindable().then(|| renewal_after(s.stall));
+    // Replacements stop once the partition has committed nothing for the stall timeout.
+    let (mut since, mut written) = (Instant::now(), out.written);
+    let result = loop {
+        match write_partition(s, job, src, progress, &mut out, renew) {
+            Err(PartitionError::Write(e @ WriteError::Unresponsive { .. })) => {
+                if out.written > written {
+                    (since, written) = (Instant::now(), out.written);
+                }
+                if since.elapsed() >= s.stall || !src.rewind() {
+                    break Err(PartitionError::Write(e));
+                }
+                tracing::warn!(
+                    topic = t,
+                    partition = p,
+                    "{e}; a new producer takes the partition over and continues from its last commit"
+                );
+                // Twice as patient each time: a link that acknowledges a batch only after the
+                // renewal time is slow, not stuck, and the next producer's first wait ends.
+                renew = renew.map(|r| r * 2);
+            }
+            r => break r,
+        }
+    };
+    if let Err(e) = result {
+        if matches!(e, PartitionError::Write(WriteError::Stalled { .. })) {
+            s.broker_lost.store(true, Ordering::SeqCst);
+        }
+        out.fenced = e.is_fenced();
+        out.error = Some(e.to_string());
+    }
+    out
+}
+
+/// How long a partition's first producer may go without a delivery before its leader is asked
+/// whether it answers a new connection, and the producer is replaced if it does: a quarter of the
+/// stall timeout, from 1 to 10 s.
+fn renewal_after(stall: Duration) -> Duration {
+    (stall / 4).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// Takes the partition with a new producer and writes it from its committed progress on.
+fn write_partition(
+    s: &Shared<'_>,
+    job: &PartitionJob,
+    src: &mut dyn ChunkSource,
+    progress: &dyn Fn(&Produced),
+    out: &mut PartitionOutcome,
+    renew: Option<Duration>,
+) -> Result<(), PartitionError> {
+    let (t, p) = (job.target_topic.as_str(), job.partition);
     let t0 = Instant::now();
-    let result = PartitionWriter::open(
+    PartitionWriter::open(
         s.conn,
         &transactional_id(t, p),
         t,
@@ -429,22 +501,20 @@ pub fn restore_from(
         // producer's open transaction to abort).
         coordinator_timeout(s.stall),
     )
-    .map(|w| w.with_stall_timeout(s.stall))
+    .map(|w| {
+        let w = w.with_stall_timeout(s.stall);
+        match renew {
+            Some(after) => w.with_renewal(after),
+            None => w,
+        }
+    })
     .map_err(PartitionError::from)
     .and_then(|w| {
         tracing::debug!(topic = t, partition = p, elapsed = ?t0.elapsed(), "partition taken");
-        let r = restore_inner(s, job, src, &w, progress, &mut out);
+        let r = restore_inner(s, job, src, &w, progress, out);
         s.target.context().close_in_background(w);
         r
-    });
-    if let Err(e) = result {
-        if matches!(e, PartitionError::Write(WriteError::Stalled { .. })) {
-            s.broker_lost.store(true, Ordering::SeqCst);
-        }
-        out.fenced = e.is_fenced();
-        out.error = Some(e.to_string());
-    }
-    out
+    })
 }
 
 /// The committed progress of the partition, read once this restore owns it, and checked: it is
@@ -647,8 +717,10 @@ fn restore_inner(
                 // A stopped restore ends promptly. librdkafka's abort has been seen blocking for
                 // its whole timeout (5 min) right after a stop; the next run's producer fences
                 // this one, which aborts the open transaction anyway.
+                // The producer that replaces a stuck one aborts its transaction.
                 let _ = match e {
                     PartitionError::Stopped => w.abort_within(STOPPED_ABORT_WAIT),
+                    PartitionError::Write(WriteError::Unresponsive { .. }) => Ok(()),
                     _ => w.abort(),
                 };
                 return Err(e);
@@ -829,7 +901,10 @@ fn commit(
     out: &mut PartitionOutcome,
 ) -> Result<(), PartitionError> {
     let abort_with = |e: WriteError| {
-        if !matches!(e, WriteError::Fenced { .. }) {
+        if !matches!(
+            e,
+            WriteError::Fenced { .. } | WriteError::Unresponsive { .. }
+        ) {
             let _ = w.abort();
         }
         Err(e.into())

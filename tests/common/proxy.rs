@@ -3,11 +3,11 @@
 //! listener (see `scripts/services`) advertises the proxy's address, so clients that bootstrap
 //! through the proxy keep using it for every connection. With [`Faults`], it reads the Kafka
 //! requests going through and answers some itself, as a broker whose group coordinator is not
-//! ready does.
+//! ready does, or goes silent on the connection that carries a producer's records.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -31,19 +31,44 @@ pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 pub const NOT_COORDINATOR: i16 = 16;
 
 const OFFSET_FETCH: i16 = 9;
+const PRODUCE: i16 = 0;
 
 /// Answers the proxy gives itself: to each of the next OffsetFetch requests (v8 and later, what
 /// librdkafka sends to Kafka 2.8+), a group-level error code, in order, instead of the broker's
 /// answer.
+/// Or: the connection that carries the next Produce request goes silent.
 #[derive(Clone, Default)]
 pub struct Faults {
     offset_fetch: Arc<Mutex<VecDeque<i16>>>,
     answered: Arc<AtomicUsize>,
+    silence_produce: Arc<AtomicBool>,
+    silenced: Arc<AtomicUsize>,
 }
 
 impl Faults {
     pub fn arm(&self, codes: &[i16]) {
         self.offset_fetch.lock().unwrap().extend(codes);
+    }
+
+    /// The connection that carries the next Produce request (that one included) stops carrying
+    /// anything either way, and stays open: a flow a firewall dropped, a peer that hangs.
+    pub fn silence_next_produce(&self) {
+        self.silence_produce.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections silenced so far.
+    pub fn silenced(&self) -> usize {
+        self.silenced.load(Ordering::SeqCst)
+    }
+
+    /// Whether `frame` is the request that silences its connection.
+    fn silences(&self, frame: &[u8]) -> bool {
+        let key = i16::from_be_bytes([frame[4], frame[5]]);
+        let hit = key == PRODUCE && self.silence_produce.swap(false, Ordering::SeqCst);
+        if hit {
+            self.silenced.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
     }
 
     /// Requests answered by the proxy so far.
@@ -237,18 +262,28 @@ async fn framed(
     let (mut from_server, mut to_server) = server.into_split();
     // Responses from the broker and the proxy's own go to the client whole, one at a time.
     let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+    let silent = Arc::new(AtomicBool::new(false));
     let down = {
-        let to_client = to_client.clone();
+        let (to_client, silent) = (to_client.clone(), silent.clone());
         async move {
             while let Some(frame) = read_frame(&mut from_server).await {
+                if silent.load(Ordering::SeqCst) {
+                    break;
+                }
                 if to_client.lock().await.write_all(&frame).await.is_err() {
                     return;
                 }
             }
+            // Silenced: the sockets stay open, nothing more goes through.
+            std::future::pending::<()>().await
         }
     };
     let requests = async move {
         while let Some(frame) = read_frame(&mut from_client).await {
+            if faults.silences(&frame) {
+                silent.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await
+            }
             let sent = match faults.answer(&frame) {
                 Some(reply) => to_client.lock().await.write_all(&reply).await,
                 None => to_server.write_all(&frame).await,
