@@ -2459,6 +2459,36 @@ async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_com
     assert_restored_exactly(&archive, &topic, &restored, 2);
 }
 
+/// A link slower than the time a restore waits before it asks whether its producer is stuck (the
+/// proxy holds every Produce request 6 s; the restore asks after 4 s) is not taken for a stuck
+/// producer for good: the producer replaced once, the next one waits twice as long, its
+/// deliveries come, and it waits 3 times the longest wait from then on. The run ends OK, every
+/// record once, within the stall timeout of no commit (16 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_slower_than_the_renewal_time_is_waited_for() {
+    use crate::common::proxy::{Faults, TcpProxy, outage_addresses, outage_port};
+
+    let _port = outage_port().await;
+    let p = common::unique("slowlink");
+    let topic = format!("{p}-t");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 3_000, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, None).await;
+    let (listener, proxy_at) = outage_addresses();
+    let faults = Faults::default();
+    let _proxy = TcpProxy::with_faults(proxy_at, listener, faults.clone()).await;
+    faults.delay_produce(Duration::from_secs(6));
+    let restored = format!("{p}-restored");
+    let mut o = restore_to(&archive, &topic, &restored, &dir.path().join("state"), None);
+    o.kafka = KafkaConnection::plaintext(proxy_at.to_string());
+    o.concurrency = 1;
+    o.stall_timeout = Duration::from_secs(16);
+    let report = run_restore(o).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    assert_restored_exactly(&archive, &topic, &restored, 1);
+}
+
 /// Right after a broker starts, the coordinator of a group answers COORDINATOR_LOAD_IN_PROGRESS,
 /// then NOT_COORDINATOR, until it has loaded the group's partition of `__consumer_offsets` (seen
 /// here: the first restore after a broker restart failed on "Not coordinator" reading its

@@ -43,6 +43,8 @@ pub struct Faults {
     answered: Arc<AtomicUsize>,
     silence_produce: Arc<AtomicBool>,
     silenced: Arc<AtomicUsize>,
+    /// How long each Produce request is held before it goes on, in ms (0: not held).
+    produce_delay_ms: Arc<AtomicUsize>,
 }
 
 impl Faults {
@@ -54,6 +56,20 @@ impl Faults {
     /// anything either way, and stays open: a flow a firewall dropped, a peer that hangs.
     pub fn silence_next_produce(&self) {
         self.silence_produce.store(true, Ordering::SeqCst);
+    }
+
+    /// Every Produce request from now on is held `d` before it goes on to the broker (and the
+    /// requests behind it on its connection with it): a link slow for a producer's batches.
+    pub fn delay_produce(&self, d: std::time::Duration) {
+        self.produce_delay_ms
+            .store(d.as_millis() as usize, Ordering::SeqCst);
+    }
+
+    /// How long `frame` is held before it goes on.
+    fn delay(&self, frame: &[u8]) -> Option<std::time::Duration> {
+        let key = i16::from_be_bytes([frame[4], frame[5]]);
+        let ms = self.produce_delay_ms.load(Ordering::SeqCst);
+        (key == PRODUCE && ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
     }
 
     /// Connections silenced so far.
@@ -283,6 +299,9 @@ async fn framed(
             if faults.silences(&frame) {
                 silent.store(true, Ordering::SeqCst);
                 std::future::pending::<()>().await
+            }
+            if let Some(d) = faults.delay(&frame) {
+                tokio::time::sleep(d).await;
             }
             let sent = match faults.answer(&frame) {
                 Some(reply) => to_client.lock().await.write_all(&reply).await,
