@@ -2456,6 +2456,12 @@ async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_com
     let report = run_restore(o).await;
     assert_eq!(faults.silenced(), 1, "a producer's connection went silent");
     assert!(report.ok, "{:?}", report.partitions);
+    let replaced: Vec<u32> = report
+        .partitions
+        .iter()
+        .map(|o| o.producers_replaced)
+        .collect();
+    assert_eq!(replaced, [1, 0], "partition 0's producer, the one silenced");
     assert_restored_exactly(&archive, &topic, &restored, 2);
 }
 
@@ -2486,6 +2492,7 @@ async fn a_link_slower_than_the_renewal_time_is_waited_for() {
     o.stall_timeout = Duration::from_secs(16);
     let report = run_restore(o).await;
     assert!(report.ok, "{:?}", report.partitions);
+    assert_eq!(report.partitions[0].producers_replaced, 1);
     assert_restored_exactly(&archive, &topic, &restored, 1);
 }
 

@@ -463,6 +463,12 @@ fn print_summary(r: &RestoreReport) {
                 "    offsets {from}..{to} hold an interrupted run's aborted transaction: read_committed consumers skip it, read_uncommitted ones see it"
             );
         }
+        if o.producers_replaced > 0 {
+            outln!(
+                "    its producer was replaced {} time(s): it delivered nothing while the partition's leader answered; its open transaction was aborted and written again",
+                o.producers_replaced
+            );
+        }
     }
     for p in &r.schema_problems {
         outln!("  schema: NOT WHOLE: {p}");

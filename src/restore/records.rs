@@ -202,8 +202,16 @@ pub struct PartitionOutcome {
     /// too slow for it, a transaction outlived its timeout).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fenced: bool,
+    /// Producers replaced because they delivered nothing while the partition's leader answered
+    /// (see [`restore_from`]); what each one's open transaction held was aborted and written again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub producers_replaced: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a partition's chunks come from: the archive file, read as they are needed, or a stream,
@@ -453,6 +461,7 @@ pub fn restore_from(
                     partition = p,
                     "{e}; a new producer takes the partition over and continues from its last commit"
                 );
+                out.producers_replaced += 1;
                 // Twice as patient each time: a link that acknowledges a batch only after the
                 // renewal time is slow, not stuck, and the next producer's first wait ends.
                 renew = renew.map(|r| r * 2);
