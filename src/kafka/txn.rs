@@ -63,9 +63,12 @@ pub enum WriteError {
         offset: i64,
     },
     /// Nothing delivered for the renewal time while the partition's leader answers a new
-    /// connection: this producer, not the broker, is stuck (see [`PartitionWriter::with_renewal`]).
+    /// connection: most likely this producer, not the broker, is stuck (see
+    /// [`PartitionWriter::with_renewal`]). A broker that keeps refusing the records with a
+    /// retriable error looks the same: librdkafka retries NOT_ENOUGH_REPLICAS (fewer in-sync
+    /// replicas than `min.insync.replicas`) without a report until `message.timeout.ms`.
     #[error(
-        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, queued up to archived offset {offset}) while the partition's leader answers a new connection: the producer is stuck"
+        "{topic}/{partition}: no record delivered for {waited:?} ({waiting} waiting, queued up to archived offset {offset}) although the partition's leader answers a new connection (a producer stuck, or a broker that keeps refusing its records: see the broker's log)"
     )]
     Unresponsive {
         topic: String,
