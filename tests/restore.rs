@@ -2426,35 +2426,21 @@ async fn backup_and_restore_tell_their_progress_to_the_sink_passed_in() {
 /// A producer whose connection goes silent with its records in flight (the proxy in front of the
 /// real broker stops carrying anything on the connection of the first Produce request, and keeps
 /// it open) delivers nothing, while the partition's leader answers a new connection. librdkafka
-/// would wait out `socket.timeout.ms` (60 s), past the stall timeout; the restore instead asks
+/// would wait out its request timeout (`socket.timeout.ms`, 60 s by its documentation), past the
+/// stall timeout (without the replacement the partition fails after 16 s); the restore instead asks
 /// the leader after a quarter of the stall timeout, replaces the producer (which aborts the open
 /// transaction) and writes the partition on from its last commit: the run ends OK, every record
 /// once. The same replacement got restores through a broker fenced for a moment by its controller,
 /// which left librdkafka 2.12 producers stuck for good (see `PartitionWriter::with_renewal`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_completes() {
-    use crate::common::proxy::{Faults, TcpProxy, outage_addresses, outage_port};
-
-    let _port = outage_port().await;
-    let p = common::unique("silent");
-    let topic = format!("{p}-t");
-    common::create_topic(&topic, 2, &[]).await;
-    common::fill(&topic, 2, 20_000, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let archive = backup_to(dir.path(), &topic, None).await;
-    let (listener, proxy_at) = outage_addresses();
-    let faults = Faults::default();
-    let _proxy = TcpProxy::with_faults(proxy_at, listener, faults.clone()).await;
-    faults.silence_next_produce();
-    let restored = format!("{p}-restored");
-    let mut o = restore_to(&archive, &topic, &restored, &dir.path().join("state"), None);
-    o.kafka = KafkaConnection::plaintext(proxy_at.to_string());
-    o.transaction_bytes = 1 << 20;
-    o.concurrency = 1;
-    // The leader is asked after 4 s without a delivery.
-    o.stall_timeout = Duration::from_secs(16);
-    let report = run_restore(o).await;
-    assert_eq!(faults.silenced(), 1, "a producer's connection went silent");
+    let r = restore_through_faults("silent", 2, 20_000, 1000, |f| f.silence_next_produce()).await;
+    let (report, archive, topic, restored) = (&r.report, &r.archive, &r.topic, &r.restored);
+    assert_eq!(
+        r.faults.silenced(),
+        1,
+        "a producer's connection went silent"
+    );
     assert!(report.ok, "{:?}", report.partitions);
     let replaced: Vec<u32> = report
         .partitions
@@ -2462,7 +2448,7 @@ async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_com
         .map(|o| o.producers_replaced)
         .collect();
     assert_eq!(replaced, [1, 0], "partition 0's producer, the one silenced");
-    assert_restored_exactly(&archive, &topic, &restored, 2);
+    assert_restored_exactly(archive, topic, restored, 2);
 }
 
 /// A link slower than the time a restore waits before it asks whether its producer is stuck (the
@@ -2472,28 +2458,64 @@ async fn a_producer_whose_connection_goes_silent_is_replaced_and_the_restore_com
 /// record once, within the stall timeout of no commit (16 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_link_slower_than_the_renewal_time_is_waited_for() {
+    let r = restore_through_faults("slowlink", 1, 3_000, 100, |f| {
+        f.delay_produce(Duration::from_secs(6))
+    })
+    .await;
+    assert!(r.report.ok, "{:?}", r.report.partitions);
+    assert_eq!(r.report.partitions[0].producers_replaced, 1);
+    assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
+}
+
+/// A restore through a proxy with faults, and what it restored.
+struct FaultyRestore {
+    report: kar::restore::RestoreReport,
+    faults: crate::common::proxy::Faults,
+    archive: std::path::PathBuf,
+    topic: String,
+    restored: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Backs up a new topic (`parts` partitions of `records` records padded to `pad` bytes) and
+/// restores it through a proxy in front of the real broker whose faults `arm` sets: a partition
+/// at a time, in transactions of 1 MiB, with a stall timeout of 16 s (the leader is asked after
+/// 4 s without a delivery).
+async fn restore_through_faults(
+    name: &str,
+    parts: i32,
+    records: i64,
+    pad: usize,
+    arm: impl FnOnce(&crate::common::proxy::Faults),
+) -> FaultyRestore {
     use crate::common::proxy::{Faults, TcpProxy, outage_addresses, outage_port};
 
     let _port = outage_port().await;
-    let p = common::unique("slowlink");
+    let p = common::unique(name);
     let topic = format!("{p}-t");
-    common::create_topic(&topic, 1, &[]).await;
-    common::fill(&topic, 1, 3_000, 100).await;
+    common::create_topic(&topic, parts, &[]).await;
+    common::fill(&topic, parts, records, pad).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = backup_to(dir.path(), &topic, None).await;
     let (listener, proxy_at) = outage_addresses();
     let faults = Faults::default();
     let _proxy = TcpProxy::with_faults(proxy_at, listener, faults.clone()).await;
-    faults.delay_produce(Duration::from_secs(6));
+    arm(&faults);
     let restored = format!("{p}-restored");
     let mut o = restore_to(&archive, &topic, &restored, &dir.path().join("state"), None);
     o.kafka = KafkaConnection::plaintext(proxy_at.to_string());
+    o.transaction_bytes = 1 << 20;
     o.concurrency = 1;
     o.stall_timeout = Duration::from_secs(16);
     let report = run_restore(o).await;
-    assert!(report.ok, "{:?}", report.partitions);
-    assert_eq!(report.partitions[0].producers_replaced, 1);
-    assert_restored_exactly(&archive, &topic, &restored, 1);
+    FaultyRestore {
+        report,
+        faults,
+        archive,
+        topic,
+        restored,
+        _dir: dir,
+    }
 }
 
 /// Right after a broker starts, the coordinator of a group answers COORDINATOR_LOAD_IN_PROGRESS,

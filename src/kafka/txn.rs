@@ -211,17 +211,13 @@ impl StallWatch {
             return Ok(());
         }
         let waited = self.since.elapsed();
-        let (waiting, offset) = (
-            w.producer.in_flight_count(),
-            w.last_offset.load(Ordering::Relaxed),
-        );
         if waited >= w.stall {
             return Err(WriteError::Stalled {
                 topic: w.topic.clone(),
                 partition: w.partition,
                 waited: w.stall,
-                waiting,
-                offset,
+                waiting: w.producer.in_flight_count(),
+                offset: w.last_offset.load(Ordering::Relaxed),
             });
         }
         match w.renew_after() {
@@ -233,8 +229,8 @@ impl StallWatch {
                         topic: w.topic.clone(),
                         partition: w.partition,
                         waited,
-                        waiting,
-                        offset,
+                        waiting: w.producer.in_flight_count(),
+                        offset: w.last_offset.load(Ordering::Relaxed),
                     });
                 }
                 Ok(())
@@ -466,7 +462,8 @@ impl PartitionWriter {
     /// records in flight stuck: the partition kept on librdkafka's internal broker, its leader
     /// asked again every second and never taken from the answers, nothing delivered until
     /// `message.timeout.ms`, while a new client wrote to the same partition at once. A connection
-    /// that silently stops carrying data leaves a producer waiting for `socket.timeout.ms` (60 s).
+    /// that silently stops carrying data leaves a producer waiting out its request timeout
+    /// (`socket.timeout.ms`, 60 s by librdkafka's documentation).
     pub fn with_renewal(mut self, after: Duration) -> Self {
         self.renew = Some(after);
         self

@@ -236,9 +236,6 @@ pub trait ChunkSource {
     fn rewind(&mut self) -> bool {
         false
     }
-    fn rewindable(&self) -> bool {
-        false
-    }
 }
 
 /// What [`ChunkSource::next`] gave.
@@ -294,10 +291,6 @@ impl ChunkSource for FileChunks<'_> {
 
     fn rewind(&mut self) -> bool {
         self.at = 0;
-        true
-    }
-
-    fn rewindable(&self) -> bool {
         true
     }
 }
@@ -444,7 +437,8 @@ pub fn restore_from(
         ));
         return out;
     }
-    let mut renew = src.rewindable().then(|| renewal_after(s.stall));
+    // Nothing read yet: rewinding only asks whether the source can start again.
+    let mut renew = src.rewind().then(|| renewal_after(s.stall));
     // Replacements stop once the partition has committed nothing for the stall timeout.
     let (mut since, mut written) = (Instant::now(), out.written);
     let result = loop {
