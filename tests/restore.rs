@@ -2467,6 +2467,40 @@ async fn a_link_slower_than_the_renewal_time_is_waited_for() {
     assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
 }
 
+/// librdkafka's send_offsets_to_transaction can outlive its own timeout (its requests to a
+/// group's coordinator are not timed: librdkafka issues 5456 and 5511; seen here after a broker
+/// fenced itself for a moment, a partition hung 5 minutes until Kafka aborted its transaction,
+/// and this test's restore failed after 5 minutes before the fix). The proxy silences the
+/// connection that carries the first progress commit of the records (TxnOffsetCommit; the one
+/// before it is the pre-flight probe's): the producer is replaced once the call has gone past
+/// its timeout, and the restore ends OK with every record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_progress_commit_that_never_returns_is_left_and_its_producer_replaced() {
+    restore_with_a_silent_progress_commit("txnoffset", 1, 1).await;
+}
+
+/// The same in the pre-flight probe's transaction: the cluster answered it, so the restore goes
+/// on, and the partition's producer takes its transactional ID over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_whose_progress_commit_never_returns_does_not_refuse_the_restore() {
+    restore_with_a_silent_progress_commit("probehang", 0, 0).await;
+}
+
+/// Restores one partition with the connection of the TxnOffsetCommit after the first `skip`
+/// silenced: OK, every record once, with `replaced` producers replaced.
+async fn restore_with_a_silent_progress_commit(name: &str, skip: usize, replaced: u32) {
+    use crate::common::proxy::TXN_OFFSET_COMMIT;
+    let r = restore_through_faults(name, 1, 3_000, 100, |f| {
+        f.silence_after(TXN_OFFSET_COMMIT, skip)
+    })
+    .await;
+    let silenced = r.faults.silenced();
+    assert_eq!(silenced, 1, "a progress commit's connection went silent");
+    assert!(r.report.ok, "{:?}", r.report.partitions);
+    assert_eq!(r.report.partitions[0].producers_replaced, replaced);
+    assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
+}
+
 /// A restore through a proxy with faults, and what it restored.
 struct FaultyRestore {
     report: kar::restore::RestoreReport,

@@ -8,8 +8,8 @@
 //! ([`ProgressGroup`]), atomically: readers with `isolation.level=read_committed` see the records
 //! and the progress together or not at all.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -76,6 +76,19 @@ pub enum WriteError {
         waited: Duration,
         waiting: i32,
         offset: i64,
+    },
+    /// A call to librdkafka outlived its own timeout: its requests to a group's coordinator are
+    /// not timed (librdkafka issues 5456 and 5511), and after a broker fenced itself for a moment
+    /// a progress commit has waited out the transaction's timeout (5 min). The caller replaces
+    /// the producer; the new one aborts the transaction, and the call then returns on its own.
+    #[error(
+        "{topic}/{partition}: {what} did not return within {waited:?}, past its own timeout (librdkafka's requests to a group coordinator are not timed: librdkafka issues 5456 and 5511)"
+    )]
+    Hung {
+        topic: String,
+        partition: i32,
+        what: String,
+        waited: Duration,
     },
     #[error("{topic}/{partition}: {what}: {detail}")]
     Failed {
@@ -157,7 +170,8 @@ pub struct Delivered {
 
 /// A transactional producer that owns one target partition.
 pub struct PartitionWriter {
-    producer: BaseProducer<Deliveries>,
+    /// Shared with a call left running past its timeout (see [`WriteError::Hung`]).
+    producer: Arc<BaseProducer<Deliveries>>,
     topic: String,
     partition: i32,
     txn_id: String,
@@ -239,6 +253,9 @@ impl StallWatch {
         }
     }
 }
+
+/// How long a call to librdkafka is waited for past its own timeout before it counts as hung.
+const HUNG_AFTER: Duration = Duration::from_secs(5);
 
 /// How long the question to a partition's leader (see [`PartitionWriter::with_renewal`]) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -387,7 +404,7 @@ impl PartitionWriter {
             .create_with_context(Deliveries::new())
             .map_err(|e| failed("creating a transactional producer", e.to_string()))?;
         let w = PartitionWriter {
-            producer,
+            producer: Arc::new(producer),
             topic: topic.to_string(),
             partition,
             txn_id: txn_id.to_string(),
@@ -682,15 +699,26 @@ impl PartitionWriter {
         if let Some(mut e) = tpl.find_partition(&self.topic, self.partition) {
             e.set_metadata(metadata);
         }
-        self.producer
-            .send_offsets_to_transaction(&tpl, &progress.cgm, coordinator_timeout(self.stall))
-            .map_err(|e| {
-                let what = format!(
-                    "adding the progress of group {} to a transaction",
-                    progress.group
-                );
-                self.error(&what, e)
-            })
+        let what = format!(
+            "adding the progress of group {} to a transaction",
+            progress.group
+        );
+        // On a thread of its own, as it may not return in time (see [`WriteError::Hung`]).
+        let timeout = coordinator_timeout(self.stall);
+        let (producer, cgm) = (self.producer.clone(), progress.cgm.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(producer.send_offsets_to_transaction(&tpl, &cgm, timeout));
+        });
+        match rx.recv_timeout(timeout + HUNG_AFTER) {
+            Ok(r) => r.map_err(|e| self.error(&what, e)),
+            Err(_) => Err(WriteError::Hung {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                what,
+                waited: timeout + HUNG_AFTER,
+            }),
+        }
     }
 
     /// Aborts the open transaction (its records stay in the log, marked aborted), waiting at
@@ -715,7 +743,7 @@ pub struct ProgressGroup {
     stable: BaseConsumer,
     /// Reads of what is committed now, pending transactional commits left out.
     now: BaseConsumer,
-    cgm: ConsumerGroupMetadata,
+    cgm: Arc<ConsumerGroupMetadata>,
     group: String,
     bootstrap: String,
 }
@@ -763,7 +791,7 @@ impl ProgressGroup {
         Ok(ProgressGroup {
             stable,
             now,
-            cgm,
+            cgm: Arc::new(cgm),
             group: group.to_string(),
             bootstrap: conn.bootstrap.clone(),
         })

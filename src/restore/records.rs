@@ -439,15 +439,26 @@ pub fn restore_from(
     }
     // Nothing read yet: rewinding only asks whether the source can start again.
     let mut renew = src.rewind().then(|| renewal_after(s.stall));
-    // Replacements stop once the partition has committed nothing for the stall timeout.
-    let (mut since, mut written) = (Instant::now(), out.written);
+    // Replacements stop once the partition has committed nothing for the stall timeout; those
+    // of a producer whose call outlived its own timeout (which says nothing of the broker) after
+    // a few.
+    let (mut since, mut written, mut hung) = (Instant::now(), out.written, 0);
     let result = loop {
         match write_partition(s, job, src, progress, &mut out, renew) {
-            Err(PartitionError::Write(e @ WriteError::Unresponsive { .. })) => {
+            Err(PartitionError::Write(
+                e @ (WriteError::Unresponsive { .. } | WriteError::Hung { .. }),
+            )) => {
                 if out.written > written {
                     (since, written) = (Instant::now(), out.written);
                 }
-                if since.elapsed() >= s.stall || !src.rewind() {
+                let give_up = match e {
+                    WriteError::Hung { .. } => {
+                        hung += 1;
+                        hung > MAX_HUNG_REPLACEMENTS
+                    }
+                    _ => since.elapsed() >= s.stall,
+                };
+                if give_up || !src.rewind() {
                     break Err(PartitionError::Write(e));
                 }
                 tracing::warn!(
@@ -472,6 +483,9 @@ pub fn restore_from(
     }
     out
 }
+
+/// How many times a partition's producer is replaced because a call to it outlived its timeout.
+const MAX_HUNG_REPLACEMENTS: u32 = 2;
 
 /// How long a partition's first producer may go without a delivery before its leader is asked
 /// whether it answers a new connection, and the producer is replaced if it does: a quarter of the
@@ -723,7 +737,9 @@ fn restore_inner(
                 // The producer that replaces a stuck one aborts its transaction.
                 let _ = match e {
                     PartitionError::Stopped => w.abort_within(STOPPED_ABORT_WAIT),
-                    PartitionError::Write(WriteError::Unresponsive { .. }) => Ok(()),
+                    PartitionError::Write(
+                        WriteError::Unresponsive { .. } | WriteError::Hung { .. },
+                    ) => Ok(()),
                     _ => w.abort(),
                 };
                 return Err(e);
@@ -906,7 +922,7 @@ fn commit(
     let abort_with = |e: WriteError| {
         if !matches!(
             e,
-            WriteError::Fenced { .. } | WriteError::Unresponsive { .. }
+            WriteError::Fenced { .. } | WriteError::Unresponsive { .. } | WriteError::Hung { .. }
         ) {
             let _ = w.abort();
         }

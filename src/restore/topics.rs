@@ -639,7 +639,13 @@ fn probe_transactions(
     match tried {
         // Another restore took the partition's transactional ID meanwhile (two restores at once):
         // the cluster takes transactions; which run keeps the partition is settled as it writes.
-        Ok(()) | Err(crate::kafka::txn::WriteError::Fenced { .. }) => Ok(()),
+        // A progress commit that outlived its timeout is librdkafka's fault, not the cluster's:
+        // the partition's producer takes the ID over and aborts the probe's transaction.
+        Ok(())
+        | Err(
+            crate::kafka::txn::WriteError::Fenced { .. }
+            | crate::kafka::txn::WriteError::Hung { .. },
+        ) => Ok(()),
         Err(e) => Err(RestoreError::Refused(format!(
             "the target cluster does not take the transactions a restore writes with ({e}); no schema or record was written. Kafka needs a transaction log it can create (transaction.state.log.replication.factor at most the number of brokers) and, with ACLs, WRITE and DESCRIBE on the transactional IDs kar-restore.*, READ on the group kar-restore.*, and READ (besides CREATE, WRITE, DESCRIBE) on the target topics"
         ))),

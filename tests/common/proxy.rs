@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -32,16 +32,21 @@ pub const NOT_COORDINATOR: i16 = 16;
 
 const OFFSET_FETCH: i16 = 9;
 const PRODUCE: i16 = 0;
+/// The request that adds a transaction's consumer offsets to it, sent to the group's coordinator.
+pub const TXN_OFFSET_COMMIT: i16 = 28;
 
 /// Answers the proxy gives itself: to each of the next OffsetFetch requests (v8 and later, what
 /// librdkafka sends to Kafka 2.8+), a group-level error code, in order, instead of the broker's
 /// answer.
-/// Or: the connection that carries the next Produce request goes silent.
+/// Or: the connection that carries the next request of a kind goes silent.
 #[derive(Clone, Default)]
 pub struct Faults {
     offset_fetch: Arc<Mutex<VecDeque<i16>>>,
     answered: Arc<AtomicUsize>,
-    silence_produce: Arc<AtomicBool>,
+    /// 1 + the API key whose next request silences its connection (0: none).
+    silence_key: Arc<AtomicI32>,
+    /// Requests of that key let through before the one that silences.
+    silence_skip: Arc<AtomicUsize>,
     silenced: Arc<AtomicUsize>,
     /// How long each Produce request is held before it goes on, in ms (0: not held).
     produce_delay_ms: Arc<AtomicUsize>,
@@ -55,7 +60,14 @@ impl Faults {
     /// The connection that carries the next Produce request (that one included) stops carrying
     /// anything either way, and stays open: a flow a firewall dropped, a peer that hangs.
     pub fn silence_next_produce(&self) {
-        self.silence_produce.store(true, Ordering::SeqCst);
+        self.silence_after(PRODUCE, 0);
+    }
+
+    /// Like [`Faults::silence_next_produce`], for the request with API key `key` after the next
+    /// `skip` ones.
+    pub fn silence_after(&self, key: i16, skip: usize) {
+        self.silence_skip.store(skip, Ordering::SeqCst);
+        self.silence_key.store(i32::from(key) + 1, Ordering::SeqCst);
     }
 
     /// Every Produce request from now on is held `d` before it goes on to the broker (and the
@@ -80,7 +92,18 @@ impl Faults {
     /// Whether `frame` is the request that silences its connection.
     fn silences(&self, frame: &[u8]) -> bool {
         let key = i16::from_be_bytes([frame[4], frame[5]]);
-        let hit = key == PRODUCE && self.silence_produce.swap(false, Ordering::SeqCst);
+        if self.silence_key.load(Ordering::SeqCst) == i32::from(key) + 1
+            && self
+                .silence_skip
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return false;
+        }
+        let hit = self
+            .silence_key
+            .compare_exchange(i32::from(key) + 1, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
         if hit {
             self.silenced.fetch_add(1, Ordering::SeqCst);
         }
