@@ -23,7 +23,8 @@
 #                 is transactional, so offsets count markers too: its exit status is its check,
 #                 non-zero unless every record was written).
 #
-# Prints each job's median and spread and the ratios issue 18 sets goals for. MODE=memory runs
+# Prints each job's median and spread (and the broker's CPU meanwhile, from /proc) and the ratios
+# issue 18 sets goals for. MODE=memory runs
 # only kar backup and kar restore (one round unless ROUNDS is set), for peak RSS at a larger
 # BENCH_MB. Release builds. Needs the disk for the topic about 4 times over.
 set -euo pipefail
@@ -59,16 +60,23 @@ if [[ $PAYLOAD = avro ]]; then
 fi
 "$TOOL" seed-orders "$BOOTSTRAP" "$TOPIC" 6 "$BENCH_MB" "$form"
 
-# run NAME COMMAND...: times one whole process; a failure stops the bench (a failed job is not a
-# fast one).
+# The broker's CPU so far, in clock ticks (user + system): the jobs share the two cores with it.
+BROKER_PID=$(cat "${KAR_RUN_DIR:-/tmp/kar-services}/kafka.pid")
+TICKS=$(getconf CLK_TCK)
+broker_ticks() { awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"; }
+
+# run NAME COMMAND...: times one whole process, and the broker's CPU meanwhile; a failure stops
+# the bench (a failed job is not a fast one).
 run() {
   local name=$1; shift
+  local before; before=$(broker_ticks)
   if ! "$TIME" -f '%e %U %S %M' -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
     echo "failed: $*" >&2; tail -20 "$OUT/$name.err" >&2; exit 1
   fi
+  local broker=$(( $(broker_ticks) - before ))
   read -r wall user sys rss <"$OUT/time"
-  awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v m="$rss" \
-    'BEGIN {printf "%s %.2f %.2f %.0f\n", n, w, u + s, m / 1024}' | tee -a "$OUT/results.txt"
+  awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v m="$rss" -v b="$broker" -v t="$TICKS" \
+    'BEGIN {printf "%s %.2f %.2f %.0f %.2f\n", n, w, u + s, m / 1024, b / t}' | tee -a "$OUT/results.txt"
 }
 check_count() { # topic expected
   local got; got=$("$TOOL" count "$BOOTSTRAP" "$1")
@@ -122,7 +130,7 @@ restore_jobs() { # job round
       check_count "$dst" "$records"
       # Its own timing leaves out loading the payload file: that is the figure compared.
       tail -1 "$OUT/producer-perf.out" | awk -v n=producer-perf-send \
-        '{rate = $4; printf "%s %.2f %s\n", n, $1 / rate, "- -"}' | tee -a "$OUT/results.txt" ;;
+        '{rate = $4; printf "%s %.2f %s\n", n, $1 / rate, "- - -"}' | tee -a "$OUT/results.txt" ;;
     kar-restore-quick)
       local state; state=$(mktemp -d)
       run kar-restore-quick "$KAR" restore "$OUT/zstd.kar" --bootstrap "$BOOTSTRAP" --map "$TOPIC=$dst" \
