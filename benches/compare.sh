@@ -93,6 +93,11 @@ rm -f "$OUT/none.kar" "$OUT/zstd.kar"
   --json >"$OUT/report-zstd.json"
 read -r records bytes < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["records"], r["record_bytes"])' "$OUT/report-none.json")
 echo "$TOPIC: $records records, $bytes bytes of keys and values"
+# A backup reads every consumer group's offsets (a client each): the figures depend on how many
+# the broker holds, so the run says.
+groups=$(java "${JAVA_CP[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+  --bootstrap-server "$BOOTSTRAP" --list 2>/dev/null | grep -vc '^kar-restore\.' || true)
+echo "consumer groups on the broker (kar-restore.* progress groups left out): $groups"
 if [[ $PAYLOAD = json && $MODE != memory ]]; then
   "$KCAT" -C -b "$BOOTSTRAP" -t "$TOPIC" -o beginning -e -q -f '%k\t%s\n' >"$OUT/records.tsv"
   cut -f2 "$OUT/records.tsv" >"$OUT/values.txt"
