@@ -2501,6 +2501,39 @@ async fn restore_with_a_silent_progress_commit(name: &str, skip: usize, replaced
     assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
 }
 
+/// The same from a stream, which cannot be read again: the partition fails, naming the call that
+/// did not return, within the bound (not librdkafka's 5 minutes), with nothing committed; a run
+/// from the file then restores every record once (its producer aborts the open transaction).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_restore_whose_progress_commit_never_returns_fails_and_a_rerun_completes() {
+    use crate::common::proxy::TXN_OFFSET_COMMIT;
+    let r = restore_through_faults_from(
+        "streamhang",
+        1,
+        3_000,
+        100,
+        |f| f.silence_after(TXN_OFFSET_COMMIT, 1),
+        true,
+    )
+    .await;
+    assert_eq!(r.faults.silenced(), 1);
+    assert!(!r.report.ok);
+    let failed = &r.report.partitions[0];
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(error.contains("did not return within"), "{error}");
+    assert_eq!((failed.written, failed.producers_replaced), (0, 0));
+    assert!(
+        consume_all(&r.restored, 1)
+            .get(&0)
+            .is_none_or(Vec::is_empty)
+    );
+    // Another state file: the first run's names the proxy's address as its target.
+    let state = r._dir.path().join("state-direct");
+    let rerun = run_restore(restore_to(&r.archive, &r.topic, &r.restored, &state, None)).await;
+    assert!(rerun.ok, "{:?}", rerun.partitions);
+    assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
+}
+
 /// A restore through a proxy with faults, and what it restored.
 struct FaultyRestore {
     report: kar::restore::RestoreReport,
@@ -2522,6 +2555,18 @@ async fn restore_through_faults(
     pad: usize,
     arm: impl FnOnce(&crate::common::proxy::Faults),
 ) -> FaultyRestore {
+    restore_through_faults_from(name, parts, records, pad, arm, false).await
+}
+
+/// [`restore_through_faults`], reading the archive as a stream (from a FIFO) when `stream`.
+async fn restore_through_faults_from(
+    name: &str,
+    parts: i32,
+    records: i64,
+    pad: usize,
+    arm: impl FnOnce(&crate::common::proxy::Faults),
+    stream: bool,
+) -> FaultyRestore {
     use crate::common::proxy::{Faults, TcpProxy, outage_addresses, outage_port};
 
     let _port = outage_port().await;
@@ -2541,6 +2586,14 @@ async fn restore_through_faults(
     o.transaction_bytes = 1 << 20;
     o.concurrency = 1;
     o.stall_timeout = Duration::from_secs(16);
+    if stream {
+        let fifo = dir.path().join("archive.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let (from, to) = (archive.clone(), fifo.clone());
+        std::thread::spawn(move || std::fs::copy(from, to));
+        o.archive = fifo;
+    }
     let report = run_restore(o).await;
     FaultyRestore {
         report,
