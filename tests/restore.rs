@@ -2469,8 +2469,8 @@ async fn a_link_slower_than_the_renewal_time_is_waited_for() {
 
 /// librdkafka's send_offsets_to_transaction can outlive its own timeout (its requests to a
 /// group's coordinator are not timed: librdkafka issues 5456 and 5511; seen here after a broker
-/// fenced itself for a moment, a partition hung 5 minutes until Kafka aborted its transaction,
-/// and this test's restore failed after 5 minutes before the fix). The proxy silences the
+/// fenced itself for a moment, a partition hung 5 minutes until Kafka aborted its transaction).
+/// The proxy silences the
 /// connection that carries the first progress commit of the records (TxnOffsetCommit; the one
 /// before it is the pre-flight probe's): the producer is replaced once the call has gone past
 /// its timeout, and the restore ends OK with every record once.
@@ -2480,7 +2480,8 @@ async fn a_progress_commit_that_never_returns_is_left_and_its_producer_replaced(
 }
 
 /// The same in the pre-flight probe's transaction: the cluster answered it, so the restore goes
-/// on, and the partition's producer takes its transactional ID over.
+/// on, and the partition's producer takes its transactional ID over. Before the fix this
+/// restore waited 5 minutes, then refused the cluster.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_probe_whose_progress_commit_never_returns_does_not_refuse_the_restore() {
     restore_with_a_silent_progress_commit("probehang", 0, 0).await;
@@ -2528,7 +2529,7 @@ async fn a_stream_restore_whose_progress_commit_never_returns_fails_and_a_rerun_
             .is_none_or(Vec::is_empty)
     );
     // Another state file: the first run's names the proxy's address as its target.
-    let state = r._dir.path().join("state-direct");
+    let state = r.dir.path().join("state-direct");
     let rerun = run_restore(restore_to(&r.archive, &r.topic, &r.restored, &state, None)).await;
     assert!(rerun.ok, "{:?}", rerun.partitions);
     assert_restored_exactly(&r.archive, &r.topic, &r.restored, 1);
@@ -2541,7 +2542,7 @@ struct FaultyRestore {
     archive: std::path::PathBuf,
     topic: String,
     restored: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Backs up a new topic (`parts` partitions of `records` records padded to `pad` bytes) and
@@ -2601,7 +2602,7 @@ async fn restore_through_faults_from(
         archive,
         topic,
         restored,
-        _dir: dir,
+        dir,
     }
 }
 

@@ -465,7 +465,7 @@ fn print_summary(r: &RestoreReport) {
         }
         if o.producers_replaced > 0 {
             outln!(
-                "    its producer was replaced {} time(s): it delivered nothing while the partition's leader answered; its open transaction was aborted and written again",
+                "    its producer was replaced {} time(s), stuck (see the warnings above); its open transaction was aborted and written again",
                 o.producers_replaced
             );
         }

@@ -737,9 +737,7 @@ fn restore_inner(
                 // The producer that replaces a stuck one aborts its transaction.
                 let _ = match e {
                     PartitionError::Stopped => w.abort_within(STOPPED_ABORT_WAIT),
-                    PartitionError::Write(
-                        WriteError::Unresponsive { .. } | WriteError::Hung { .. },
-                    ) => Ok(()),
+                    PartitionError::Write(WriteError::Unresponsive { .. }) => Ok(()),
                     _ => w.abort(),
                 };
                 return Err(e);
