@@ -482,6 +482,45 @@ async fn keeping_ids_that_are_taken_stops_before_any_write_and_names_the_clash()
 /// A target topic already in use: refused without `--append`, nothing written; with it, the
 /// topic keeps its own records and then holds every archived record once, the archived group's
 /// offset pointing at the same record after them; the same restore run again adds nothing.
+/// Groups are committed several at a time: each of 40 comes back on the target with its own
+/// offset and metadata on each partition, and the report lists them in the archive's order.
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_groups_come_back_each_with_its_own_offsets() {
+    let p = common::unique("groups");
+    let topic = format!("{p}-src");
+    common::create_topic(&topic, 2, &[]).await;
+    common::fill(&topic, 2, 400, 10).await;
+    let want: Vec<(String, i64, i64)> = (0..40)
+        .map(|i| (format!("{p}-g{i:02}"), i * 5, 199 - i * 3))
+        .collect();
+    for (g, o0, o1) in &want {
+        common::commit(g, &[(&topic, 0, *o0, g), (&topic, 1, *o1, "")]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    let renamed = format!("{p}-dst");
+    let report = run_restore(restore_to(&archive, &topic, &renamed, dir.path(), None)).await;
+    assert!(report.ok, "{:?}", report.partitions);
+    let names: Vec<&str> = report.groups.iter().map(|g| g.group.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|(g, _, _)| g.as_str()).collect();
+    assert_eq!(names, want_names);
+    // The source offsets are contiguous from 0 in a new topic, so each target offset equals the
+    // source's; the metadata is the group's name on partition 0 and empty on partition 1.
+    for (g, o0, o1) in &want {
+        assert_eq!(
+            common::committed(g, &renamed, 0).await,
+            Some((*o0, g.clone())),
+            "{g} partition 0"
+        );
+        assert_eq!(
+            common::committed(g, &renamed, 1).await,
+            Some((*o1, String::new())),
+            "{g} partition 1"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_in_use_is_refused_or_appended_to_once() {
     let p = common::unique("append");

@@ -238,10 +238,25 @@ impl KafkaPlan {
         jobs: &[PartitionJob],
     ) -> Result<Vec<GroupOutcome>, RestoreError> {
         let done = read_progress(&self.progress, jobs, Read::Stable)?;
-        self.groups
-            .iter()
-            .map(|g| restore_group(&self.target, g, jobs, &done))
-            .collect()
+        let mut outcomes = Vec::with_capacity(self.groups.len());
+        // Each group takes a client of its own, mostly waiting on its coordinator: several at
+        // once, so that a cluster's hundreds of groups are not committed one after another.
+        for batch in self.groups.chunks(GROUP_COMMITS_AT_ONCE) {
+            let batch: Vec<Result<GroupOutcome, RestoreError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|g| s.spawn(|| restore_group(&self.target, g, jobs, &done)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a group's commit panicked"))
+                    .collect()
+            });
+            for outcome in batch {
+                outcomes.push(outcome?);
+            }
+        }
+        Ok(outcomes)
     }
 
     /// The partitions to restore.
@@ -751,6 +766,11 @@ fn check_targets(
     }
     Ok(())
 }
+
+/// Consumer groups committed at the same time. Each is a client of its own (DescribeGroups,
+/// then FindCoordinator and OffsetCommit, then its close), ~60 ms and mostly waiting: one after
+/// another, the 10 groups of a bench archive took 0.6 s of a 5.7 s restore, the cores idle.
+const GROUP_COMMITS_AT_ONCE: usize = 16;
 
 /// A group's archived offsets as target offsets (the first restored record at or after each, the
 /// end of the restored records if none), committed unless the group has members on the target.
