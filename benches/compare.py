@@ -1,5 +1,5 @@
 """Summarises benches/compare.sh: each job's median and spread, and the ratios issue 18 sets
-goals for. Arguments: results file (lines "job wall cpu rss_mib broker_cpu"), records, bytes of
+goals for. Arguments: results file (lines "job wall cpu rss_mib broker_cpu steal"), records, bytes of
 keys and values, the compressed and the uncompressed archive's sizes."""
 import statistics
 import sys
@@ -8,22 +8,22 @@ from collections import defaultdict
 path, records, data, zsize, nsize = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 runs = defaultdict(list)
 for line in open(path):
-    job, wall, cpu, rss, broker = line.split()
+    job, wall, cpu, rss, broker, steal = line.split()
     num = lambda v: float("nan") if v == "-" else float(v)
-    runs[job].append((num(wall), num(cpu), num(rss), num(broker)))
+    runs[job].append((num(wall), num(cpu), num(rss), num(broker), num(steal)))
 
-med = {job: tuple(statistics.median(r[i] for r in rs) for i in range(4)) for job, rs in runs.items()}
+med = {job: tuple(statistics.median(r[i] for r in rs) for i in range(5)) for job, rs in runs.items()}
 gb = data / 1e9
 print(f"\n{records} records, {data / 1e6:.0f} MB of keys and values; archive {zsize / 1e6:.0f} MB "
       f"with zstd 3 ({data / zsize:.2f}x smaller), {nsize / 1e6:.0f} MB without compression")
 print(f"medians of {max(len(r) for r in runs.values())} rounds (spread: min-max)\n")
-print("| job | wall s | CPU s (user+sys) | CPU s / GB | peak RSS MiB | broker CPU s |")
-print("|---|---|---|---|---|---|")
+print("| job | wall s | CPU s (user+sys) | CPU s / GB | peak RSS MiB | broker CPU s | stolen s |")
+print("|---|---|---|---|---|---|---|")
 for job, rs in runs.items():
-    w, c, m, b = med[job]
+    w, c, m, b, st = med[job]
     walls = [r[0] for r in rs]
     f = lambda v, p: "-" if v != v else f"{v:.{p}f}"
-    print(f"| {job} | {w:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {f(c, 2)} | {f(c / gb, 2)} | {f(m, 0)} | {f(b, 2)} |")
+    print(f"| {job} | {w:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {f(c, 2)} | {f(c / gb, 2)} | {f(m, 0)} | {f(b, 2)} | {f(st, 2)} |")
 
 
 def ratio(name, value, goal, better):

@@ -63,25 +63,43 @@ fi
 BROKER_PID=$(cat "${KAR_RUN_DIR:-/tmp/kar-services}/kafka.pid")
 TICKS=$(getconf CLK_TCK)
 broker_ticks() { awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"; }
+# The VM's steal time (/proc/stat): CPU time the host gave to others while this VM wanted it. A
+# shared host slows every job of a round alike only in expectation; the column says when it did.
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
 
 # run NAME COMMAND...: times one whole process, and the broker's CPU meanwhile; a failure stops
 # the bench (a failed job is not a fast one).
 run() {
   local name=$1; shift
   local before; before=$(broker_ticks)
+  local stolen; stolen=$(steal_ticks)
   if ! "$TIME" -f '%e %U %S %M' -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
     echo "failed: $*" >&2; tail -20 "$OUT/$name.err" >&2; exit 1
   fi
   local broker=$(( $(broker_ticks) - before ))
+  stolen=$(( $(steal_ticks) - stolen ))
   read -r wall user sys rss <"$OUT/time"
   awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v m="$rss" -v b="$broker" -v t="$TICKS" \
-    'BEGIN {printf "%s %.2f %.2f %.0f %.2f\n", n, w, u + s, m / 1024, b / t}' | tee -a "$OUT/results.txt"
+    -v st="$stolen" 'BEGIN {printf "%s %.2f %.2f %.0f %.2f %.2f\n", n, w, u + s, m / 1024, b / t, st / t}' |
+    tee -a "$OUT/results.txt"
 }
 check_count() { # topic expected
   local got; got=$("$TOOL" count "$BOOTSTRAP" "$1")
   [[ $got = "$2" ]] || { echo "$1 holds $got records, not $2" >&2; exit 1; }
 }
 JAVA_CP=(-cp "$KAFKA_TOOLS_CP" -Dlog4j2.configurationFile="$PWD/scripts/kafka/log4j2-quiet.properties")
+
+# ConsumerPerformance commits its group's offsets on the topic: left there, they would go into
+# the archives the restores read, one group more each round and run, and each restore would
+# commit them all. The bench's restores restore the records; groups left by earlier runs go.
+delete_groups() {
+  local args=(); for g in "$@"; do args+=(--group "$g"); done
+  java "${JAVA_CP[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    --bootstrap-server "$BOOTSTRAP" --delete "${args[@]}" >/dev/null 2>&1 || true
+}
+mapfile -t leftover < <(java "${JAVA_CP[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+  --bootstrap-server "$BOOTSTRAP" --list 2>/dev/null | grep '^kar-cmp-' || true)
+[[ ${#leftover[@]} -gt 0 ]] && delete_groups "${leftover[@]}"
 
 # Not timed: the archives the other jobs read (the uncompressed one is zstd's input, the
 # compressed one the restores'), the records for the producers, and a warm page cache.
@@ -106,8 +124,11 @@ backup_jobs() {
   case $1 in
     kcat-drain) run kcat-drain sh -c "'$KCAT' -C -b '$BOOTSTRAP' -t '$TOPIC' -o beginning -e -q -f '%s' >/dev/null" ;;
     kcat-file) run kcat-file sh -c "'$KCAT' -C -b '$BOOTSTRAP' -t '$TOPIC' -o beginning -e -q -f '%k\t%s\n' >'$OUT/kcat-file.tsv'" ;;
-    consumer-perf) run consumer-perf java -Xmx512M "${JAVA_CP[@]}" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BOOTSTRAP" \
-      --topic "$TOPIC" --messages "$records" --timeout 60000 --group "kar-cmp-$RANDOM$RANDOM" ;;
+    consumer-perf)
+      local group=kar-cmp-$RANDOM$RANDOM
+      run consumer-perf java -Xmx512M "${JAVA_CP[@]}" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BOOTSTRAP" \
+        --topic "$TOPIC" --messages "$records" --timeout 60000 --group "$group"
+      delete_groups "$group" ;;
     zstd) run zstd "$ZSTD" -q -f -3 -T1 "$OUT/none.kar" -o "$OUT/none.kar.zst" ;;
     kar-backup) rm -f "$OUT/b.kar"; run kar-backup "$KAR" backup --bootstrap "$BOOTSTRAP" --topics "$TOPIC" \
       "${subjects[@]}" --out "$OUT/b.kar" ;;
@@ -134,7 +155,7 @@ restore_jobs() { # job round
       check_count "$dst" "$records"
       # Its own timing leaves out loading the payload file: that is the figure compared.
       tail -1 "$OUT/producer-perf.out" | awk -v n=producer-perf-send \
-        '{rate = $4; printf "%s %.2f %s\n", n, $1 / rate, "- - -"}' | tee -a "$OUT/results.txt" ;;
+        '{rate = $4; printf "%s %.2f %s\n", n, $1 / rate, "- - - -"}' | tee -a "$OUT/results.txt" ;;
     kar-restore-quick)
       local state; state=$(mktemp -d)
       run kar-restore-quick "$KAR" restore "$OUT/zstd.kar" --bootstrap "$BOOTSTRAP" --map "$TOPIC=$dst" \
@@ -155,6 +176,7 @@ else
   restores=(kar-restore)
   [[ $PAYLOAD = json ]] && restores=(kcat-produce producer-perf kar-restore kar-restore-quick)
 fi
+started=$(date +%s) stolen_before=$(steal_ticks)
 for r in $(seq 0 $((ROUNDS - 1))); do
   echo "round $((r + 1)):"
   n=${#backups[@]}
@@ -162,5 +184,6 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   n=${#restores[@]}
   for i in $(seq 0 $((n - 1))); do restore_jobs "${restores[$(((i + r) % n))]}" "$r"; done
 done
+echo "the rounds took $(($(date +%s) - started)) s; the host took $((($(steal_ticks) - stolen_before) / TICKS)) s of the VM's CPU time meanwhile (steal, both CPUs)"
 
 python3 benches/compare.py "$OUT/results.txt" "$records" "$bytes" "$(stat -c %s "$OUT/zstd.kar")" "$(stat -c %s "$OUT/none.kar")"
