@@ -23,9 +23,10 @@
 #                 is transactional, so offsets count markers too: its exit status is its check,
 #                 non-zero unless every record was written).
 #
-# Prints each job's median and spread (and the broker's CPU meanwhile, from /proc) and the ratios
-# issue 18 sets goals for. MODE=memory runs only kar backup and kar restore (one round unless
-# ROUNDS is set), for peak RSS at a larger BENCH_MB. Release builds. Needs the disk for the topic about 4 times over.
+# Prints each job's median and spread (the broker's CPU and the VM's steal time meanwhile, from
+# /proc) and the ratios issue 18 sets goals for. MODE=memory runs only kar backup and kar restore
+# (one round unless ROUNDS is set), for peak RSS at a larger BENCH_MB. Release builds. Needs the
+# disk for the topic about 4 times over.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -978,7 +978,7 @@ pub fn flush_out<W: Write>(out: BufWriter<W>, path: &Path) -> Result<W, ArchiveE
 /// its chunks back, and a 100 GB archive would otherwise push out the page cache of everything
 /// else on the machine (the broker's, on a shared host). The next writes then reuse the freed
 /// pages, which on a VM whose freed memory goes back to the host (virtio-balloon free page
-/// reporting) costs a quarter of the CPU of writing into fresh ones (see README, Measuring).
+/// reporting) costs a quarter of the CPU of writing into fresh ones (benches/NOTES.md).
 /// A failed sync is kept and returned by [`BackgroundSync::stop`]; a page not yet written out is
 /// never dropped.
 pub struct BackgroundSync {
