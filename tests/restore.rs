@@ -521,6 +521,80 @@ async fn forty_groups_come_back_each_with_its_own_offsets() {
     }
 }
 
+/// A group with a member on the target is left as it is, named with the reason, while the
+/// groups committed at the same time beside it are committed; the restore is still whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_in_use_on_the_target_is_left_and_the_others_beside_it_committed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let p = common::unique("busygroup");
+    let topic = format!("{p}-src");
+    common::create_topic(&topic, 1, &[]).await;
+    common::fill(&topic, 1, 50, 10).await;
+    let groups: Vec<String> = (0..3).map(|i| format!("{p}-g{i}")).collect();
+    for (i, g) in groups.iter().enumerate() {
+        common::commit(g, &[(&topic, 0, 10 + i as i64, "")]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = backup_to(dir.path(), &topic, Some(&p)).await;
+
+    // The middle group gets a live member (subscribed to another topic) until the restore ends.
+    let elsewhere = format!("{p}-elsewhere");
+    common::create_topic(&elsewhere, 1, &[]).await;
+    let busy = groups[1].clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    let member = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", common::bootstrap())
+                .set("group.id", &busy)
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            c.subscribe(&[&elsewhere]).unwrap();
+            let mut told = false;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = c.poll(Duration::from_millis(100));
+                if !told && c.assignment().is_ok_and(|a| a.count() > 0) {
+                    joined_tx.send(()).unwrap();
+                    told = true;
+                }
+            }
+        })
+    };
+    joined_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the member did not join its group in 60 s");
+
+    let renamed = format!("{p}-dst");
+    let report = run_restore(restore_to(&archive, &topic, &renamed, dir.path(), None)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    member.join().unwrap();
+    assert!(report.ok, "{:?}", report.groups);
+    let outcome = |g: &str| report.groups.iter().find(|o| o.group == g).unwrap();
+    let left = outcome(&groups[1]);
+    assert!(
+        left.skipped.as_deref() == Some("the group has active members on the target")
+            && !left.failed,
+        "{left:?}"
+    );
+    assert_eq!(common::committed(&groups[1], &renamed, 0).await, None);
+    for i in [0, 2] {
+        assert!(
+            outcome(&groups[i]).skipped.is_none(),
+            "{:?}",
+            outcome(&groups[i])
+        );
+        assert_eq!(
+            common::committed(&groups[i], &renamed, 0).await,
+            Some((10 + i as i64, String::new())),
+            "{}",
+            groups[i]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_in_use_is_refused_or_appended_to_once() {
     let p = common::unique("append");
