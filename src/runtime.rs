@@ -8,6 +8,30 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// `f` of every item, `at_once` items at a time each on a thread of its own (calls that mostly
+/// wait on a broker: a client each), the results in the items' order; the first error in that
+/// order once its batch has ended. A panic in `f` goes on in the caller.
+pub fn try_at_once<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    at_once: usize,
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let mut out = Vec::with_capacity(items.len());
+    for batch in items.chunks(at_once.max(1)) {
+        let results: Vec<Result<R, E>> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch.iter().map(|i| s.spawn(|| f(i))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for r in results {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
+
 /// The runtime. Dropping it waits until every client handed to [`Context::close_in_background`]
 /// is closed: librdkafka and OpenSSL clean up at process exit too, and must not race a close.
 pub struct Runtime {

@@ -178,26 +178,10 @@ fn found_all(
     tasks: &[PartitionTask],
     checks: &[(usize, Anchor, i64)],
 ) -> Result<Vec<Option<bool>>, BackupError> {
-    let mut out = Vec::with_capacity(checks.len());
-    for batch in checks.chunks(CHECKS_AT_ONCE) {
-        let read: Vec<Result<Option<bool>, BackupError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|(i, a, _)| {
-                    let t = &tasks[*i];
-                    s.spawn(move || found(conn, &t.topic, t.partition, a))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a lineage check panicked"))
-                .collect()
-        });
-        for r in read {
-            out.push(r?);
-        }
-    }
-    Ok(out)
+    crate::runtime::try_at_once(checks, CHECKS_AT_ONCE, |(i, a, _)| {
+        let t = &tasks[*i];
+        found(conn, &t.topic, t.partition, a)
+    })
 }
 
 /// Topics (and partitions) the parent holds that the member does not: deleted, or no longer

@@ -600,24 +600,10 @@ fn group_offsets(
         // Each group's offsets take a client of its own (its coordinator may be any broker):
         // read several groups at once, so a cluster with hundreds of groups is not read one
         // round trip after another.
-        for batch in wanted.chunks(GROUP_READS_AT_ONCE) {
-            let read: Vec<Result<GroupOffsets, SourceError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|g| s.spawn(|| source.committed(g, &partitions)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a group offsets reader panicked"))
-                    .collect()
-            });
-            for offsets in read {
-                let offsets = offsets?;
-                if !offsets.offsets.is_empty() {
-                    groups.push(offsets);
-                }
-            }
-        }
+        let read = crate::runtime::try_at_once(&wanted, GROUP_READS_AT_ONCE, |g| {
+            source.committed(g, &partitions)
+        })?;
+        groups.extend(read.into_iter().filter(|o| !o.offsets.is_empty()));
     }
     let mut warnings = Vec::new();
     if let Some(g) = &opts.groups {

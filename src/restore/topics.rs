@@ -238,25 +238,11 @@ impl KafkaPlan {
         jobs: &[PartitionJob],
     ) -> Result<Vec<GroupOutcome>, RestoreError> {
         let done = read_progress(&self.progress, jobs, Read::Stable)?;
-        let mut outcomes = Vec::with_capacity(self.groups.len());
         // Each group takes a client of its own, mostly waiting on its coordinator: several at
         // once, so that a cluster's hundreds of groups are not committed one after another.
-        for batch in self.groups.chunks(GROUP_COMMITS_AT_ONCE) {
-            let batch: Vec<Result<GroupOutcome, RestoreError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|g| s.spawn(|| restore_group(&self.target, g, jobs, &done)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("a group's commit panicked"))
-                    .collect()
-            });
-            for outcome in batch {
-                outcomes.push(outcome?);
-            }
-        }
-        Ok(outcomes)
+        crate::runtime::try_at_once(&self.groups, GROUP_COMMITS_AT_ONCE, |g| {
+            restore_group(&self.target, g, jobs, &done)
+        })
     }
 
     /// The partitions to restore.
